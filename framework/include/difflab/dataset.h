@@ -1,0 +1,26 @@
+// Dataset family: images in [0, 1] as [N, C, H, W] float tensors, split into train and validation.
+#pragma once
+
+#include <torch/types.h>
+
+#include "difflab/plugin.h"
+
+namespace difflab {
+
+struct ImageSplits {
+  torch::Tensor train;       // [N_train, C, S, S], float32 in [0, 1]
+  torch::Tensor validation;  // [N_val, C, S, S], float32 in [0, 1]
+};
+
+class BOOST_SYMBOL_VISIBLE Dataset : public Component {
+ public:
+  ~Dataset() override;
+  // Channels of the images, known before loading (a network is built from it).
+  virtual int64_t channels() const = 0;
+  // Loads and preprocesses to image_size; throws a config Error naming missing files.
+  virtual ImageSplits load() const = 0;
+  // Cheap check that the data is there (used by `difflab check`); throws like load().
+  virtual void check_available() const = 0;
+};
+
+}  // namespace difflab

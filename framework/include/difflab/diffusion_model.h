@@ -1,0 +1,103 @@
+// DiffusionModel: the seed's DiffusionModel class — normalizer, network, EMA network, schedule,
+// denoise(), train_step(), generate() — on difflab's plugin interfaces.
+#pragma once
+
+#include <memory>
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+#include <torch/types.h>
+
+#include "difflab/loss.h"
+#include "difflab/network.h"
+#include "difflab/sampler.h"
+#include "difflab/schedule.h"
+
+namespace difflab {
+
+struct StepLosses {
+  torch::Tensor noise_loss;  // trains the network
+  torch::Tensor image_loss;  // reported only
+};
+
+enum class Precision { fp32, bf16 };
+
+class DiffusionModel {
+ public:
+  DiffusionModel(std::shared_ptr<Network> network, std::shared_ptr<Network> ema_network,
+                 std::shared_ptr<Schedule> schedule, std::shared_ptr<Loss> loss,
+                 std::shared_ptr<Sampler> sampler, int64_t image_size, int64_t image_channels);
+
+  // Per-channel mean and variance over the training images [N, C, H, W] (Keras Normalization).
+  void adapt(const torch::Tensor& train_images);
+  void set_normalizer(torch::Tensor mean, torch::Tensor variance);
+  torch::Tensor normalize(const torch::Tensor& images) const;
+  // Back to [0, 1], clipped.
+  torch::Tensor denormalize(const torch::Tensor& images) const;
+
+  // Moves everything to `device`; channels_last applies to 4-d weights and to inputs.
+  void to(torch::Device device, bool channels_last);
+  void set_precision(Precision precision) { precision_ = precision; }
+
+  // The seed's denoise(): the network predicts the noise, the image follows.
+  Denoised denoise(const torch::Tensor& noisy_images, const torch::Tensor& noise_rates,
+                   const torch::Tensor& signal_rates, bool training);
+
+  // The seed's train_step() on a batch of raw [0, 1] images: forward, backward, optimiser step.
+  StepLosses train_step(const torch::Tensor& images, torch::optim::Optimizer& optimizer);
+  // Validation losses with the EMA network (the seed's test_step without KID).
+  StepLosses test_step(const torch::Tensor& images);
+
+  // ema_weight = decay * ema_weight + (1 - decay) * weight, over parameters and buffers (as
+  // Keras does over network.weights, BatchNorm moving statistics included).
+  void update_ema(double decay);
+
+  // The seed's generate(): initial noise -> sampler with the EMA network -> [0, 1] images.
+  torch::Tensor generate(int64_t num_images, int64_t diffusion_steps);
+  // The same from a given initial noise [N, C, S, S] (on any device).
+  torch::Tensor generate_from(const torch::Tensor& initial_noise, int64_t diffusion_steps);
+
+  Network& network() { return *network_; }
+  Network& ema_network() { return *ema_network_; }
+  const Schedule& schedule() const { return *schedule_; }
+  const torch::Tensor& mean() const { return mean_; }
+  const torch::Tensor& variance() const { return variance_; }
+  torch::Device device() const { return device_; }
+
+ private:
+  torch::Tensor prepare_input(const torch::Tensor& images) const;
+
+  std::shared_ptr<Network> network_;
+  std::shared_ptr<Network> ema_network_;
+  std::shared_ptr<Schedule> schedule_;
+  std::shared_ptr<Loss> loss_;
+  std::shared_ptr<Sampler> sampler_;
+  torch::Tensor mean_;      // [1, C, 1, 1]
+  torch::Tensor variance_;  // [1, C, 1, 1]
+  int64_t image_size_;
+  int64_t image_channels_;
+  torch::Device device_ = torch::kCPU;
+  bool channels_last_ = false;
+  Precision precision_ = Precision::fp32;
+};
+
+// EMA decay with warm-up, as diffusers does: min(ema, (1 + step) / (10 + step)). Without it an
+// EMA of 0.999 still holds mostly the random initial weights after ~1,000 steps.
+double ema_decay(double ema, int64_t step, bool warmup);
+
+// Enables bf16 autocast on `device` for its lifetime (a no-op when `enabled` is false) and clears
+// the autocast weight cache on exit, so that no step sees another step's stale weight casts.
+class AutocastGuard {
+ public:
+  AutocastGuard(torch::Device device, bool enabled);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool active_ = false;
+  bool cuda_ = false;
+  bool previous_enabled_ = false;
+  torch::ScalarType previous_dtype_ = torch::kFloat32;
+};
+
+}  // namespace difflab

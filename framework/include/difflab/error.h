@@ -1,0 +1,47 @@
+// The one error type of difflab: a message plus the context a user needs to fix it
+// (file, line, column, key, plugin, path) and the exit code the command line maps it to.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace difflab {
+
+enum class ErrorKind {
+  config,   // bad experiment file or command line: exit code 2, nothing written
+  runtime,  // a failure while running: exit code 1
+};
+
+struct ErrorContext {
+  std::string file;     // experiment file or data path
+  int64_t line = 0;     // 1-based; 0 when unknown
+  int64_t column = 0;   // 1-based; 0 when unknown
+  std::string key;      // dotted key, e.g. "schedule.min_signal_rate"
+  std::string hint;     // how to fix it
+};
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorKind kind, std::string message, ErrorContext context = {});
+
+  ErrorKind kind() const { return kind_; }
+  const ErrorContext& context() const { return context_; }
+  const std::string& message() const { return message_; }
+  int exit_code() const { return kind_ == ErrorKind::config ? 2 : 1; }
+
+ private:
+  ErrorKind kind_;
+  std::string message_;
+  ErrorContext context_;
+};
+
+// Shorthands: ConfigError(...) for anything the user can fix in the experiment or command line.
+Error ConfigError(std::string message, ErrorContext context = {});
+Error RuntimeError(std::string message, ErrorContext context = {});
+
+// Levenshtein-nearest candidate for "did you mean" hints; empty if nothing is close.
+std::string nearest_name(const std::string& name, const std::vector<std::string>& candidates);
+
+}  // namespace difflab

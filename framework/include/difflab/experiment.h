@@ -1,0 +1,56 @@
+// An experiment file, parsed, validated against the framework's and the plugins' schemas, with
+// defaults filled in and --set overrides applied. Nothing runs until this has succeeded.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "difflab/params.h"
+#include "difflab/plugin.h"
+
+namespace difflab {
+
+class PluginRegistry;
+
+struct Section {
+  std::string name;    // "experiment", "data", "network", ...
+  std::string plugin;  // the component's plugin; empty for framework-only sections
+  Params params;       // every key of the schema, in schema order, defaults filled in
+};
+
+class Experiment {
+ public:
+  std::filesystem::path file;     // where it was read from ("<text>" for tests)
+  std::vector<Section> sections;  // always the eight sections, in canonical order
+
+  const Section& section(const std::string& name) const;
+  Section& section(const std::string& name);
+
+  // The resolved experiment as TOML, keys in canonical order (stored in the database).
+  std::string to_toml() const;
+  // One (dotted key, TOML value text) pair per leaf, e.g. ("schedule.plugin", "\"cosine\"").
+  std::vector<std::pair<std::string, ParamValue>> leaves() const;
+  // Stable hash of to_toml(), 16 hex digits: a run's identity.
+  std::string config_hash() const;
+
+  BuildContext build_context(int64_t image_channels) const;
+};
+
+// The section names in canonical order, and which of them name a plugin family.
+const std::vector<std::string>& section_names();
+bool section_has_plugin(const std::string& section, Family* family = nullptr);
+// Schema of the framework's own keys of a section (e.g. [training] or [data].image_size).
+const ParamSchema& framework_schema(const std::string& section);
+
+// Loads `file`, applies `overrides` ("section.key=value", TOML value syntax; bare words are
+// strings), validates everything, fills defaults. Throws a config Error (exit code 2) naming the
+// file, line, column and key on any problem. Plugin folders listed in [experiment] plugin_paths
+// are added to `registry` before plugins are looked up.
+Experiment load_experiment(const std::filesystem::path& file,
+                           const std::vector<std::string>& overrides, PluginRegistry& registry);
+// The same from TOML text (source_name is used in messages).
+Experiment parse_experiment(const std::string& toml_text, const std::string& source_name,
+                            const std::vector<std::string>& overrides, PluginRegistry& registry);
+
+}  // namespace difflab

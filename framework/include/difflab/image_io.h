@@ -1,0 +1,14 @@
+// Writing images to disk (PNG, via stb_image_write).
+#pragma once
+
+#include <filesystem>
+#include <torch/types.h>
+
+namespace difflab {
+
+// images [N, C, H, W] in [0, 1] (C = 1 or 3) -> one PNG of rows x cols tiles with a 2-pixel
+// gap, each tile scaled up by `scale` (nearest). Missing tiles stay black.
+void write_image_grid(const std::filesystem::path& path, const torch::Tensor& images,
+                      int64_t rows, int64_t cols, int64_t scale = 1);
+
+}  // namespace difflab

@@ -1,0 +1,31 @@
+// Sampler family: reverse diffusion from an initial noise with a denoiser and a schedule.
+#pragma once
+
+#include <functional>
+#include <torch/types.h>
+
+#include "difflab/plugin.h"
+#include "difflab/schedule.h"
+
+namespace difflab {
+
+struct Denoised {
+  torch::Tensor pred_noises;  // [B, C, H, W]
+  torch::Tensor pred_images;  // [B, C, H, W]
+};
+
+// Separates noisy images into their noise and image components (the seed's denoise()).
+using Denoiser = std::function<Denoised(const torch::Tensor& noisy_images,
+                                        const torch::Tensor& noise_rates,
+                                        const torch::Tensor& signal_rates)>;
+
+class BOOST_SYMBOL_VISIBLE Sampler : public Component {
+ public:
+  ~Sampler() override;
+  // Returns the predicted clean images after `diffusion_steps` steps from t = 1 to t = 0.
+  // Random draws use the global torch generator (seeded by the host).
+  virtual torch::Tensor sample(const Denoiser& denoise, const torch::Tensor& initial_noise,
+                               const Schedule& schedule, int64_t diffusion_steps) const = 0;
+};
+
+}  // namespace difflab

@@ -1,0 +1,172 @@
+// The command line: one function per command, each a few lines over the framework's API.
+#include "difflab/cli.h"
+
+#include <boost/program_options.hpp>
+#include <fmt/format.h>
+#include <iostream>
+#include <torch/torch.h>
+
+#include "difflab/dataset.h"
+#include "difflab/error.h"
+#include "difflab/experiment.h"
+#include "difflab/network.h"
+#include "difflab/registry.h"
+#include "difflab/trainer.h"
+#include "difflab/version.h"
+
+namespace difflab {
+namespace po = boost::program_options;
+namespace {
+
+constexpr const char* kUsage = R"(usage: difflab COMMAND [OPTIONS]
+
+commands:
+  run FILE [--set section.key=value]...    train and record one experiment
+  check FILE [--set section.key=value]...  validate FILE and print the resolved experiment
+  bench FILE [--set ...] [--steps N]       time training steps and one sampling pass
+  plugins [--family NAME]                  list plugins with their parameters
+
+options:
+  --help       show this message
+  --version    print the version of difflab and LibTorch
+
+Plugins are searched in the build's and the installed plugin folder, then in DIFFLAB_PLUGIN_PATH
+(colon-separated) and in the experiment's [experiment] plugin_paths.
+)";
+
+struct CommandLine {
+  std::string command;
+  std::string file;
+  std::vector<std::string> overrides;
+  std::string family;
+  int64_t steps = 20;
+};
+
+CommandLine parse(int argc, char** argv) {
+  po::options_description options;
+  options.add_options()
+      ("command", po::value<std::string>())
+      ("file", po::value<std::string>())
+      ("set", po::value<std::vector<std::string>>()->composing())
+      ("family", po::value<std::string>())
+      ("steps", po::value<int64_t>());
+  po::positional_options_description positional;
+  positional.add("command", 1).add("file", 1);
+  po::variables_map values;
+  po::store(po::command_line_parser(argc, argv).options(options).positional(positional).run(),
+            values);
+  CommandLine line;
+  if (values.count("command")) line.command = values["command"].as<std::string>();
+  if (values.count("file")) line.file = values["file"].as<std::string>();
+  if (values.count("set")) line.overrides = values["set"].as<std::vector<std::string>>();
+  if (values.count("family")) line.family = values["family"].as<std::string>();
+  if (values.count("steps")) line.steps = values["steps"].as<int64_t>();
+  if (line.steps < 1) throw ConfigError("--steps must be at least 1");
+  return line;
+}
+
+Experiment load(const CommandLine& line, PluginRegistry& registry) {
+  if (line.file.empty())
+    throw ConfigError("missing experiment file", {"", 0, 0, "", "e.g. difflab " + line.command +
+                                                                  " experiments/quickstart.toml"});
+  return load_experiment(line.file, line.overrides, registry);
+}
+
+int command_run(const CommandLine& line) {
+  PluginRegistry registry;
+  Experiment experiment = load(line, registry);
+  RunResult result = run_experiment(experiment, registry);
+  fmt::print("run {} finished: n_loss {:.4f}  i_loss {:.4f}  last grid {}\n", result.run_id,
+             result.noise_loss, result.image_loss, result.last_grid.string());
+  return 0;
+}
+
+int command_check(const CommandLine& line) {
+  PluginRegistry registry;
+  Experiment experiment = load(line, registry);
+  // Build the components too: a network that cannot be built for this image size, or data that
+  // is not there, is reported now rather than after the database row exists.
+  const Section& data = experiment.section("data");
+  auto dataset = registry.create<Dataset>(Family::dataset, data.plugin, data.params,
+                                          experiment.build_context(0));
+  dataset->check_available();
+  const Section& network = experiment.section("network");
+  registry.create<Network>(Family::network, network.plugin, network.params,
+                           experiment.build_context(dataset->channels()));
+  fmt::print("# {}: valid; resolved experiment (config hash {}):\n{}", line.file,
+             experiment.config_hash(), experiment.to_toml());
+  return 0;
+}
+
+int command_bench(const CommandLine& line) {
+  PluginRegistry registry;
+  Experiment experiment = load(line, registry);
+  BenchResult result = bench_experiment(experiment, registry, line.steps);
+  fmt::print("threads: {}\n", torch::get_num_threads());
+  fmt::print("train_images_per_second: {:.2f}\n", result.train_images_per_second);
+  fmt::print("sample_images_per_second: {:.2f}\n", result.sample_images_per_second);
+  fmt::print("peak_rss_mb: {:.1f}\n", result.peak_rss_mb);
+  return 0;
+}
+
+int command_plugins(const CommandLine& line) {
+  PluginRegistry registry;
+  for (Family family : all_families()) {
+    if (!line.family.empty() && line.family != to_string(family)) continue;
+    fmt::print("[{}]\n", to_string(family));
+    for (const auto& plugin : registry.list(family)) {
+      const PluginInfo& info = *plugin.info;
+      fmt::print("  {} {} — {}\n    ({})\n", info.name, info.version, info.description,
+                 plugin.path.string());
+      for (const auto& spec : info.schema) {
+        std::string constraint = spec.constraint_text();
+        fmt::print("    {:<26} {:<18} default {:<22}{}\n      {}\n", spec.name,
+                   to_string(spec.type), format_value(spec.default_value),
+                   constraint.empty() ? "" : "  " + constraint, spec.doc);
+      }
+    }
+  }
+  for (const auto& rejected : registry.rejected())
+    fmt::print("refused {}: {}\n", rejected.path.string(), rejected.reason);
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  try {
+    if (argc < 2) {
+      std::cerr << kUsage;
+      return 2;
+    }
+    std::string first = argv[1];
+    if (first == "--help" || first == "-h" || first == "help") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (first == "--version") {
+      fmt::print("difflab {} (LibTorch {})\n", DIFFLAB_VERSION, TORCH_VERSION);
+      return 0;
+    }
+    CommandLine line = parse(argc, argv);
+    if (line.command == "run") return command_run(line);
+    if (line.command == "check") return command_check(line);
+    if (line.command == "bench") return command_bench(line);
+    if (line.command == "plugins") return command_plugins(line);
+    std::string nearest = nearest_name(line.command, {"run", "check", "bench", "plugins"});
+    throw ConfigError("unknown command \"" + line.command + "\"",
+                      {"", 0, 0, "", nearest.empty() ? "see difflab --help"
+                                                      : "did you mean \"" + nearest + "\"?"});
+  } catch (const Error& error) {
+    fmt::print(stderr, "difflab: error: {}\n", error.what());
+    return error.exit_code();
+  } catch (const po::error& error) {
+    fmt::print(stderr, "difflab: error: {}\n  hint: see difflab --help\n", error.what());
+    return 2;
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "difflab: error: {}\n", error.what());
+    return 1;
+  }
+}
+
+}  // namespace difflab

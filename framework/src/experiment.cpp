@@ -1,0 +1,424 @@
+#include "difflab/experiment.h"
+
+#include <algorithm>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <map>
+#include <set>
+#include <toml++/toml.h>
+
+#include "difflab/error.h"
+#include "difflab/registry.h"
+
+namespace difflab {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kOverrideSource = "--set";
+
+struct SectionDefault {
+  const char* name;
+  bool has_plugin;
+  Family family;
+  const char* default_plugin;
+};
+
+const std::vector<SectionDefault>& section_defaults() {
+  static const std::vector<SectionDefault> sections = {
+      {"experiment", false, Family::dataset, ""},
+      {"data", true, Family::dataset, "fashion_mnist"},
+      {"network", true, Family::network, "residual_unet"},
+      {"schedule", true, Family::schedule, "cosine"},
+      {"loss", true, Family::loss, "mae"},
+      {"sampler", true, Family::sampler, "ddim"},
+      {"training", false, Family::dataset, ""},
+      {"evaluation", false, Family::dataset, ""},
+  };
+  return sections;
+}
+
+const SectionDefault& section_default(const std::string& name) {
+  for (const auto& section : section_defaults())
+    if (name == section.name) return section;
+  throw std::logic_error("difflab: unknown section " + name);
+}
+
+// Where a key came from, for error messages: the file's line and column, or the --set option.
+struct Locator {
+  std::string source;
+  std::set<std::string> overridden;  // dotted keys set from the command line
+
+  ErrorContext at(const std::string& dotted_key, const toml::source_region& region) const {
+    if (overridden.count(dotted_key)) return {kOverrideSource, 0, 0, dotted_key, ""};
+    return {source, static_cast<int64_t>(region.begin.line),
+            static_cast<int64_t>(region.begin.column), dotted_key, ""};
+  }
+};
+
+const char* toml_type_name(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    default: return "date/time";
+  }
+}
+
+template <class T, class Convert>
+std::optional<std::vector<T>> convert_array(const toml::node& node, Convert convert_one) {
+  const toml::array* array = node.as_array();
+  if (array == nullptr) return std::nullopt;
+  std::vector<T> values;
+  for (const auto& element : *array) {
+    std::optional<T> value = convert_one(element);
+    if (!value) return std::nullopt;
+    values.push_back(*value);
+  }
+  return values;
+}
+
+std::optional<int64_t> to_integer(const toml::node& node) { return node.value_exact<int64_t>(); }
+std::optional<double> to_real(const toml::node& node) {
+  if (node.is_integer()) return static_cast<double>(*node.value_exact<int64_t>());
+  return node.value_exact<double>();
+}
+std::optional<std::string> to_string_value(const toml::node& node) {
+  return node.value_exact<std::string>();
+}
+
+std::optional<ParamValue> convert(const toml::node& node, ParamType type) {
+  switch (type) {
+    case ParamType::boolean:
+      if (auto v = node.value_exact<bool>()) return ParamValue(*v);
+      return std::nullopt;
+    case ParamType::integer:
+      if (auto v = to_integer(node)) return ParamValue(*v);
+      return std::nullopt;
+    case ParamType::real:
+      if (auto v = to_real(node)) return ParamValue(*v);
+      return std::nullopt;
+    case ParamType::string:
+      if (auto v = to_string_value(node)) return ParamValue(*v);
+      return std::nullopt;
+    case ParamType::integer_list:
+      if (auto v = convert_array<int64_t>(node, to_integer)) return ParamValue(*v);
+      return std::nullopt;
+    case ParamType::real_list:
+      if (auto v = convert_array<double>(node, to_real)) return ParamValue(*v);
+      return std::nullopt;
+    case ParamType::string_list:
+      if (auto v = convert_array<std::string>(node, to_string_value)) return ParamValue(*v);
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+ParamSchema make_schema(std::initializer_list<ParamSpec> specs) { return ParamSchema(specs); }
+
+std::vector<std::string> schema_names(const ParamSchema& schema, bool with_plugin) {
+  std::vector<std::string> names;
+  if (with_plugin) names.push_back("plugin");
+  for (const auto& spec : schema) names.push_back(spec.name);
+  return names;
+}
+
+void apply_override(toml::table& root, const std::string& text, Locator& locator) {
+  size_t equals = text.find('=');
+  size_t dot = text.find('.');
+  if (equals == std::string::npos || dot == std::string::npos || dot > equals || dot == 0 ||
+      dot + 1 == equals)
+    throw ConfigError("expected section.key=value, got \"" + text + "\"",
+                      {kOverrideSource, 0, 0, "", "e.g. --set training.epochs=2"});
+  std::string section = text.substr(0, dot);
+  std::string key = text.substr(dot + 1, equals - dot - 1);
+  std::string value_text = text.substr(equals + 1);
+
+  toml::table* table = root[section].as_table();
+  if (table == nullptr) {
+    root.insert_or_assign(section, toml::table{});
+    table = root[section].as_table();
+  }
+  // A value in TOML syntax (2, 0.5, true, [32, 64], "mae"); a bare word is a string.
+  try {
+    toml::table parsed = toml::parse("value = " + value_text);
+    table->insert_or_assign(key, *parsed.get("value"));
+  } catch (const toml::parse_error&) {
+    table->insert_or_assign(key, value_text);
+  }
+  locator.overridden.insert(section + "." + key);
+}
+
+Params resolve_section(const toml::table* table, const std::string& section,
+                       const std::string& plugin, const ParamSchema& schema,
+                       const Locator& locator) {
+  Params params;
+  if (table != nullptr) {
+    for (const auto& [key, node] : *table) {
+      const std::string name(key.str());
+      const std::string dotted = section + "." + name;
+      if (name == "plugin") continue;
+      ErrorContext context = locator.at(dotted, key.source());
+      auto spec = std::find_if(schema.begin(), schema.end(),
+                               [&](const ParamSpec& s) { return s.name == name; });
+      if (spec == schema.end()) {
+        std::vector<std::string> names = schema_names(schema, !plugin.empty());
+        std::string nearest = nearest_name(name, names);
+        context.hint = nearest.empty() ? "" : "did you mean \"" + nearest + "\"? ";
+        context.hint += fmt::format("valid keys of [{}]{}: {}", section,
+                                    plugin.empty() ? "" : " with plugin \"" + plugin + "\"",
+                                    fmt::join(names, ", "));
+        throw ConfigError("unknown key \"" + name + "\"", context);
+      }
+      std::optional<ParamValue> value = convert(node, spec->type);
+      if (!value)
+        throw ConfigError(fmt::format("wrong type: expected {}, got {}", to_string(spec->type),
+                                      toml_type_name(node)),
+                          context);
+      std::string problem = spec->check(*value);
+      if (!problem.empty()) throw ConfigError(problem, context);
+      params.set(name, *value);
+    }
+  }
+  Params ordered;  // schema order, defaults filled in
+  for (const auto& spec : schema)
+    ordered.set(spec.name, params.has(spec.name) ? params.get(spec.name) : spec.default_value);
+  return ordered;
+}
+
+// The value's location, or the section's when the key is absent (defaulted).
+ErrorContext locate(const toml::table* table, const std::string& section, const std::string& key,
+                    const Locator& locator) {
+  const std::string dotted = section + "." + key;
+  if (table != nullptr) {
+    if (const toml::node* node = table->get(key)) return locator.at(dotted, node->source());
+    return locator.at(dotted, table->source());
+  }
+  return {locator.source, 0, 0, dotted, ""};
+}
+
+Experiment resolve(toml::table& root, Locator& locator, const fs::path& base_dir,
+                   PluginRegistry& registry) {
+  for (const auto& [key, node] : root) {
+    const std::string name(key.str());
+    std::vector<std::string> names = section_names();
+    ErrorContext context = locator.at(name, key.source());
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      std::string nearest = nearest_name(name, names);
+      context.hint = (nearest.empty() ? "" : "did you mean [" + nearest + "]? ") +
+                     fmt::format("valid sections: {}", fmt::join(names, ", "));
+      throw ConfigError("unknown section [" + name + "]", context);
+    }
+    if (!node.is_table())
+      throw ConfigError(fmt::format("expected a table [{}], got {}", name, toml_type_name(node)),
+                        context);
+  }
+
+  Experiment experiment;
+  for (const auto& name : section_names()) {
+    const SectionDefault& defaults = section_default(name);
+    const toml::table* table = root[name].as_table();
+    Section section{name, "", {}};
+    ParamSchema schema = framework_schema(name);
+    const PluginInfo* info = nullptr;
+    if (defaults.has_plugin) {
+      section.plugin = defaults.default_plugin;
+      if (table != nullptr) {
+        if (const toml::node* node = table->get("plugin")) {
+          auto plugin = node->value_exact<std::string>();
+          if (!plugin)
+            throw ConfigError(fmt::format("wrong type: expected string, got {}",
+                                          toml_type_name(*node)),
+                              locate(table, name, "plugin", locator));
+          section.plugin = *plugin;
+        }
+      }
+      info = &registry.get(defaults.family, section.plugin, locate(table, name, "plugin", locator));
+      schema.insert(schema.end(), info->schema.begin(), info->schema.end());
+    }
+    section.params = resolve_section(table, name, section.plugin, schema, locator);
+    if (info != nullptr && info->validate != nullptr) {
+      ParamIssue issue = info->validate(section.params);
+      if (!issue.key.empty()) throw ConfigError(issue.message, locate(table, name, issue.key, locator));
+    }
+    experiment.sections.push_back(std::move(section));
+
+    if (name == "experiment") {
+      // Plugin folders listed by the experiment, relative to the experiment file.
+      for (const auto& dir : experiment.sections.back().params.strings("plugin_paths")) {
+        fs::path path = fs::path(dir).is_absolute() ? fs::path(dir) : base_dir / dir;
+        if (!fs::is_directory(path))
+          throw ConfigError("plugin folder " + path.string() + " does not exist",
+                            locate(table, name, "plugin_paths", locator));
+        registry.add_search_dir(path);
+      }
+    }
+  }
+  return experiment;
+}
+
+Experiment parse_root(toml::table root, const std::string& source, const fs::path& base_dir,
+                      const std::vector<std::string>& overrides, PluginRegistry& registry) {
+  Locator locator{source, {}};
+  for (const auto& text : overrides) apply_override(root, text, locator);
+  Experiment experiment = resolve(root, locator, base_dir, registry);
+  experiment.file = source;
+  return experiment;
+}
+
+ErrorContext parse_error_context(const toml::parse_error& error, const std::string& source) {
+  return {source, static_cast<int64_t>(error.source().begin.line),
+          static_cast<int64_t>(error.source().begin.column), "", ""};
+}
+
+}  // namespace
+
+const std::vector<std::string>& section_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> result;
+    for (const auto& section : section_defaults()) result.emplace_back(section.name);
+    return result;
+  }();
+  return names;
+}
+
+bool section_has_plugin(const std::string& section, Family* family) {
+  const SectionDefault& defaults = section_default(section);
+  if (family != nullptr) *family = defaults.family;
+  return defaults.has_plugin;
+}
+
+const ParamSchema& framework_schema(const std::string& section) {
+  static const std::map<std::string, ParamSchema> schemas = {
+      {"experiment",
+       make_schema({
+           ParamSpec::string("name", "experiment", "name of the experiment, recorded on each run"),
+           ParamSpec::string("database", "results/difflab.sqlite",
+                             "SQLite results database (relative to the working directory)")
+               .is_path(),
+           ParamSpec::string("output_dir", "runs",
+                             "folder for sample grids and checkpoints (one sub-folder per run)")
+               .is_path(),
+           ParamSpec::integer("seed", 42, "seed of every random generator").at_least(0),
+           ParamSpec::string("device", "auto", "where to train; auto = cuda when available")
+               .one_of({"auto", "cpu", "cuda"}),
+           ParamSpec::string("precision", "fp32", "bf16 = bfloat16 autocast (AMX on recent CPUs)")
+               .one_of({"fp32", "bf16"}),
+           ParamSpec::boolean("channels_last", false, "NHWC memory format for conv speed"),
+           ParamSpec::integer("threads", 0, "CPU threads; 0 = all cores").at_least(0),
+           ParamSpec::strings("plugin_paths", {},
+                              "extra plugin folders (relative to the experiment file)"),
+       })},
+      {"data", make_schema({ParamSpec::integer("image_size", 64,
+                                               "side of the square images the network sees")
+                                .at_least(4)
+                                .at_most(4096)})},
+      {"network", {}},
+      {"schedule", {}},
+      {"loss", {}},
+      {"sampler", {}},
+      {"training",
+       make_schema({
+           ParamSpec::integer("epochs", 1, "passes over the training set").at_least(1),
+           ParamSpec::integer("batch_size", 64, "images per training step").at_least(1),
+           ParamSpec::integer("steps_per_epoch", 0,
+                              "cap on steps per epoch; 0 = the whole training set")
+               .at_least(0),
+           ParamSpec::real("learning_rate", 1e-3, "AdamW learning rate").greater_than(0),
+           ParamSpec::real("weight_decay", 1e-4, "AdamW decoupled weight decay").at_least(0),
+           ParamSpec::real("ema", 0.999, "decay of the exponential moving average of weights")
+               .at_least(0)
+               .less_than(1),
+           ParamSpec::boolean("ema_warmup", true,
+                              "decay = min(ema, (1+step)/(10+step)); needed for short runs"),
+       })},
+      {"evaluation",
+       make_schema({
+           ParamSpec::integer("kid_diffusion_steps", 5, "sampling steps for KID").at_least(1),
+           ParamSpec::integer("plot_diffusion_steps", 20, "sampling steps for the image grid")
+               .at_least(1),
+           ParamSpec::integer("grid_rows", 3, "rows of the per-epoch image grid").at_least(1),
+           ParamSpec::integer("grid_cols", 6, "columns of the per-epoch image grid").at_least(1),
+           ParamSpec::integer("grid_scale", 2, "pixel upscaling of the grid PNG").at_least(1).at_most(16),
+           ParamSpec::integer("validation_batches", 8,
+                              "validation batches for val losses each epoch; 0 = all")
+               .at_least(0),
+       })},
+  };
+  return schemas.at(section);
+}
+
+const Section& Experiment::section(const std::string& name) const {
+  for (const auto& section : sections)
+    if (section.name == name) return section;
+  throw std::logic_error("difflab: experiment has no section " + name);
+}
+
+Section& Experiment::section(const std::string& name) {
+  return const_cast<Section&>(static_cast<const Experiment&>(*this).section(name));
+}
+
+std::string Experiment::to_toml() const {
+  std::string text;
+  for (const auto& section : sections) {
+    text += (text.empty() ? "[" : "\n[") + section.name + "]\n";
+    if (!section.plugin.empty()) text += "plugin = " + format_value(section.plugin) + "\n";
+    for (const auto& [key, value] : section.params.items())
+      text += key + " = " + format_value(value) + "\n";
+  }
+  return text;
+}
+
+std::vector<std::pair<std::string, ParamValue>> Experiment::leaves() const {
+  std::vector<std::pair<std::string, ParamValue>> result;
+  for (const auto& section : sections) {
+    if (!section.plugin.empty()) result.emplace_back(section.name + ".plugin", section.plugin);
+    for (const auto& [key, value] : section.params.items())
+      result.emplace_back(section.name + "." + key, value);
+  }
+  return result;
+}
+
+std::string Experiment::config_hash() const {
+  // FNV-1a 64: stable across platforms and runs, unlike std::hash.
+  uint64_t hash = 1469598103934665603ull;
+  for (unsigned char c : to_toml()) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  return fmt::format("{:016x}", hash);
+}
+
+BuildContext Experiment::build_context(int64_t image_channels) const {
+  return {section("data").params.integer("image_size"), image_channels};
+}
+
+Experiment load_experiment(const fs::path& file, const std::vector<std::string>& overrides,
+                           PluginRegistry& registry) {
+  if (!fs::is_regular_file(file))
+    throw ConfigError("experiment file not found", {file.string(), 0, 0, "", ""});
+  toml::table root;
+  try {
+    root = toml::parse_file(file.string());
+  } catch (const toml::parse_error& error) {
+    throw ConfigError("TOML syntax error: " + std::string(error.description()),
+                      parse_error_context(error, file.string()));
+  }
+  return parse_root(std::move(root), file.string(), file.parent_path(), overrides, registry);
+}
+
+Experiment parse_experiment(const std::string& toml_text, const std::string& source_name,
+                            const std::vector<std::string>& overrides, PluginRegistry& registry) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source_name);
+  } catch (const toml::parse_error& error) {
+    throw ConfigError("TOML syntax error: " + std::string(error.description()),
+                      parse_error_context(error, source_name));
+  }
+  return parse_root(std::move(root), source_name, fs::current_path(), overrides, registry);
+}
+
+}  // namespace difflab

@@ -1,0 +1,264 @@
+#include "difflab/results_store.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <SQLiteCpp/Transaction.h>
+#include <unistd.h>
+
+#include "difflab/error.h"
+#include "difflab/experiment.h"
+
+namespace difflab {
+namespace fs = std::filesystem;
+namespace {
+
+// Schema version 1. Later versions append migrations; an old database is migrated in place,
+// never rebuilt.
+constexpr const char* kSchemaV1 = R"SQL(
+CREATE TABLE IF NOT EXISTS schema_info (
+  version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
+  name            TEXT NOT NULL,
+  config_hash     TEXT NOT NULL,
+  config_toml     TEXT NOT NULL,
+  status          TEXT NOT NULL CHECK (status IN ('pending', 'running', 'finished', 'failed', 'diverged')),
+  error           TEXT,
+  created_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  started_at      TEXT,
+  finished_at     TEXT,
+  host            TEXT,
+  versions        TEXT            -- JSON: difflab, libtorch and each plugin's version
+);
+CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash);
+CREATE TABLE IF NOT EXISTS params (
+  run_id   INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  key      TEXT NOT NULL,         -- dotted: "schedule.min_signal_rate"
+  value    TEXT NOT NULL,         -- TOML text of the value: 0.02, "mae", [32, 64]
+  number   REAL,                  -- the value as a number when it is one (for sorting, grouping)
+  type     TEXT NOT NULL,         -- boolean | integer | float | string | array
+  PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+  run_id     INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  key        TEXT NOT NULL,       -- n_loss, i_loss, val_n_loss, val_i_loss, images_per_second
+  epoch      INTEGER NOT NULL,
+  step       INTEGER NOT NULL,    -- optimiser steps so far
+  value      REAL NOT NULL,
+  wall_time  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (run_id, key, epoch)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+  run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  kind        TEXT NOT NULL,      -- checkpoint | sample_grid
+  path        TEXT NOT NULL,
+  epoch       INTEGER NOT NULL,
+  created_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (run_id, kind, epoch)
+);
+)SQL";
+
+std::string param_type(const ParamValue& value) {
+  switch (value.index()) {
+    case 0: return "boolean";
+    case 1: return "integer";
+    case 2: return "float";
+    case 3: return "string";
+    default: return "array";
+  }
+}
+
+std::string host_name() {
+  char buffer[256] = {};
+  if (gethostname(buffer, sizeof(buffer) - 1) != 0) return "";
+  return buffer;
+}
+
+RunRecord read_run(SQLite::Statement& query) {
+  RunRecord run;
+  run.id = query.getColumn(0).getInt64();
+  run.name = query.getColumn(1).getString();
+  run.config_hash = query.getColumn(2).getString();
+  run.config_toml = query.getColumn(3).getString();
+  run.status = query.getColumn(4).getString();
+  run.error = query.getColumn(5).getString();
+  run.started_at = query.getColumn(6).getString();
+  run.finished_at = query.getColumn(7).getString();
+  return run;
+}
+
+constexpr const char* kRunColumns =
+    "SELECT id, name, config_hash, config_toml, status, error, started_at, finished_at FROM runs";
+
+}  // namespace
+
+ResultsStore::ResultsStore(const fs::path& path) {
+  try {
+    if (path.has_parent_path()) fs::create_directories(path.parent_path());
+    db_ = std::make_unique<SQLite::Database>(path.string(),
+                                             SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    db_->setBusyTimeout(30000);
+    db_->exec("PRAGMA journal_mode = WAL");
+    db_->exec("PRAGMA foreign_keys = ON");
+    migrate();
+  } catch (const SQLite::Exception& error) {
+    throw RuntimeError(std::string("cannot open results database: ") + error.what(),
+                       {path.string(), 0, 0, "", ""});
+  } catch (const fs::filesystem_error& error) {
+    throw RuntimeError(std::string("cannot create the database folder: ") + error.what(),
+                       {path.string(), 0, 0, "", ""});
+  }
+}
+
+ResultsStore::~ResultsStore() = default;
+
+void ResultsStore::migrate() {
+  SQLite::Transaction transaction(*db_);
+  bool has_info = db_->tableExists("schema_info");
+  int version = 0;
+  if (has_info) {
+    SQLite::Statement query(*db_, "SELECT MAX(version) FROM schema_info");
+    if (query.executeStep() && !query.getColumn(0).isNull()) version = query.getColumn(0).getInt();
+  }
+  if (version > kSchemaVersion)
+    throw RuntimeError("results database has schema version " + std::to_string(version) +
+                       ", newer than this difflab's " + std::to_string(kSchemaVersion) +
+                       "; upgrade difflab");
+  if (version < 1) {
+    db_->exec(kSchemaV1);
+    db_->exec("INSERT INTO schema_info (version) VALUES (1)");
+  }
+  transaction.commit();
+}
+
+int ResultsStore::schema_version() const {
+  return db_->execAndGet("SELECT MAX(version) FROM schema_info").getInt();
+}
+
+int64_t ResultsStore::start_run(const Experiment& experiment, const std::string& versions_json) {
+  SQLite::Transaction transaction(*db_);
+  SQLite::Statement insert(*db_,
+                           "INSERT INTO runs (name, config_hash, config_toml, status, started_at, "
+                           "host, versions) VALUES (?, ?, ?, 'running', "
+                           "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?)");
+  insert.bind(1, experiment.section("experiment").params.string("name"));
+  insert.bind(2, experiment.config_hash());
+  insert.bind(3, experiment.to_toml());
+  insert.bind(4, host_name());
+  insert.bind(5, versions_json);
+  insert.exec();
+  int64_t run_id = db_->getLastInsertRowid();
+
+  SQLite::Statement param(*db_,
+                          "INSERT INTO params (run_id, key, value, number, type) "
+                          "VALUES (?, ?, ?, ?, ?)");
+  for (const auto& [key, value] : experiment.leaves()) {
+    param.bind(1, run_id);
+    param.bind(2, key);
+    param.bind(3, format_value(value));
+    if (const auto* i = std::get_if<int64_t>(&value)) param.bind(4, *i);
+    else if (const auto* d = std::get_if<double>(&value)) param.bind(4, *d);
+    else if (const auto* b = std::get_if<bool>(&value)) param.bind(4, *b ? 1 : 0);
+    else param.bind(4);
+    param.bind(5, param_type(value));
+    param.exec();
+    param.reset();
+  }
+  transaction.commit();
+  return run_id;
+}
+
+void ResultsStore::finish_run(int64_t run_id) {
+  SQLite::Statement update(*db_,
+                           "UPDATE runs SET status = 'finished', "
+                           "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?");
+  update.bind(1, run_id);
+  update.exec();
+}
+
+void ResultsStore::fail_run(int64_t run_id, const std::string& status, const std::string& message) {
+  SQLite::Statement update(*db_,
+                           "UPDATE runs SET status = ?, error = ?, "
+                           "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?");
+  update.bind(1, status);
+  update.bind(2, message);
+  update.bind(3, run_id);
+  update.exec();
+}
+
+void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
+                                const std::vector<std::pair<std::string, double>>& metrics,
+                                const std::vector<ArtifactRecord>& artifacts) {
+  SQLite::Transaction transaction(*db_);
+  SQLite::Statement metric(*db_,
+                           "INSERT OR REPLACE INTO metrics (run_id, key, epoch, step, value) "
+                           "VALUES (?, ?, ?, ?, ?)");
+  for (const auto& [key, value] : metrics) {
+    metric.bind(1, run_id);
+    metric.bind(2, key);
+    metric.bind(3, epoch);
+    metric.bind(4, step);
+    metric.bind(5, value);
+    metric.exec();
+    metric.reset();
+  }
+  SQLite::Statement artifact(*db_,
+                             "INSERT OR REPLACE INTO artifacts (run_id, kind, path, epoch) "
+                             "VALUES (?, ?, ?, ?)");
+  for (const auto& record : artifacts) {
+    artifact.bind(1, run_id);
+    artifact.bind(2, record.kind);
+    artifact.bind(3, record.path);
+    artifact.bind(4, record.epoch);
+    artifact.exec();
+    artifact.reset();
+  }
+  transaction.commit();
+}
+
+std::optional<RunRecord> ResultsStore::run(int64_t run_id) const {
+  SQLite::Statement query(*db_, std::string(kRunColumns) + " WHERE id = ?");
+  query.bind(1, run_id);
+  if (!query.executeStep()) return std::nullopt;
+  return read_run(query);
+}
+
+std::vector<RunRecord> ResultsStore::runs() const {
+  SQLite::Statement query(*db_, std::string(kRunColumns) + " ORDER BY id");
+  std::vector<RunRecord> result;
+  while (query.executeStep()) result.push_back(read_run(query));
+  return result;
+}
+
+std::vector<std::pair<std::string, std::string>> ResultsStore::params(int64_t run_id) const {
+  SQLite::Statement query(*db_, "SELECT key, value FROM params WHERE run_id = ? ORDER BY rowid");
+  query.bind(1, run_id);
+  std::vector<std::pair<std::string, std::string>> result;
+  while (query.executeStep())
+    result.emplace_back(query.getColumn(0).getString(), query.getColumn(1).getString());
+  return result;
+}
+
+std::vector<MetricRecord> ResultsStore::metrics(int64_t run_id) const {
+  SQLite::Statement query(
+      *db_, "SELECT key, epoch, step, value FROM metrics WHERE run_id = ? ORDER BY epoch, key");
+  query.bind(1, run_id);
+  std::vector<MetricRecord> result;
+  while (query.executeStep())
+    result.push_back({query.getColumn(0).getString(), query.getColumn(1).getInt64(),
+                      query.getColumn(2).getInt64(), query.getColumn(3).getDouble()});
+  return result;
+}
+
+std::vector<ArtifactRecord> ResultsStore::artifacts(int64_t run_id) const {
+  SQLite::Statement query(
+      *db_, "SELECT kind, path, epoch FROM artifacts WHERE run_id = ? ORDER BY epoch, kind");
+  query.bind(1, run_id);
+  std::vector<ArtifactRecord> result;
+  while (query.executeStep())
+    result.push_back({query.getColumn(0).getString(), query.getColumn(1).getString(),
+                      query.getColumn(2).getInt64()});
+  return result;
+}
+
+}  // namespace difflab

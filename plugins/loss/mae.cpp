@@ -1,0 +1,20 @@
+// mae: pixelwise mean absolute error, the seed's loss (keras.losses.mean_absolute_error).
+#include <torch/torch.h>
+
+#include "difflab/loss.h"
+
+using namespace difflab;
+
+class MeanAbsoluteError : public Loss {
+ public:
+  MeanAbsoluteError(const Params&, const BuildContext&) {}
+  static ParamSchema schema() { return {}; }
+
+  torch::Tensor operator()(const torch::Tensor& target,
+                           const torch::Tensor& prediction) const override {
+    return (target - prediction).abs().mean();
+  }
+};
+
+DIFFLAB_PLUGIN(loss, "mae", MeanAbsoluteError, "1.0.0",
+               "mean absolute error; smoother images (the seed's choice)")

@@ -1,0 +1,20 @@
+// mse: pixelwise mean squared error, the loss of the DDPM paper (Ho et al. 2020, eq. 14).
+#include <torch/torch.h>
+
+#include "difflab/loss.h"
+
+using namespace difflab;
+
+class MeanSquaredError : public Loss {
+ public:
+  MeanSquaredError(const Params&, const BuildContext&) {}
+  static ParamSchema schema() { return {}; }
+
+  torch::Tensor operator()(const torch::Tensor& target,
+                           const torch::Tensor& prediction) const override {
+    return (target - prediction).pow(2).mean();
+  }
+};
+
+DIFFLAB_PLUGIN(loss, "mse", MeanSquaredError, "1.0.0",
+               "mean squared error; more diverse samples, the DDPM paper's loss")

@@ -1,0 +1,128 @@
+// The difflab executable end to end, as a user runs it: a tiny training run on `synthetic`
+// (database rows, PNG on disk), and configuration errors (exit code 2, nothing written).
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <sys/wait.h>
+
+#include "test_support.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Outcome {
+  int exit_code;
+  std::string output;  // stdout and stderr
+};
+
+Outcome difflab_command(const std::string& arguments) {
+  std::string command = std::string(DIFFLAB_TEST_EXECUTABLE) + " " + arguments + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  Outcome outcome{-1, ""};
+  if (pipe == nullptr) return outcome;
+  std::array<char, 4096> buffer{};
+  while (fgets(buffer.data(), buffer.size(), pipe) != nullptr) outcome.output += buffer.data();
+  int status = pclose(pipe);
+  outcome.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return outcome;
+}
+
+std::string tiny_experiment() { return std::string(DIFFLAB_TEST_SOURCE_DIR) + "/tests/data/tiny_synthetic.toml"; }
+
+// Width and height from a PNG's IHDR chunk, after checking the signature.
+std::pair<uint32_t, uint32_t> png_size(const fs::path& path) {
+  std::ifstream file(path, std::ios::binary);
+  unsigned char header[24] = {};
+  file.read(reinterpret_cast<char*>(header), sizeof(header));
+  const unsigned char signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (!file || !std::equal(signature, signature + 8, header)) return {0, 0};
+  auto be32 = [&](int at) {
+    return (uint32_t{header[at]} << 24) | (uint32_t{header[at + 1]} << 16) |
+           (uint32_t{header[at + 2]} << 8) | header[at + 3];
+  };
+  return {be32(16), be32(20)};
+}
+
+}  // namespace
+
+TEST(Cli, TrainsATinyRunAndRecordsItInTheDatabase) {
+  difflab::test::TempDir dir;
+  const fs::path database = dir / "results.sqlite";
+  Outcome outcome = difflab_command("run " + tiny_experiment() + " --set experiment.database=" +
+                                    database.string() + " --set experiment.output_dir=" +
+                                    (dir / "runs").string());
+  ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
+  EXPECT_NE(outcome.output.find("epoch 2/2: n_loss"), std::string::npos) << outcome.output;
+
+  SQLite::Database db(database.string());
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs").getInt(), 1);
+  EXPECT_EQ(db.execAndGet("SELECT status FROM runs").getString(), "finished");
+  EXPECT_EQ(db.execAndGet("SELECT value FROM params WHERE key = 'data.plugin'").getString(),
+            "\"synthetic\"");
+  EXPECT_EQ(db.execAndGet("SELECT value FROM params WHERE key = 'network.widths'").getString(), "[8, 16]");
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(DISTINCT epoch) FROM metrics WHERE key = 'n_loss'").getInt(), 2);
+  EXPECT_EQ(db.execAndGet("SELECT MAX(step) FROM metrics").getInt(), 8);  // 2 epochs x 4 steps
+  for (const char* key : {"n_loss", "i_loss", "val_n_loss", "val_i_loss"}) {
+    SQLite::Statement query(db, "SELECT value FROM metrics WHERE key = ? AND epoch = 2");
+    query.bind(1, key);
+    ASSERT_TRUE(query.executeStep()) << key;
+    const double value = query.getColumn(0).getDouble();
+    EXPECT_TRUE(std::isfinite(value) && value > 0.0) << key << " = " << value;
+  }
+
+  SQLite::Statement grids(db, "SELECT path FROM artifacts WHERE kind = 'sample_grid' ORDER BY epoch");
+  int count = 0;
+  while (grids.executeStep()) {
+    ++count;
+    // 2 x 3 tiles of 16 px scaled 2x, 2 px gaps: 3·32 + 4·2 = 104 wide, 2·32 + 3·2 = 70 high.
+    EXPECT_EQ(png_size(grids.getColumn(0).getString()), std::make_pair(104u, 70u));
+  }
+  EXPECT_EQ(count, 2);
+  EXPECT_TRUE(fs::exists(db.execAndGet("SELECT path FROM artifacts WHERE kind = 'checkpoint' AND epoch = 2")
+                             .getString()));
+}
+
+TEST(Cli, ConfigErrorExitsWithTwoAndWritesNothing) {
+  difflab::test::TempDir dir;
+  std::ofstream(dir / "bad.toml") << "[experiment]\ndatabase = \"" << (dir / "r.sqlite").string()
+                                  << "\"\n[schedule]\nmin_signal_rate = 0.0\n";
+  Outcome outcome = difflab_command("run " + (dir / "bad.toml").string());
+  EXPECT_EQ(outcome.exit_code, 2);
+  EXPECT_NE(outcome.output.find("bad.toml:4:"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("schedule.min_signal_rate"), std::string::npos) << outcome.output;
+  EXPECT_FALSE(fs::exists(dir / "r.sqlite"));
+}
+
+TEST(Cli, MissingDatasetExitsWithTwoBeforeTheDatabaseExists) {
+  difflab::test::TempDir dir;
+  Outcome outcome = difflab_command(
+      "run " + std::string(DIFFLAB_TEST_SOURCE_DIR) + "/experiments/quickstart.toml" +
+      " --set data.path=/nonexistent/fashion --set experiment.database=" + (dir / "r.sqlite").string());
+  EXPECT_EQ(outcome.exit_code, 2) << outcome.output;
+  EXPECT_NE(outcome.output.find("/nonexistent/fashion/train-images-idx3-ubyte.gz"), std::string::npos);
+  EXPECT_NE(outcome.output.find("dataset-fashion-mnist"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir / "r.sqlite"));
+}
+
+TEST(Cli, CheckReportsTheMissingDataPath) {
+  Outcome outcome = difflab_command("check " + std::string(DIFFLAB_TEST_SOURCE_DIR) +
+                                    "/experiments/quickstart.toml --set data.path=/nonexistent/x");
+  EXPECT_EQ(outcome.exit_code, 2);
+  EXPECT_NE(outcome.output.find("/nonexistent/x"), std::string::npos) << outcome.output;
+}
+
+TEST(Cli, CheckPrintsTheResolvedExperimentWithOverrides) {
+  Outcome outcome = difflab_command("check " + tiny_experiment() + " --set loss.plugin=mse");
+  ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
+  EXPECT_NE(outcome.output.find("[loss]\nplugin = \"mse\""), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("min_signal_rate = 0.02"), std::string::npos);
+}
+
+TEST(Cli, BenchPrintsThroughputAndMemory) {
+  Outcome outcome = difflab_command("bench " + tiny_experiment() + " --steps 2");
+  ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
+  for (const char* key : {"train_images_per_second: ", "sample_images_per_second: ", "peak_rss_mb: "})
+    EXPECT_NE(outcome.output.find(key), std::string::npos) << outcome.output;
+}

@@ -1,0 +1,183 @@
+// Experiment files: every configuration error names the file, line and key, suggests a fix,
+// and happens before anything runs; valid files resolve with defaults and overrides.
+#include <fstream>
+
+#include "difflab/dataset.h"
+#include "difflab/error.h"
+#include "difflab/experiment.h"
+#include "test_support.h"
+
+using namespace difflab;
+using difflab::test::registry;
+
+namespace {
+
+Experiment parse(const std::string& text, const std::vector<std::string>& overrides = {}) {
+  return parse_experiment(text, "exp.toml", overrides, registry());
+}
+
+// Parses `text`, expects a config error, returns it.
+Error config_error(const std::string& text, const std::vector<std::string>& overrides = {}) {
+  try {
+    parse(text, overrides);
+  } catch (const Error& error) {
+    EXPECT_EQ(error.kind(), ErrorKind::config);
+    EXPECT_EQ(error.exit_code(), 2);
+    return error;
+  }
+  ADD_FAILURE() << "expected a config error for:\n" << text;
+  return ConfigError("none");
+}
+
+}  // namespace
+
+TEST(Experiment, FillsDefaultsForAnEmptyFile) {
+  Experiment experiment = parse("");
+  EXPECT_EQ(experiment.sections.size(), 8u);
+  EXPECT_EQ(experiment.section("schedule").plugin, "cosine");
+  EXPECT_DOUBLE_EQ(experiment.section("schedule").params.real("min_signal_rate"), 0.02);
+  EXPECT_EQ(experiment.section("network").params.integers("widths"),
+            (std::vector<int64_t>{32, 64, 96, 128}));
+  EXPECT_EQ(experiment.section("training").params.integer("batch_size"), 64);
+  EXPECT_DOUBLE_EQ(experiment.section("training").params.real("ema"), 0.999);
+}
+
+TEST(Experiment, AcceptsIntegersForFloatKeys) {
+  Experiment experiment = parse("[network]\nembedding_max_frequency = 500\n");
+  EXPECT_DOUBLE_EQ(experiment.section("network").params.real("embedding_max_frequency"), 500.0);
+}
+
+TEST(Experiment, OverridesFromTheCommandLine) {
+  Experiment experiment =
+      parse("[training]\nepochs = 5\n", {"training.epochs=2", "loss.plugin=mse",
+                                         "network.widths=[16, 32]", "experiment.name=ablation"});
+  EXPECT_EQ(experiment.section("training").params.integer("epochs"), 2);
+  EXPECT_EQ(experiment.section("loss").plugin, "mse");
+  EXPECT_EQ(experiment.section("network").params.integers("widths"), (std::vector<int64_t>{16, 32}));
+  EXPECT_EQ(experiment.section("experiment").params.string("name"), "ablation");
+}
+
+TEST(Experiment, ResolvedTomlRoundTripsWithTheSameHash) {
+  Experiment experiment = parse("[schedule]\nplugin = \"linear\"\nmin_signal_rate = 0.05\n");
+  Experiment again = parse(experiment.to_toml());
+  EXPECT_EQ(again.to_toml(), experiment.to_toml());
+  EXPECT_EQ(again.config_hash(), experiment.config_hash());
+  EXPECT_NE(parse("").config_hash(), experiment.config_hash());
+}
+
+TEST(ExperimentErrors, SyntaxErrorHasLineAndColumn) {
+  Error error = config_error("[training]\nepochs = 2\nbatch_size = = 3\n");
+  EXPECT_EQ(error.context().file, "exp.toml");
+  EXPECT_EQ(error.context().line, 3);
+  EXPECT_GT(error.context().column, 0);
+  EXPECT_NE(std::string(error.what()).find("exp.toml:3:"), std::string::npos) << error.what();
+}
+
+TEST(ExperimentErrors, UnknownSectionSuggestsTheNearest) {
+  Error error = config_error("[training]\nepochs = 1\n\n[trainig]\nbatch_size = 3\n");
+  EXPECT_EQ(error.context().line, 4);
+  EXPECT_NE(error.context().hint.find("did you mean [training]"), std::string::npos);
+}
+
+TEST(ExperimentErrors, UnknownKeySuggestsTheNearest) {
+  Error error = config_error("[schedule]\nplugin = \"cosine\"\nmin_signal_rte = 0.01\n");
+  EXPECT_EQ(error.context().line, 3);
+  EXPECT_EQ(error.context().key, "schedule.min_signal_rte");
+  EXPECT_NE(error.context().hint.find("did you mean \"min_signal_rate\""), std::string::npos);
+}
+
+TEST(ExperimentErrors, KeyOfAnotherPluginIsUnknown) {
+  // eta belongs to ddim, not to ddpm.
+  Error error = config_error("[sampler]\nplugin = \"ddpm\"\neta = 0.5\n");
+  EXPECT_EQ(error.context().key, "sampler.eta");
+  EXPECT_NE(error.context().hint.find("variance"), std::string::npos);
+}
+
+TEST(ExperimentErrors, WrongTypeNamesExpectedAndActual) {
+  Error error = config_error("[training]\nbatch_size = \"64\"\n");
+  EXPECT_EQ(error.context().line, 2);
+  EXPECT_EQ(error.context().key, "training.batch_size");
+  EXPECT_NE(error.message().find("expected integer, got string"), std::string::npos);
+  EXPECT_NE(config_error("[network]\nwidths = [32, 64.5]\n").message().find("array of integers"),
+            std::string::npos);
+}
+
+TEST(ExperimentErrors, MinSignalRateZeroWouldDivideByZero) {
+  Error error = config_error("[schedule]\nmin_signal_rate = 0.0\n");
+  EXPECT_EQ(error.context().key, "schedule.min_signal_rate");
+  EXPECT_EQ(error.context().line, 2);
+  EXPECT_NE(error.message().find("out of range"), std::string::npos);
+}
+
+TEST(ExperimentErrors, MinSignalRateMustBeBelowMax) {
+  Error error = config_error("[schedule]\nmin_signal_rate = 0.5\nmax_signal_rate = 0.4\n");
+  EXPECT_EQ(error.context().key, "schedule.min_signal_rate");
+  EXPECT_EQ(error.context().line, 2);
+  config_error("[schedule]\nplugin = \"linear\"\nmin_signal_rate = 0.5\nmax_signal_rate = 0.5\n");
+}
+
+TEST(ExperimentErrors, NonPositiveBatchSizeAndOtherRanges) {
+  EXPECT_EQ(config_error("[training]\nbatch_size = 0\n").context().key, "training.batch_size");
+  EXPECT_EQ(config_error("[training]\nbatch_size = -64\n").context().key, "training.batch_size");
+  EXPECT_EQ(config_error("[training]\nema = 1.0\n").context().key, "training.ema");
+  EXPECT_EQ(config_error("[training]\nlearning_rate = 0\n").context().key, "training.learning_rate");
+  EXPECT_EQ(config_error("[network]\nembedding_dims = 31\n").context().key, "network.embedding_dims");
+  EXPECT_EQ(config_error("[experiment]\ndevice = \"tpu\"\n").context().key, "experiment.device");
+}
+
+TEST(ExperimentErrors, UnknownPluginListsTheAvailableOnes) {
+  Error error = config_error("[schedule]\nplugin = \"cosin\"\n");
+  EXPECT_EQ(error.context().line, 2);
+  EXPECT_EQ(error.context().key, "schedule.plugin");
+  EXPECT_NE(error.context().hint.find("did you mean \"cosine\""), std::string::npos);
+  EXPECT_NE(error.context().hint.find("cosine, linear"), std::string::npos);
+}
+
+TEST(ExperimentErrors, BadOverrideNamesTheOption) {
+  Error error = config_error("", {"schedule.min_signal_rate=-1"});
+  EXPECT_EQ(error.context().file, "--set");
+  EXPECT_EQ(error.context().key, "schedule.min_signal_rate");
+  EXPECT_EQ(config_error("", {"epochs=3"}).context().file, "--set");
+  EXPECT_EQ(config_error("", {"trainig.epochs=3"}).context().hint.find("did you mean [training]") !=
+                std::string::npos,
+            true);
+}
+
+TEST(ExperimentErrors, MissingFileIsAConfigError) {
+  try {
+    load_experiment("/nonexistent/exp.toml", {}, registry());
+    FAIL();
+  } catch (const Error& error) {
+    EXPECT_EQ(error.exit_code(), 2);
+    EXPECT_EQ(error.context().file, "/nonexistent/exp.toml");
+  }
+}
+
+TEST(ExperimentErrors, MissingDatasetFilesNameThePathAndPackage) {
+  Experiment experiment = parse("[data]\nplugin = \"fashion_mnist\"\npath = \"/nonexistent/fmnist\"\n");
+  const Section& data = experiment.section("data");
+  auto dataset = registry().create<Dataset>(Family::dataset, data.plugin, data.params,
+                                            experiment.build_context(0));
+  try {
+    dataset->check_available();
+    FAIL();
+  } catch (const Error& error) {
+    EXPECT_EQ(error.kind(), ErrorKind::config);
+    EXPECT_EQ(error.context().key, "data.path");
+    EXPECT_NE(error.message().find("/nonexistent/fmnist/train-images-idx3-ubyte.gz"), std::string::npos);
+    EXPECT_NE(error.context().hint.find("dataset-fashion-mnist"), std::string::npos);
+  }
+}
+
+TEST(ExperimentErrors, FileErrorsCarryTheRealPathAndLine) {
+  difflab::test::TempDir dir;
+  std::ofstream(dir / "bad.toml") << "[experiment]\nname = \"x\"\n\n[loss]\nplugin = 3\n";
+  try {
+    load_experiment(dir / "bad.toml", {}, registry());
+    FAIL();
+  } catch (const Error& error) {
+    EXPECT_EQ(error.context().file, (dir / "bad.toml").string());
+    EXPECT_EQ(error.context().line, 5);
+    EXPECT_EQ(error.context().key, "loss.plugin");
+  }
+}

@@ -1,0 +1,79 @@
+// The residual_unet plugin against the seed's get_network: trainable parameter counts and the
+// sinusoidal embedding from the independent port (../shared/reference/seed_network.md), output
+// shape, and exact zeros at initialisation.
+#include "difflab/embedding.h"
+#include "difflab/network.h"
+#include "test_support.h"
+
+using namespace difflab;
+using difflab::test::f64;
+using difflab::test::make;
+
+namespace {
+
+int64_t trainable_parameters(torch::nn::Module& module) {
+  int64_t count = 0;
+  for (const auto& parameter : module.parameters())
+    if (parameter.requires_grad()) count += parameter.numel();
+  return count;
+}
+
+}  // namespace
+
+TEST(ResidualUNet, HasTheSeedsParameterCount) {
+  EXPECT_EQ(trainable_parameters(*make<Network>(Family::network, "residual_unet", {}, {64, 3})),
+            1950627);
+  EXPECT_EQ(trainable_parameters(*make<Network>(Family::network, "residual_unet", {}, {32, 1})),
+            1950497);
+}
+
+TEST(ResidualUNet, PredictsExactZerosAtInitialisation) {
+  auto network = make<Network>(Family::network, "residual_unet", {}, {32, 1});
+  torch::Tensor noisy_images = torch::randn({4, 1, 32, 32});
+  torch::Tensor output = network->forward(noisy_images, torch::rand({4, 1, 1, 1}));
+  EXPECT_EQ(output.sizes(), noisy_images.sizes());
+  EXPECT_EQ(output.abs().max().item<float>(), 0.0f);
+}
+
+TEST(ResidualUNet, OutputDependsOnInputAndNoiseLevelOnceTrained) {
+  Params params;
+  params.set("widths", std::vector<int64_t>{8, 16});
+  params.set("block_depth", int64_t{1});
+  auto network = make<Network>(Family::network, "residual_unet", params, {16, 3});
+  {
+    torch::NoGradGuard no_grad;  // stand-in for training: un-zero the last layer
+    for (auto& parameter : network->parameters()) parameter.normal_(0.0, 0.1);
+  }
+  network->eval();
+  torch::Tensor images = torch::randn({2, 3, 16, 16});
+  torch::Tensor low = network->forward(images, torch::full({2, 1, 1, 1}, 0.1));
+  torch::Tensor high = network->forward(images, torch::full({2, 1, 1, 1}, 0.9));
+  EXPECT_EQ(low.sizes(), torch::IntArrayRef({2, 3, 16, 16}));
+  EXPECT_GT((low - high).abs().max().item<float>(), 1e-4f);
+}
+
+TEST(ResidualUNet, RejectsImageSizeNotDivisibleByItsDownsampling) {
+  try {
+    make<Network>(Family::network, "residual_unet", {}, {36, 1});  // 36 % 8 != 0
+    FAIL() << "expected a config error";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.kind(), ErrorKind::config);
+    EXPECT_EQ(error.context().key, "network.widths");
+  }
+}
+
+TEST(SinusoidalEmbedding, MatchesSeedGoldenValues) {
+  const double expected[32] = {
+      1.000000000000,  0.606815712574,  -0.720185270555, -0.029728114919, -0.467337558600,
+      0.000000000000,  -0.235076407657, 0.982619962622,  -0.292963583477, -0.988714322036,
+      -0.000000000000, -0.695144487954, -0.956417541433, -0.167549113792, -0.997756129690,
+      -0.000000000000, 0.000000000000,  -0.794842557349, -0.693781792839, 0.999558021919,
+      -0.884078959325, -1.000000000000, 0.971976894048,  -0.185628685977, 0.956123600146,
+      0.149813181663,  1.000000000000,  -0.718870044492, 0.292002545261,  -0.985863730171,
+      -0.066953010882, 1.000000000000};
+  torch::Tensor embedding =
+      sinusoidal_embedding(torch::full({1, 1, 1, 1}, 0.25, f64()), 32, 1000.0).flatten();
+  ASSERT_EQ(embedding.numel(), 32);
+  for (int64_t i = 0; i < 32; ++i)
+    EXPECT_NEAR(embedding[i].item<double>(), expected[i], 1e-6) << "channel " << i;
+}

@@ -1,0 +1,2 @@
+// A shared library without a difflab ABI record.
+extern "C" int not_a_difflab_plugin() { return 42; }

@@ -1,0 +1,53 @@
+// Shared helpers for difflab's tests: the plugin registry of the build, temporary folders,
+// float64 tensors.
+#pragma once
+
+#include <filesystem>
+#include <gtest/gtest.h>
+#include <random>
+#include <string>
+#include <torch/torch.h>
+
+#include "difflab/registry.h"
+
+namespace difflab::test {
+
+// The build's plugins (one registry per test process; libraries stay loaded anyway).
+inline PluginRegistry& registry() {
+  static PluginRegistry instance;
+  return instance;
+}
+
+// A fresh, empty folder under the system's temp folder, removed when the test ends.
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device random;
+    path_ = std::filesystem::temp_directory_path() /
+            ("difflab-test-" + std::to_string(random()) + std::to_string(random()));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline torch::TensorOptions f64() { return torch::TensorOptions().dtype(torch::kFloat64); }
+
+template <class T>
+std::shared_ptr<T> make(Family family, const std::string& name, const Params& params = {},
+                        BuildContext context = {32, 1}) {
+  const PluginInfo& info = registry().get(family, name);
+  Params filled;  // defaults for whatever the test leaves out
+  for (const auto& spec : info.schema)
+    filled.set(spec.name, params.has(spec.name) ? params.get(spec.name) : spec.default_value);
+  return registry().create<T>(family, name, filled, context);
+}
+
+}  // namespace difflab::test

@@ -1,0 +1,122 @@
+// DiffusionModel: the seed's train step, normaliser, EMA (with warm-up) and generation.
+#include "difflab/dataset.h"
+#include "difflab/diffusion_model.h"
+#include "test_support.h"
+
+using namespace difflab;
+using difflab::test::make;
+
+namespace {
+
+std::unique_ptr<DiffusionModel> tiny_model(int64_t channels = 1) {
+  Params params;
+  params.set("widths", std::vector<int64_t>{8, 16});
+  params.set("block_depth", int64_t{1});
+  params.set("embedding_dims", int64_t{8});
+  BuildContext context{16, channels};
+  return std::make_unique<DiffusionModel>(
+      make<Network>(Family::network, "residual_unet", params, context),
+      make<Network>(Family::network, "residual_unet", params, context),
+      make<Schedule>(Family::schedule, "cosine"), make<Loss>(Family::loss, "mae"),
+      make<Sampler>(Family::sampler, "ddim"), 16, channels);
+}
+
+torch::Tensor synthetic_images(int64_t count) {
+  Params params;
+  params.set("train_count", count);
+  return make<Dataset>(Family::dataset, "synthetic", params, {16, 1})->load().train;
+}
+
+torch::optim::AdamW optimizer_for(DiffusionModel& model) {
+  return torch::optim::AdamW(model.network().parameters(),
+                             torch::optim::AdamWOptions(1e-3).weight_decay(1e-4).eps(1e-7));
+}
+
+}  // namespace
+
+TEST(EmaDecay, WarmsUpLikeDiffusers) {
+  EXPECT_DOUBLE_EQ(ema_decay(0.999, 0, true), 0.1);           // (1 + 0) / (10 + 0)
+  EXPECT_DOUBLE_EQ(ema_decay(0.999, 90, true), 0.91);         // 91 / 100
+  EXPECT_DOUBLE_EQ(ema_decay(0.999, 1000000, true), 0.999);   // capped at ema
+  EXPECT_DOUBLE_EQ(ema_decay(0.999, 0, false), 0.999);
+}
+
+TEST(DiffusionModel, NormalizerUsesPerChannelDatasetStatistics) {
+  auto model = tiny_model(3);
+  torch::manual_seed(0);
+  torch::Tensor images = torch::rand({50, 3, 16, 16}) * torch::tensor({1.0f, 0.5f, 0.25f}).view({1, 3, 1, 1});
+  model->adapt(images);
+  torch::Tensor normalized = model->normalize(images);
+  EXPECT_LT(normalized.mean({0, 2, 3}).abs().max().item<float>(), 1e-5f);
+  EXPECT_LT((normalized.var({0, 2, 3}, /*unbiased=*/false) - 1).abs().max().item<float>(), 1e-4f);
+  EXPECT_LT((model->denormalize(normalized) - images).abs().max().item<float>(), 1e-5f);
+}
+
+TEST(DiffusionModel, FirstMaeNoiseLossIsTheMeanAbsoluteValueOfUnitNoise) {
+  // The last layer starts at zero, so pred_noises = 0 and the MAE is E|ε| = sqrt(2/π).
+  auto model = tiny_model();
+  torch::Tensor images = synthetic_images(64);
+  model->adapt(images);
+  auto optimizer = optimizer_for(*model);
+  torch::manual_seed(1);
+  StepLosses losses = model->train_step(images, optimizer);
+  EXPECT_NEAR(losses.noise_loss.item<double>(), std::sqrt(2.0 / M_PI), 0.02);
+}
+
+TEST(DiffusionModel, TrainingReducesTheNoiseLoss) {
+  auto model = tiny_model();
+  torch::Tensor images = synthetic_images(64);
+  model->adapt(images);
+  auto optimizer = optimizer_for(*model);
+  torch::manual_seed(2);
+  auto mean_loss = [&](int steps) {
+    double total = 0;
+    for (int i = 0; i < steps; ++i) total += model->train_step(images, optimizer).noise_loss.item<double>();
+    return total / steps;
+  };
+  double first = mean_loss(5);
+  mean_loss(30);
+  double last = mean_loss(5);
+  EXPECT_LT(last, 0.8 * first) << "first " << first << ", last " << last;
+}
+
+TEST(DiffusionModel, EmaMovesTowardsTheTrainedWeights) {
+  auto model = tiny_model();
+  torch::Tensor images = synthetic_images(32);
+  model->adapt(images);
+  auto optimizer = optimizer_for(*model);
+  torch::Tensor before = model->ema_network().parameters()[0].clone();
+  model->train_step(images, optimizer);
+  torch::Tensor trained = model->network().parameters()[0].clone();
+  model->update_ema(0.25);
+  torch::Tensor expected = 0.25 * before + 0.75 * trained;
+  EXPECT_LT((model->ema_network().parameters()[0] - expected).abs().max().item<float>(), 1e-6f);
+  // BatchNorm moving statistics are averaged too (Keras' network.weights include them).
+  EXPECT_GT(model->ema_network().buffers().size(), 0u);
+}
+
+TEST(DiffusionModel, GeneratesImagesInTheUnitRange) {
+  auto model = tiny_model();
+  model->adapt(synthetic_images(32));
+  torch::Tensor images = model->generate(5, 3);
+  EXPECT_EQ(images.sizes(), torch::IntArrayRef({5, 1, 16, 16}));
+  EXPECT_GE(images.min().item<float>(), 0.0f);
+  EXPECT_LE(images.max().item<float>(), 1.0f);
+}
+
+TEST(DiffusionModel, Bf16AutocastTrainsCloseToFloat32AndRestoresState) {
+  torch::Tensor images = synthetic_images(32);
+  double losses[2];
+  for (int i = 0; i < 2; ++i) {
+    torch::manual_seed(3);
+    auto model = tiny_model();
+    model->adapt(images);
+    model->set_precision(i == 0 ? Precision::fp32 : Precision::bf16);
+    auto optimizer = optimizer_for(*model);
+    model->train_step(images, optimizer);
+    losses[i] = model->train_step(images, optimizer).noise_loss.item<double>();
+  }
+  EXPECT_NEAR(losses[1], losses[0], 0.02);
+  // Autocast is off again: a matrix product of float32 tensors stays float32.
+  EXPECT_EQ(torch::mm(torch::ones({2, 2}), torch::ones({2, 2})).scalar_type(), torch::kFloat32);
+}

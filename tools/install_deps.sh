@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package difflab needs to build, test and run (as root).
+# Nothing else is downloaded: LibTorch, the datasets and all libraries come from Debian.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  libtorch-dev            # LibTorch 1.13 (C++ frontend)
+  libopenblas0-pthread    # without it LibTorch falls back to reference BLAS (~50x slower)
+  libboost-dev            # Boost.DLL (header-only)
+  libboost-filesystem-dev # Boost.DLL's filesystem dependency
+  libboost-program-options-dev
+  libtomlplusplus-dev libsqlitecpp-dev libsqlite3-dev sqlite3
+  libfmt-dev libgtest-dev libstb-dev zlib1g-dev
+  dataset-fashion-mnist   # the default dataset, under /usr/share/datasets/fashion-mnist
+  python3-torch python3-numpy  # reference benchmark and test-fixture scripts
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install_deps.sh: run as root (it calls apt-get)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install_deps.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "install_deps.sh: all packages present"
+fi
