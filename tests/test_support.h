@@ -4,7 +4,9 @@
 
 #include <filesystem>
 #include <gtest/gtest.h>
-#include <random>
+#include <chrono>
+#include <ftw.h>
+#include <unistd.h>
 #include <string>
 #include <torch/torch.h>
 
@@ -22,14 +24,20 @@ inline PluginRegistry& registry() {
 class TempDir {
  public:
   TempDir() {
-    std::random_device random;
+    static int counter = 0;
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
     path_ = std::filesystem::temp_directory_path() /
-            ("difflab-test-" + std::to_string(random()) + std::to_string(random()));
+            ("difflab-test-" + std::to_string(getpid()) + "-" + std::to_string(++counter) + "-" +
+             std::to_string(now));
     std::filesystem::create_directories(path_);
   }
   ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
+    // nftw rather than std::filesystem::remove_all: PyTorch's pip wheels export a broken copy of
+    // remove_all from libtorch.so that shadows libstdc++'s (seen with torch 2.11, segfault).
+    nftw(
+        path_.c_str(),
+        [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }, 16,
+        FTW_DEPTH | FTW_PHYS);
   }
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
