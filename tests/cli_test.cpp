@@ -2,10 +2,12 @@
 // (database rows, PNG on disk), and configuration errors (exit code 2, nothing written).
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sys/wait.h>
 
+#include "difflab/image_io.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -82,6 +84,70 @@ TEST(Cli, TrainsATinyRunAndRecordsItInTheDatabase) {
   EXPECT_EQ(count, 2);
   EXPECT_TRUE(fs::exists(db.execAndGet("SELECT path FROM artifacts WHERE kind = 'checkpoint' AND epoch = 2")
                              .getString()));
+
+  // KID after every epoch, the seed's protocol, with everything needed to compare it.
+  SQLite::Statement kid(db, "SELECT epoch, mean, protocol, features, sampler, diffusion_steps, "
+                            "real_count, generated_count FROM kid ORDER BY epoch");
+  int kid_rows = 0;
+  while (kid.executeStep()) {
+    ++kid_rows;
+    EXPECT_EQ(kid.getColumn(0).getInt(), kid_rows);
+    EXPECT_TRUE(std::isfinite(kid.getColumn(1).getDouble()));
+    EXPECT_EQ(kid.getColumn(2).getString(), "per_batch");
+    EXPECT_EQ(kid.getColumn(3).getString(), "pixels");
+    EXPECT_EQ(kid.getColumn(4).getString(), "ddim");
+    EXPECT_EQ(kid.getColumn(5).getInt(), 5);
+    EXPECT_EQ(kid.getColumn(6).getInt(), 32);  // 2 validation batches of 16
+    EXPECT_EQ(kid.getColumn(7).getInt(), 32);
+  }
+  EXPECT_EQ(kid_rows, 2);
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM metrics WHERE key = 'val_kid'").getInt(), 2);
+  EXPECT_TRUE(fs::exists(db.execAndGet("SELECT path FROM artifacts WHERE kind = 'best_checkpoint' "
+                                       "ORDER BY epoch DESC LIMIT 1").getString()));
+}
+
+namespace {
+// Writes `images` [N, C, H, W] as one PNG each (a 1x1 grid: the image in a 2-pixel black frame).
+void write_folder(const fs::path& folder, const torch::Tensor& images) {
+  for (int64_t i = 0; i < images.size(0); ++i)
+    difflab::write_image_grid(folder / ("image-" + std::to_string(i) + ".png"), images.slice(0, i, i + 1), 1, 1);
+}
+
+double value_after(const std::string& output, const std::string& key) {
+  size_t at = output.find(key);
+  return at == std::string::npos ? NAN : std::stod(output.substr(at + key.size()));
+}
+}  // namespace
+
+TEST(Cli, KidBetweenImageFoldersSeparatesDistributions) {
+  difflab::test::TempDir dir;
+  torch::manual_seed(0);
+  torch::Tensor dark = torch::rand({40, 1, 8, 8}) * 0.5;
+  write_folder(dir / "a", dark);
+  write_folder(dir / "same", dark);
+  write_folder(dir / "bright", torch::rand({40, 1, 8, 8}) * 0.5 + 0.5);
+
+  Outcome same = difflab_command("kid " + (dir / "a").string() + " " + (dir / "same").string() +
+                                 " --features pixels --subsets 10 --subset-size 30");
+  ASSERT_EQ(same.exit_code, 0) << same.output;
+  Outcome bright = difflab_command("kid " + (dir / "a").string() + " " + (dir / "bright").string() +
+                                   " --subsets 10 --subset-size 30");
+  ASSERT_EQ(bright.exit_code, 0) << bright.output;
+  EXPECT_NE(bright.output.find("40 images of 1x12x12"), std::string::npos) << bright.output;
+  const double kid_same = value_after(same.output, "kid_mean: ");
+  const double kid_bright = value_after(bright.output, "kid_mean: ");
+  EXPECT_LT(std::abs(kid_same), 0.05) << same.output;
+  EXPECT_GT(kid_bright, 10 * std::abs(kid_same) + 0.01) << bright.output;
+  EXPECT_GT(value_after(bright.output, "kid_std: "), 0.0);
+}
+
+TEST(Cli, KidOfAnEmptyFolderIsAnInputError) {
+  difflab::test::TempDir dir;
+  fs::create_directories(dir / "empty");
+  write_folder(dir / "full", torch::rand({4, 1, 8, 8}));
+  Outcome outcome = difflab_command("kid " + (dir / "empty").string() + " " + (dir / "full").string());
+  EXPECT_EQ(outcome.exit_code, 2);
+  EXPECT_NE(outcome.output.find("no PNG or JPEG images"), std::string::npos) << outcome.output;
 }
 
 TEST(Cli, ConfigErrorExitsWithTwoAndWritesNothing) {

@@ -33,7 +33,7 @@ Error config_error(const std::string& text, const std::vector<std::string>& over
 
 TEST(Experiment, FillsDefaultsForAnEmptyFile) {
   Experiment experiment = parse("");
-  EXPECT_EQ(experiment.sections.size(), 8u);
+  EXPECT_EQ(experiment.sections.size(), 9u);
   EXPECT_EQ(experiment.section("schedule").plugin, "cosine");
   EXPECT_DOUBLE_EQ(experiment.section("schedule").params.real("min_signal_rate"), 0.02);
   EXPECT_EQ(experiment.section("network").params.integers("widths"),

@@ -19,7 +19,7 @@ TEST(ResultsStore, CreatesSchemaInWalMode) {
   ResultsStore store(dir / "sub" / "results.sqlite");
   EXPECT_EQ(store.schema_version(), kSchemaVersion);
   EXPECT_EQ(store.database().execAndGet("PRAGMA journal_mode").getString(), "wal");
-  for (const char* table : {"runs", "params", "metrics", "artifacts", "schema_info"})
+  for (const char* table : {"runs", "params", "metrics", "artifacts", "kid", "schema_info"})
     EXPECT_TRUE(store.database().tableExists(table)) << table;
 }
 
@@ -94,4 +94,37 @@ TEST(ResultsStore, RefusesADatabaseFromANewerDifflab) {
     store.database().exec("INSERT INTO schema_info (version) VALUES (99)");
   }
   EXPECT_THROW(ResultsStore(dir / "results.sqlite"), Error);
+}
+
+TEST(ResultsStore, MigratesAVersion1DatabaseKeepingItsRuns) {
+  difflab::test::TempDir dir;
+  int64_t run_id = 0;
+  {
+    ResultsStore store(dir / "results.sqlite");
+    run_id = store.start_run(experiment(), "{}");
+    store.finish_run(run_id);
+    // Turn it back into a version-1 database (before the kid table existed).
+    store.database().exec("DROP TABLE kid; DELETE FROM schema_info WHERE version > 1");
+  }
+  ResultsStore migrated(dir / "results.sqlite");
+  EXPECT_EQ(migrated.schema_version(), 2);
+  EXPECT_TRUE(migrated.database().tableExists("kid"));
+  EXPECT_EQ(migrated.run(run_id)->status, "finished");
+  EXPECT_EQ(migrated.params(run_id).size(), experiment().leaves().size());
+}
+
+TEST(ResultsStore, RecordsKidWithItsProtocolAtomicallyWithTheEpoch) {
+  difflab::test::TempDir dir;
+  ResultsStore store(dir / "results.sqlite");
+  int64_t run_id = store.start_run(experiment(), "{}");
+  store.record_epoch(run_id, 3, 30, {{"val_kid", 0.12}}, {},
+                     KidRecord{0.12, 0.01, "subsets", "pixels", "ddim", 5, 640, 640});
+  auto kid = store.kid(run_id);
+  ASSERT_EQ(kid.size(), 1u);
+  EXPECT_EQ(kid[0].first, 3);
+  EXPECT_DOUBLE_EQ(kid[0].second.mean, 0.12);
+  EXPECT_EQ(kid[0].second.protocol, "subsets");
+  EXPECT_EQ(kid[0].second.features, "pixels");
+  EXPECT_EQ(kid[0].second.diffusion_steps, 5);
+  EXPECT_EQ(kid[0].second.generated_count, 640);
 }

@@ -9,6 +9,9 @@
 #include "difflab/dataset.h"
 #include "difflab/error.h"
 #include "difflab/experiment.h"
+#include "difflab/features.h"
+#include "difflab/image_io.h"
+#include "difflab/kid.h"
 #include "difflab/network.h"
 #include "difflab/registry.h"
 #include "difflab/trainer.h"
@@ -25,6 +28,8 @@ commands:
   check FILE [--set section.key=value]...  validate FILE and print the resolved experiment
   bench FILE [--set ...] [--steps N]       time training steps and one sampling pass
   plugins [--family NAME]                  list plugins with their parameters
+  kid DIR_A DIR_B [--features NAME] [--subsets K] [--subset-size M]
+                                           KID between two image folders (clean-fid protocol)
 
 options:
   --help       show this message
@@ -37,6 +42,10 @@ Plugins are searched in the build's and the installed plugin folder, then in DIF
 struct CommandLine {
   std::string command;
   std::string file;
+  std::string second_file;
+  std::string features = "pixels";
+  int64_t subsets = 100;
+  int64_t subset_size = 1000;
   std::vector<std::string> overrides;
   std::string family;
   int64_t steps = 20;
@@ -49,9 +58,13 @@ CommandLine parse(int argc, char** argv) {
       ("file", po::value<std::string>())
       ("set", po::value<std::vector<std::string>>()->composing())
       ("family", po::value<std::string>())
-      ("steps", po::value<int64_t>());
+      ("steps", po::value<int64_t>())
+      ("second_file", po::value<std::string>())
+      ("features", po::value<std::string>())
+      ("subsets", po::value<int64_t>())
+      ("subset-size", po::value<int64_t>());
   po::positional_options_description positional;
-  positional.add("command", 1).add("file", 1);
+  positional.add("command", 1).add("file", 1).add("second_file", 1);
   po::variables_map values;
   po::store(po::command_line_parser(argc, argv).options(options).positional(positional).run(),
             values);
@@ -61,7 +74,13 @@ CommandLine parse(int argc, char** argv) {
   if (values.count("set")) line.overrides = values["set"].as<std::vector<std::string>>();
   if (values.count("family")) line.family = values["family"].as<std::string>();
   if (values.count("steps")) line.steps = values["steps"].as<int64_t>();
+  if (values.count("second_file")) line.second_file = values["second_file"].as<std::string>();
+  if (values.count("features")) line.features = values["features"].as<std::string>();
+  if (values.count("subsets")) line.subsets = values["subsets"].as<int64_t>();
+  if (values.count("subset-size")) line.subset_size = values["subset-size"].as<int64_t>();
   if (line.steps < 1) throw ConfigError("--steps must be at least 1");
+  if (line.subsets < 1) throw ConfigError("--subsets must be at least 1");
+  if (line.subset_size < 2) throw ConfigError("--subset-size must be at least 2");
   return line;
 }
 
@@ -109,6 +128,35 @@ int command_bench(const CommandLine& line) {
   return 0;
 }
 
+int command_kid(const CommandLine& line) {
+  if (line.file.empty() || line.second_file.empty())
+    throw ConfigError("expected two image folders", {"", 0, 0, "", "difflab kid DIR_A DIR_B"});
+  PluginRegistry registry;
+  const PluginInfo& info = registry.get(Family::features, line.features, {"--features", 0, 0, "", ""});
+  Params params;
+  for (const auto& spec : info.schema) params.set(spec.name, spec.default_value);
+  auto features = registry.create<FeatureExtractor>(Family::features, line.features, params, {});
+  auto extract = [&](const std::string& folder) {
+    torch::NoGradGuard no_grad;
+    torch::Tensor images = read_image_folder(folder);
+    std::vector<torch::Tensor> parts;
+    for (int64_t start = 0; start < images.size(0); start += 256)
+      parts.push_back(features->extract(images.slice(0, start, start + 256)));
+    fmt::print("{}: {} images of {}x{}x{}\n", folder, images.size(0), images.size(1), images.size(2),
+               images.size(3));
+    return torch::cat(parts);
+  };
+  torch::Tensor a = extract(line.file), b = extract(line.second_file);
+  if (a.size(1) != b.size(1))
+    throw ConfigError(fmt::format("the folders give features of different sizes ({} and {})",
+                                  a.size(1), b.size(1)),
+                      {"", 0, 0, "", "with --features pixels both folders need one image size"});
+  KidEstimate kid = kid_subsets(a, b, line.subsets, line.subset_size, /*seed=*/0);
+  fmt::print("subsets: {}\nsubset_size: {}\nkid_mean: {:.8g}\nkid_std: {:.8g}\n", kid.subsets,
+             kid.subset_size, kid.mean, kid.std);
+  return 0;
+}
+
 int command_plugins(const CommandLine& line) {
   PluginRegistry registry;
   for (Family family : all_families()) {
@@ -153,7 +201,8 @@ int run_cli(int argc, char** argv) {
     if (line.command == "check") return command_check(line);
     if (line.command == "bench") return command_bench(line);
     if (line.command == "plugins") return command_plugins(line);
-    std::string nearest = nearest_name(line.command, {"run", "check", "bench", "plugins"});
+    if (line.command == "kid") return command_kid(line);
+    std::string nearest = nearest_name(line.command, {"run", "check", "bench", "plugins", "kid"});
     throw ConfigError("unknown command \"" + line.command + "\"",
                       {"", 0, 0, "", nearest.empty() ? "see difflab --help"
                                                       : "did you mean \"" + nearest + "\"?"});

@@ -31,6 +31,7 @@ const std::vector<SectionDefault>& section_defaults() {
       {"schedule", true, Family::schedule, "cosine"},
       {"loss", true, Family::loss, "mae"},
       {"sampler", true, Family::sampler, "ddim"},
+      {"features", true, Family::features, "pixels"},
       {"training", false, Family::dataset, ""},
       {"evaluation", false, Family::dataset, ""},
   };
@@ -319,6 +320,7 @@ const ParamSchema& framework_schema(const std::string& section) {
       {"schedule", {}},
       {"loss", {}},
       {"sampler", {}},
+      {"features", {}},
       {"training",
        make_schema({
            ParamSpec::integer("epochs", 1, "passes over the training set").at_least(1),
@@ -345,6 +347,20 @@ const ParamSchema& framework_schema(const std::string& section) {
            ParamSpec::integer("validation_batches", 8,
                               "validation batches for val losses each epoch; 0 = all")
                .at_least(0),
+           ParamSpec::string("kid_protocol", "per_batch",
+                             "per_batch = the seed's (each validation batch against a generated "
+                             "batch), subsets = clean-fid's, none = no KID")
+               .one_of({"per_batch", "subsets", "none"}),
+           ParamSpec::integer("kid_batches", 8,
+                              "validation batches (and as many generated) for KID; 0 = all")
+               .at_least(0),
+           ParamSpec::integer("kid_every", 1, "compute KID every N epochs (and after the last)")
+               .at_least(1),
+           ParamSpec::integer("kid_subsets", 100, "subsets protocol: number of random subsets")
+               .at_least(1),
+           ParamSpec::integer("kid_subset_size", 1000,
+                              "subsets protocol: rows per subset (capped at the sample count)")
+               .at_least(2),
        })},
   };
   return schemas.at(section);

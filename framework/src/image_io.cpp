@@ -2,7 +2,13 @@
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
+#define STB_IMAGE_IMPLEMENTATION
+#include <stb_image.h>
 
+#include <algorithm>
+#include <cstring>
+#include <fmt/format.h>
+#include <memory>
 #include <vector>
 
 #include "difflab/error.h"
@@ -39,6 +45,56 @@ void write_image_grid(const std::filesystem::path& path, const torch::Tensor& im
                       static_cast<int>(channels), grid.data(),
                       static_cast<int>(grid_w * channels)))
     throw RuntimeError("cannot write PNG", {path.string(), 0, 0, "", ""});
+}
+
+namespace {
+
+bool is_image_file(const std::filesystem::path& path) {
+  std::string extension = path.extension().string();
+  std::transform(extension.begin(), extension.end(), extension.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return extension == ".png" || extension == ".jpg" || extension == ".jpeg";
+}
+
+}  // namespace
+
+torch::Tensor read_image_folder(const std::filesystem::path& folder) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(folder)) throw ConfigError("not a folder", {folder.string(), 0, 0, "", ""});
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::recursive_directory_iterator(folder))
+    if (entry.is_regular_file() && is_image_file(entry.path())) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  if (files.empty())
+    throw ConfigError("no PNG or JPEG images in the folder", {folder.string(), 0, 0, "", ""});
+
+  // First pass: sizes and whether any image has colour (stbi_info reads headers only).
+  int width = 0, height = 0, channels = 1;
+  for (const auto& file : files) {
+    int w = 0, h = 0, c = 0;
+    if (!stbi_info(file.c_str(), &w, &h, &c))
+      throw ConfigError(std::string("unreadable image: ") + stbi_failure_reason(), {file.string(), 0, 0, "", ""});
+    if (width == 0) {
+      width = w;
+      height = h;
+    } else if (w != width || h != height) {
+      throw ConfigError(fmt::format("image is {}x{}, the folder's first image {}x{}", w, h, width, height),
+                        {file.string(), 0, 0, "", "all images must share one size"});
+    }
+    if (c >= 3) channels = 3;
+  }
+  torch::Tensor images = torch::empty({static_cast<int64_t>(files.size()), height, width, channels}, torch::kUInt8);
+  for (size_t index = 0; index < files.size(); ++index) {
+    int w = 0, h = 0, c = 0;
+    std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
+        stbi_load(files[index].c_str(), &w, &h, &c, channels), stbi_image_free);
+    if (!pixels)
+      throw ConfigError(std::string("cannot decode image: ") + stbi_failure_reason(),
+                        {files[index].string(), 0, 0, "", ""});
+    std::memcpy(images[static_cast<int64_t>(index)].data_ptr<uint8_t>(), pixels.get(),
+                static_cast<size_t>(width) * height * channels);
+  }
+  return images.permute({0, 3, 1, 2}).to(torch::kFloat32).div_(255.0f).contiguous();  // [N, C, H, W]
 }
 
 }  // namespace difflab

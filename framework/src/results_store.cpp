@@ -11,8 +11,8 @@ namespace difflab {
 namespace fs = std::filesystem;
 namespace {
 
-// Schema version 1. Later versions append migrations; an old database is migrated in place,
-// never rebuilt.
+// Each schema version is a migration from the one before; an old database is migrated in place
+// (in one transaction), never rebuilt. schema_info holds one row per applied version.
 constexpr const char* kSchemaV1 = R"SQL(
 CREATE TABLE IF NOT EXISTS schema_info (
   version INTEGER NOT NULL
@@ -55,6 +55,24 @@ CREATE TABLE IF NOT EXISTS artifacts (
   epoch       INTEGER NOT NULL,
   created_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   PRIMARY KEY (run_id, kind, epoch)
+);
+)SQL";
+
+// Version 2: KID estimates, with everything needed to compare them fairly.
+constexpr const char* kSchemaV2 = R"SQL(
+CREATE TABLE IF NOT EXISTS kid (
+  run_id           INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  epoch            INTEGER NOT NULL,
+  mean             REAL NOT NULL,
+  std              REAL NOT NULL,     -- over subsets; 0 for per_batch
+  protocol         TEXT NOT NULL,     -- per_batch (the seed's) | subsets (clean-fid's)
+  features         TEXT NOT NULL,     -- feature-extractor plugin
+  sampler          TEXT NOT NULL,
+  diffusion_steps  INTEGER NOT NULL,
+  real_count       INTEGER NOT NULL,
+  generated_count  INTEGER NOT NULL,
+  created_at       TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (run_id, epoch, protocol, features)
 );
 )SQL";
 
@@ -124,9 +142,10 @@ void ResultsStore::migrate() {
     throw RuntimeError("results database has schema version " + std::to_string(version) +
                        ", newer than this difflab's " + std::to_string(kSchemaVersion) +
                        "; upgrade difflab");
-  if (version < 1) {
-    db_->exec(kSchemaV1);
-    db_->exec("INSERT INTO schema_info (version) VALUES (1)");
+  const char* migrations[] = {kSchemaV1, kSchemaV2};
+  for (int next = version + 1; next <= kSchemaVersion; ++next) {
+    db_->exec(migrations[next - 1]);
+    db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
   }
   transaction.commit();
 }
@@ -188,7 +207,8 @@ void ResultsStore::fail_run(int64_t run_id, const std::string& status, const std
 
 void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
                                 const std::vector<std::pair<std::string, double>>& metrics,
-                                const std::vector<ArtifactRecord>& artifacts) {
+                                const std::vector<ArtifactRecord>& artifacts,
+                                const std::optional<KidRecord>& kid) {
   SQLite::Transaction transaction(*db_);
   SQLite::Statement metric(*db_,
                            "INSERT OR REPLACE INTO metrics (run_id, key, epoch, step, value) "
@@ -213,7 +233,40 @@ void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
     artifact.exec();
     artifact.reset();
   }
+  if (kid) {
+    SQLite::Statement insert(*db_,
+                             "INSERT OR REPLACE INTO kid (run_id, epoch, mean, std, protocol, "
+                             "features, sampler, diffusion_steps, real_count, generated_count) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    insert.bind(1, run_id);
+    insert.bind(2, epoch);
+    insert.bind(3, kid->mean);
+    insert.bind(4, kid->std);
+    insert.bind(5, kid->protocol);
+    insert.bind(6, kid->features);
+    insert.bind(7, kid->sampler);
+    insert.bind(8, kid->diffusion_steps);
+    insert.bind(9, kid->real_count);
+    insert.bind(10, kid->generated_count);
+    insert.exec();
+  }
   transaction.commit();
+}
+
+std::vector<std::pair<int64_t, KidRecord>> ResultsStore::kid(int64_t run_id) const {
+  SQLite::Statement query(*db_,
+                          "SELECT epoch, mean, std, protocol, features, sampler, diffusion_steps, "
+                          "real_count, generated_count FROM kid WHERE run_id = ? ORDER BY epoch");
+  query.bind(1, run_id);
+  std::vector<std::pair<int64_t, KidRecord>> result;
+  while (query.executeStep()) {
+    KidRecord record{query.getColumn(1).getDouble(), query.getColumn(2).getDouble(),
+                     query.getColumn(3).getString(), query.getColumn(4).getString(),
+                     query.getColumn(5).getString(), query.getColumn(6).getInt64(),
+                     query.getColumn(7).getInt64(),  query.getColumn(8).getInt64()};
+    result.emplace_back(query.getColumn(0).getInt64(), record);
+  }
+  return result;
 }
 
 std::optional<RunRecord> ResultsStore::run(int64_t run_id) const {

@@ -22,7 +22,7 @@ struct Section {
 class Experiment {
  public:
   std::filesystem::path file;     // where it was read from ("<text>" for tests)
-  std::vector<Section> sections;  // always the eight sections, in canonical order
+  std::vector<Section> sections;  // always every section, in canonical order
 
   const Section& section(const std::string& name) const;
   Section& section(const std::string& name);

@@ -12,7 +12,7 @@
 
 namespace difflab {
 
-enum class Family { schedule, loss, sampler, network, dataset };
+enum class Family { schedule, loss, sampler, network, dataset, features };
 const char* to_string(Family family);
 std::vector<Family> all_families();
 

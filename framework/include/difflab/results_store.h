@@ -19,7 +19,7 @@ namespace difflab {
 
 class Experiment;
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 struct RunRecord {
   int64_t id = 0;
@@ -45,6 +45,17 @@ struct ArtifactRecord {
   int64_t epoch = 0;
 };
 
+struct KidRecord {
+  double mean = 0.0;
+  double std = 0.0;
+  std::string protocol;   // per_batch | subsets
+  std::string features;   // feature-extractor plugin
+  std::string sampler;    // sampler plugin
+  int64_t diffusion_steps = 0;
+  int64_t real_count = 0;       // real images compared
+  int64_t generated_count = 0;  // generated images compared
+};
+
 class ResultsStore {
  public:
   // Opens or creates the database (and its folder); migrates an older schema forward.
@@ -63,13 +74,15 @@ class ResultsStore {
   // Records one epoch's metrics and artifacts atomically.
   void record_epoch(int64_t run_id, int64_t epoch, int64_t step,
                     const std::vector<std::pair<std::string, double>>& metrics,
-                    const std::vector<ArtifactRecord>& artifacts);
+                    const std::vector<ArtifactRecord>& artifacts,
+                    const std::optional<KidRecord>& kid = std::nullopt);
 
   std::optional<RunRecord> run(int64_t run_id) const;
   std::vector<RunRecord> runs() const;
   std::vector<std::pair<std::string, std::string>> params(int64_t run_id) const;
   std::vector<MetricRecord> metrics(int64_t run_id) const;
   std::vector<ArtifactRecord> artifacts(int64_t run_id) const;
+  std::vector<std::pair<int64_t, KidRecord>> kid(int64_t run_id) const;  // (epoch, record)
 
   SQLite::Database& database() { return *db_; }
 

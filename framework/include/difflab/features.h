@@ -1,0 +1,17 @@
+// Feature-extractor family: images -> feature vectors, for KID.
+#pragma once
+
+#include <torch/types.h>
+
+#include "difflab/plugin.h"
+
+namespace difflab {
+
+class BOOST_SYMBOL_VISIBLE FeatureExtractor : public Component {
+ public:
+  ~FeatureExtractor() override;
+  // images [N, C, H, W] in [0, 1] (any device) -> features [N, D], float32 on the CPU.
+  virtual torch::Tensor extract(const torch::Tensor& images) = 0;
+};
+
+}  // namespace difflab
