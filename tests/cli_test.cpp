@@ -19,8 +19,10 @@ struct Outcome {
   std::string output;  // stdout and stderr
 };
 
-Outcome difflab_command(const std::string& arguments) {
-  std::string command = std::string(DIFFLAB_TEST_EXECUTABLE) + " " + arguments + " 2>&1";
+// Runs difflab with `arguments`; `environment` ("NAME=value ...") is set for that process only.
+Outcome difflab_command(const std::string& arguments, const std::string& environment = "") {
+  std::string command = (environment.empty() ? "" : "env " + environment + " ") +
+                        std::string(DIFFLAB_TEST_EXECUTABLE) + " " + arguments + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   Outcome outcome{-1, ""};
   if (pipe == nullptr) return outcome;
@@ -104,6 +106,67 @@ TEST(Cli, TrainsATinyRunAndRecordsItInTheDatabase) {
   EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM metrics WHERE key = 'val_kid'").getInt(), 2);
   EXPECT_TRUE(fs::exists(db.execAndGet("SELECT path FROM artifacts WHERE kind = 'best_checkpoint' "
                                        "ORDER BY epoch DESC LIMIT 1").getString()));
+}
+
+namespace {
+
+std::vector<double> metric_history(const fs::path& database, const std::string& key) {
+  SQLite::Database db(database.string());
+  SQLite::Statement query(db, "SELECT value FROM metrics WHERE key = ? ORDER BY epoch");
+  query.bind(1, key);
+  std::vector<double> values;
+  while (query.executeStep()) values.push_back(query.getColumn(0).getDouble());
+  return values;
+}
+
+std::string tiny_run(const difflab::test::TempDir& dir, const std::string& extra = "") {
+  return "run " + tiny_experiment() + " --set training.epochs=3 --set experiment.database=" +
+         (dir / "results.sqlite").string() + " --set experiment.output_dir=" +
+         (dir / "runs").string() + extra;
+}
+
+}  // namespace
+
+TEST(Cli, KilledRunResumesFromItsCheckpointWithIdenticalLosses) {
+  difflab::test::TempDir uninterrupted, killed;
+  ASSERT_EQ(difflab_command(tiny_run(uninterrupted)).exit_code, 0);
+
+  // SIGKILL right after epoch 1's checkpoint, like a power cut.
+  Outcome dead = difflab_command(tiny_run(killed), "DIFFLAB_TEST_KILL_AFTER_EPOCH=1");
+  EXPECT_NE(dead.exit_code, 0) << dead.output;
+  {
+    SQLite::Database db((killed / "results.sqlite").string());
+    EXPECT_EQ(db.execAndGet("SELECT status FROM runs").getString(), "running");
+    EXPECT_EQ(db.execAndGet("SELECT MAX(epoch) FROM metrics").getInt(), 1);
+  }
+
+  Outcome resumed = difflab_command(tiny_run(killed));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resuming run 1 after epoch 1"), std::string::npos) << resumed.output;
+
+  SQLite::Database db((killed / "results.sqlite").string());
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs").getInt(), 1);
+  EXPECT_EQ(db.execAndGet("SELECT status FROM runs").getString(), "finished");
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM metrics WHERE key = 'n_loss'").getInt(), 3);
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM kid").getInt(), 3);
+  // Same thread count on the CPU: the resumed run's numbers equal the uninterrupted run's.
+  for (const char* key : {"n_loss", "i_loss", "val_n_loss", "val_i_loss", "val_kid"}) {
+    std::vector<double> expected = metric_history(uninterrupted / "results.sqlite", key);
+    ASSERT_EQ(expected.size(), 3u) << key;
+    EXPECT_EQ(metric_history(killed / "results.sqlite", key), expected) << key;
+  }
+}
+
+TEST(Cli, FinishedRunIsNotRunAgainUnlessAskedFor) {
+  difflab::test::TempDir dir;
+  ASSERT_EQ(difflab_command(tiny_run(dir)).exit_code, 0);
+  Outcome again = difflab_command(tiny_run(dir));
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("already finished as run 1"), std::string::npos) << again.output;
+  Outcome fresh = difflab_command(tiny_run(dir, " --new"));
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.output;
+  SQLite::Database db((dir / "results.sqlite").string());
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'finished'").getInt(), 2);
 }
 
 namespace {

@@ -24,7 +24,9 @@ namespace {
 constexpr const char* kUsage = R"(usage: difflab COMMAND [OPTIONS]
 
 commands:
-  run FILE [--set section.key=value]...    train and record one experiment
+  run FILE [--set section.key=value]... [--new]
+                                           train and record one experiment; again: resume
+                                           it if it was interrupted, skip it if it finished
   check FILE [--set section.key=value]...  validate FILE and print the resolved experiment
   bench FILE [--set ...] [--steps N]       time training steps and one sampling pass
   plugins [--family NAME]                  list plugins with their parameters
@@ -49,6 +51,7 @@ struct CommandLine {
   std::vector<std::string> overrides;
   std::string family;
   int64_t steps = 20;
+  bool new_run = false;
 };
 
 CommandLine parse(int argc, char** argv) {
@@ -59,6 +62,7 @@ CommandLine parse(int argc, char** argv) {
       ("set", po::value<std::vector<std::string>>()->composing())
       ("family", po::value<std::string>())
       ("steps", po::value<int64_t>())
+      ("new", po::bool_switch())
       ("second_file", po::value<std::string>())
       ("features", po::value<std::string>())
       ("subsets", po::value<int64_t>())
@@ -74,6 +78,7 @@ CommandLine parse(int argc, char** argv) {
   if (values.count("set")) line.overrides = values["set"].as<std::vector<std::string>>();
   if (values.count("family")) line.family = values["family"].as<std::string>();
   if (values.count("steps")) line.steps = values["steps"].as<int64_t>();
+  line.new_run = values["new"].as<bool>();
   if (values.count("second_file")) line.second_file = values["second_file"].as<std::string>();
   if (values.count("features")) line.features = values["features"].as<std::string>();
   if (values.count("subsets")) line.subsets = values["subsets"].as<int64_t>();
@@ -94,7 +99,9 @@ Experiment load(const CommandLine& line, PluginRegistry& registry) {
 int command_run(const CommandLine& line) {
   PluginRegistry registry;
   Experiment experiment = load(line, registry);
-  RunResult result = run_experiment(experiment, registry);
+  RunOptions options;
+  options.new_run = line.new_run;
+  RunResult result = run_experiment(experiment, registry, options);
   fmt::print("run {} finished: n_loss {:.4f}  i_loss {:.4f}  last grid {}\n", result.run_id,
              result.noise_loss, result.image_loss, result.last_grid.string());
   return 0;

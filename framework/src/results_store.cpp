@@ -27,7 +27,9 @@ CREATE TABLE IF NOT EXISTS runs (
   created_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   started_at      TEXT,
   finished_at     TEXT,
-  host            TEXT,
+  host            TEXT,           -- the machine running it
+  pid             INTEGER,        -- its process, to tell a live run from a killed one
+  heartbeat_at    TEXT,           -- refreshed every epoch while running
   versions        TEXT            -- JSON: difflab, libtorch and each plugin's version
 );
 CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash);
@@ -86,12 +88,6 @@ std::string param_type(const ParamValue& value) {
   }
 }
 
-std::string host_name() {
-  char buffer[256] = {};
-  if (gethostname(buffer, sizeof(buffer) - 1) != 0) return "";
-  return buffer;
-}
-
 RunRecord read_run(SQLite::Statement& query) {
   RunRecord run;
   run.id = query.getColumn(0).getInt64();
@@ -102,13 +98,23 @@ RunRecord read_run(SQLite::Statement& query) {
   run.error = query.getColumn(5).getString();
   run.started_at = query.getColumn(6).getString();
   run.finished_at = query.getColumn(7).getString();
+  run.host = query.getColumn(8).getString();
+  run.pid = query.getColumn(9).getInt64();
+  run.heartbeat_age_seconds = query.getColumn(10).isNull() ? -1.0 : query.getColumn(10).getDouble();
   return run;
 }
 
 constexpr const char* kRunColumns =
-    "SELECT id, name, config_hash, config_toml, status, error, started_at, finished_at FROM runs";
+    "SELECT id, name, config_hash, config_toml, status, error, started_at, finished_at, host, pid, "
+    "(julianday('now') - julianday(heartbeat_at)) * 86400.0 FROM runs";
 
 }  // namespace
+
+std::string host_name() {
+  char buffer[256] = {};
+  if (gethostname(buffer, sizeof(buffer) - 1) != 0) return "";
+  return buffer;
+}
 
 ResultsStore::ResultsStore(const fs::path& path) {
   try {
@@ -158,13 +164,15 @@ int64_t ResultsStore::start_run(const Experiment& experiment, const std::string&
   SQLite::Transaction transaction(*db_);
   SQLite::Statement insert(*db_,
                            "INSERT INTO runs (name, config_hash, config_toml, status, started_at, "
-                           "host, versions) VALUES (?, ?, ?, 'running', "
-                           "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?)");
+                           "heartbeat_at, host, pid, versions) VALUES (?, ?, ?, 'running', "
+                           "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
+                           "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?)");
   insert.bind(1, experiment.section("experiment").params.string("name"));
   insert.bind(2, experiment.config_hash());
   insert.bind(3, experiment.to_toml());
   insert.bind(4, host_name());
-  insert.bind(5, versions_json);
+  insert.bind(5, static_cast<int64_t>(getpid()));
+  insert.bind(6, versions_json);
   insert.exec();
   int64_t run_id = db_->getLastInsertRowid();
 
@@ -185,6 +193,25 @@ int64_t ResultsStore::start_run(const Experiment& experiment, const std::string&
   }
   transaction.commit();
   return run_id;
+}
+
+void ResultsStore::mark_running(int64_t run_id) {
+  SQLite::Statement update(*db_,
+                           "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, "
+                           "host = ?, pid = ?, heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                           "WHERE id = ?");
+  update.bind(1, host_name());
+  update.bind(2, static_cast<int64_t>(getpid()));
+  update.bind(3, run_id);
+  update.exec();
+}
+
+std::optional<RunRecord> ResultsStore::latest_run(const std::string& config_hash) const {
+  SQLite::Statement query(*db_, std::string(kRunColumns) +
+                                    " WHERE config_hash = ? ORDER BY id DESC LIMIT 1");
+  query.bind(1, config_hash);
+  if (!query.executeStep()) return std::nullopt;
+  return read_run(query);
 }
 
 void ResultsStore::finish_run(int64_t run_id) {
@@ -210,6 +237,10 @@ void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
                                 const std::vector<ArtifactRecord>& artifacts,
                                 const std::optional<KidRecord>& kid) {
   SQLite::Transaction transaction(*db_);
+  SQLite::Statement heartbeat(
+      *db_, "UPDATE runs SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?");
+  heartbeat.bind(1, run_id);
+  heartbeat.exec();
   SQLite::Statement metric(*db_,
                            "INSERT OR REPLACE INTO metrics (run_id, key, epoch, step, value) "
                            "VALUES (?, ?, ?, ?, ?)");

@@ -19,6 +19,9 @@ namespace difflab {
 
 class Experiment;
 
+// This machine's host name, as recorded on run rows.
+std::string host_name();
+
 constexpr int kSchemaVersion = 2;
 
 struct RunRecord {
@@ -30,6 +33,9 @@ struct RunRecord {
   std::string error;
   std::string started_at;
   std::string finished_at;
+  std::string host;
+  int64_t pid = 0;
+  double heartbeat_age_seconds = -1.0;  // -1 when never
 };
 
 struct MetricRecord {
@@ -68,6 +74,8 @@ class ResultsStore {
 
   // Creates the run row (status running) with its params, in one transaction.
   int64_t start_run(const Experiment& experiment, const std::string& versions_json);
+  // Takes an interrupted run back (status running, this host and process).
+  void mark_running(int64_t run_id);
   void finish_run(int64_t run_id);
   void fail_run(int64_t run_id, const std::string& status, const std::string& message);
 
@@ -78,6 +86,8 @@ class ResultsStore {
                     const std::optional<KidRecord>& kid = std::nullopt);
 
   std::optional<RunRecord> run(int64_t run_id) const;
+  // The newest run of a configuration (see Experiment::config_hash).
+  std::optional<RunRecord> latest_run(const std::string& config_hash) const;
   std::vector<RunRecord> runs() const;
   std::vector<std::pair<std::string, std::string>> params(int64_t run_id) const;
   std::vector<MetricRecord> metrics(int64_t run_id) const;

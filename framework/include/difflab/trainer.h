@@ -17,9 +17,15 @@ struct RunResult {
   std::filesystem::path last_grid;
 };
 
-// Trains and records the run in the experiment's database. Errors are recorded on the run
-// row (status failed) and rethrown.
-RunResult run_experiment(const Experiment& experiment, const PluginRegistry& registry);
+struct RunOptions {
+  bool new_run = false;  // start a new run even if this configuration has one already
+};
+
+// Trains and records the run in the experiment's database. Running the same configuration
+// again resumes it from its last checkpoint if it was killed or interrupted, and does nothing if
+// it finished. Errors are recorded on the run row (status failed) and rethrown.
+RunResult run_experiment(const Experiment& experiment, const PluginRegistry& registry,
+                         const RunOptions& options = {});
 
 struct BenchResult {
   double train_images_per_second = 0.0;
