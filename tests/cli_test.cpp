@@ -242,6 +242,18 @@ TEST(Cli, CheckReportsTheMissingDataPath) {
   EXPECT_NE(outcome.output.find("/nonexistent/x"), std::string::npos) << outcome.output;
 }
 
+TEST(Cli, CheckOfTheSeedsExperimentReportsOnlyTheMissingFlowers) {
+  difflab::test::TempDir dir;  // a working directory without data/flowers102
+  Outcome outcome = difflab_command("check " + std::string(DIFFLAB_TEST_SOURCE_DIR) +
+                                    "/experiments/flowers_ddim.toml --set data.path=" +
+                                    (dir / "data/flowers102/jpg").string());
+  EXPECT_EQ(outcome.exit_code, 2);
+  EXPECT_NE(outcome.output.find("image folder not found: " + (dir / "data/flowers102/jpg").string()),
+            std::string::npos)
+      << outcome.output;
+  EXPECT_EQ(outcome.output.find("error:"), outcome.output.rfind("error:")) << outcome.output;
+}
+
 TEST(Cli, CheckPrintsTheResolvedExperimentWithOverrides) {
   Outcome outcome = difflab_command("check " + tiny_experiment() + " --set loss.plugin=mse");
   ASSERT_EQ(outcome.exit_code, 0) << outcome.output;

@@ -1,9 +1,7 @@
 #include "difflab/image_io.h"
 
-#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb_image.h>  // Debian's libstb
 #include <stb_image_write.h>
-#define STB_IMAGE_IMPLEMENTATION
-#include <stb_image.h>
 
 #include <algorithm>
 #include <cstring>

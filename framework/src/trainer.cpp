@@ -321,7 +321,8 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
   }
 
   const int64_t epochs = training.integer("epochs");
-  const int64_t full_steps = train_count / batch_size;  // incomplete last batch dropped
+  // One epoch = `repetitions` shuffled passes; the incomplete last batch is dropped.
+  const int64_t full_steps = train_count * data.repetitions / batch_size;
   const int64_t steps_per_epoch = training.integer("steps_per_epoch") > 0
                                       ? std::min(full_steps, training.integer("steps_per_epoch"))
                                       : full_steps;
@@ -339,7 +340,10 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
   const auto run_start = Clock::now();
   for (int64_t epoch = state.epoch + 1; epoch <= epochs; ++epoch) {
     const auto epoch_start = Clock::now();
-    torch::Tensor order = torch::randperm(train_count, torch::kLong);
+    std::vector<torch::Tensor> passes;
+    for (int64_t pass = 0; pass < data.repetitions; ++pass)
+      passes.push_back(torch::randperm(train_count, torch::kLong));
+    torch::Tensor order = torch::cat(passes);  // reshuffled every epoch
     double noise_loss_sum = 0.0, image_loss_sum = 0.0;
     for (int64_t batch = 0; batch < steps_per_epoch; ++batch) {
       InterruptGuard::check();

@@ -10,6 +10,9 @@ namespace difflab {
 struct ImageSplits {
   torch::Tensor train;       // [N_train, C, S, S], float32 in [0, 1]
   torch::Tensor validation;  // [N_val, C, S, S], float32 in [0, 1]
+  // Passes over the training images per epoch (the seed's dataset_repetitions: a small dataset
+  // is seen several times between two noisy, costly KID evaluations).
+  int64_t repetitions = 1;
 };
 
 class BOOST_SYMBOL_VISIBLE Dataset : public Component {
