@@ -1,36 +1,64 @@
-// Key functions of the plugin interfaces: one typeinfo per interface, in the framework library.
-#include "difflab/dataset.h"
-#include "difflab/features.h"
-#include "difflab/loss.h"
-#include "difflab/network.h"
-#include "difflab/sampler.h"
-#include "difflab/schedule.h"
+#include "difflab/components.h"
+
+#include <fmt/format.h>
+#include <thread>
+#include <torch/torch.h>
+
+#include "difflab/error.h"
+#include "difflab/experiment.h"
+#include "difflab/registry.h"
+#include "difflab/version.h"
 
 namespace difflab {
 
-Component::~Component() = default;
-Schedule::~Schedule() = default;
-Loss::~Loss() = default;
-Sampler::~Sampler() = default;
-Network::~Network() = default;
-Dataset::~Dataset() = default;
-FeatureExtractor::~FeatureExtractor() = default;
-
-const char* to_string(Family family) {
-  switch (family) {
-    case Family::schedule: return "schedule";
-    case Family::loss: return "loss";
-    case Family::sampler: return "sampler";
-    case Family::network: return "network";
-    case Family::dataset: return "dataset";
-    case Family::features: return "features";
-  }
-  return "?";
+torch::Device select_device(const std::string& device) {
+  if (device == "cuda" && !torch::cuda::is_available())
+    throw ConfigError("device \"cuda\" requested but no CUDA device is available",
+                      {"", 0, 0, "experiment.device", "use device = \"cpu\" or \"auto\""});
+  if (device == "cuda" || (device == "auto" && torch::cuda::is_available())) return torch::kCUDA;
+  return torch::kCPU;
 }
 
-std::vector<Family> all_families() {
-  return {Family::dataset,  Family::network, Family::schedule,
-          Family::loss,     Family::sampler, Family::features};
+void configure_threads(int64_t threads) {
+  // LibTorch may start with a single thread: always set the count explicitly.
+  int64_t count = threads > 0 ? threads : std::max<int64_t>(1, std::thread::hardware_concurrency());
+  torch::set_num_threads(static_cast<int>(count));
+}
+
+Components build_components(const Experiment& experiment, const PluginRegistry& registry) {
+  const Section& data = experiment.section("data");
+  auto dataset = registry.create<Dataset>(Family::dataset, data.plugin, data.params,
+                                          experiment.build_context(0));
+  const BuildContext context = experiment.build_context(dataset->channels());
+  auto make = [&](const std::string& name, Family family, auto* type_tag) {
+    using T = std::remove_pointer_t<decltype(type_tag)>;
+    const Section& section = experiment.section(name);
+    return registry.create<T>(family, section.plugin, section.params, context);
+  };
+  auto network = make("network", Family::network, static_cast<Network*>(nullptr));
+  auto ema_network = make("network", Family::network, static_cast<Network*>(nullptr));
+  auto schedule = make("schedule", Family::schedule, static_cast<Schedule*>(nullptr));
+  auto loss = make("loss", Family::loss, static_cast<Loss*>(nullptr));
+  auto sampler = make("sampler", Family::sampler, static_cast<Sampler*>(nullptr));
+  auto features = make("features", Family::features, static_cast<FeatureExtractor*>(nullptr));
+
+  std::string versions = fmt::format(R"({{"difflab": "{}", "libtorch": "{}", "plugins": {{)",
+                                     DIFFLAB_VERSION, TORCH_VERSION);
+  bool first = true;
+  for (const auto& name : section_names()) {
+    const Section& section = experiment.section(name);
+    if (section.plugin.empty()) continue;
+    Family family;
+    section_has_plugin(name, &family);
+    versions += fmt::format(R"({}"{}": "{} {}")", first ? "" : ", ", name, section.plugin,
+                            registry.get(family, section.plugin).version);
+    first = false;
+  }
+  versions += "}}";
+
+  auto model = std::make_unique<DiffusionModel>(network, ema_network, schedule, loss, sampler,
+                                                context.image_size, context.image_channels);
+  return {dataset, features, std::move(model), versions};
 }
 
 }  // namespace difflab

@@ -17,6 +17,8 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include "difflab/checkpoint.h"
+#include "difflab/components.h"
 #include "difflab/dataset.h"
 #include "difflab/diffusion_model.h"
 #include "difflab/error.h"
@@ -59,63 +61,6 @@ class InterruptGuard {
   void (*previous_int_)(int);
   void (*previous_term_)(int);
 };
-
-struct Components {
-  std::shared_ptr<Dataset> dataset;
-  std::shared_ptr<FeatureExtractor> features;
-  std::unique_ptr<DiffusionModel> model;
-  std::string versions_json;
-};
-
-torch::Device select_device(const std::string& device) {
-  if (device == "cuda" && !torch::cuda::is_available())
-    throw ConfigError("device \"cuda\" requested but no CUDA device is available",
-                      {"", 0, 0, "experiment.device", "use device = \"cpu\" or \"auto\""});
-  if (device == "cuda" || (device == "auto" && torch::cuda::is_available())) return torch::kCUDA;
-  return torch::kCPU;
-}
-
-void configure_threads(int64_t threads) {
-  // LibTorch may start with a single thread: always set the count explicitly.
-  int64_t count = threads > 0 ? threads : std::max<int64_t>(1, std::thread::hardware_concurrency());
-  torch::set_num_threads(static_cast<int>(count));
-}
-
-Components build_components(const Experiment& experiment, const PluginRegistry& registry) {
-  const Section& data = experiment.section("data");
-  auto dataset = registry.create<Dataset>(Family::dataset, data.plugin, data.params,
-                                          experiment.build_context(0));
-  const BuildContext context = experiment.build_context(dataset->channels());
-  auto make = [&](const std::string& name, Family family, auto* type_tag) {
-    using T = std::remove_pointer_t<decltype(type_tag)>;
-    const Section& section = experiment.section(name);
-    return registry.create<T>(family, section.plugin, section.params, context);
-  };
-  auto network = make("network", Family::network, static_cast<Network*>(nullptr));
-  auto ema_network = make("network", Family::network, static_cast<Network*>(nullptr));
-  auto schedule = make("schedule", Family::schedule, static_cast<Schedule*>(nullptr));
-  auto loss = make("loss", Family::loss, static_cast<Loss*>(nullptr));
-  auto sampler = make("sampler", Family::sampler, static_cast<Sampler*>(nullptr));
-  auto features = make("features", Family::features, static_cast<FeatureExtractor*>(nullptr));
-
-  std::string versions = fmt::format(R"({{"difflab": "{}", "libtorch": "{}", "plugins": {{)",
-                                     DIFFLAB_VERSION, TORCH_VERSION);
-  bool first = true;
-  for (const auto& name : section_names()) {
-    const Section& section = experiment.section(name);
-    if (section.plugin.empty()) continue;
-    Family family;
-    section_has_plugin(name, &family);
-    versions += fmt::format(R"({}"{}": "{} {}")", first ? "" : ", ", name, section.plugin,
-                            registry.get(family, section.plugin).version);
-    first = false;
-  }
-  versions += "}}";
-
-  auto model = std::make_unique<DiffusionModel>(network, ema_network, schedule, loss, sampler,
-                                                context.image_size, context.image_channels);
-  return {dataset, features, std::move(model), versions};
-}
 
 // Whether the process that owns a "running" row is still there: on this host, by its pid; on
 // another host, by a heartbeat younger than an hour.
@@ -164,78 +109,6 @@ class Progress {
   bool terminal_;
   Clock::time_point last_{};
 };
-
-// Everything a run needs to continue exactly where it stopped (the seed's model plus the
-// random generator, so that a resumed run draws the same batches and noises).
-struct TrainingState {
-  int64_t epoch = 0;  // epochs completed
-  int64_t step = 0;   // optimiser steps completed
-  double best_kid = std::numeric_limits<double>::infinity();
-};
-
-void save_checkpoint(const fs::path& path, DiffusionModel& model, torch::optim::Optimizer& optimizer,
-                     const TrainingState& state) {
-  torch::serialize::OutputArchive archive, network, ema_network, optimizer_state;
-  model.network().save(network);
-  model.ema_network().save(ema_network);
-  optimizer.save(optimizer_state);
-  archive.write("network", network);
-  archive.write("ema_network", ema_network);
-  archive.write("optimizer", optimizer_state);
-  archive.write("normalizer_mean", model.mean().cpu());
-  archive.write("normalizer_variance", model.variance().cpu());
-  archive.write("epoch", torch::tensor(state.epoch));
-  archive.write("step", torch::tensor(state.step));
-  archive.write("best_kid", torch::tensor(state.best_kid, torch::kFloat64));
-  {
-    auto generator = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    archive.write("cpu_rng_state", generator.get_state());
-  }
-  if (model.device().is_cuda()) {
-    auto generator = at::globalContext().defaultGenerator(model.device());
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    archive.write("cuda_rng_state", generator.get_state());
-  }
-  // Write then rename, so that a crash never leaves a half-written checkpoint.
-  fs::path partial = path;
-  partial += ".partial";
-  archive.save_to(partial.string());
-  fs::rename(partial, path);
-}
-
-TrainingState load_checkpoint(const fs::path& path, DiffusionModel& model,
-                              torch::optim::Optimizer& optimizer) {
-  torch::serialize::InputArchive archive, network, ema_network, optimizer_state;
-  archive.load_from(path.string(), model.device());
-  archive.read("network", network);
-  archive.read("ema_network", ema_network);
-  archive.read("optimizer", optimizer_state);
-  model.network().load(network);
-  model.ema_network().load(ema_network);
-  optimizer.load(optimizer_state);
-  torch::Tensor mean, variance, epoch, step, best_kid, cpu_rng_state;
-  archive.read("normalizer_mean", mean);
-  archive.read("normalizer_variance", variance);
-  archive.read("epoch", epoch);
-  archive.read("step", step);
-  archive.read("best_kid", best_kid);
-  archive.read("cpu_rng_state", cpu_rng_state);
-  model.set_normalizer(mean, variance);
-  {
-    auto generator = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(cpu_rng_state.cpu());
-  }
-  if (model.device().is_cuda()) {
-    torch::Tensor cuda_rng_state;
-    archive.read("cuda_rng_state", cuda_rng_state);
-    auto generator = at::globalContext().defaultGenerator(model.device());
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(cuda_rng_state.cpu());
-  }
-  return {epoch.item<int64_t>(), step.item<int64_t>(), best_kid.item<double>()};
-}
 
 // KID between validation images and as many images generated by the EMA network with
 // kid_diffusion_steps (the seed's test_step), under the experiment's protocol.
@@ -422,7 +295,7 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
     if (kid) metrics.emplace_back("val_kid", kid->mean);
     store.record_epoch(run_id, epoch, state.step, metrics, artifacts, kid);
     state.epoch = epoch;
-    save_checkpoint(checkpoint_path, model, optimizer, state);
+    save_checkpoint(checkpoint_path, model, optimizer, state, experiment.to_toml());
     if (new_best) fs::copy_file(checkpoint_path, run_dir / "best.pt", fs::copy_options::overwrite_existing);
 
     fmt::print("epoch {}/{}: n_loss {:.4f}  i_loss {:.4f}  val_n_loss {:.4f}  val_i_loss {:.4f}  "

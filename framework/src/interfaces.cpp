@@ -1,0 +1,36 @@
+// Key functions of the plugin interfaces: one typeinfo per interface, in the framework library.
+#include "difflab/dataset.h"
+#include "difflab/features.h"
+#include "difflab/loss.h"
+#include "difflab/network.h"
+#include "difflab/sampler.h"
+#include "difflab/schedule.h"
+
+namespace difflab {
+
+Component::~Component() = default;
+Schedule::~Schedule() = default;
+Loss::~Loss() = default;
+Sampler::~Sampler() = default;
+Network::~Network() = default;
+Dataset::~Dataset() = default;
+FeatureExtractor::~FeatureExtractor() = default;
+
+const char* to_string(Family family) {
+  switch (family) {
+    case Family::schedule: return "schedule";
+    case Family::loss: return "loss";
+    case Family::sampler: return "sampler";
+    case Family::network: return "network";
+    case Family::dataset: return "dataset";
+    case Family::features: return "features";
+  }
+  return "?";
+}
+
+std::vector<Family> all_families() {
+  return {Family::dataset,  Family::network, Family::schedule,
+          Family::loss,     Family::sampler, Family::features};
+}
+
+}  // namespace difflab
