@@ -169,6 +169,51 @@ TEST(Cli, FinishedRunIsNotRunAgainUnlessAskedFor) {
   EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'finished'").getInt(), 2);
 }
 
+std::string file_bytes(const fs::path& path) {
+  std::ifstream file(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(file), {});
+}
+
+TEST(Cli, SamplesFromATrainedRunWithAnySampler) {
+  difflab::test::TempDir dir;
+  ASSERT_EQ(difflab_command(tiny_run(dir)).exit_code, 0);
+  const std::string from_run = "sample --database " + (dir / "results.sqlite").string() + " --run 1";
+
+  Outcome ddpm = difflab_command(from_run + " --num-images 5 --steps 3 --seed 1 --out " +
+                                 (dir / "a").string() + " --grid " + (dir / "a.png").string() +
+                                 " --set sampler.plugin=ddpm");
+  ASSERT_EQ(ddpm.exit_code, 0) << ddpm.output;
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(png_size(dir / "a" / ("image-000" + std::to_string(i) + ".png")), std::make_pair(16u, 16u));
+  EXPECT_FALSE(fs::exists(dir / "a" / "image-0005.png"));
+  // 5 images -> 2 rows x 3 columns of 16 px scaled 2x, 2 px gaps.
+  EXPECT_EQ(png_size(dir / "a.png"), std::make_pair(104u, 70u));
+
+  // Same seed, same images; another seed or sampler, other images.
+  ASSERT_EQ(difflab_command(from_run + " --num-images 5 --steps 3 --seed 1 --out " + (dir / "b").string() +
+                            " --set sampler.plugin=ddpm").exit_code, 0);
+  ASSERT_EQ(difflab_command(from_run + " --num-images 5 --steps 3 --seed 2 --out " + (dir / "c").string() +
+                            " --set sampler.plugin=ddpm").exit_code, 0);
+  ASSERT_EQ(difflab_command(from_run + " --num-images 5 --steps 3 --seed 1 --out " + (dir / "d").string())
+                .exit_code, 0);  // the run's own ddim
+  EXPECT_EQ(file_bytes(dir / "a" / "image-0000.png"), file_bytes(dir / "b" / "image-0000.png"));
+  EXPECT_NE(file_bytes(dir / "a" / "image-0000.png"), file_bytes(dir / "c" / "image-0000.png"));
+  EXPECT_NE(file_bytes(dir / "a" / "image-0000.png"), file_bytes(dir / "d" / "image-0000.png"));
+
+  // From the best checkpoint file itself: the seed's interpolation and steps figures.
+  const std::string best = (dir / "runs" / "tiny-run1" / "best.pt").string();
+  ASSERT_EQ(difflab_command("sample --checkpoint " + best + " --interpolate --num-images 6 --grid " +
+                            (dir / "interpolation.png").string()).exit_code, 0);
+  EXPECT_EQ(png_size(dir / "interpolation.png"), std::make_pair(206u, 36u));  // 1 x 6
+  ASSERT_EQ(difflab_command("sample --checkpoint " + best + " --steps-strip --grid " +
+                            (dir / "strip.png").string()).exit_code, 0);
+  EXPECT_EQ(png_size(dir / "strip.png"), std::make_pair(682u, 36u));  // 1 x 20
+
+  Outcome missing = difflab_command(from_run.substr(0, from_run.size() - 1) + "99 --grid x.png");
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.output.find("no run 99"), std::string::npos) << missing.output;
+}
+
 namespace {
 // Writes `images` [N, C, H, W] as one PNG each (a 1x1 grid: the image in a 2-pixel black frame).
 void write_folder(const fs::path& folder, const torch::Tensor& images) {

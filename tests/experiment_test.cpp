@@ -57,6 +57,18 @@ TEST(Experiment, OverridesFromTheCommandLine) {
   EXPECT_EQ(experiment.section("experiment").params.string("name"), "ablation");
 }
 
+TEST(Experiment, OverridingAPluginDropsTheOldPluginsParameters) {
+  Experiment experiment = parse("[sampler]\nplugin = \"ddim\"\neta = 0.5\n[data]\nimage_size = 16\n",
+                                {"sampler.plugin=ddpm", "sampler.variance=large", "data.plugin=synthetic"});
+  EXPECT_EQ(experiment.section("sampler").plugin, "ddpm");
+  EXPECT_EQ(experiment.section("sampler").params.string("variance"), "large");
+  EXPECT_FALSE(experiment.section("sampler").params.has("eta"));
+  EXPECT_EQ(experiment.section("data").params.integer("image_size"), 16);  // a framework key stays
+  // Setting the same plugin again keeps its parameters.
+  EXPECT_DOUBLE_EQ(parse("[sampler]\nplugin = \"ddim\"\neta = 0.5\n", {"sampler.plugin=ddim"})
+                       .section("sampler").params.real("eta"), 0.5);
+}
+
 TEST(Experiment, ResolvedTomlRoundTripsWithTheSameHash) {
   Experiment experiment = parse("[schedule]\nplugin = \"linear\"\nmin_signal_rate = 0.05\n");
   Experiment again = parse(experiment.to_toml());

@@ -14,6 +14,7 @@
 #include "difflab/kid.h"
 #include "difflab/network.h"
 #include "difflab/registry.h"
+#include "difflab/sampling.h"
 #include "difflab/trainer.h"
 #include "difflab/version.h"
 
@@ -30,6 +31,9 @@ commands:
   check FILE [--set section.key=value]...  validate FILE and print the resolved experiment
   bench FILE [--set ...] [--steps N]       time training steps and one sampling pass
   plugins [--family NAME]                  list plugins with their parameters
+  sample (--checkpoint FILE | --database DB --run ID [--best]) [--out DIR] [--grid FILE.png]
+         [--num-images N] [--steps S] [--seed N] [--set sampler.plugin=ddpm]...
+         [--interpolate | --steps-strip]   images from a trained model, with any sampler
   kid DIR_A DIR_B [--features NAME] [--subsets K] [--subset-size M]
                                            KID between two image folders (clean-fid protocol)
 
@@ -52,6 +56,7 @@ struct CommandLine {
   std::string family;
   int64_t steps = 20;
   bool new_run = false;
+  SampleRequest sample;
 };
 
 CommandLine parse(int argc, char** argv) {
@@ -63,6 +68,16 @@ CommandLine parse(int argc, char** argv) {
       ("family", po::value<std::string>())
       ("steps", po::value<int64_t>())
       ("new", po::bool_switch())
+      ("checkpoint", po::value<std::string>())
+      ("database", po::value<std::string>())
+      ("run", po::value<int64_t>())
+      ("best", po::bool_switch())
+      ("out", po::value<std::string>())
+      ("grid", po::value<std::string>())
+      ("num-images", po::value<int64_t>())
+      ("seed", po::value<uint64_t>())
+      ("interpolate", po::bool_switch())
+      ("steps-strip", po::bool_switch())
       ("second_file", po::value<std::string>())
       ("features", po::value<std::string>())
       ("subsets", po::value<int64_t>())
@@ -79,6 +94,19 @@ CommandLine parse(int argc, char** argv) {
   if (values.count("family")) line.family = values["family"].as<std::string>();
   if (values.count("steps")) line.steps = values["steps"].as<int64_t>();
   line.new_run = values["new"].as<bool>();
+  SampleRequest& sample = line.sample;
+  if (values.count("checkpoint")) sample.checkpoint = values["checkpoint"].as<std::string>();
+  if (values.count("database")) sample.database = values["database"].as<std::string>();
+  if (values.count("run")) sample.run_id = values["run"].as<int64_t>();
+  sample.best = values["best"].as<bool>();
+  if (values.count("out")) sample.out_dir = values["out"].as<std::string>();
+  if (values.count("grid")) sample.grid = values["grid"].as<std::string>();
+  if (values.count("num-images")) sample.num_images = values["num-images"].as<int64_t>();
+  if (values.count("steps")) sample.diffusion_steps = values["steps"].as<int64_t>();
+  if (values.count("seed")) sample.seed = values["seed"].as<uint64_t>();
+  sample.interpolate = values["interpolate"].as<bool>();
+  sample.steps_strip = values["steps-strip"].as<bool>();
+  sample.overrides = line.overrides;
   if (values.count("second_file")) line.second_file = values["second_file"].as<std::string>();
   if (values.count("features")) line.features = values["features"].as<std::string>();
   if (values.count("subsets")) line.subsets = values["subsets"].as<int64_t>();
@@ -164,6 +192,15 @@ int command_kid(const CommandLine& line) {
   return 0;
 }
 
+int command_sample(const CommandLine& line) {
+  if (!line.file.empty())
+    throw ConfigError("unexpected argument \"" + line.file + "\"",
+                      {"", 0, 0, "", "difflab sample --database DB --run ID --grid out.png"});
+  PluginRegistry registry;
+  for (const auto& path : sample_images(line.sample, registry)) fmt::print("wrote {}\n", path.string());
+  return 0;
+}
+
 int command_plugins(const CommandLine& line) {
   PluginRegistry registry;
   for (Family family : all_families()) {
@@ -209,7 +246,8 @@ int run_cli(int argc, char** argv) {
     if (line.command == "bench") return command_bench(line);
     if (line.command == "plugins") return command_plugins(line);
     if (line.command == "kid") return command_kid(line);
-    std::string nearest = nearest_name(line.command, {"run", "check", "bench", "plugins", "kid"});
+    if (line.command == "sample") return command_sample(line);
+    std::string nearest = nearest_name(line.command, {"run", "check", "bench", "plugins", "kid", "sample"});
     throw ConfigError("unknown command \"" + line.command + "\"",
                       {"", 0, 0, "", nearest.empty() ? "see difflab --help"
                                                       : "did you mean \"" + nearest + "\"?"});

@@ -143,12 +143,32 @@ void apply_override(toml::table& root, const std::string& text, Locator& locator
     table = root[section].as_table();
   }
   // A value in TOML syntax (2, 0.5, true, [32, 64], "mae"); a bare word is a string.
+  toml::table parsed;
   try {
-    toml::table parsed = toml::parse("value = " + value_text);
-    table->insert_or_assign(key, *parsed.get("value"));
+    parsed = toml::parse("value = " + value_text);
   } catch (const toml::parse_error&) {
-    table->insert_or_assign(key, value_text);
+    parsed.insert_or_assign("value", value_text);
   }
+  const toml::node& value = *parsed.get("value");
+
+  // Another plugin takes its own parameters: the file's keys of this section that belong to the
+  // old plugin are dropped (framework keys and other --set keys stay).
+  const toml::node* old_plugin = table->get("plugin");
+  if (key == "plugin" && (old_plugin == nullptr ||
+                          old_plugin->value<std::string>() != value.value<std::string>())) {
+    std::vector<std::string> dropped;
+    const bool known_section =
+        std::find(section_names().begin(), section_names().end(), section) != section_names().end();
+    for (const auto& [name, node] : *table) {
+      const std::string existing(name.str());
+      bool framework_key = false;
+      if (known_section)
+        for (const auto& spec : framework_schema(section)) framework_key |= spec.name == existing;
+      if (!framework_key && !locator.overridden.count(section + "." + existing)) dropped.push_back(existing);
+    }
+    for (const auto& name : dropped) table->erase(name);
+  }
+  table->insert_or_assign(key, value);
   locator.overridden.insert(section + "." + key);
 }
 

@@ -13,15 +13,23 @@
 
 namespace difflab {
 
+namespace {
+
+// [N, C, H, W] in [0, 1] -> [N, H, W, C] bytes, contiguous, on the CPU.
+torch::Tensor to_bytes(const torch::Tensor& images) {
+  return (images.detach().to(torch::kCPU, torch::kFloat32).clamp(0, 1) * 255.0f)
+      .round()
+      .to(torch::kUInt8)
+      .permute({0, 2, 3, 1})
+      .contiguous();
+}
+
+}  // namespace
+
 void write_image_grid(const std::filesystem::path& path, const torch::Tensor& images,
                       int64_t rows, int64_t cols, int64_t scale) {
   constexpr int64_t gap = 2;
-  // [N, C, H, W] in [0, 1] -> [N, H, W, C] bytes
-  torch::Tensor pixels = (images.detach().to(torch::kCPU, torch::kFloat32).clamp(0, 1) * 255.0f)
-                             .round()
-                             .to(torch::kUInt8)
-                             .permute({0, 2, 3, 1})
-                             .contiguous();
+  torch::Tensor pixels = to_bytes(images);  // [N, H, W, C]
   const int64_t count = pixels.size(0), height = pixels.size(1), width = pixels.size(2);
   const int64_t channels = pixels.size(3);
   const int64_t tile_h = height * scale, tile_w = width * scale;
@@ -42,6 +50,15 @@ void write_image_grid(const std::filesystem::path& path, const torch::Tensor& im
   if (!stbi_write_png(path.c_str(), static_cast<int>(grid_w), static_cast<int>(grid_h),
                       static_cast<int>(channels), grid.data(),
                       static_cast<int>(grid_w * channels)))
+    throw RuntimeError("cannot write PNG", {path.string(), 0, 0, "", ""});
+}
+
+void write_image(const std::filesystem::path& path, const torch::Tensor& image) {
+  torch::Tensor pixels = to_bytes(image.unsqueeze(0))[0];  // [H, W, C]
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  const int height = static_cast<int>(pixels.size(0)), width = static_cast<int>(pixels.size(1));
+  const int channels = static_cast<int>(pixels.size(2));
+  if (!stbi_write_png(path.c_str(), width, height, channels, pixels.data_ptr<uint8_t>(), width * channels))
     throw RuntimeError("cannot write PNG", {path.string(), 0, 0, "", ""});
 }
 
