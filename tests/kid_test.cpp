@@ -2,8 +2,10 @@
 // (tests/data/kid_reference), for both protocols, and the `pixels` extractor.
 #include <fstream>
 #include <sstream>
+#include <torch/script.h>
 
 #include "difflab/features.h"
+#include "difflab/error.h"
 #include "difflab/kid.h"
 #include "test_support.h"
 
@@ -80,4 +82,49 @@ TEST(PixelFeatures, FlattenImagesInTheUnitRange) {
   torch::Tensor features = pixels->extract(images);
   EXPECT_EQ(features.sizes(), torch::IntArrayRef({3, 40}));
   EXPECT_TRUE(torch::equal(features[1], images[1].flatten()));
+}
+
+namespace {
+// A TorchScript model built in the test: per-channel means, times a parameter.
+std::string channel_mean_model(const difflab::test::TempDir& dir) {
+  torch::jit::Module module("ChannelMeans");
+  module.register_parameter("scale", torch::full({1}, 2.0), /*is_buffer=*/false);
+  module.define(R"(
+    def forward(self, images):
+        return images.mean(dim=[2, 3]) * self.scale
+  )");
+  const std::string path = (dir / "means.pt").string();
+  module.save(path);
+  return path;
+}
+}  // namespace
+
+TEST(TorchScriptFeatures, ResizesRescalesAndRunsTheModel) {
+  difflab::test::TempDir dir;
+  Params params;
+  params.set("model", channel_mean_model(dir));
+  params.set("input_size", int64_t{8});
+  params.set("input_range", std::string("-1_1"));
+  auto features = difflab::test::make<FeatureExtractor>(Family::features, "torchscript", params);
+  // Grayscale 0.75 everywhere: repeated to 3 channels, scaled to 2·0.75 − 1 = 0.5, times 2.
+  torch::Tensor result = features->extract(torch::full({5, 1, 32, 32}, 0.75));
+  ASSERT_EQ(result.sizes(), torch::IntArrayRef({5, 3}));
+  EXPECT_LT((result - 1.0).abs().max().item<float>(), 1e-5f);
+
+  params.set("input_range", std::string("0_255"));
+  auto bytes = difflab::test::make<FeatureExtractor>(Family::features, "torchscript", params);
+  EXPECT_NEAR(bytes->extract(torch::full({1, 3, 8, 8}, 0.5))[0][1].item<float>(), 255.0f, 1e-3f);
+}
+
+TEST(TorchScriptFeatures, MissingModelIsAConfigErrorWithAHint) {
+  Params params;
+  params.set("model", std::string("/nonexistent/inception.pt"));
+  try {
+    difflab::test::make<FeatureExtractor>(Family::features, "torchscript", params);
+    FAIL();
+  } catch (const Error& error) {
+    EXPECT_EQ(error.kind(), ErrorKind::config);
+    EXPECT_EQ(error.context().key, "features.model");
+    EXPECT_NE(error.context().hint.find("export_inception.py"), std::string::npos);
+  }
 }

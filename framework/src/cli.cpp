@@ -6,6 +6,7 @@
 #include <iostream>
 #include <torch/torch.h>
 
+#include "difflab/components.h"
 #include "difflab/dataset.h"
 #include "difflab/error.h"
 #include "difflab/experiment.h"
@@ -138,15 +139,10 @@ int command_run(const CommandLine& line) {
 int command_check(const CommandLine& line) {
   PluginRegistry registry;
   Experiment experiment = load(line, registry);
-  // Build the components too: a network that cannot be built for this image size, or data that
-  // is not there, is reported now rather than after the database row exists.
-  const Section& data = experiment.section("data");
-  auto dataset = registry.create<Dataset>(Family::dataset, data.plugin, data.params,
-                                          experiment.build_context(0));
-  dataset->check_available();
-  const Section& network = experiment.section("network");
-  registry.create<Network>(Family::network, network.plugin, network.params,
-                           experiment.build_context(dataset->channels()));
+  // Build the components too: a network that cannot be built for this image size, a missing
+  // feature model or data that is not there is reported now, not after the database row exists.
+  Components components = build_components(experiment, registry);
+  components.dataset->check_available();
   fmt::print("# {}: valid; resolved experiment (config hash {}):\n{}", line.file,
              experiment.config_hash(), experiment.to_toml());
   return 0;
