@@ -5,6 +5,7 @@
 #include <torch/script.h>
 
 #include "difflab/features.h"
+#include "difflab/dataset.h"
 #include "difflab/error.h"
 #include "difflab/kid.h"
 #include "test_support.h"
@@ -127,4 +128,47 @@ TEST(TorchScriptFeatures, MissingModelIsAConfigErrorWithAHint) {
     EXPECT_EQ(error.context().key, "features.model");
     EXPECT_NE(error.context().hint.find("export_inception.py"), std::string::npos);
   }
+}
+
+TEST(ClassifierFeatures, LearnTheLabelsSeparateTheClassesAndAreCached) {
+  difflab::test::TempDir cache;
+  Params data_params;
+  data_params.set("train_count", int64_t{512});
+  data_params.set("validation_count", int64_t{200});
+  ImageSplits data =
+      difflab::test::make<Dataset>(Family::dataset, "synthetic", data_params, {16, 1})->load();
+  Params params;
+  params.set("cache_dir", cache.path().string());
+  params.set("width", int64_t{8});
+  params.set("feature_dims", int64_t{16});
+  params.set("epochs", int64_t{6});
+  params.set("batch_size", int64_t{32});
+  auto features = difflab::test::make<FeatureExtractor>(Family::features, "classifier", params, {16, 1});
+  features->prepare(data);
+
+  // Small and large discs of the validation split, in equal numbers.
+  torch::Tensor small = data.validation.index({data.validation_labels == 0});
+  torch::Tensor large = data.validation.index({data.validation_labels == 1});
+  const int64_t half = std::min(small.size(0), large.size(0)) / 2;
+  ASSERT_GE(half, 20);
+  torch::Tensor small_a = features->extract(small.slice(0, 0, half));
+  torch::Tensor small_b = features->extract(small.slice(0, half, 2 * half));
+  torch::Tensor large_a = features->extract(large.slice(0, 0, half));
+  EXPECT_EQ(small_a.size(1), 16);
+  const double within = kid_mmd2(small_a, small_b);
+  const double across = kid_mmd2(small_a, large_a);
+  EXPECT_GT(across, 10.0 * std::abs(within)) << "within " << within << ", across " << across;
+
+  // A second extractor on the same data loads the cached network: identical features.
+  ASSERT_EQ(std::distance(std::filesystem::directory_iterator(cache / "classifier"),
+                          std::filesystem::directory_iterator{}), 1);
+  auto cached = difflab::test::make<FeatureExtractor>(Family::features, "classifier", params, {16, 1});
+  cached->prepare(data);
+  EXPECT_TRUE(torch::equal(cached->extract(small.slice(0, 0, half)), small_a));
+}
+
+TEST(ClassifierFeatures, NeedLabels) {
+  ImageSplits unlabelled{torch::rand({8, 1, 16, 16}), torch::rand({4, 1, 16, 16})};
+  auto features = difflab::test::make<FeatureExtractor>(Family::features, "classifier", {}, {16, 1});
+  EXPECT_THROW(features->prepare(unlabelled), Error);
 }

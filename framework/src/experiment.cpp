@@ -7,6 +7,7 @@
 #include <set>
 #include <toml++/toml.h>
 
+#include "difflab/cache.h"
 #include "difflab/error.h"
 #include "difflab/registry.h"
 
@@ -418,13 +419,7 @@ std::vector<std::pair<std::string, ParamValue>> Experiment::leaves() const {
 }
 
 std::string Experiment::config_hash() const {
-  // FNV-1a 64: stable across platforms and runs, unlike std::hash.
-  uint64_t hash = 1469598103934665603ull;
-  for (unsigned char c : to_toml()) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  return fmt::format("{:016x}", hash);
+  return fmt::format("{:016x}", fnv1a(to_toml()));
 }
 
 BuildContext Experiment::build_context(int64_t image_channels) const {

@@ -15,6 +15,7 @@ Sampler::~Sampler() = default;
 Network::~Network() = default;
 Dataset::~Dataset() = default;
 FeatureExtractor::~FeatureExtractor() = default;
+void FeatureExtractor::prepare(const ImageSplits&) {}
 
 const char* to_string(Family family) {
   switch (family) {

@@ -175,6 +175,7 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
   const int64_t train_count = data.train.size(0);
 
   fs::create_directories(run_dir);
+  if (evaluation.string("kid_protocol") != "none") components.features->prepare(data);
   model.adapt(data.train);
   model.to(device, settings.boolean("channels_last"));
   model.set_precision(settings.string("precision") == "bf16" ? Precision::bf16 : Precision::fp32);

@@ -17,6 +17,8 @@ namespace {
 constexpr int64_t kSide = 28;
 constexpr const char* kTrainFile = "train-images-idx3-ubyte.gz";
 constexpr const char* kTestFile = "t10k-images-idx3-ubyte.gz";
+constexpr const char* kTrainLabels = "train-labels-idx1-ubyte.gz";
+constexpr const char* kTestLabels = "t10k-labels-idx1-ubyte.gz";
 
 uint32_t big_endian(const unsigned char* bytes) {
   return (uint32_t{bytes[0]} << 24) | (uint32_t{bytes[1]} << 16) | (uint32_t{bytes[2]} << 8) | bytes[3];
@@ -41,6 +43,24 @@ torch::Tensor read_idx_images(const fs::path& path, int64_t limit) {
   if (read < 0 || static_cast<unsigned>(read) != bytes)
     throw RuntimeError("truncated idx file", {path.string(), 0, 0, "data.path", ""});
   return images;
+}
+
+// idx1-ubyte: magic 0x00000801, count, then one byte per label.
+torch::Tensor read_idx_labels(const fs::path& path, int64_t limit) {
+  gzFile file = gzopen(path.c_str(), "rb");
+  if (file == nullptr) throw ConfigError("cannot open", {path.string(), 0, 0, "data.path", ""});
+  unsigned char header[8];
+  if (gzread(file, header, sizeof(header)) != sizeof(header) || big_endian(header) != 0x801) {
+    gzclose(file);
+    throw RuntimeError("not an idx1-ubyte label file", {path.string(), 0, 0, "data.path", ""});
+  }
+  int64_t count = big_endian(header + 4);
+  if (limit > 0) count = std::min(count, limit);
+  torch::Tensor labels = torch::empty({count}, torch::kUInt8);
+  const int read = gzread(file, labels.data_ptr<uint8_t>(), static_cast<unsigned>(count));
+  gzclose(file);
+  if (read != count) throw RuntimeError("truncated idx file", {path.string(), 0, 0, "data.path", ""});
+  return labels.to(torch::kLong);
 }
 
 }  // namespace
@@ -68,7 +88,7 @@ class FashionMnist : public Dataset {
   int64_t channels() const override { return 1; }
 
   void check_available() const override {
-    for (const char* name : {kTrainFile, kTestFile}) {
+    for (const char* name : {kTrainFile, kTestFile, kTrainLabels, kTestLabels}) {
       if (!fs::is_regular_file(path_ / name))
         throw ConfigError("Fashion-MNIST file missing: " + (path_ / name).string(),
                           {(path_ / name).string(), 0, 0, "data.path",
@@ -79,8 +99,11 @@ class FashionMnist : public Dataset {
 
   ImageSplits load() const override {
     check_available();
-    return {prepare(read_idx_images(path_ / kTrainFile, train_limit_)),
-            prepare(read_idx_images(path_ / kTestFile, validation_limit_))};
+    ImageSplits splits{prepare(read_idx_images(path_ / kTrainFile, train_limit_)),
+                       prepare(read_idx_images(path_ / kTestFile, validation_limit_))};
+    splits.train_labels = read_idx_labels(path_ / kTrainLabels, train_limit_);
+    splits.validation_labels = read_idx_labels(path_ / kTestLabels, validation_limit_);
+    return splits;
   }
 
  private:

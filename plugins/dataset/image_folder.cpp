@@ -2,7 +2,6 @@
 // the seed's preprocess_image does: centre crop to a square, antialiased resize to image_size,
 // clip to [0, 1]. A stable, seeded validation split; decoded images are cached on disk.
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
 #include <future>
@@ -10,6 +9,7 @@
 #include <thread>
 #include <torch/torch.h>
 
+#include "difflab/cache.h"
 #include "difflab/dataset.h"
 #include "difflab/error.h"
 
@@ -18,14 +18,6 @@ namespace fs = std::filesystem;
 namespace F = torch::nn::functional;
 
 namespace {
-
-uint64_t fnv1a(const std::string& text, uint64_t hash = 1469598103934665603ull) {
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
 
 bool has_image_extension(const fs::path& path) {
   std::string extension = path.extension().string();
@@ -111,8 +103,14 @@ class ImageFolder : public Dataset {
       in_validation[static_cast<int64_t>(i)] =
           std::binary_search(validation_files.begin(), validation_files.end(), files[i]);
     torch::Tensor images = folder.images.to(torch::kFloat32) / 255.0f;  // [N, C, S, S] in [0, 1]
-    return {images.index({folder.kept & ~in_validation}), images.index({folder.kept & in_validation}),
-            repetitions_};
+    const torch::Tensor train_rows = folder.kept & ~in_validation;
+    const torch::Tensor validation_rows = folder.kept & in_validation;
+    ImageSplits splits{images.index({train_rows}), images.index({validation_rows}), repetitions_};
+    if (torch::Tensor labels = class_labels(files); labels.defined()) {
+      splits.train_labels = labels.index({train_rows});
+      splits.validation_labels = labels.index({validation_rows});
+    }
+    return splits;
   }
 
  private:
@@ -130,6 +128,25 @@ class ImageFolder : public Dataset {
       throw ConfigError("no JPEG or PNG images in " + path_.string(),
                         {path_.string(), 0, 0, "data.path", "the folder is empty or holds other files"});
     return files;
+  }
+
+  // Class folders (path/<class>/.../image.jpg) give labels, numbered in sorted order; a tree
+  // with images directly under `path` has none.
+  torch::Tensor class_labels(const std::vector<fs::path>& files) const {
+    std::vector<std::string> classes;
+    for (const auto& file : files) {
+      const fs::path relative = fs::relative(file, path_);
+      if (std::distance(relative.begin(), relative.end()) < 2) return {};
+      classes.push_back(relative.begin()->string());
+    }
+    std::vector<std::string> names = classes;
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    torch::Tensor labels = torch::empty({static_cast<int64_t>(files.size())}, torch::kLong);
+    for (size_t i = 0; i < classes.size(); ++i)
+      labels[static_cast<int64_t>(i)] =
+          std::lower_bound(names.begin(), names.end(), classes[i]) - names.begin();
+    return labels;
   }
 
   // The seed's preprocess_image on one file: centre crop, antialiased resize, clip.
@@ -163,13 +180,7 @@ class ImageFolder : public Dataset {
                               fs::last_write_time(file, error).time_since_epoch().count()),
                   key);
     }
-    fs::path dir = cache_dir_;
-    if (dir.empty()) {
-      const char* xdg = std::getenv("XDG_CACHE_HOME");
-      const char* home = std::getenv("HOME");
-      dir = xdg ? fs::path(xdg) / "difflab" : fs::path(home ? home : "/tmp") / ".cache" / "difflab";
-    }
-    return dir / "image_folder" / fmt::format("{:016x}.pt", key);
+    return cache_root(cache_dir_.string()) / "image_folder" / fmt::format("{:016x}.pt", key);
   }
 
   DecodedFolder cached_or_decoded(const std::vector<fs::path>& files) const {

@@ -1,8 +1,9 @@
 // synthetic: deterministic procedural images for tests — one soft-edged disc per image on a dark
 // background, position, radius and colour drawn from a seeded generator. The same parameters
-// give the same pixels on every machine.
+// give the same pixels on every machine. Label: 0 for a small disc, 1 for a large one.
 #include <cmath>
 #include <random>
+#include <tuple>
 #include <torch/torch.h>
 
 #include "difflab/dataset.h"
@@ -32,18 +33,23 @@ class SyntheticImages : public Dataset {
 
   ImageSplits load() const override {
     std::mt19937_64 generator(static_cast<uint64_t>(seed_));
-    torch::Tensor train = make(train_count_, generator);
-    return {train, make(validation_count_, generator)};
+    ImageSplits splits;
+    std::tie(splits.train, splits.train_labels) = make(train_count_, generator);
+    std::tie(splits.validation, splits.validation_labels) = make(validation_count_, generator);
+    return splits;
   }
 
  private:
-  torch::Tensor make(int64_t count, std::mt19937_64& generator) const {
+  std::pair<torch::Tensor, torch::Tensor> make(int64_t count, std::mt19937_64& generator) const {
     std::uniform_real_distribution<double> uniform(0.0, 1.0);
     const double size = static_cast<double>(image_size_);
     torch::Tensor images = torch::zeros({count, channels_, image_size_, image_size_});
+    torch::Tensor labels = torch::zeros({count}, torch::kLong);
     auto pixels = images.accessor<float, 4>();
     for (int64_t n = 0; n < count; ++n) {
-      const double radius = size * (0.15 + 0.2 * uniform(generator));
+      const double radius_fraction = uniform(generator);
+      labels[n] = radius_fraction < 0.5 ? 0 : 1;
+      const double radius = size * (0.15 + 0.2 * radius_fraction);
       const double centre_x = radius + (size - 2 * radius) * uniform(generator);
       const double centre_y = radius + (size - 2 * radius) * uniform(generator);
       std::vector<double> colour(static_cast<size_t>(channels_));
@@ -57,7 +63,7 @@ class SyntheticImages : public Dataset {
         }
       }
     }
-    return images;
+    return {images, labels};
   }
 
   int64_t train_count_;

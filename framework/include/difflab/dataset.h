@@ -13,6 +13,10 @@ struct ImageSplits {
   // Passes over the training images per epoch (the seed's dataset_repetitions: a small dataset
   // is seen several times between two noisy, costly KID evaluations).
   int64_t repetitions = 1;
+  // Class labels [N] int64 when the dataset has them (Fashion-MNIST, class folders), else
+  // undefined. Used by the `classifier` feature extractor.
+  torch::Tensor train_labels = {};
+  torch::Tensor validation_labels = {};
 };
 
 class BOOST_SYMBOL_VISIBLE Dataset : public Component {
