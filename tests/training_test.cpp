@@ -1,6 +1,8 @@
 // DiffusionModel: the seed's train step, normaliser, EMA (with warm-up) and generation.
+#include "difflab/checkpoint.h"
 #include "difflab/dataset.h"
 #include "difflab/diffusion_model.h"
+#include "difflab/error.h"
 #include "test_support.h"
 
 using namespace difflab;
@@ -119,4 +121,43 @@ TEST(DiffusionModel, Bf16AutocastTrainsCloseToFloat32AndRestoresState) {
   EXPECT_NEAR(losses[1], losses[0], 0.02);
   // Autocast is off again: a matrix product of float32 tensors stays float32.
   EXPECT_EQ(torch::mm(torch::ones({2, 2}), torch::ones({2, 2})).scalar_type(), torch::kFloat32);
+}
+
+TEST(Checkpoint, RoundTripRestoresWeightsOptimiserNormaliserStateAndGenerator) {
+  difflab::test::TempDir dir;
+  torch::Tensor images = synthetic_images(32);
+  auto model = tiny_model();
+  model->adapt(images);
+  auto optimizer = optimizer_for(*model);
+  model->train_step(images, optimizer);
+  model->update_ema(0.5);
+  torch::manual_seed(11);
+  save_checkpoint(dir / "checkpoint.pt", *model, optimizer, {3, 42, 0.25}, "[experiment]\nname = \"x\"\n");
+  torch::Tensor next_draw = torch::rand({4});
+
+  auto restored = tiny_model();
+  auto restored_optimizer = optimizer_for(*restored);
+  torch::manual_seed(99);  // scrambled; the checkpoint puts the generator back
+  TrainingState state = load_checkpoint(dir / "checkpoint.pt", *restored, restored_optimizer);
+  EXPECT_EQ(state.epoch, 3);
+  EXPECT_EQ(state.step, 42);
+  EXPECT_DOUBLE_EQ(state.best_kid, 0.25);
+  EXPECT_TRUE(torch::equal(torch::rand({4}), next_draw));
+  EXPECT_TRUE(torch::equal(restored->mean(), model->mean()));
+  EXPECT_TRUE(torch::equal(restored->variance(), model->variance()));
+  for (auto [a, b] : {std::pair{&model->network(), &restored->network()},
+                      std::pair{&model->ema_network(), &restored->ema_network()}}) {
+    auto expected = a->named_parameters(), actual = b->named_parameters();
+    for (const auto& item : expected) EXPECT_TRUE(torch::equal(actual[item.key()], item.value())) << item.key();
+    auto expected_buffers = a->named_buffers(), actual_buffers = b->named_buffers();
+    for (const auto& item : expected_buffers) EXPECT_TRUE(torch::equal(actual_buffers[item.key()], item.value())) << item.key();
+  }
+  // The optimiser continues identically: one more step on each gives the same weights.
+  torch::manual_seed(5);
+  model->train_step(images, optimizer);
+  torch::manual_seed(5);
+  restored->train_step(images, restored_optimizer);
+  EXPECT_TRUE(torch::equal(model->network().parameters()[0], restored->network().parameters()[0]));
+  EXPECT_EQ(read_checkpoint_config(dir / "checkpoint.pt"), "[experiment]\nname = \"x\"\n");
+  EXPECT_THROW(read_checkpoint_config(dir / "missing.pt"), Error);
 }
