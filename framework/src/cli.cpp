@@ -167,9 +167,11 @@ int command_kid(const CommandLine& line) {
   Params params;
   for (const auto& spec : info.schema) params.set(spec.name, spec.default_value);
   auto features = registry.create<FeatureExtractor>(Family::features, line.features, params, {});
-  auto extract = [&](const std::string& folder) {
+  torch::Tensor images_a = read_image_folder(line.file);
+  torch::Tensor images_b = read_image_folder(line.second_file);
+  features->prepare(ImageSplits{images_a, images_b});  // unlabelled: a learned extractor says so
+  auto extract = [&](const std::string& folder, const torch::Tensor& images) {
     torch::NoGradGuard no_grad;
-    torch::Tensor images = read_image_folder(folder);
     std::vector<torch::Tensor> parts;
     for (int64_t start = 0; start < images.size(0); start += 256)
       parts.push_back(features->extract(images.slice(0, start, start + 256)));
@@ -177,7 +179,7 @@ int command_kid(const CommandLine& line) {
                images.size(3));
     return torch::cat(parts);
   };
-  torch::Tensor a = extract(line.file), b = extract(line.second_file);
+  torch::Tensor a = extract(line.file, images_a), b = extract(line.second_file, images_b);
   if (a.size(1) != b.size(1))
     throw ConfigError(fmt::format("the folders give features of different sizes ({} and {})",
                                   a.size(1), b.size(1)),

@@ -10,6 +10,7 @@
 #include "difflab/version.h"
 
 namespace difflab {
+namespace {
 
 torch::Device select_device(const std::string& device) {
   if (device == "cuda" && !torch::cuda::is_available())
@@ -24,6 +25,8 @@ void configure_threads(int64_t threads) {
   int64_t count = threads > 0 ? threads : std::max<int64_t>(1, std::thread::hardware_concurrency());
   torch::set_num_threads(static_cast<int>(count));
 }
+
+}  // namespace
 
 Components build_components(const Experiment& experiment, const PluginRegistry& registry) {
   const Section& data = experiment.section("data");
@@ -59,6 +62,27 @@ Components build_components(const Experiment& experiment, const PluginRegistry& 
   auto model = std::make_unique<DiffusionModel>(network, ema_network, schedule, loss, sampler,
                                                 context.image_size, context.image_channels);
   return {dataset, features, std::move(model), versions};
+}
+
+torch::Device configure_process(const Experiment& experiment) {
+  const Params& settings = experiment.section("experiment").params;
+  configure_threads(settings.integer("threads"));
+  torch::manual_seed(static_cast<uint64_t>(settings.integer("seed")));
+  return select_device(settings.string("device"));
+}
+
+void place_model(DiffusionModel& model, const Experiment& experiment, torch::Device device) {
+  const Params& settings = experiment.section("experiment").params;
+  model.to(device, settings.boolean("channels_last"));
+  model.set_precision(settings.string("precision") == "bf16" ? Precision::bf16 : Precision::fp32);
+}
+
+std::unique_ptr<torch::optim::AdamW> make_optimizer(DiffusionModel& model, const Experiment& experiment) {
+  const Params& training = experiment.section("training").params;
+  return std::make_unique<torch::optim::AdamW>(
+      model.network().parameters(), torch::optim::AdamWOptions(training.real("learning_rate"))
+                                        .weight_decay(training.real("weight_decay"))
+                                        .eps(1e-7));
 }
 
 }  // namespace difflab

@@ -17,6 +17,22 @@ Dataset::~Dataset() = default;
 FeatureExtractor::~FeatureExtractor() = default;
 void FeatureExtractor::prepare(const ImageSplits&) {}
 
+ParamSchema signal_rate_schema() {
+  return {
+      ParamSpec::real("min_signal_rate", 0.02,
+                      "signal rate at t = 1; too low oversaturates, 0 divides by zero")
+          .greater_than(0)
+          .less_than(1),
+      ParamSpec::real("max_signal_rate", 0.95, "signal rate at t = 0").greater_than(0).at_most(1),
+  };
+}
+
+ParamIssue check_signal_rates(const Params& params) {
+  if (params.real("min_signal_rate") >= params.real("max_signal_rate"))
+    return {"min_signal_rate", "min_signal_rate must be below max_signal_rate"};
+  return {};
+}
+
 const char* to_string(Family family) {
   switch (family) {
     case Family::schedule: return "schedule";

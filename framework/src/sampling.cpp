@@ -56,12 +56,10 @@ std::vector<fs::path> sample_images(const SampleRequest& request, PluginRegistry
   Experiment experiment = parse_experiment(read_checkpoint_config(checkpoint),
                                            checkpoint.string() + " (stored experiment)",
                                            request.overrides, registry);
-  const Params& settings = experiment.section("experiment").params;
-  configure_threads(settings.integer("threads"));
+  const torch::Device device = configure_process(experiment);
   Components components = build_components(experiment, registry);
   DiffusionModel& model = *components.model;
-  model.to(select_device(settings.string("device")), settings.boolean("channels_last"));
-  model.set_precision(settings.string("precision") == "bf16" ? Precision::bf16 : Precision::fp32);
+  place_model(model, experiment, device);
   load_weights(checkpoint, model);
 
   const int64_t steps = request.diffusion_steps > 0

@@ -177,19 +177,15 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
   fs::create_directories(run_dir);
   if (evaluation.string("kid_protocol") != "none") components.features->prepare(data);
   model.adapt(data.train);
-  model.to(device, settings.boolean("channels_last"));
-  model.set_precision(settings.string("precision") == "bf16" ? Precision::bf16 : Precision::fp32);
-  // Keras AdamW defaults besides the seed's values: beta_1 0.9, beta_2 0.999, epsilon 1e-7.
-  torch::optim::AdamW optimizer(model.network().parameters(),
-                                torch::optim::AdamWOptions(training.real("learning_rate"))
-                                    .weight_decay(training.real("weight_decay"))
-                                    .eps(1e-7));
+  place_model(model, experiment, device);
+  auto optimizer_owner = make_optimizer(model, experiment);
+  torch::optim::Optimizer& optimizer = *optimizer_owner;
 
   const fs::path checkpoint_path = run_dir / "checkpoint.pt";
   TrainingState state;
   if (fs::exists(checkpoint_path)) {
     state = load_checkpoint(checkpoint_path, model, optimizer);
-    model.to(device, settings.boolean("channels_last"));  // loading may change memory formats
+    place_model(model, experiment, device);  // loading may change memory formats
     fmt::print("difflab: resuming run {} after epoch {} (step {}) from {}\n", run_id, state.epoch,
                state.step, checkpoint_path.string());
   }
@@ -321,9 +317,7 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
   const Params& settings = experiment.section("experiment").params;
   const Params& training = experiment.section("training").params;
 
-  configure_threads(settings.integer("threads"));
-  torch::manual_seed(static_cast<uint64_t>(settings.integer("seed")));
-  const torch::Device device = select_device(settings.string("device"));
+  const torch::Device device = configure_process(experiment);
 
   // Everything that can fail because of the user's input fails here, before the database.
   Components components = build_components(experiment, registry);
@@ -380,12 +374,8 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
 
 BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry& registry,
                              int64_t steps) {
-  const Params& settings = experiment.section("experiment").params;
   const Params& training = experiment.section("training").params;
-  configure_threads(settings.integer("threads"));
-  torch::manual_seed(static_cast<uint64_t>(settings.integer("seed")));
-  const torch::Device device = select_device(settings.string("device"));
-
+  const torch::Device device = configure_process(experiment);
   Components components = build_components(experiment, registry);
   DiffusionModel& model = *components.model;
   const int64_t batch_size = training.integer("batch_size");
@@ -393,18 +383,14 @@ BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry&
   const int64_t image_size = experiment.section("data").params.integer("image_size");
   torch::Tensor images = torch::rand({batch_size, channels, image_size, image_size});
   model.adapt(images);
-  model.to(device, settings.boolean("channels_last"));
-  model.set_precision(settings.string("precision") == "bf16" ? Precision::bf16 : Precision::fp32);
-  torch::optim::AdamW optimizer(model.network().parameters(),
-                                torch::optim::AdamWOptions(training.real("learning_rate"))
-                                    .weight_decay(training.real("weight_decay"))
-                                    .eps(1e-7));
+  place_model(model, experiment, device);
+  auto optimizer = make_optimizer(model, experiment);
   auto synchronize = [&] {
     if (device.is_cuda()) torch::cuda::synchronize();
   };
   auto train = [&](int64_t count) {
     for (int64_t i = 0; i < count; ++i) {
-      model.train_step(images, optimizer);
+      model.train_step(images, *optimizer);
       model.update_ema(training.real("ema"));
     }
     synchronize();

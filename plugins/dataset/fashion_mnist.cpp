@@ -2,6 +2,7 @@
 // dataset-fashion-mnist: 60,000 training and 10,000 test images, 28x28 grayscale. The test set
 // serves as the validation split. Images are zero-padded (image_size >= 28) or resized.
 #include <filesystem>
+#include <fmt/format.h>
 #include <torch/torch.h>
 #include <zlib.h>
 
@@ -24,43 +25,29 @@ uint32_t big_endian(const unsigned char* bytes) {
   return (uint32_t{bytes[0]} << 24) | (uint32_t{bytes[1]} << 16) | (uint32_t{bytes[2]} << 8) | bytes[3];
 }
 
-// idx3-ubyte (LeCun's format): magic 0x00000803, count, rows, cols, then the pixels.
-torch::Tensor read_idx_images(const fs::path& path, int64_t limit) {
+// LeCun's idx format of unsigned bytes: magic 0x000008DD (DD = number of dimensions), one
+// big-endian 32-bit size per dimension, then the data. Reads the first `limit` items (0 = all):
+// [count, sizes...] uint8.
+torch::Tensor read_idx(const fs::path& path, int64_t dimensions, int64_t limit) {
   gzFile file = gzopen(path.c_str(), "rb");
   if (file == nullptr) throw ConfigError("cannot open", {path.string(), 0, 0, "data.path", ""});
-  unsigned char header[16];
-  if (gzread(file, header, sizeof(header)) != sizeof(header) || big_endian(header) != 0x803) {
+  std::vector<unsigned char> header(static_cast<size_t>(4 + 4 * dimensions));
+  const int header_read = gzread(file, header.data(), static_cast<unsigned>(header.size()));
+  if (header_read != static_cast<int>(header.size()) ||
+      big_endian(header.data()) != 0x800u + static_cast<uint32_t>(dimensions)) {
     gzclose(file);
-    throw RuntimeError("not an idx3-ubyte image file", {path.string(), 0, 0, "data.path", ""});
+    throw RuntimeError(fmt::format("not an idx{}-ubyte file", dimensions), {path.string(), 0, 0, "data.path", ""});
   }
-  int64_t count = big_endian(header + 4);
-  const int64_t rows = big_endian(header + 8), cols = big_endian(header + 12);
-  if (limit > 0) count = std::min(count, limit);
-  torch::Tensor images = torch::empty({count, 1, rows, cols}, torch::kUInt8);
-  const auto bytes = static_cast<unsigned>(count * rows * cols);
-  const int read = gzread(file, images.data_ptr<uint8_t>(), bytes);
+  std::vector<int64_t> sizes;
+  for (int64_t d = 0; d < dimensions; ++d) sizes.push_back(big_endian(header.data() + 4 + 4 * d));
+  if (limit > 0) sizes[0] = std::min(sizes[0], limit);
+  torch::Tensor data = torch::empty(sizes, torch::kUInt8);
+  const auto bytes = static_cast<unsigned>(data.numel());
+  const int read = gzread(file, data.data_ptr<uint8_t>(), bytes);
   gzclose(file);
   if (read < 0 || static_cast<unsigned>(read) != bytes)
     throw RuntimeError("truncated idx file", {path.string(), 0, 0, "data.path", ""});
-  return images;
-}
-
-// idx1-ubyte: magic 0x00000801, count, then one byte per label.
-torch::Tensor read_idx_labels(const fs::path& path, int64_t limit) {
-  gzFile file = gzopen(path.c_str(), "rb");
-  if (file == nullptr) throw ConfigError("cannot open", {path.string(), 0, 0, "data.path", ""});
-  unsigned char header[8];
-  if (gzread(file, header, sizeof(header)) != sizeof(header) || big_endian(header) != 0x801) {
-    gzclose(file);
-    throw RuntimeError("not an idx1-ubyte label file", {path.string(), 0, 0, "data.path", ""});
-  }
-  int64_t count = big_endian(header + 4);
-  if (limit > 0) count = std::min(count, limit);
-  torch::Tensor labels = torch::empty({count}, torch::kUInt8);
-  const int read = gzread(file, labels.data_ptr<uint8_t>(), static_cast<unsigned>(count));
-  gzclose(file);
-  if (read != count) throw RuntimeError("truncated idx file", {path.string(), 0, 0, "data.path", ""});
-  return labels.to(torch::kLong);
+  return data;
 }
 
 }  // namespace
@@ -99,10 +86,10 @@ class FashionMnist : public Dataset {
 
   ImageSplits load() const override {
     check_available();
-    ImageSplits splits{prepare(read_idx_images(path_ / kTrainFile, train_limit_)),
-                       prepare(read_idx_images(path_ / kTestFile, validation_limit_))};
-    splits.train_labels = read_idx_labels(path_ / kTrainLabels, train_limit_);
-    splits.validation_labels = read_idx_labels(path_ / kTestLabels, validation_limit_);
+    ImageSplits splits{prepare(read_idx(path_ / kTrainFile, 3, train_limit_).unsqueeze(1)),
+                       prepare(read_idx(path_ / kTestFile, 3, validation_limit_).unsqueeze(1))};
+    splits.train_labels = read_idx(path_ / kTrainLabels, 1, train_limit_).to(torch::kLong);
+    splits.validation_labels = read_idx(path_ / kTestLabels, 1, validation_limit_).to(torch::kLong);
     return splits;
   }
 

@@ -12,21 +12,8 @@ class CosineSchedule : public Schedule {
       : min_signal_rate_(params.real("min_signal_rate")),
         max_signal_rate_(params.real("max_signal_rate")) {}
 
-  static ParamSchema schema() {
-    return {
-        ParamSpec::real("min_signal_rate", 0.02,
-                        "signal rate at t = 1; too low oversaturates, 0 divides by zero")
-            .greater_than(0)
-            .less_than(1),
-        ParamSpec::real("max_signal_rate", 0.95, "signal rate at t = 0").greater_than(0).at_most(1),
-    };
-  }
-
-  static ParamIssue validate(const Params& params) {
-    if (params.real("min_signal_rate") >= params.real("max_signal_rate"))
-      return {"min_signal_rate", "min_signal_rate must be below max_signal_rate"};
-    return {};
-  }
+  static ParamSchema schema() { return signal_rate_schema(); }
+  static ParamIssue validate(const Params& params) { return check_signal_rates(params); }
 
   Rates rates(const torch::Tensor& diffusion_times) const override {
     // diffusion times -> angles

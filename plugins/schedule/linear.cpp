@@ -15,18 +15,8 @@ class LinearSchedule : public Schedule {
       : start_noise_power_(1.0 - params.real("max_signal_rate") * params.real("max_signal_rate")),
         end_noise_power_(1.0 - params.real("min_signal_rate") * params.real("min_signal_rate")) {}
 
-  static ParamSchema schema() {
-    return {
-        ParamSpec::real("min_signal_rate", 0.02, "signal rate at t = 1").greater_than(0).less_than(1),
-        ParamSpec::real("max_signal_rate", 0.95, "signal rate at t = 0").greater_than(0).at_most(1),
-    };
-  }
-
-  static ParamIssue validate(const Params& params) {
-    if (params.real("min_signal_rate") >= params.real("max_signal_rate"))
-      return {"min_signal_rate", "min_signal_rate must be below max_signal_rate"};
-    return {};
-  }
+  static ParamSchema schema() { return signal_rate_schema(); }
+  static ParamIssue validate(const Params& params) { return check_signal_rates(params); }
 
   Rates rates(const torch::Tensor& diffusion_times) const override {
     torch::Tensor noise_powers =

@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <torch/optim/adamw.h>
 #include <torch/types.h>
 
 #include "difflab/dataset.h"
@@ -26,10 +27,16 @@ struct Components {
 // (e.g. an image size the network cannot downsample).
 Components build_components(const Experiment& experiment, const PluginRegistry& registry);
 
-// "cpu" | "cuda" | "auto"; throws a config Error when CUDA is asked for and absent.
-torch::Device select_device(const std::string& device);
+// Sets LibTorch's thread count ([experiment] threads; 0 = all cores, since LibTorch may start
+// with one) and the global seed; returns the device to run on (a config Error when CUDA is
+// asked for and absent).
+torch::Device configure_process(const Experiment& experiment);
 
-// Sets LibTorch's thread count: `threads`, or all cores when 0 (LibTorch may start with one).
-void configure_threads(int64_t threads);
+// Moves the model to `device` with [experiment]'s memory format (channels_last) and precision.
+void place_model(DiffusionModel& model, const Experiment& experiment, torch::Device device);
+
+// AdamW with [training]'s learning rate and weight decay, and Keras' other defaults
+// (beta_1 0.9, beta_2 0.999, epsilon 1e-7), over the network's parameters.
+std::unique_ptr<torch::optim::AdamW> make_optimizer(DiffusionModel& model, const Experiment& experiment);
 
 }  // namespace difflab

@@ -20,4 +20,9 @@ class BOOST_SYMBOL_VISIBLE Schedule : public Component {
   virtual Rates rates(const torch::Tensor& diffusion_times) const = 0;
 };
 
+// The end points of schedules defined by signal rates (the seed's min/max_signal_rate), and the
+// check that min < max; shared by every such schedule plugin.
+ParamSchema signal_rate_schema();
+ParamIssue check_signal_rates(const Params& params);
+
 }  // namespace difflab
