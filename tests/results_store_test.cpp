@@ -104,11 +104,12 @@ TEST(ResultsStore, MigratesAVersion1DatabaseKeepingItsRuns) {
     run_id = store.start_run(experiment(), "{}");
     store.finish_run(run_id);
     // Turn it back into a version-1 database (before the kid table existed).
-    store.database().exec("DROP TABLE kid; DELETE FROM schema_info WHERE version > 1");
+    store.database().exec("DROP VIEW run_summary; DROP TABLE kid; DELETE FROM schema_info WHERE version > 1");
   }
   ResultsStore migrated(dir / "results.sqlite");
-  EXPECT_EQ(migrated.schema_version(), 2);
+  EXPECT_EQ(migrated.schema_version(), kSchemaVersion);
   EXPECT_TRUE(migrated.database().tableExists("kid"));
+  EXPECT_EQ(migrated.database().execAndGet("SELECT status FROM run_summary").getString(), "finished");
   EXPECT_EQ(migrated.run(run_id)->status, "finished");
   EXPECT_EQ(migrated.params(run_id).size(), experiment().leaves().size());
 }

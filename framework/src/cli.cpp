@@ -15,6 +15,8 @@
 #include "difflab/kid.h"
 #include "difflab/network.h"
 #include "difflab/registry.h"
+#include "difflab/results_report.h"
+#include "difflab/results_store.h"
 #include "difflab/sampling.h"
 #include "difflab/trainer.h"
 #include "difflab/version.h"
@@ -35,6 +37,9 @@ commands:
   sample (--checkpoint FILE | --database DB --run ID [--best]) [--out DIR] [--grid FILE.png]
          [--num-images N] [--steps S] [--seed N] [--set sampler.plugin=ddpm]...
          [--interpolate | --steps-strip]   images from a trained model, with any sampler
+  results DB [--format table|csv|json|markdown] [--sort [-]COLUMN] [--limit N] [--run ID]
+                                           one row per run (the parameters that differ, final
+                                           losses, best KID), or one run in full
   kid DIR_A DIR_B [--features NAME] [--subsets K] [--subset-size M]
                                            KID between two image folders (clean-fid protocol)
 
@@ -58,6 +63,9 @@ struct CommandLine {
   int64_t steps = 20;
   bool new_run = false;
   SampleRequest sample;
+  std::string format = "table";
+  std::string sort = "run_id";
+  int64_t limit = 0;
 };
 
 CommandLine parse(int argc, char** argv) {
@@ -79,6 +87,9 @@ CommandLine parse(int argc, char** argv) {
       ("seed", po::value<uint64_t>())
       ("interpolate", po::bool_switch())
       ("steps-strip", po::bool_switch())
+      ("format", po::value<std::string>())
+      ("sort", po::value<std::string>())
+      ("limit", po::value<int64_t>())
       ("second_file", po::value<std::string>())
       ("features", po::value<std::string>())
       ("subsets", po::value<int64_t>())
@@ -108,6 +119,9 @@ CommandLine parse(int argc, char** argv) {
   sample.interpolate = values["interpolate"].as<bool>();
   sample.steps_strip = values["steps-strip"].as<bool>();
   sample.overrides = line.overrides;
+  if (values.count("format")) line.format = values["format"].as<std::string>();
+  if (values.count("sort")) line.sort = values["sort"].as<std::string>();
+  if (values.count("limit")) line.limit = values["limit"].as<int64_t>();
   if (values.count("second_file")) line.second_file = values["second_file"].as<std::string>();
   if (values.count("features")) line.features = values["features"].as<std::string>();
   if (values.count("subsets")) line.subsets = values["subsets"].as<int64_t>();
@@ -199,6 +213,19 @@ int command_sample(const CommandLine& line) {
   return 0;
 }
 
+int command_results(const CommandLine& line) {
+  if (line.file.empty()) throw ConfigError("missing results database", {"", 0, 0, "", "difflab results results/x.sqlite"});
+  if (!std::filesystem::is_regular_file(line.file))
+    throw ConfigError("results database not found", {line.file, 0, 0, "", ""});
+  const TableFormat format = parse_table_format(line.format);
+  ResultsStore store(line.file);
+  if (line.sample.run_id > 0)
+    fmt::print("{}", run_report(store, line.sample.run_id, format));
+  else
+    fmt::print("{}", format_table(runs_table(store, line.sort, line.limit), format));
+  return 0;
+}
+
 int command_plugins(const CommandLine& line) {
   PluginRegistry registry;
   for (Family family : all_families()) {
@@ -245,7 +272,8 @@ int run_cli(int argc, char** argv) {
     if (line.command == "plugins") return command_plugins(line);
     if (line.command == "kid") return command_kid(line);
     if (line.command == "sample") return command_sample(line);
-    std::string nearest = nearest_name(line.command, {"run", "check", "bench", "plugins", "kid", "sample"});
+    if (line.command == "results") return command_results(line);
+    std::string nearest = nearest_name(line.command, {"run", "check", "bench", "plugins", "kid", "sample", "results"});
     throw ConfigError("unknown command \"" + line.command + "\"",
                       {"", 0, 0, "", nearest.empty() ? "see difflab --help"
                                                       : "did you mean \"" + nearest + "\"?"});

@@ -78,6 +78,21 @@ CREATE TABLE IF NOT EXISTS kid (
 );
 )SQL";
 
+// Version 3: a view with one row per run — its status, latest losses and best KID — for the
+// sqlite3 shell, pandas and `difflab results`.
+constexpr const char* kSchemaV3 = R"SQL(
+CREATE VIEW IF NOT EXISTS run_summary AS
+SELECT r.id AS run_id, r.name, r.status, r.config_hash, r.started_at, r.finished_at, r.error,
+  (SELECT MAX(epoch) FROM metrics m WHERE m.run_id = r.id) AS epochs,
+  (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'n_loss' ORDER BY epoch DESC LIMIT 1) AS n_loss,
+  (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'i_loss' ORDER BY epoch DESC LIMIT 1) AS i_loss,
+  (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'val_n_loss' ORDER BY epoch DESC LIMIT 1) AS val_n_loss,
+  (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'val_i_loss' ORDER BY epoch DESC LIMIT 1) AS val_i_loss,
+  (SELECT MIN(mean) FROM kid k WHERE k.run_id = r.id) AS best_kid,
+  (SELECT epoch FROM kid k WHERE k.run_id = r.id ORDER BY mean, epoch LIMIT 1) AS best_kid_epoch
+FROM runs r;
+)SQL";
+
 std::string param_type(const ParamValue& value) {
   switch (value.index()) {
     case 0: return "boolean";
@@ -148,7 +163,7 @@ void ResultsStore::migrate() {
     throw RuntimeError("results database has schema version " + std::to_string(version) +
                        ", newer than this difflab's " + std::to_string(kSchemaVersion) +
                        "; upgrade difflab");
-  const char* migrations[] = {kSchemaV1, kSchemaV2};
+  const char* migrations[] = {kSchemaV1, kSchemaV2, kSchemaV3};
   for (int next = version + 1; next <= kSchemaVersion; ++next) {
     db_->exec(migrations[next - 1]);
     db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");

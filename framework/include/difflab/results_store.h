@@ -22,7 +22,7 @@ class Experiment;
 // This machine's host name, as recorded on run rows.
 std::string host_name();
 
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 struct RunRecord {
   int64_t id = 0;
