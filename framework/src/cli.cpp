@@ -153,10 +153,13 @@ int command_run(const CommandLine& line) {
 int command_check(const CommandLine& line) {
   PluginRegistry registry;
   Experiment experiment = load(line, registry);
-  // Build the components too: a network that cannot be built for this image size, a missing
-  // feature model or data that is not there is reported now, not after the database row exists.
-  Components components = build_components(experiment, registry);
-  components.dataset->check_available();
+  // Build the components too: data that is not there (first: without data nothing else
+  // matters), a network that cannot be built for this image size or a missing feature model is
+  // reported now, not after the database row exists.
+  const Section& data = experiment.section("data");
+  registry.create<Dataset>(Family::dataset, data.plugin, data.params, experiment.build_context(0))
+      ->check_available();
+  build_components(experiment, registry);
   fmt::print("# {}: valid; resolved experiment (config hash {}):\n{}", line.file,
              experiment.config_hash(), experiment.to_toml());
   return 0;
