@@ -85,7 +85,11 @@ class ClassifierFeatures : public FeatureExtractor {
                         {"", 0, 0, "features.plugin",
                          "use fashion_mnist, an image folder of class folders, or features \"pixels\""});
     const int64_t classes = data.train_labels.max().item<int64_t>() + 1;
-    torch::manual_seed(0);  // the same data trains the same classifier
+    // The same data trains the same classifier (seed 0), and the experiment's own random stream
+    // is left where it was.
+    auto generator = at::detail::getDefaultCPUGenerator();
+    const torch::Tensor experiment_rng_state = generator.get_state();
+    torch::manual_seed(0);
     net_ = ClassifierNet(channels_, width_, feature_dims_, classes);
     const fs::path cache_file = cache_path(data, classes);
     if (fs::exists(cache_file)) {
@@ -99,6 +103,7 @@ class ClassifierFeatures : public FeatureExtractor {
       fs::rename(partial, cache_file);
     }
     net_->eval();
+    generator.set_state(experiment_rng_state);
     if (data.validation_labels.defined() && data.validation.size(0) > 0)
       fmt::print("classifier features: validation accuracy {:.3f} ({} classes, cached in {})\n",
                  accuracy(data.validation, data.validation_labels), classes, cache_file.string());
