@@ -169,6 +169,33 @@ TEST(Cli, FinishedRunIsNotRunAgainUnlessAskedFor) {
   EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'finished'").getInt(), 2);
 }
 
+TEST(Cli, SweepRunsEveryPointIsolatesADivergedRunAndSkipsFinishedOnes) {
+  difflab::test::TempDir dir;
+  std::ifstream tiny(tiny_experiment());
+  std::ofstream(dir / "sweep.toml")
+      << std::string(std::istreambuf_iterator<char>(tiny), {})
+      << "\n[sweep]\n\"loss.plugin\" = [\"mae\", \"mse\"]\n\"training.learning_rate\" = [1e-3, 1e30]\n";
+  const std::string run = "run " + (dir / "sweep.toml").string() + " --set training.epochs=1 --set experiment.database=" +
+                          (dir / "results.sqlite").string() + " --set experiment.output_dir=" + (dir / "runs").string();
+  Outcome check = difflab_command("check " + (dir / "sweep.toml").string());
+  ASSERT_EQ(check.exit_code, 0) << check.output;
+  EXPECT_NE(check.output.find("the sweep expands to 4 runs"), std::string::npos) << check.output;
+
+  Outcome first = difflab_command(run);
+  EXPECT_EQ(first.exit_code, 1) << first.output;  // the diverged runs
+  EXPECT_NE(first.output.find("sweep: 4 runs — 2 finished, 2 failed or diverged, 0 skipped"), std::string::npos)
+      << first.output;
+  SQLite::Database db((dir / "results.sqlite").string());
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'finished'").getInt(), 2);
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'diverged'").getInt(), 2);
+  EXPECT_NE(db.execAndGet("SELECT error FROM runs WHERE status = 'diverged'").getString().find("at epoch 1, step"),
+            std::string::npos);
+
+  Outcome again = difflab_command(run);
+  EXPECT_NE(again.output.find("2 skipped (finished before)"), std::string::npos) << again.output;
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'finished'").getInt(), 2);
+}
+
 std::string file_bytes(const fs::path& path) {
   std::ifstream file(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(file), {});

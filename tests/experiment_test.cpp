@@ -1,6 +1,7 @@
 // Experiment files: every configuration error names the file, line and key, suggests a fix,
 // and happens before anything runs; valid files resolve with defaults and overrides.
 #include <fstream>
+#include <set>
 
 #include "difflab/dataset.h"
 #include "difflab/error.h"
@@ -192,4 +193,68 @@ TEST(ExperimentErrors, FileErrorsCarryTheRealPathAndLine) {
     EXPECT_EQ(error.context().line, 5);
     EXPECT_EQ(error.context().key, "loss.plugin");
   }
+}
+
+namespace {
+std::vector<SweepRun> sweep(const std::string& text, const std::vector<std::string>& overrides = {}) {
+  return parse_sweep(text, "sweep.toml", overrides, registry());
+}
+}  // namespace
+
+TEST(Sweep, GridTimesSeedsInOrder) {
+  auto runs = sweep("[sweep]\nmethod = \"grid\"\n\"loss.plugin\" = [\"mae\", \"mse\"]\n"
+                    "\"schedule.min_signal_rate\" = [0.01, 0.05]\nseeds = [0, 1]\n");
+  ASSERT_EQ(runs.size(), 8u);
+  EXPECT_EQ(runs[0].point, "loss.plugin='mae', schedule.min_signal_rate=0.01, experiment.seed=0");
+  EXPECT_EQ(runs[1].experiment.section("experiment").params.integer("seed"), 1);
+  EXPECT_EQ(runs[7].experiment.section("loss").plugin, "mse");
+  EXPECT_DOUBLE_EQ(runs[7].experiment.section("schedule").params.real("min_signal_rate"), 0.05);
+  std::set<std::string> hashes;
+  for (const auto& run : runs) hashes.insert(run.experiment.config_hash());
+  EXPECT_EQ(hashes.size(), 8u);  // every point is its own run
+}
+
+TEST(Sweep, LinkedParametersVaryTogetherAndExcludeSkips) {
+  auto runs = sweep(
+      "[sweep]\n\"loss.plugin\" = [\"mae\", \"mse\"]\n"
+      "exclude = [{ \"loss.plugin\" = \"mse\", \"sampler.plugin\" = \"ddpm\" }]\n"
+      "[sweep.linked]\nsampler = [{ \"sampler.plugin\" = \"ddim\", \"sampler.eta\" = 0.5 },\n"
+      "           { \"sampler.plugin\" = \"ddpm\", \"sampler.variance\" = \"large\" }]\n");
+  ASSERT_EQ(runs.size(), 3u);  // 2 x 2, minus mse with ddpm
+  for (const auto& run : runs) {
+    const Section& sampler = run.experiment.section("sampler");
+    if (sampler.plugin == "ddim") EXPECT_DOUBLE_EQ(sampler.params.real("eta"), 0.5);
+    else EXPECT_EQ(sampler.params.string("variance"), "large");
+    EXPECT_FALSE(run.experiment.section("loss").plugin == "mse" && sampler.plugin == "ddpm");
+  }
+}
+
+TEST(Sweep, CommandLineOverridesWinAndAFileWithoutSweepIsOneRun) {
+  auto runs = sweep("[sweep]\n\"training.epochs\" = [1, 2]\n", {"training.batch_size=8"});
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[1].experiment.section("training").params.integer("batch_size"), 8);
+  auto single = sweep("[training]\nepochs = 3\n");
+  ASSERT_EQ(single.size(), 1u);
+  EXPECT_TRUE(single[0].point.empty());
+  EXPECT_THROW(parse_experiment("[sweep]\n\"training.epochs\" = [1, 2]\n", "x.toml", {}, registry()), Error);
+}
+
+TEST(Sweep, ReportsEveryInvalidPointWithItsValues) {
+  try {
+    sweep("[sweep]\n\"schedule.min_signal_rate\" = [0.02, 0.0, -1.0]\n\"training.batch_size\" = [64, 0]\n");
+    FAIL();
+  } catch (const Error& error) {
+    const std::string text = error.what();
+    EXPECT_NE(text.find("5 of 6 sweep points are invalid"), std::string::npos) << text;
+    EXPECT_NE(text.find("schedule.min_signal_rate=0.0, training.batch_size=64"), std::string::npos) << text;
+    EXPECT_NE(text.find("training.batch_size=0"), std::string::npos) << text;
+    EXPECT_NE(text.find("sweep.toml [sweep]"), std::string::npos) << text;
+  }
+}
+
+TEST(Sweep, MalformedSweepTablesAreConfigErrors) {
+  EXPECT_EQ(config_error("[sweep]\nepochs = [1, 2]\n").context().key, "sweep.epochs");
+  EXPECT_EQ(config_error("[sweep]\n\"training.epochs\" = 2\n").context().key, "sweep.training.epochs");
+  EXPECT_EQ(config_error("[sweep]\nmethod = \"bayes\"\n").context().key, "sweep.method");
+  EXPECT_EQ(config_error("[sweep]\nseeds = [\"a\"]\n").context().key, "sweep.seeds");
 }

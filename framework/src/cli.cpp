@@ -139,29 +139,68 @@ Experiment load(const CommandLine& line, PluginRegistry& registry) {
   return load_experiment(line.file, line.overrides, registry);
 }
 
+
+std::vector<SweepRun> load_runs(const CommandLine& line, PluginRegistry& registry) {
+  if (line.file.empty())
+    throw ConfigError("missing experiment file", {"", 0, 0, "", "e.g. difflab " + line.command +
+                                                                  " experiments/quickstart.toml"});
+  return load_sweep(line.file, line.overrides, registry);
+}
+
 int command_run(const CommandLine& line) {
   PluginRegistry registry;
-  Experiment experiment = load(line, registry);
+  std::vector<SweepRun> runs = load_runs(line, registry);
   RunOptions options;
   options.new_run = line.new_run;
-  RunResult result = run_experiment(experiment, registry, options);
-  fmt::print("run {} finished: n_loss {:.4f}  i_loss {:.4f}  last grid {}\n", result.run_id,
-             result.noise_loss, result.image_loss, result.last_grid.string());
-  return 0;
+  if (runs.size() == 1 && runs.front().point.empty()) {
+    RunResult result = run_experiment(runs.front().experiment, registry, options);
+    if (!result.skipped)
+      fmt::print("run {} finished: n_loss {:.4f}  i_loss {:.4f}  last grid {}\n", result.run_id,
+                 result.noise_loss, result.image_loss, result.last_grid.string());
+    return 0;
+  }
+  // A sweep: one run after the other; a failed or diverged run is recorded and the sweep goes on.
+  int64_t finished = 0, skipped = 0, failed = 0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    fmt::print("== sweep run {}/{}: {}\n", i + 1, runs.size(), runs[i].point);
+    std::fflush(stdout);
+    try {
+      RunResult result = run_experiment(runs[i].experiment, registry, options);
+      (result.skipped ? skipped : finished) += 1;
+    } catch (const Error& error) {
+      if (error.kind() == ErrorKind::config) throw;  // e.g. missing data: every run would fail
+      fmt::print(stderr, "difflab: sweep run {} failed: {}\n", i + 1, error.what());
+      ++failed;
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "difflab: sweep run {} failed: {}\n", i + 1, error.what());
+      ++failed;
+    }
+  }
+  fmt::print("sweep: {} runs — {} finished, {} failed or diverged, {} skipped (finished before)\n",
+             runs.size(), finished, failed, skipped);
+  return failed > 0 ? 1 : 0;
 }
 
 int command_check(const CommandLine& line) {
   PluginRegistry registry;
-  Experiment experiment = load(line, registry);
+  std::vector<SweepRun> runs = load_runs(line, registry);
   // Build the components too: data that is not there (first: without data nothing else
   // matters), a network that cannot be built for this image size or a missing feature model is
   // reported now, not after the database row exists.
-  const Section& data = experiment.section("data");
-  registry.create<Dataset>(Family::dataset, data.plugin, data.params, experiment.build_context(0))
-      ->check_available();
-  build_components(experiment, registry);
-  fmt::print("# {}: valid; resolved experiment (config hash {}):\n{}", line.file,
-             experiment.config_hash(), experiment.to_toml());
+  for (const auto& run : runs) {
+    const Section& data = run.experiment.section("data");
+    registry.create<Dataset>(Family::dataset, data.plugin, data.params, run.experiment.build_context(0))
+        ->check_available();
+    build_components(run.experiment, registry);
+  }
+  if (runs.size() == 1 && runs.front().point.empty()) {
+    fmt::print("# {}: valid; resolved experiment (config hash {}):\n{}", line.file,
+               runs.front().experiment.config_hash(), runs.front().experiment.to_toml());
+    return 0;
+  }
+  fmt::print("# {}: valid; the sweep expands to {} runs:\n", line.file, runs.size());
+  for (size_t i = 0; i < runs.size(); ++i)
+    fmt::print("{:>4}. {}  (config hash {})\n", i + 1, runs[i].point, runs[i].experiment.config_hash());
   return 0;
 }
 

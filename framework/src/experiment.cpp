@@ -5,6 +5,7 @@
 #include <fmt/ranges.h>
 #include <map>
 #include <set>
+#include <sstream>
 #include <toml++/toml.h>
 
 #include "difflab/cache.h"
@@ -48,10 +49,10 @@ const SectionDefault& section_default(const std::string& name) {
 // Where a key came from, for error messages: the file's line and column, or the --set option.
 struct Locator {
   std::string source;
-  std::set<std::string> overridden;  // dotted keys set from the command line
+  std::map<std::string, std::string> overridden;  // dotted key -> where it was set ("--set", ...)
 
   ErrorContext at(const std::string& dotted_key, const toml::source_region& region) const {
-    if (overridden.count(dotted_key)) return {kOverrideSource, 0, 0, dotted_key, ""};
+    if (auto it = overridden.find(dotted_key); it != overridden.end()) return {it->second, 0, 0, dotted_key, ""};
     return {source, static_cast<int64_t>(region.begin.line),
             static_cast<int64_t>(region.begin.column), dotted_key, ""};
   }
@@ -127,7 +128,8 @@ std::vector<std::string> schema_names(const ParamSchema& schema, bool with_plugi
   return names;
 }
 
-void apply_override(toml::table& root, const std::string& text, Locator& locator) {
+void apply_override(toml::table& root, const std::string& text, Locator& locator,
+                    const std::string& source = kOverrideSource) {
   size_t equals = text.find('=');
   size_t dot = text.find('.');
   if (equals == std::string::npos || dot == std::string::npos || dot > equals || dot == 0 ||
@@ -170,7 +172,7 @@ void apply_override(toml::table& root, const std::string& text, Locator& locator
     for (const auto& name : dropped) table->erase(name);
   }
   table->insert_or_assign(key, value);
-  locator.overridden.insert(section + "." + key);
+  locator.overridden[section + "." + key] = source;
 }
 
 Params resolve_section(const toml::table* table, const std::string& section,
@@ -282,12 +284,147 @@ Experiment resolve(toml::table& root, Locator& locator, const fs::path& base_dir
 }
 
 Experiment parse_root(toml::table root, const std::string& source, const fs::path& base_dir,
-                      const std::vector<std::string>& overrides, PluginRegistry& registry) {
+                      const std::vector<std::string>& overrides, PluginRegistry& registry,
+                      const std::vector<std::string>& point = {}) {
   Locator locator{source, {}};
+  for (const auto& text : point) apply_override(root, text, locator, source + " [sweep]");
   for (const auto& text : overrides) apply_override(root, text, locator);
   Experiment experiment = resolve(root, locator, base_dir, registry);
   experiment.file = source;
   return experiment;
+}
+
+// One sweep axis: its alternatives, each a list of "section.key=value" assignments.
+using Assignments = std::vector<std::string>;
+using Axis = std::vector<Assignments>;
+
+std::string value_text(const toml::node& node) {
+  std::ostringstream text;
+  node.visit([&](const auto& value) { text << value; });
+  return text.str();
+}
+
+// {"loss.plugin" = "mse", ...} -> assignments; every key must be dotted.
+Assignments inline_assignments(const toml::node& node, const std::string& where, const std::string& source) {
+  const toml::table* table = node.as_table();
+  if (table == nullptr)
+    throw ConfigError("expected a table of dotted keys, e.g. { \"loss.plugin\" = \"mse\" }",
+                      {source, static_cast<int64_t>(node.source().begin.line),
+                       static_cast<int64_t>(node.source().begin.column), where, ""});
+  Assignments assignments;
+  for (const auto& [key, value] : *table) {
+    const std::string name(key.str());
+    if (name.find('.') == std::string::npos)
+      throw ConfigError("expected a dotted key such as \"loss.plugin\", got \"" + name + "\"",
+                        {source, static_cast<int64_t>(key.source().begin.line), 0, where, ""});
+    assignments.push_back(name + "=" + value_text(value));
+  }
+  return assignments;
+}
+
+// [sweep] -> the points of its grid, in order (axes as the table lists them, seeds innermost),
+// without the excluded ones.
+std::vector<Assignments> expand_sweep(const toml::table& sweep, const std::string& source) {
+  auto context = [&](const toml::node& node, const std::string& key) {
+    return ErrorContext{source, static_cast<int64_t>(node.source().begin.line),
+                        static_cast<int64_t>(node.source().begin.column), "sweep." + key, ""};
+  };
+  std::vector<Axis> axes;
+  Axis seeds;
+  std::vector<Assignments> excluded;
+  for (const auto& [key, node] : sweep) {
+    const std::string name(key.str());
+    if (name == "method") {
+      if (node.value<std::string>() != std::string("grid"))
+        throw ConfigError("only method = \"grid\" is supported so far", context(node, name));
+    } else if (name == "seeds") {
+      const toml::array* array = node.as_array();
+      if (array == nullptr || array->empty() || !array->is_homogeneous(toml::node_type::integer))
+        throw ConfigError("expected a non-empty array of integers", context(node, name));
+      for (const auto& seed : *array) seeds.push_back({"experiment.seed=" + value_text(seed)});
+    } else if (name == "exclude") {
+      const toml::array* array = node.as_array();
+      if (array == nullptr) throw ConfigError("expected an array of tables", context(node, name));
+      for (const auto& entry : *array) excluded.push_back(inline_assignments(entry, "sweep.exclude", source));
+    } else if (name == "linked") {
+      // [sweep.linked] axis = [{ "sampler.plugin" = "ddim", "sampler.eta" = 0.5 }, ...]
+      const toml::table* linked = node.as_table();
+      if (linked == nullptr) throw ConfigError("expected a table of axes", context(node, name));
+      for (const auto& [axis_name, alternatives] : *linked) {
+        const toml::array* array = alternatives.as_array();
+        if (array == nullptr || array->empty())
+          throw ConfigError("expected a non-empty array of tables", context(alternatives, "linked." + std::string(axis_name.str())));
+        Axis axis;
+        for (const auto& entry : *array)
+          axis.push_back(inline_assignments(entry, "sweep.linked." + std::string(axis_name.str()), source));
+        axes.push_back(axis);
+      }
+    } else {
+      if (name.find('.') == std::string::npos)
+        throw ConfigError("unknown sweep key \"" + name + "\"",
+                          {source, static_cast<int64_t>(key.source().begin.line), 0, "sweep." + name,
+                           "sweep keys: method, seeds, exclude, linked, or a dotted parameter such as "
+                           "\"loss.plugin\" = [\"mae\", \"mse\"]"});
+      const toml::array* array = node.as_array();
+      if (array == nullptr || array->empty())
+        throw ConfigError("expected a non-empty array of values to sweep", context(node, name));
+      Axis axis;
+      for (const auto& value : *array) axis.push_back({name + "=" + value_text(value)});
+      axes.push_back(axis);
+    }
+  }
+  if (!seeds.empty()) axes.push_back(seeds);
+
+  std::vector<Assignments> points = {{}};
+  for (const auto& axis : axes) {
+    std::vector<Assignments> next;
+    for (const auto& point : points)
+      for (const auto& alternative : axis) {
+        Assignments extended = point;
+        extended.insert(extended.end(), alternative.begin(), alternative.end());
+        next.push_back(extended);
+      }
+    points = std::move(next);
+  }
+  auto is_excluded = [&](const Assignments& point) {
+    for (const auto& rule : excluded)
+      if (std::all_of(rule.begin(), rule.end(), [&](const std::string& assignment) {
+            return std::find(point.begin(), point.end(), assignment) != point.end();
+          }))
+        return true;
+    return false;
+  };
+  points.erase(std::remove_if(points.begin(), points.end(), is_excluded), points.end());
+  return points;
+}
+
+std::vector<SweepRun> expand_root(toml::table root, const std::string& source, const fs::path& base_dir,
+                                  const std::vector<std::string>& overrides, PluginRegistry& registry) {
+  const toml::node* sweep_node = root.get("sweep");
+  if (sweep_node == nullptr) return {{parse_root(std::move(root), source, base_dir, overrides, registry), ""}};
+  if (!sweep_node->is_table())
+    throw ConfigError("expected a table [sweep]", {source, static_cast<int64_t>(sweep_node->source().begin.line), 0, "sweep", ""});
+  const std::vector<Assignments> points = expand_sweep(*sweep_node->as_table(), source);
+  root.erase("sweep");
+  if (points.empty()) throw ConfigError("the sweep excludes every point", {source, 0, 0, "sweep.exclude", ""});
+
+  // Every point is validated before anything runs, and every invalid one is reported.
+  std::vector<SweepRun> runs;
+  std::vector<std::string> problems;
+  for (const auto& point : points) {
+    std::string description;
+    for (const auto& assignment : point) description += (description.empty() ? "" : ", ") + assignment;
+    try {
+      runs.push_back({parse_root(root, source, base_dir, overrides, registry, point), description});
+    } catch (const Error& error) {
+      problems.push_back(fmt::format("point {} ({}): {}", runs.size() + problems.size() + 1, description, error.what()));
+    }
+  }
+  if (!problems.empty())
+    throw ConfigError(fmt::format("{} of {} sweep points are invalid:\n  {}", problems.size(), points.size(),
+                                  fmt::join(problems, "\n  ")),
+                      {source, 0, 0, "sweep", ""});
+  return runs;
 }
 
 ErrorContext parse_error_context(const toml::parse_error& error, const std::string& source) {
@@ -426,30 +563,55 @@ BuildContext Experiment::build_context(int64_t image_channels) const {
   return {section("data").params.integer("image_size"), image_channels};
 }
 
-Experiment load_experiment(const fs::path& file, const std::vector<std::string>& overrides,
-                           PluginRegistry& registry) {
+namespace {
+
+toml::table read_file(const fs::path& file) {
   if (!fs::is_regular_file(file))
     throw ConfigError("experiment file not found", {file.string(), 0, 0, "", ""});
-  toml::table root;
   try {
-    root = toml::parse_file(file.string());
+    return toml::parse_file(file.string());
   } catch (const toml::parse_error& error) {
     throw ConfigError("TOML syntax error: " + std::string(error.description()),
                       parse_error_context(error, file.string()));
   }
-  return parse_root(std::move(root), file.string(), file.parent_path(), overrides, registry);
 }
 
-Experiment parse_experiment(const std::string& toml_text, const std::string& source_name,
-                            const std::vector<std::string>& overrides, PluginRegistry& registry) {
-  toml::table root;
+toml::table parse_text(const std::string& toml_text, const std::string& source_name) {
   try {
-    root = toml::parse(toml_text, source_name);
+    return toml::parse(toml_text, source_name);
   } catch (const toml::parse_error& error) {
     throw ConfigError("TOML syntax error: " + std::string(error.description()),
                       parse_error_context(error, source_name));
   }
-  return parse_root(std::move(root), source_name, fs::current_path(), overrides, registry);
+}
+
+Experiment single(std::vector<SweepRun> runs, const std::string& source) {
+  if (runs.size() != 1)
+    throw ConfigError(fmt::format("this is a sweep of {} runs; this command takes one experiment", runs.size()),
+                      {source, 0, 0, "sweep", "pick one point with --set, or use difflab run / check"});
+  return std::move(runs.front().experiment);
+}
+
+}  // namespace
+
+std::vector<SweepRun> load_sweep(const fs::path& file, const std::vector<std::string>& overrides,
+                                 PluginRegistry& registry) {
+  return expand_root(read_file(file), file.string(), file.parent_path(), overrides, registry);
+}
+
+std::vector<SweepRun> parse_sweep(const std::string& toml_text, const std::string& source_name,
+                                  const std::vector<std::string>& overrides, PluginRegistry& registry) {
+  return expand_root(parse_text(toml_text, source_name), source_name, fs::current_path(), overrides, registry);
+}
+
+Experiment load_experiment(const fs::path& file, const std::vector<std::string>& overrides,
+                           PluginRegistry& registry) {
+  return single(load_sweep(file, overrides, registry), file.string());
+}
+
+Experiment parse_experiment(const std::string& toml_text, const std::string& source_name,
+                            const std::vector<std::string>& overrides, PluginRegistry& registry) {
+  return single(parse_sweep(toml_text, source_name, overrides, registry), source_name);
 }
 
 }  // namespace difflab

@@ -338,6 +338,7 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
                  "(--new trains it again)\n", previous->id, settings.string("database"));
       RunResult result;
       result.run_id = previous->id;
+      result.skipped = true;
       for (const auto& metric : store.metrics(previous->id)) {
         if (metric.key == "n_loss") result.noise_loss = metric.value;
         if (metric.key == "i_loss") result.image_loss = metric.value;

@@ -43,9 +43,25 @@ bool section_has_plugin(const std::string& section, Family* family = nullptr);
 // Schema of the framework's own keys of a section (e.g. [training] or [data].image_size).
 const ParamSchema& framework_schema(const std::string& section);
 
-// Loads `file`, applies `overrides` ("section.key=value", TOML value syntax; bare words are
-// strings), validates everything, fills defaults. Throws a config Error (exit code 2) naming the
-// file, line, column and key on any problem. Plugin folders listed in [experiment] plugin_paths
+// One run of a sweep: its experiment and the point's assignments ("loss.plugin=\"mse\", ...";
+// empty for a file without [sweep]).
+struct SweepRun {
+  Experiment experiment;
+  std::string point;
+};
+
+// Loads `file`; a [sweep] table (method = "grid": dotted keys with arrays of values, `seeds`,
+// [sweep.linked] axes of inline tables whose keys vary together, `exclude` partial assignments)
+// expands into one experiment per point: the file's values, then the point's, then `overrides`.
+// Every point is validated first; all invalid points are reported in one config Error.
+std::vector<SweepRun> load_sweep(const std::filesystem::path& file,
+                                 const std::vector<std::string>& overrides, PluginRegistry& registry);
+std::vector<SweepRun> parse_sweep(const std::string& toml_text, const std::string& source_name,
+                                  const std::vector<std::string>& overrides, PluginRegistry& registry);
+
+// Loads `file` (which must not sweep), applies `overrides` ("section.key=value", TOML value
+// syntax; bare words are strings), validates everything, fills defaults. Throws a config Error
+// (exit code 2) naming the file, line, column and key on any problem. Plugin folders listed in [experiment] plugin_paths
 // are added to `registry` before plugins are looked up.
 Experiment load_experiment(const std::filesystem::path& file,
                            const std::vector<std::string>& overrides, PluginRegistry& registry);

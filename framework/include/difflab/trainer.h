@@ -15,6 +15,7 @@ struct RunResult {
   double noise_loss = 0.0;  // mean over the last epoch
   double image_loss = 0.0;
   std::filesystem::path last_grid;
+  bool skipped = false;  // the configuration had finished before: nothing was trained
 };
 
 struct RunOptions {
