@@ -132,7 +132,7 @@ TEST(Cli, KilledRunResumesFromItsCheckpointWithIdenticalLosses) {
   ASSERT_EQ(difflab_command(tiny_run(uninterrupted)).exit_code, 0);
 
   // SIGKILL right after epoch 1's checkpoint, like a power cut.
-  Outcome dead = difflab_command(tiny_run(killed), "DIFFLAB_TEST_KILL_AFTER_EPOCH=1");
+  Outcome dead = difflab_command(tiny_run(killed), "DIFFLAB_TEST_SIGNAL_AFTER_EPOCH='1 9'");
   EXPECT_NE(dead.exit_code, 0) << dead.output;
   {
     SQLite::Database db((killed / "results.sqlite").string());
@@ -194,6 +194,27 @@ TEST(Cli, SweepRunsEveryPointIsolatesADivergedRunAndSkipsFinishedOnes) {
   Outcome again = difflab_command(run);
   EXPECT_NE(again.output.find("2 skipped (finished before)"), std::string::npos) << again.output;
   EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'finished'").getInt(), 2);
+}
+
+TEST(Cli, InterruptStopsTheSweepAndTheNextRunResumesIt) {
+  difflab::test::TempDir dir;
+  std::ifstream tiny(tiny_experiment());
+  std::ofstream(dir / "sweep.toml") << std::string(std::istreambuf_iterator<char>(tiny), {})
+                                    << "\n[sweep]\n\"loss.plugin\" = [\"mae\", \"mse\"]\n";
+  const std::string run = "run " + (dir / "sweep.toml").string() + " --set experiment.database=" +
+                          (dir / "results.sqlite").string() + " --set experiment.output_dir=" + (dir / "runs").string();
+  Outcome interrupted = difflab_command(run, "DIFFLAB_TEST_SIGNAL_AFTER_EPOCH='1 15'");  // SIGTERM
+  EXPECT_EQ(interrupted.exit_code, 130) << interrupted.output;
+  EXPECT_EQ(interrupted.output.find("sweep run 2/2"), std::string::npos) << interrupted.output;
+  {
+    SQLite::Database db((dir / "results.sqlite").string());
+    EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs").getInt(), 1);
+    EXPECT_EQ(db.execAndGet("SELECT error FROM runs").getString(), "interrupted by signal 15");
+  }
+  Outcome resumed = difflab_command(run);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resuming run 1 after epoch 1"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("sweep: 2 runs — 2 finished"), std::string::npos) << resumed.output;
 }
 
 std::string file_bytes(const fs::path& path) {

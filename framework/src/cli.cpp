@@ -168,7 +168,8 @@ int command_run(const CommandLine& line) {
       RunResult result = run_experiment(runs[i].experiment, registry, options);
       (result.skipped ? skipped : finished) += 1;
     } catch (const Error& error) {
-      if (error.kind() == ErrorKind::config) throw;  // e.g. missing data: every run would fail
+      // Bad input (e.g. missing data) would fail every run; an interrupt stops the sweep.
+      if (error.kind() != ErrorKind::runtime) throw;
       fmt::print(stderr, "difflab: sweep run {} failed: {}\n", i + 1, error.what());
       ++failed;
     } catch (const std::exception& error) {

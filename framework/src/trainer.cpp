@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cmath>
 #include <fmt/format.h>
@@ -54,7 +55,7 @@ class InterruptGuard {
   }
   static void check() {
     if (int signal = interrupt_signal.load())
-      throw RuntimeError(fmt::format("interrupted by signal {}", signal));
+      throw Error(ErrorKind::interrupted, fmt::format("interrupted by signal {}", signal));
   }
 
  private:
@@ -303,9 +304,13 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
                format_duration(std::chrono::duration<double>(Clock::now() - run_start).count()),
                grid_path.string());
     std::fflush(stdout);
-    // Test hook: die like a power cut right after this epoch's checkpoint.
-    if (const char* kill_after = std::getenv("DIFFLAB_TEST_KILL_AFTER_EPOCH"))
-      if (std::to_string(epoch) == kill_after) std::raise(SIGKILL);
+    // Test hook, "EPOCH SIGNAL": raise SIGNAL right after that epoch's checkpoint (9: a power
+    // cut; 15: an interrupt, noticed at the next step).
+    if (const char* hook = std::getenv("DIFFLAB_TEST_SIGNAL_AFTER_EPOCH")) {
+      int64_t hook_epoch = 0, hook_signal = 0;
+      if (std::sscanf(hook, "%ld %ld", &hook_epoch, &hook_signal) == 2 && hook_epoch == epoch)
+        std::raise(static_cast<int>(hook_signal));
+    }
   }
   return result;
 }

@@ -1,6 +1,8 @@
 // classifier: a small CNN trained on the dataset's own labels, features from its penultimate
 // layer — a meaningful KID without downloading a pretrained network (Fashion-MNIST has labels,
-// so do class folders such as Flowers-102's). Trained once per dataset and cached on disk.
+// so do class folders such as Flowers-102's). Trained once per dataset and cached on disk;
+// features are scaled to unit root-mean-square on the training images.
+#include <algorithm>
 #include <filesystem>
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -104,6 +106,11 @@ class ClassifierFeatures : public FeatureExtractor {
     }
     net_->eval();
     generator.set_state(experiment_rng_state);
+    // Unit root-mean-square features on the training images, so that KID's kernel
+    // (x·y/d + 1)³ sees values of the order of Inception's and KID keeps a readable scale.
+    feature_scale_ = 1.0;
+    const torch::Tensor sample = extract(data.train.slice(0, 0, std::min<int64_t>(data.train.size(0), 2048)));
+    feature_scale_ = 1.0 / std::max(1e-12, sample.pow(2).mean().sqrt().item<double>());
     if (data.validation_labels.defined() && data.validation.size(0) > 0)
       fmt::print("classifier features: validation accuracy {:.3f} ({} classes, cached in {})\n",
                  accuracy(data.validation, data.validation_labels), classes, cache_file.string());
@@ -115,7 +122,7 @@ class ClassifierFeatures : public FeatureExtractor {
     std::vector<torch::Tensor> features;
     for (int64_t start = 0; start < images.size(0); start += batch_size_)
       features.push_back(net_->embed(images.slice(0, start, start + batch_size_).to(torch::kCPU, torch::kFloat32)));
-    return torch::cat(features);
+    return torch::cat(features) * feature_scale_;
   }
 
  private:
@@ -158,6 +165,7 @@ class ClassifierFeatures : public FeatureExtractor {
   fs::path cache_dir_;
   int64_t channels_;
   ClassifierNet net_{nullptr};
+  double feature_scale_ = 1.0;  // 1 / RMS of the training images' features
 };
 
 DIFFLAB_PLUGIN(features, "classifier", ClassifierFeatures, "1.0.0",

@@ -10,8 +10,9 @@
 namespace difflab {
 
 enum class ErrorKind {
-  config,   // bad experiment file or command line: exit code 2, nothing written
-  runtime,  // a failure while running: exit code 1
+  config,       // bad experiment file or command line: exit code 2, nothing written
+  runtime,      // a failure while running: exit code 1
+  interrupted,  // SIGINT or SIGTERM: exit code 130; the run resumes when started again
 };
 
 struct ErrorContext {
@@ -29,7 +30,9 @@ class Error : public std::runtime_error {
   ErrorKind kind() const { return kind_; }
   const ErrorContext& context() const { return context_; }
   const std::string& message() const { return message_; }
-  int exit_code() const { return kind_ == ErrorKind::config ? 2 : 1; }
+  int exit_code() const {
+    return kind_ == ErrorKind::config ? 2 : kind_ == ErrorKind::interrupted ? 130 : 1;
+  }
 
  private:
   ErrorKind kind_;
