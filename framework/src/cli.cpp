@@ -132,18 +132,15 @@ CommandLine parse(int argc, char** argv) {
   return line;
 }
 
-Experiment load(const CommandLine& line, PluginRegistry& registry) {
+void require_experiment_file(const CommandLine& line) {
   if (line.file.empty())
     throw ConfigError("missing experiment file", {"", 0, 0, "", "e.g. difflab " + line.command +
                                                                   " experiments/quickstart.toml"});
-  return load_experiment(line.file, line.overrides, registry);
 }
 
 
 std::vector<SweepRun> load_runs(const CommandLine& line, PluginRegistry& registry) {
-  if (line.file.empty())
-    throw ConfigError("missing experiment file", {"", 0, 0, "", "e.g. difflab " + line.command +
-                                                                  " experiments/quickstart.toml"});
+  require_experiment_file(line);
   return load_sweep(line.file, line.overrides, registry);
 }
 
@@ -207,7 +204,8 @@ int command_check(const CommandLine& line) {
 
 int command_bench(const CommandLine& line) {
   PluginRegistry registry;
-  Experiment experiment = load(line, registry);
+  require_experiment_file(line);
+  Experiment experiment = load_experiment(line.file, line.overrides, registry);
   BenchResult result = bench_experiment(experiment, registry, line.steps);
   fmt::print("threads: {}\n", torch::get_num_threads());
   fmt::print("train_images_per_second: {:.2f}\n", result.train_images_per_second);
