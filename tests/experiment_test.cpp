@@ -1,5 +1,6 @@
 // Experiment files: every configuration error names the file, line and key, suggests a fix,
 // and happens before anything runs; valid files resolve with defaults and overrides.
+#include <cmath>
 #include <fstream>
 #include <set>
 
@@ -257,4 +258,84 @@ TEST(Sweep, MalformedSweepTablesAreConfigErrors) {
   EXPECT_EQ(config_error("[sweep]\n\"training.epochs\" = 2\n").context().key, "sweep.training.epochs");
   EXPECT_EQ(config_error("[sweep]\nmethod = \"bayes\"\n").context().key, "sweep.method");
   EXPECT_EQ(config_error("[sweep]\nseeds = [\"a\"]\n").context().key, "sweep.seeds");
+}
+
+TEST(Sweep, RandomDrawsAreSeededDistinctAndInRange) {
+  const std::string text =
+      "[sweep]\nmethod = \"random\"\ntrials = 6\nseed = 7\nseeds = [0, 1]\n"
+      "\"loss.plugin\" = { choice = [\"mae\", \"mse\"] }\n"
+      "\"schedule.min_signal_rate\" = { uniform = [0.01, 0.05] }\n"
+      "\"training.learning_rate\" = { log_uniform = [1e-4, 1e-2] }\n"
+      "\"network.block_depth\" = { int_uniform = [1, 3] }\n";
+  auto runs = sweep(text);
+  ASSERT_EQ(runs.size(), 12u);  // 6 trials x 2 seeds
+  std::set<std::string> hashes, depths, losses;
+  double log_lr_sum = 0.0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const Experiment& experiment = runs[i].experiment;
+    hashes.insert(experiment.config_hash());
+    EXPECT_EQ(experiment.section("experiment").params.integer("seed"), static_cast<int64_t>(i % 2));
+    const double rate = experiment.section("schedule").params.real("min_signal_rate");
+    EXPECT_GE(rate, 0.01);
+    EXPECT_LE(rate, 0.05);
+    const double lr = experiment.section("training").params.real("learning_rate");
+    EXPECT_GE(lr, 1e-4);
+    EXPECT_LE(lr, 1e-2);
+    log_lr_sum += std::log10(lr);
+    const int64_t depth = experiment.section("network").params.integer("block_depth");
+    EXPECT_GE(depth, 1);
+    EXPECT_LE(depth, 3);
+    depths.insert(std::to_string(depth));
+    losses.insert(experiment.section("loss").plugin);
+  }
+  EXPECT_EQ(hashes.size(), 12u);
+  EXPECT_GE(depths.size(), 2u);  // 6 draws from 3 values: all-equal has probability 1/243
+  EXPECT_EQ(losses.size(), 2u);
+  EXPECT_GT(log_lr_sum / 12, -4.0);
+  EXPECT_LT(log_lr_sum / 12, -2.0);
+
+  // The same seed draws the same trials; another seed other ones.
+  auto again = sweep(text);
+  for (size_t i = 0; i < runs.size(); ++i) EXPECT_EQ(again[i].point, runs[i].point);
+  std::string other = text;
+  other.replace(other.find("seed = 7"), 8, "seed = 8");
+  auto different = sweep(other);
+  EXPECT_NE(different[0].point, runs[0].point);
+}
+
+TEST(Sweep, RandomHonoursExcludeAndLinkedAndRefusesTooManyTrials) {
+  auto runs = sweep(
+      "[sweep]\nmethod = \"random\"\ntrials = 3\n\"loss.plugin\" = [\"mae\", \"mse\"]\n"
+      "exclude = [{ \"loss.plugin\" = \"mse\", \"sampler.plugin\" = \"ddpm\" }]\n"
+      "[sweep.linked]\nsampler = [{ \"sampler.plugin\" = \"ddim\", \"sampler.eta\" = 0.5 },\n"
+      "           { \"sampler.plugin\" = \"ddpm\", \"sampler.variance\" = \"large\" }]\n");
+  ASSERT_EQ(runs.size(), 3u);  // the whole allowed space: 4 combinations minus one excluded
+  for (const auto& run : runs) {
+    const Section& sampler = run.experiment.section("sampler");
+    if (sampler.plugin == "ddim") {
+      EXPECT_DOUBLE_EQ(sampler.params.real("eta"), 0.5);
+    }
+    EXPECT_FALSE(run.experiment.section("loss").plugin == "mse" && sampler.plugin == "ddpm");
+  }
+  const Error too_many = config_error("[sweep]\nmethod = \"random\"\ntrials = 3\n\"loss.plugin\" = [\"mae\", \"mse\"]\n");
+  EXPECT_EQ(too_many.context().key, "sweep.trials");
+  EXPECT_NE(std::string(too_many.what()).find("only 2 distinct trials"), std::string::npos);
+}
+
+TEST(Sweep, MalformedRandomSweepsAreConfigErrors) {
+  EXPECT_EQ(config_error("[sweep]\nmethod = \"random\"\n\"loss.plugin\" = [\"mae\"]\n").context().key, "sweep.trials");
+  EXPECT_EQ(config_error("[sweep]\ntrials = 3\n").context().key, "sweep.trials");  // grid
+  EXPECT_EQ(config_error("[sweep]\n\"training.learning_rate\" = { uniform = [0.1, 0.2] }\n").context().key,
+            "sweep.training.learning_rate");  // a distribution in a grid
+  const std::string random = "[sweep]\nmethod = \"random\"\ntrials = 2\n";
+  EXPECT_EQ(config_error(random + "\"training.learning_rate\" = { log_uniform = [0.0, 0.1] }\n").context().line, 4);
+  EXPECT_EQ(config_error(random + "\"training.learning_rate\" = { uniform = [0.2, 0.1] }\n").context().key,
+            "sweep.training.learning_rate");
+  EXPECT_EQ(config_error(random + "\"network.block_depth\" = { int_uniform = [1.5, 3] }\n").context().key,
+            "sweep.network.block_depth");
+  EXPECT_EQ(config_error(random + "\"network.block_depth\" = { normal = [1, 3] }\n").context().key,
+            "sweep.network.block_depth");
+  // A drawn value the schema refuses is reported with the point that drew it.
+  const Error invalid = config_error(random + "\"training.learning_rate\" = { uniform = [-1.0, -0.5] }\n");
+  EXPECT_NE(std::string(invalid.what()).find("2 of 2 sweep points are invalid"), std::string::npos) << invalid.what();
 }
