@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <fmt/format.h>
 #include <fstream>
 #include <sys/wait.h>
 
@@ -47,6 +48,22 @@ std::pair<uint32_t, uint32_t> png_size(const fs::path& path) {
            (uint32_t{header[at + 2]} << 8) | header[at + 3];
   };
   return {be32(16), be32(20)};
+}
+
+// Writes DIR/sweep.toml (the tiny experiment plus `sweep`, a [sweep] table's text) and returns
+// "run DIR/sweep.toml" with the database and outputs inside DIR.
+std::string tiny_sweep(const fs::path& dir, const std::string& sweep) {
+  std::ifstream tiny(tiny_experiment());
+  std::ofstream(dir / "sweep.toml") << std::string(std::istreambuf_iterator<char>(tiny), {}) << "\n[sweep]\n" << sweep;
+  return "run " + (dir / "sweep.toml").string() + " --set experiment.database=" + (dir / "results.sqlite").string() +
+         " --set experiment.output_dir=" + (dir / "runs").string();
+}
+
+// How many times `needle` occurs in `text`.
+size_t occurrences(const std::string& text, const std::string& needle) {
+  size_t count = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++count;
+  return count;
 }
 
 }  // namespace
@@ -171,19 +188,17 @@ TEST(Cli, FinishedRunIsNotRunAgainUnlessAskedFor) {
 
 TEST(Cli, SweepRunsEveryPointIsolatesADivergedRunAndSkipsFinishedOnes) {
   difflab::test::TempDir dir;
-  std::ifstream tiny(tiny_experiment());
-  std::ofstream(dir / "sweep.toml")
-      << std::string(std::istreambuf_iterator<char>(tiny), {})
-      << "\n[sweep]\n\"loss.plugin\" = [\"mae\", \"mse\"]\n\"training.learning_rate\" = [1e-3, 1e30]\n";
-  const std::string run = "run " + (dir / "sweep.toml").string() + " --set training.epochs=1 --set experiment.database=" +
-                          (dir / "results.sqlite").string() + " --set experiment.output_dir=" + (dir / "runs").string();
+  const std::string run =
+      tiny_sweep(dir.path(), "\"loss.plugin\" = [\"mae\", \"mse\"]\n\"training.learning_rate\" = [1e-3, 1e30]\n") +
+      " --set training.epochs=1";
   Outcome check = difflab_command("check " + (dir / "sweep.toml").string());
   ASSERT_EQ(check.exit_code, 0) << check.output;
   EXPECT_NE(check.output.find("the sweep expands to 4 runs"), std::string::npos) << check.output;
 
   Outcome first = difflab_command(run);
   EXPECT_EQ(first.exit_code, 1) << first.output;  // the diverged runs
-  EXPECT_NE(first.output.find("sweep: 4 runs — 2 finished, 2 failed or diverged, 0 skipped"), std::string::npos)
+  EXPECT_NE(first.output.find("sweep: 4 runs — 2 finished, 0 skipped (finished before), 0 failed, 2 diverged, 0 not done"),
+            std::string::npos)
       << first.output;
   SQLite::Database db((dir / "results.sqlite").string());
   EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'finished'").getInt(), 2);
@@ -191,18 +206,25 @@ TEST(Cli, SweepRunsEveryPointIsolatesADivergedRunAndSkipsFinishedOnes) {
   EXPECT_NE(db.execAndGet("SELECT error FROM runs WHERE status = 'diverged'").getString().find("at epoch 1, step"),
             std::string::npos);
 
+  // Again: finished points are skipped, diverged ones too (not retried without --retry-failed).
   Outcome again = difflab_command(run);
-  EXPECT_NE(again.output.find("2 skipped (finished before)"), std::string::npos) << again.output;
+  EXPECT_EQ(again.exit_code, 1) << again.output;
+  EXPECT_NE(again.output.find("0 finished, 2 skipped (finished before), 0 failed, 2 diverged"), std::string::npos)
+      << again.output;
+  EXPECT_NE(again.output.find("diverged before: noise loss"), std::string::npos) << again.output;
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs").getInt(), 4);
+  EXPECT_NE(again.output.find("best so far: run "), std::string::npos) << again.output;
+
+  // --retry-failed runs the diverged points again, as new runs; the finished ones stay skipped.
+  Outcome retried = difflab_command(run + " --retry-failed");
+  EXPECT_EQ(retried.exit_code, 1) << retried.output;
   EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'finished'").getInt(), 2);
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'diverged'").getInt(), 4);
 }
 
 TEST(Cli, InterruptStopsTheSweepAndTheNextRunResumesIt) {
   difflab::test::TempDir dir;
-  std::ifstream tiny(tiny_experiment());
-  std::ofstream(dir / "sweep.toml") << std::string(std::istreambuf_iterator<char>(tiny), {})
-                                    << "\n[sweep]\n\"loss.plugin\" = [\"mae\", \"mse\"]\n";
-  const std::string run = "run " + (dir / "sweep.toml").string() + " --set experiment.database=" +
-                          (dir / "results.sqlite").string() + " --set experiment.output_dir=" + (dir / "runs").string();
+  const std::string run = tiny_sweep(dir.path(), "\"loss.plugin\" = [\"mae\", \"mse\"]\n");
   Outcome interrupted = difflab_command(run, "DIFFLAB_TEST_SIGNAL_AFTER_EPOCH='1 15'");  // SIGTERM
   EXPECT_EQ(interrupted.exit_code, 130) << interrupted.output;
   EXPECT_EQ(interrupted.output.find("sweep run 2/2"), std::string::npos) << interrupted.output;
@@ -214,7 +236,50 @@ TEST(Cli, InterruptStopsTheSweepAndTheNextRunResumesIt) {
   Outcome resumed = difflab_command(run);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("resuming run 1 after epoch 1"), std::string::npos) << resumed.output;
-  EXPECT_NE(resumed.output.find("sweep: 2 runs — 2 finished"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("sweep: 2 runs — 2 finished, 0 skipped"), std::string::npos) << resumed.output;
+}
+
+TEST(Cli, FourWorkersRunEveryPointExactlyOnce) {
+  difflab::test::TempDir dir;
+  const std::string run = tiny_sweep(dir.path(), "\"loss.plugin\" = [\"mae\", \"mse\"]\n"
+                                          "\"training.learning_rate\" = [1e-3, 2e-3]\nseeds = [1, 2]\n") +
+                          " --set training.epochs=1 --set training.steps_per_epoch=2 --workers 4";
+  Outcome outcome = difflab_command(run);
+  ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
+  EXPECT_NE(outcome.output.find("8 runs, 4 workers with"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("sweep: 8 runs — 8 finished, 0 skipped"), std::string::npos) << outcome.output;
+  EXPECT_EQ(outcome.output.find("locked"), std::string::npos) << outcome.output;
+  SQLite::Database db((dir / "results.sqlite").string());
+  EXPECT_EQ(db.execAndGet("PRAGMA integrity_check").getString(), "ok");
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs").getInt(), 8);
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(DISTINCT config_hash) FROM runs WHERE status = 'finished'").getInt(), 8);
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM metrics WHERE key = 'n_loss'").getInt(), 8);  // one epoch each
+  for (int run_id = 1; run_id <= 8; ++run_id)  // each trained once, by one worker
+    EXPECT_EQ(occurrences(outcome.output, fmt::format("] difflab: run {} of", run_id)), 1u) << outcome.output;
+  // Seeds of one point form one group of the ablation view.
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM ablation").getInt(), 4);
+  EXPECT_EQ(db.execAndGet("SELECT MIN(runs) FROM ablation").getInt(), 2);
+
+  Outcome again = difflab_command(run);
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("sweep: 8 runs — 0 finished, 8 skipped"), std::string::npos) << again.output;
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs").getInt(), 8);
+}
+
+TEST(Cli, AKilledWorkersRunIsClaimedAgainAndResumed) {
+  difflab::test::TempDir dir;
+  const std::string run = tiny_sweep(dir.path(), "\"loss.plugin\" = [\"mae\", \"mse\"]\nseeds = [1, 2]\n") + " --workers 2";
+  // The first worker to finish an epoch is killed (SIGKILL: no chance to close its run).
+  Outcome outcome = difflab_command(run, "DIFFLAB_TEST_SIGNAL_AFTER_EPOCH='1 9 " + (dir / "once").string() + "'");
+  ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
+  EXPECT_NE(outcome.output.find("was killed by signal 9; starting a replacement"), std::string::npos) << outcome.output;
+  EXPECT_EQ(occurrences(outcome.output, "] difflab: resuming run "), 1u) << outcome.output;
+  EXPECT_NE(outcome.output.find("sweep: 4 runs — 4 finished"), std::string::npos) << outcome.output;
+  SQLite::Database db((dir / "results.sqlite").string());
+  EXPECT_EQ(db.execAndGet("PRAGMA integrity_check").getString(), "ok");
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs").getInt(), 4);
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'finished'").getInt(), 4);
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM metrics WHERE key = 'n_loss'").getInt(), 8);  // 2 epochs each
 }
 
 std::string file_bytes(const fs::path& path) {

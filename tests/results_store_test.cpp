@@ -1,5 +1,10 @@
 // The SQLite results store on real database files.
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <chrono>
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
 
 #include "difflab/experiment.h"
 #include "difflab/results_store.h"
@@ -104,7 +109,9 @@ TEST(ResultsStore, MigratesAVersion1DatabaseKeepingItsRuns) {
     run_id = store.start_run(experiment(), "{}");
     store.finish_run(run_id);
     // Turn it back into a version-1 database (before the kid table existed).
-    store.database().exec("DROP VIEW run_summary; DROP TABLE kid; DELETE FROM schema_info WHERE version > 1");
+    store.database().exec(
+        "DROP VIEW ablation; DROP VIEW run_summary; DROP TABLE kid; ALTER TABLE runs DROP COLUMN variant; "
+        "ALTER TABLE runs DROP COLUMN variant_hash; DELETE FROM schema_info WHERE version > 1");
   }
   ResultsStore migrated(dir / "results.sqlite");
   EXPECT_EQ(migrated.schema_version(), kSchemaVersion);
@@ -112,6 +119,9 @@ TEST(ResultsStore, MigratesAVersion1DatabaseKeepingItsRuns) {
   EXPECT_EQ(migrated.database().execAndGet("SELECT status FROM run_summary").getString(), "finished");
   EXPECT_EQ(migrated.run(run_id)->status, "finished");
   EXPECT_EQ(migrated.params(run_id).size(), experiment().leaves().size());
+  // A run from before variants is its own group in the ablation view.
+  EXPECT_EQ(migrated.database().execAndGet("SELECT variant_hash FROM ablation").getString(),
+            experiment().config_hash());
 }
 
 TEST(ResultsStore, RecordsKidWithItsProtocolAtomicallyWithTheEpoch) {
@@ -128,4 +138,98 @@ TEST(ResultsStore, RecordsKidWithItsProtocolAtomicallyWithTheEpoch) {
   EXPECT_EQ(kid[0].second.features, "pixels");
   EXPECT_EQ(kid[0].second.diffusion_steps, 5);
   EXPECT_EQ(kid[0].second.generated_count, 640);
+}
+
+namespace {
+// A pid that no process has: a child that has exited and been reaped.
+int64_t dead_pid() {
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  waitpid(child, nullptr, 0);
+  return child;
+}
+
+void set_owner(ResultsStore& store, int64_t run_id, const std::string& host, int64_t pid, double age_seconds) {
+  SQLite::Statement update(store.database(),
+                           "UPDATE runs SET host = ?, pid = ?, "
+                           "heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) WHERE id = ?");
+  update.bind(1, host);
+  update.bind(2, pid);
+  update.bind(3, fmt::format("-{} seconds", age_seconds));
+  update.bind(4, run_id);
+  update.exec();
+}
+}  // namespace
+
+TEST(ResultsStore, ClaimsEachConfigurationOnceAndReclaimsRunsOfDeadProcesses) {
+  difflab::test::TempDir dir;
+  ResultsStore store(dir / "results.sqlite");
+  const Experiment exp = experiment();
+  const Claim first = store.claim_run(exp, "{}", {}, "loss.plugin='mse'");
+  EXPECT_EQ(first.outcome, ClaimOutcome::started);
+  EXPECT_FALSE(first.previous);
+  EXPECT_EQ(store.database().execAndGet("SELECT variant FROM runs").getString(), "loss.plugin='mse'");
+  // Running in this live process (fresh heartbeat): another claim leaves it alone.
+  EXPECT_EQ(store.claim_run(exp, "{}").outcome, ClaimOutcome::busy);
+  // Another host, heartbeat within the lease: alive. Past the lease: its run is taken back.
+  set_owner(store, first.run_id, "elsewhere", 1, kLeaseSeconds / 2);
+  EXPECT_EQ(store.claim_run(exp, "{}").outcome, ClaimOutcome::busy);
+  set_owner(store, first.run_id, "elsewhere", 1, kLeaseSeconds * 2);
+  Claim reclaimed = store.claim_run(exp, "{}");
+  EXPECT_EQ(reclaimed.outcome, ClaimOutcome::resumed);
+  EXPECT_EQ(reclaimed.run_id, first.run_id);
+  EXPECT_EQ(store.run(first.run_id)->host, host_name());
+  EXPECT_EQ(store.run(first.run_id)->pid, static_cast<int64_t>(getpid()));
+  // This host, a process that is gone: taken back at once, whatever the heartbeat says.
+  set_owner(store, first.run_id, host_name(), dead_pid(), 0);
+  EXPECT_EQ(store.claim_run(exp, "{}").outcome, ClaimOutcome::resumed);
+  // A row that is no longer ours is not closed by us.
+  set_owner(store, first.run_id, "elsewhere", 1, 0);
+  store.finish_run(first.run_id);
+  EXPECT_EQ(store.run(first.run_id)->status, "running");
+  set_owner(store, first.run_id, host_name(), getpid(), 0);
+  store.finish_run(first.run_id);
+  EXPECT_EQ(store.claim_run(exp, "{}").outcome, ClaimOutcome::finished_before);
+  EXPECT_EQ(store.claim_run(exp, "{}", {true, false}).outcome, ClaimOutcome::started);  // --new
+  EXPECT_EQ(store.database().execAndGet("SELECT COUNT(*) FROM runs").getInt(), 2);
+}
+
+TEST(ResultsStore, FailedRunsAreRetriedOnlyWhenAskedAndInterruptedOnesResume) {
+  difflab::test::TempDir dir;
+  ResultsStore store(dir / "results.sqlite");
+  const Experiment exp = experiment();
+  const int64_t run_id = store.claim_run(exp, "{}").run_id;
+  store.fail_run(run_id, "failed", "interrupted by signal 2");
+  EXPECT_EQ(store.claim_run(exp, "{}").outcome, ClaimOutcome::resumed);
+  store.fail_run(run_id, "diverged", "noise loss is nan at epoch 1, step 3");
+  EXPECT_EQ(store.claim_run(exp, "{}").outcome, ClaimOutcome::failed_before);
+  const Claim retry = store.claim_run(exp, "{}", {false, true});
+  EXPECT_EQ(retry.outcome, ClaimOutcome::started);
+  EXPECT_NE(retry.run_id, run_id);
+  EXPECT_EQ(store.run(run_id)->status, "diverged");  // the failed run stays, as history
+}
+
+TEST(ResultsStore, VariantHashIgnoresOnlyTheSeed) {
+  Experiment a = experiment(), b = experiment();
+  b.section("experiment").params.set("seed", int64_t{3});
+  EXPECT_NE(a.config_hash(), b.config_hash());
+  EXPECT_EQ(a.variant_hash(), b.variant_hash());
+  b.section("training").params.set("batch_size", int64_t{8});
+  EXPECT_NE(a.variant_hash(), b.variant_hash());
+}
+
+TEST(ResultsStore, HeartbeatThreadKeepsTheLeaseAndNoticesALostRun) {
+  difflab::test::TempDir dir;
+  ResultsStore store(dir / "results.sqlite");
+  const int64_t run_id = store.claim_run(experiment(), "{}").run_id;
+  set_owner(store, run_id, host_name(), getpid(), 30);
+  {
+    RunHeartbeat heartbeat(dir / "results.sqlite", run_id, 0.2);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    EXPECT_LT(store.run(run_id)->heartbeat_age_seconds, 5.0);
+    EXPECT_FALSE(heartbeat.lost());
+    set_owner(store, run_id, "elsewhere", 1, 0);  // claimed by another host meanwhile
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    EXPECT_TRUE(heartbeat.lost());
+  }
 }

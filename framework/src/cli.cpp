@@ -18,6 +18,7 @@
 #include "difflab/results_report.h"
 #include "difflab/results_store.h"
 #include "difflab/sampling.h"
+#include "difflab/sweep.h"
 #include "difflab/trainer.h"
 #include "difflab/version.h"
 
@@ -28,9 +29,11 @@ namespace {
 constexpr const char* kUsage = R"(usage: difflab COMMAND [OPTIONS]
 
 commands:
-  run FILE [--set section.key=value]... [--new]
-                                           train and record one experiment; again: resume
-                                           it if it was interrupted, skip it if it finished
+  run FILE [--set section.key=value]... [--new] [--retry-failed] [--workers N] [--threads N]
+                                           train and record an experiment or a sweep; again:
+                                           resume what was interrupted or killed, skip what
+                                           finished (or failed, unless --retry-failed);
+                                           --workers N: N processes claim the sweep's runs
   check FILE [--set section.key=value]...  validate FILE and print the resolved experiment
   bench FILE [--set ...] [--steps N]       time training steps and one sampling pass
   plugins [--family NAME]                  list plugins with their parameters
@@ -62,6 +65,10 @@ struct CommandLine {
   std::string family;
   int64_t steps = 20;
   bool new_run = false;
+  bool retry_failed = false;
+  int64_t workers = 1;
+  int64_t worker = 0;   // this process is worker K of a `run --workers N` (internal)
+  int64_t threads = 0;
   SampleRequest sample;
   std::string format = "table";
   std::string sort = "run_id";
@@ -77,6 +84,10 @@ CommandLine parse(int argc, char** argv) {
       ("family", po::value<std::string>())
       ("steps", po::value<int64_t>())
       ("new", po::bool_switch())
+      ("retry-failed", po::bool_switch())
+      ("workers", po::value<int64_t>())
+      ("worker", po::value<int64_t>())
+      ("threads", po::value<int64_t>())
       ("checkpoint", po::value<std::string>())
       ("database", po::value<std::string>())
       ("run", po::value<int64_t>())
@@ -106,6 +117,10 @@ CommandLine parse(int argc, char** argv) {
   if (values.count("family")) line.family = values["family"].as<std::string>();
   if (values.count("steps")) line.steps = values["steps"].as<int64_t>();
   line.new_run = values["new"].as<bool>();
+  line.retry_failed = values["retry-failed"].as<bool>();
+  if (values.count("workers")) line.workers = values["workers"].as<int64_t>();
+  if (values.count("worker")) line.worker = values["worker"].as<int64_t>();
+  if (values.count("threads")) line.threads = values["threads"].as<int64_t>();
   SampleRequest& sample = line.sample;
   if (values.count("checkpoint")) sample.checkpoint = values["checkpoint"].as<std::string>();
   if (values.count("database")) sample.database = values["database"].as<std::string>();
@@ -127,6 +142,8 @@ CommandLine parse(int argc, char** argv) {
   if (values.count("subsets")) line.subsets = values["subsets"].as<int64_t>();
   if (values.count("subset-size")) line.subset_size = values["subset-size"].as<int64_t>();
   if (line.steps < 1) throw ConfigError("--steps must be at least 1");
+  if (line.workers < 1) throw ConfigError("--workers must be at least 1");
+  if (line.threads < 0) throw ConfigError("--threads must be at least 0 (0: the experiment's)");
   if (line.subsets < 1) throw ConfigError("--subsets must be at least 1");
   if (line.subset_size < 2) throw ConfigError("--subset-size must be at least 2");
   return line;
@@ -147,36 +164,40 @@ std::vector<SweepRun> load_runs(const CommandLine& line, PluginRegistry& registr
 int command_run(const CommandLine& line) {
   PluginRegistry registry;
   std::vector<SweepRun> runs = load_runs(line, registry);
-  RunOptions options;
+  SweepOptions options;
   options.new_run = line.new_run;
-  if (runs.size() == 1 && runs.front().point.empty()) {
-    RunResult result = run_experiment(runs.front().experiment, registry, options);
-    if (!result.skipped)
+  options.retry_failed = line.retry_failed;
+  options.threads = line.threads;
+  options.workers = line.workers;
+  if (line.worker > 0) return run_sweep_worker(runs, registry, options, line.worker);
+  if (runs.size() > 1 || !runs.front().point.empty()) {
+    options.worker_command = {"run", line.file};
+    for (const auto& text : line.overrides) options.worker_command.insert(options.worker_command.end(), {"--set", text});
+    if (line.retry_failed) options.worker_command.push_back("--retry-failed");
+    return run_sweep(runs, registry, options);
+  }
+  RunOptions run_options;
+  run_options.new_run = line.new_run;
+  run_options.retry_failed = line.retry_failed;
+  run_options.threads = line.threads;
+  const RunResult result = run_experiment(runs.front().experiment, registry, run_options);
+  const std::string& database = runs.front().experiment.section("experiment").params.string("database");
+  switch (result.outcome) {
+    case RunOutcome::trained:
       fmt::print("run {} finished: n_loss {:.4f}  i_loss {:.4f}  last grid {}\n", result.run_id,
                  result.noise_loss, result.image_loss, result.last_grid.string());
-    return 0;
+      return 0;
+    case RunOutcome::finished_before:
+      fmt::print("difflab: this experiment already finished as run {} in {}; nothing to do "
+                 "(--new trains it again)\n", result.run_id, database);
+      return 0;
+    case RunOutcome::busy:
+      throw RuntimeError(fmt::format("run {} of this experiment is {}", result.run_id, result.detail),
+                         {database, 0, 0, "", "wait for it, or use --new"});
+    case RunOutcome::failed_before:
+      throw RuntimeError(fmt::format("run {} of this experiment {}", result.run_id, result.detail), {database, 0, 0, "", ""});
   }
-  // A sweep: one run after the other; a failed or diverged run is recorded and the sweep goes on.
-  int64_t finished = 0, skipped = 0, failed = 0;
-  for (size_t i = 0; i < runs.size(); ++i) {
-    fmt::print("== sweep run {}/{}: {}\n", i + 1, runs.size(), runs[i].point);
-    std::fflush(stdout);
-    try {
-      RunResult result = run_experiment(runs[i].experiment, registry, options);
-      (result.skipped ? skipped : finished) += 1;
-    } catch (const Error& error) {
-      // Bad input (e.g. missing data) would fail every run; an interrupt stops the sweep.
-      if (error.kind() != ErrorKind::runtime) throw;
-      fmt::print(stderr, "difflab: sweep run {} failed: {}\n", i + 1, error.what());
-      ++failed;
-    } catch (const std::exception& error) {
-      fmt::print(stderr, "difflab: sweep run {} failed: {}\n", i + 1, error.what());
-      ++failed;
-    }
-  }
-  fmt::print("sweep: {} runs — {} finished, {} failed or diverged, {} skipped (finished before)\n",
-             runs.size(), finished, failed, skipped);
-  return failed > 0 ? 1 : 0;
+  return 0;
 }
 
 int command_check(const CommandLine& line) {

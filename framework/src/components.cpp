@@ -64,9 +64,9 @@ Components build_components(const Experiment& experiment, const PluginRegistry& 
   return {dataset, features, std::move(model), versions};
 }
 
-torch::Device configure_process(const Experiment& experiment) {
+torch::Device configure_process(const Experiment& experiment, int64_t threads) {
   const Params& settings = experiment.section("experiment").params;
-  configure_threads(settings.integer("threads"));
+  configure_threads(threads > 0 ? threads : settings.integer("threads"));
   torch::manual_seed(static_cast<uint64_t>(settings.integer("seed")));
   return select_device(settings.string("device"));
 }

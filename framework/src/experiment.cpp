@@ -537,7 +537,7 @@ std::vector<Assignments> expand_sweep(const toml::table& sweep, const std::strin
 std::vector<SweepRun> expand_root(toml::table root, const std::string& source, const fs::path& base_dir,
                                   const std::vector<std::string>& overrides, PluginRegistry& registry) {
   const toml::node* sweep_node = root.get("sweep");
-  if (sweep_node == nullptr) return {{parse_root(std::move(root), source, base_dir, overrides, registry), ""}};
+  if (sweep_node == nullptr) return {{parse_root(std::move(root), source, base_dir, overrides, registry), "", ""}};
   if (!sweep_node->is_table())
     throw ConfigError("expected a table [sweep]", {source, static_cast<int64_t>(sweep_node->source().begin.line), 0, "sweep", ""});
   const std::vector<Assignments> points = expand_sweep(*sweep_node->as_table(), source);
@@ -548,10 +548,13 @@ std::vector<SweepRun> expand_root(toml::table root, const std::string& source, c
   std::vector<SweepRun> runs;
   std::vector<std::string> problems;
   for (const auto& point : points) {
-    std::string description;
-    for (const auto& assignment : point) description += (description.empty() ? "" : ", ") + assignment;
+    std::string description, variant;
+    for (const auto& assignment : point) {
+      description += (description.empty() ? "" : ", ") + assignment;
+      if (assignment.rfind("experiment.seed=", 0) != 0) variant += (variant.empty() ? "" : ", ") + assignment;
+    }
     try {
-      runs.push_back({parse_root(root, source, base_dir, overrides, registry, point), description});
+      runs.push_back({parse_root(root, source, base_dir, overrides, registry, point), description, variant});
     } catch (const Error& error) {
       problems.push_back(fmt::format("point {} ({}): {}", runs.size() + problems.size() + 1, description, error.what()));
     }
@@ -693,6 +696,12 @@ std::vector<std::pair<std::string, ParamValue>> Experiment::leaves() const {
 
 std::string Experiment::config_hash() const {
   return fmt::format("{:016x}", fnv1a(to_toml()));
+}
+
+std::string Experiment::variant_hash() const {
+  Experiment unseeded = *this;
+  unseeded.section("experiment").params.set("seed", int64_t{-1});  // no real seed is -1
+  return unseeded.config_hash();
 }
 
 BuildContext Experiment::build_context(int64_t image_channels) const {

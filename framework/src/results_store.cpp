@@ -2,6 +2,14 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <SQLiteCpp/Transaction.h>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <mutex>
+#include <thread>
 #include <unistd.h>
 
 #include "difflab/error.h"
@@ -93,6 +101,29 @@ SELECT r.id AS run_id, r.name, r.status, r.config_hash, r.started_at, r.finished
 FROM runs r;
 )SQL";
 
+// Version 4: a run's variant (its configuration without the seed) and the ablation view: one row
+// per variant with mean, sample standard deviation and count over its finished runs (the seeds).
+constexpr const char* kSchemaV4 = R"SQL(
+ALTER TABLE runs ADD COLUMN variant_hash TEXT;  -- config hash with experiment.seed left out
+ALTER TABLE runs ADD COLUMN variant TEXT;       -- the sweep point without its seed, e.g. loss.plugin='mse'
+CREATE VIEW IF NOT EXISTS ablation AS
+SELECT r.name, COALESCE(r.variant_hash, r.config_hash) AS variant_hash, MAX(r.variant) AS variant,
+  COUNT(*) AS runs,
+  group_concat((SELECT p.value FROM params p WHERE p.run_id = r.id AND p.key = 'experiment.seed'), ' ') AS seeds,
+  AVG(s.best_kid) AS best_kid_mean,
+  CASE WHEN COUNT(s.best_kid) > 1 THEN sqrt(MAX(0.0, (SUM(s.best_kid * s.best_kid)
+    - SUM(s.best_kid) * SUM(s.best_kid) / COUNT(s.best_kid)) / (COUNT(s.best_kid) - 1))) END AS best_kid_std,
+  AVG(s.val_n_loss) AS val_n_loss_mean,
+  CASE WHEN COUNT(s.val_n_loss) > 1 THEN sqrt(MAX(0.0, (SUM(s.val_n_loss * s.val_n_loss)
+    - SUM(s.val_n_loss) * SUM(s.val_n_loss) / COUNT(s.val_n_loss)) / (COUNT(s.val_n_loss) - 1))) END AS val_n_loss_std,
+  AVG(s.val_i_loss) AS val_i_loss_mean,
+  CASE WHEN COUNT(s.val_i_loss) > 1 THEN sqrt(MAX(0.0, (SUM(s.val_i_loss * s.val_i_loss)
+    - SUM(s.val_i_loss) * SUM(s.val_i_loss) / COUNT(s.val_i_loss)) / (COUNT(s.val_i_loss) - 1))) END AS val_i_loss_std
+FROM runs r JOIN run_summary s ON s.run_id = r.id
+WHERE r.status = 'finished'
+GROUP BY r.name, COALESCE(r.variant_hash, r.config_hash);
+)SQL";
+
 std::string param_type(const ParamValue& value) {
   switch (value.index()) {
     case 0: return "boolean";
@@ -131,7 +162,23 @@ std::string host_name() {
   return buffer;
 }
 
-ResultsStore::ResultsStore(const fs::path& path) {
+bool run_process_alive(const RunRecord& run) {
+  if (run.status != "running") return false;
+  if (run.heartbeat_age_seconds < 0 || run.heartbeat_age_seconds > kLeaseSeconds) return false;
+  if (run.host != host_name()) return true;
+  return run.pid > 0 && (kill(static_cast<pid_t>(run.pid), 0) == 0 || errno == EPERM);
+}
+
+ClaimOutcome claim_decision(const std::optional<RunRecord>& previous, const ClaimPolicy& policy) {
+  if (!previous || policy.new_run) return ClaimOutcome::started;
+  if (previous->status == "finished") return ClaimOutcome::finished_before;
+  if (run_process_alive(*previous)) return ClaimOutcome::busy;
+  const bool interrupted = previous->status == "failed" && previous->error.rfind("interrupted", 0) == 0;
+  if (previous->status == "running" || interrupted) return ClaimOutcome::resumed;  // killed or interrupted
+  return policy.retry_failed ? ClaimOutcome::started : ClaimOutcome::failed_before;
+}
+
+ResultsStore::ResultsStore(const fs::path& path) : path_(path) {
   try {
     if (path.has_parent_path()) fs::create_directories(path.parent_path());
     db_ = std::make_unique<SQLite::Database>(path.string(),
@@ -163,7 +210,7 @@ void ResultsStore::migrate() {
     throw RuntimeError("results database has schema version " + std::to_string(version) +
                        ", newer than this difflab's " + std::to_string(kSchemaVersion) +
                        "; upgrade difflab");
-  const char* migrations[] = {kSchemaV1, kSchemaV2, kSchemaV3};
+  const char* migrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4};
   for (int next = version + 1; next <= kSchemaVersion; ++next) {
     db_->exec(migrations[next - 1]);
     db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
@@ -175,19 +222,43 @@ int ResultsStore::schema_version() const {
   return db_->execAndGet("SELECT MAX(version) FROM schema_info").getInt();
 }
 
-int64_t ResultsStore::start_run(const Experiment& experiment, const std::string& versions_json) {
+Claim ResultsStore::claim_run(const Experiment& experiment, const std::string& versions_json,
+                              const ClaimPolicy& policy, const std::string& variant) {
+  // IMMEDIATE takes the write lock first: two workers cannot both see "no run" and both start.
+  SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+  Claim claim;
+  claim.previous = latest_run(experiment.config_hash());
+  claim.outcome = claim_decision(claim.previous, policy);
+  if (claim.previous) claim.run_id = claim.previous->id;
+  if (claim.outcome == ClaimOutcome::resumed) mark_running(claim.run_id);
+  if (claim.outcome == ClaimOutcome::started) claim.run_id = insert_run(experiment, versions_json, variant);
+  transaction.commit();
+  return claim;
+}
+
+int64_t ResultsStore::start_run(const Experiment& experiment, const std::string& versions_json,
+                                const std::string& variant) {
   SQLite::Transaction transaction(*db_);
+  const int64_t run_id = insert_run(experiment, versions_json, variant);
+  transaction.commit();
+  return run_id;
+}
+
+int64_t ResultsStore::insert_run(const Experiment& experiment, const std::string& versions_json,
+                                 const std::string& variant) {
   SQLite::Statement insert(*db_,
                            "INSERT INTO runs (name, config_hash, config_toml, status, started_at, "
-                           "heartbeat_at, host, pid, versions) VALUES (?, ?, ?, 'running', "
-                           "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
-                           "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?)");
+                           "heartbeat_at, host, pid, versions, variant_hash, variant) VALUES (?, ?, ?, "
+                           "'running', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
+                           "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?, ?, ?)");
   insert.bind(1, experiment.section("experiment").params.string("name"));
   insert.bind(2, experiment.config_hash());
   insert.bind(3, experiment.to_toml());
   insert.bind(4, host_name());
   insert.bind(5, static_cast<int64_t>(getpid()));
   insert.bind(6, versions_json);
+  insert.bind(7, experiment.variant_hash());
+  insert.bind(8, variant);
   insert.exec();
   int64_t run_id = db_->getLastInsertRowid();
 
@@ -206,7 +277,6 @@ int64_t ResultsStore::start_run(const Experiment& experiment, const std::string&
     param.exec();
     param.reset();
   }
-  transaction.commit();
   return run_id;
 }
 
@@ -229,33 +299,95 @@ std::optional<RunRecord> ResultsStore::latest_run(const std::string& config_hash
   return read_run(query);
 }
 
+void ResultsStore::heartbeat(int64_t run_id) {
+  SQLite::Statement update(*db_, "UPDATE runs SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                                 "WHERE id = ? AND host = ? AND pid = ?");
+  update.bind(1, run_id);
+  update.bind(2, host_name());
+  update.bind(3, static_cast<int64_t>(getpid()));
+  update.exec();
+}
+
 void ResultsStore::finish_run(int64_t run_id) {
   SQLite::Statement update(*db_,
                            "UPDATE runs SET status = 'finished', "
-                           "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?");
+                           "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                           "WHERE id = ? AND host = ? AND pid = ?");
   update.bind(1, run_id);
+  update.bind(2, host_name());
+  update.bind(3, static_cast<int64_t>(getpid()));
   update.exec();
 }
 
 void ResultsStore::fail_run(int64_t run_id, const std::string& status, const std::string& message) {
   SQLite::Statement update(*db_,
                            "UPDATE runs SET status = ?, error = ?, "
-                           "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?");
+                           "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                           "WHERE id = ? AND host = ? AND pid = ?");
   update.bind(1, status);
   update.bind(2, message);
   update.bind(3, run_id);
+  update.bind(4, host_name());
+  update.bind(5, static_cast<int64_t>(getpid()));
   update.exec();
 }
+
+struct RunHeartbeat::State {
+  fs::path database;
+  int64_t run_id = 0;
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool stop = false;
+  std::atomic<bool> lost{false};
+  std::thread thread;
+};
+
+RunHeartbeat::RunHeartbeat(const fs::path& database, int64_t run_id, double interval_seconds)
+    : state_(std::make_unique<State>()) {
+  state_->database = database;
+  state_->run_id = run_id;
+  State* state = state_.get();
+  state->thread = std::thread([state, interval_seconds] {
+    std::unique_ptr<SQLite::Database> db;
+    const auto interval = std::chrono::duration<double>(interval_seconds);
+    std::unique_lock<std::mutex> lock(state->mutex);
+    while (!state->wake.wait_for(lock, interval, [state] { return state->stop; })) {
+      try {
+        if (!db) {
+          db = std::make_unique<SQLite::Database>(state->database.string(), SQLite::OPEN_READWRITE);
+          db->setBusyTimeout(30000);
+        }
+        SQLite::Statement update(*db, "UPDATE runs SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                                      "WHERE id = ? AND status = 'running' AND host = ? AND pid = ?");
+        update.bind(1, state->run_id);
+        update.bind(2, host_name());
+        update.bind(3, static_cast<int64_t>(getpid()));
+        if (update.exec() == 0) state->lost = true;
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "difflab: heartbeat of run %ld not written: %s\n", static_cast<long>(state->run_id),
+                     error.what());
+      }
+    }
+  });
+}
+
+RunHeartbeat::~RunHeartbeat() {
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->stop = true;
+  }
+  state_->wake.notify_all();
+  state_->thread.join();
+}
+
+bool RunHeartbeat::lost() const { return state_->lost; }
 
 void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
                                 const std::vector<std::pair<std::string, double>>& metrics,
                                 const std::vector<ArtifactRecord>& artifacts,
                                 const std::optional<KidRecord>& kid) {
   SQLite::Transaction transaction(*db_);
-  SQLite::Statement heartbeat(
-      *db_, "UPDATE runs SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?");
-  heartbeat.bind(1, run_id);
-  heartbeat.exec();
+  heartbeat(run_id);
   SQLite::Statement metric(*db_,
                            "INSERT OR REPLACE INTO metrics (run_id, key, epoch, step, value) "
                            "VALUES (?, ?, ?, ?, ?)");

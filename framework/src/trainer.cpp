@@ -4,15 +4,14 @@
 
 #include <atomic>
 #include <chrono>
-#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cmath>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <limits>
 #include <optional>
-#include <signal.h>
 #include <sys/resource.h>
 #include <thread>
 #include <torch/torch.h>
@@ -62,13 +61,6 @@ class InterruptGuard {
   void (*previous_int_)(int);
   void (*previous_term_)(int);
 };
-
-// Whether the process that owns a "running" row is still there: on this host, by its pid; on
-// another host, by a heartbeat younger than an hour.
-bool run_process_alive(const RunRecord& run) {
-  if (run.host == host_name()) return run.pid > 0 && (kill(static_cast<pid_t>(run.pid), 0) == 0 || errno == EPERM);
-  return run.heartbeat_age_seconds >= 0 && run.heartbeat_age_seconds < 3600;
-}
 
 double peak_rss_mb() {
   rusage usage{};
@@ -156,18 +148,11 @@ std::string run_folder_name(const std::string& name, int64_t run_id) {
   return fmt::format("{}-run{}", safe, run_id);
 }
 
-// A run row of the same configuration that this command should continue, if any: one that was
-// killed (still "running" but its process is gone) or interrupted (Ctrl-C, SIGTERM).
-bool is_resumable(const RunRecord& run) {
-  if (run.status == "failed") return run.error.rfind("interrupted", 0) == 0;
-  return run.status == "running" && !run_process_alive(run);
-}
-
 // The seed's fit(): epochs of train steps, then per epoch validation losses, a sample grid, KID,
 // the database rows and a checkpoint. Continues from `run_dir`'s checkpoint when there is one.
 RunResult train_run(const Experiment& experiment, Components& components, const ImageSplits& data,
                     ResultsStore& store, int64_t run_id, const fs::path& run_dir,
-                    torch::Device device) {
+                    torch::Device device, const RunHeartbeat& heartbeat) {
   const Params& settings = experiment.section("experiment").params;
   const Params& training = experiment.section("training").params;
   const Params& evaluation = experiment.section("evaluation").params;
@@ -218,6 +203,9 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
     double noise_loss_sum = 0.0, image_loss_sum = 0.0;
     for (int64_t batch = 0; batch < steps_per_epoch; ++batch) {
       InterruptGuard::check();
+      if (heartbeat.lost())
+        throw RuntimeError(fmt::format("run {} was claimed by another process after this one's lease "
+                                       "ran out; stopping without touching it", run_id));
       torch::Tensor indices = order.slice(0, batch * batch_size, (batch + 1) * batch_size);
       StepLosses losses = model.train_step(data.train.index_select(0, indices), optimizer);
       model.update_ema(ema_decay(training.real("ema"), state.step, training.boolean("ema_warmup")));
@@ -304,15 +292,50 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
                format_duration(std::chrono::duration<double>(Clock::now() - run_start).count()),
                grid_path.string());
     std::fflush(stdout);
-    // Test hook, "EPOCH SIGNAL": raise SIGNAL right after that epoch's checkpoint (9: a power
-    // cut; 15: an interrupt, noticed at the next step).
+    // Test hook, "EPOCH SIGNAL [ONCE_FILE]": raise SIGNAL right after that epoch's checkpoint
+    // (9: a power cut; 15: an interrupt, noticed at the next step); with ONCE_FILE, only in the
+    // process that creates that file first.
     if (const char* hook = std::getenv("DIFFLAB_TEST_SIGNAL_AFTER_EPOCH")) {
       int64_t hook_epoch = 0, hook_signal = 0;
-      if (std::sscanf(hook, "%ld %ld", &hook_epoch, &hook_signal) == 2 && hook_epoch == epoch)
-        std::raise(static_cast<int>(hook_signal));
+      char once[4096] = {};
+      const int fields = std::sscanf(hook, "%ld %ld %4095s", &hook_epoch, &hook_signal, once);
+      const bool first = fields < 3 || open(once, O_CREAT | O_EXCL | O_WRONLY, 0644) >= 0;
+      if (fields >= 2 && hook_epoch == epoch && first) std::raise(static_cast<int>(hook_signal));
     }
   }
   return result;
+}
+
+}  // namespace
+
+namespace {
+
+// The result of a claim that leaves nothing to train, if it is one.
+std::optional<RunResult> skip_result(ClaimOutcome outcome, const std::optional<RunRecord>& previous) {
+  if (outcome == ClaimOutcome::started || outcome == ClaimOutcome::resumed) return std::nullopt;
+  RunResult result;
+  result.run_id = previous->id;
+  if (outcome == ClaimOutcome::finished_before) {
+    result.outcome = RunOutcome::finished_before;
+    result.detail = "finished before";
+  } else if (outcome == ClaimOutcome::busy) {
+    result.outcome = RunOutcome::busy;
+    result.detail = fmt::format("running in pid {} on {}", previous->pid, previous->host);
+  } else {
+    result.outcome = RunOutcome::failed_before;
+    result.detail = fmt::format("{} before: {} (--retry-failed runs it again)", previous->status, previous->error);
+  }
+  return result;
+}
+
+// The same decision from the database alone, before anything is loaded (no file: nothing to
+// skip, and nothing is written yet).
+std::optional<RunResult> skip_early(const Experiment& experiment, const ClaimPolicy& policy) {
+  const fs::path database = experiment.section("experiment").params.string("database");
+  if (policy.new_run || !fs::exists(database)) return std::nullopt;
+  ResultsStore store(database);
+  std::optional<RunRecord> previous = store.latest_run(experiment.config_hash());
+  return skip_result(claim_decision(previous, policy), previous);
 }
 
 }  // namespace
@@ -321,8 +344,10 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
                          const RunOptions& options) {
   const Params& settings = experiment.section("experiment").params;
   const Params& training = experiment.section("training").params;
+  const ClaimPolicy policy{options.new_run, options.retry_failed};
+  if (std::optional<RunResult> early = skip_early(experiment, policy)) return *early;
 
-  const torch::Device device = configure_process(experiment);
+  const torch::Device device = configure_process(experiment, options.threads);
 
   // Everything that can fail because of the user's input fails here, before the database.
   Components components = build_components(experiment, registry);
@@ -333,33 +358,13 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
                                   data.train.size(0)),
                       {experiment.file.string(), 0, 0, "training.batch_size", ""});
 
+  // The claim is atomic: of several processes working through the same configurations, one
+  // trains each (another may have taken it while this one loaded the data).
   ResultsStore store(settings.string("database"));
-  // Running the same experiment again continues it, or does nothing if it finished.
-  std::optional<RunRecord> previous = store.latest_run(experiment.config_hash());
-  int64_t run_id = 0;
-  if (previous && !options.new_run) {
-    if (previous->status == "finished") {
-      fmt::print("difflab: this experiment already finished as run {} in {}; nothing to do "
-                 "(--new trains it again)\n", previous->id, settings.string("database"));
-      RunResult result;
-      result.run_id = previous->id;
-      result.skipped = true;
-      for (const auto& metric : store.metrics(previous->id)) {
-        if (metric.key == "n_loss") result.noise_loss = metric.value;
-        if (metric.key == "i_loss") result.image_loss = metric.value;
-      }
-      return result;
-    }
-    if (previous->status == "running" && run_process_alive(*previous))
-      throw RuntimeError(fmt::format("run {} of this experiment is still running (pid {} on {})",
-                                     previous->id, previous->pid, previous->host),
-                         {settings.string("database"), 0, 0, "", "wait for it, or use --new"});
-    if (is_resumable(*previous)) {
-      run_id = previous->id;
-      store.mark_running(run_id);
-    }
-  }
-  if (run_id == 0) run_id = store.start_run(experiment, components.versions_json);
+  const Claim claim = store.claim_run(experiment, components.versions_json, policy, options.variant);
+  if (std::optional<RunResult> skip = skip_result(claim.outcome, claim.previous)) return *skip;
+  const int64_t run_id = claim.run_id;
+  if (!options.announce.empty()) fmt::print("{}\n", options.announce);
   const fs::path run_dir =
       fs::path(settings.string("output_dir")) / run_folder_name(settings.string("name"), run_id);
   fmt::print("difflab: run {} of \"{}\" -> {} (database {})\n", run_id, settings.string("name"),
@@ -367,13 +372,14 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
   std::fflush(stdout);
 
   InterruptGuard interrupt_guard;
+  RunHeartbeat heartbeat(settings.string("database"), run_id);
   try {
-    RunResult result = train_run(experiment, components, data, store, run_id, run_dir, device);
+    RunResult result = train_run(experiment, components, data, store, run_id, run_dir, device, heartbeat);
     store.finish_run(run_id);
     return result;
   } catch (const std::exception& error) {
     auto record = store.run(run_id);
-    if (record && record->status == "running") store.fail_run(run_id, "failed", error.what());
+    if (record && record->status == "running" && !heartbeat.lost()) store.fail_run(run_id, "failed", error.what());
     throw;
   }
 }

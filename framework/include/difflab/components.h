@@ -27,10 +27,10 @@ struct Components {
 // (e.g. an image size the network cannot downsample).
 Components build_components(const Experiment& experiment, const PluginRegistry& registry);
 
-// Sets LibTorch's thread count ([experiment] threads; 0 = all cores, since LibTorch may start
-// with one) and the global seed; returns the device to run on (a config Error when CUDA is
+// Sets LibTorch's thread count (`threads` when positive, else [experiment] threads; 0 = all
+// cores, since LibTorch may start with one) and the global seed; returns the device to run on (a config Error when CUDA is
 // asked for and absent).
-torch::Device configure_process(const Experiment& experiment);
+torch::Device configure_process(const Experiment& experiment, int64_t threads = 0);
 
 // Moves the model to `device` with [experiment]'s memory format (channels_last) and precision.
 void place_model(DiffusionModel& model, const Experiment& experiment, torch::Device device);

@@ -33,6 +33,9 @@ class Experiment {
   std::vector<std::pair<std::string, ParamValue>> leaves() const;
   // Stable hash of to_toml(), 16 hex digits: a run's identity.
   std::string config_hash() const;
+  // The same with [experiment] seed left out: runs that differ only in their seed share it (the
+  // ablation view's groups).
+  std::string variant_hash() const;
 
   BuildContext build_context(int64_t image_channels) const;
 };
@@ -48,6 +51,7 @@ const ParamSchema& framework_schema(const std::string& section);
 struct SweepRun {
   Experiment experiment;
   std::string point;
+  std::string variant;  // the point without its experiment.seed assignment
 };
 
 // Loads `file`; a [sweep] table (method = "grid": dotted keys with arrays of values, `seeds`,

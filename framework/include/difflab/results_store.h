@@ -22,7 +22,13 @@ class Experiment;
 // This machine's host name, as recorded on run rows.
 std::string host_name();
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
+
+// A running run's process refreshes its row's heartbeat every kHeartbeatSeconds; a "running" row
+// whose heartbeat is older than kLeaseSeconds (or, on this host, whose process is gone) belongs
+// to a killed process and may be claimed again.
+constexpr double kHeartbeatSeconds = 10.0;
+constexpr double kLeaseSeconds = 60.0;
 
 struct RunRecord {
   int64_t id = 0;
@@ -37,6 +43,32 @@ struct RunRecord {
   int64_t pid = 0;
   double heartbeat_age_seconds = -1.0;  // -1 when never
 };
+
+// Whether the process that owns a "running" row is still there (see kLeaseSeconds).
+bool run_process_alive(const RunRecord& run);
+
+// What claim_run did with a configuration.
+enum class ClaimOutcome {
+  started,          // a new run row, status running, owned by this process
+  resumed,          // a killed or interrupted run taken back (continue from its checkpoint)
+  finished_before,  // finished already: nothing to do
+  failed_before,    // failed or diverged before, and retry_failed is off
+  busy,             // running in another live process
+};
+
+struct ClaimPolicy {
+  bool new_run = false;       // always start a new run row
+  bool retry_failed = false;  // start a new run for a configuration that failed or diverged
+};
+
+struct Claim {
+  ClaimOutcome outcome = ClaimOutcome::started;
+  int64_t run_id = 0;              // the claimed run, or the one that made us skip
+  std::optional<RunRecord> previous;  // the configuration's newest run before the claim
+};
+
+// What a claim does, given the configuration's newest run (the rule, without the database).
+ClaimOutcome claim_decision(const std::optional<RunRecord>& previous, const ClaimPolicy& policy);
 
 struct MetricRecord {
   std::string key;
@@ -72,10 +104,18 @@ class ResultsStore {
 
   int schema_version() const;
 
-  // Creates the run row (status running) with its params, in one transaction.
-  int64_t start_run(const Experiment& experiment, const std::string& versions_json);
+  // Decides, atomically (BEGIN IMMEDIATE: one claimer at a time across processes), what this
+  // process does with the experiment's configuration, and takes the run if it is to be done.
+  Claim claim_run(const Experiment& experiment, const std::string& versions_json,
+                  const ClaimPolicy& policy = {}, const std::string& variant = "");
+  // Creates the run row (status running) with its params, in one transaction. `variant` is the
+  // sweep point without its seed (shown by the ablation view).
+  int64_t start_run(const Experiment& experiment, const std::string& versions_json,
+                    const std::string& variant = "");
   // Takes an interrupted run back (status running, this host and process).
   void mark_running(int64_t run_id);
+  void heartbeat(int64_t run_id);
+  // Close a run; only a row this process owns (host and pid) is changed.
   void finish_run(int64_t run_id);
   void fail_run(int64_t run_id, const std::string& status, const std::string& message);
 
@@ -95,10 +135,32 @@ class ResultsStore {
   std::vector<std::pair<int64_t, KidRecord>> kid(int64_t run_id) const;  // (epoch, record)
 
   SQLite::Database& database() { return *db_; }
+  const std::filesystem::path& path() const { return path_; }
 
  private:
   void migrate();
+  int64_t insert_run(const Experiment& experiment, const std::string& versions_json,
+                     const std::string& variant);
+  std::filesystem::path path_;
   std::unique_ptr<SQLite::Database> db_;
+};
+
+// Refreshes a run's heartbeat every kHeartbeatSeconds from a thread of its own (with its own
+// connection) for as long as it lives, so that a long epoch never looks like a dead process.
+class RunHeartbeat {
+ public:
+  RunHeartbeat(const std::filesystem::path& database, int64_t run_id,
+               double interval_seconds = kHeartbeatSeconds);
+  ~RunHeartbeat();
+  RunHeartbeat(const RunHeartbeat&) = delete;
+  RunHeartbeat& operator=(const RunHeartbeat&) = delete;
+  // True once the row is no longer this process's (another process claimed it after this one's
+  // lease ran out, e.g. after a suspend): the run must stop without touching the row.
+  bool lost() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 }  // namespace difflab

@@ -10,21 +10,36 @@ namespace difflab {
 class Experiment;
 class PluginRegistry;
 
+enum class RunOutcome {
+  trained,          // trained (from scratch, or resumed) to the end
+  finished_before,  // the configuration had finished before: nothing was trained
+  failed_before,    // it failed or diverged before (RunOptions::retry_failed to run it again)
+  busy,             // another live process is running it
+};
+
 struct RunResult {
-  int64_t run_id = 0;
+  RunOutcome outcome = RunOutcome::trained;
+  int64_t run_id = 0;       // the run trained, or the one that made this command skip
   double noise_loss = 0.0;  // mean over the last epoch
   double image_loss = 0.0;
   std::filesystem::path last_grid;
-  bool skipped = false;  // the configuration had finished before: nothing was trained
+  std::string detail;  // why it was skipped, for the terminal
 };
 
 struct RunOptions {
-  bool new_run = false;  // start a new run even if this configuration has one already
+  bool new_run = false;       // start a new run even if this configuration has one already
+  bool retry_failed = false;  // run a configuration again whose last run failed or diverged
+  int64_t threads = 0;        // LibTorch threads; 0 = [experiment] threads (not part of identity)
+  std::string variant;        // the sweep point without its seed, recorded on the run row
+  std::string announce;       // printed once the run is claimed (a sweep worker's header)
 };
 
 // Trains and records the run in the experiment's database. Running the same configuration
-// again resumes it from its last checkpoint if it was killed or interrupted, and does nothing if
-// it finished. Errors are recorded on the run row (status failed) and rethrown.
+// again resumes it from its last checkpoint if it was killed or interrupted, does nothing if it
+// finished (or failed, unless retry_failed), and leaves it to its process if another live
+// process is running it. The run is claimed atomically, so that any number of processes can
+// work through the same configurations. Errors are recorded on the run row (status failed) and
+// rethrown.
 RunResult run_experiment(const Experiment& experiment, const PluginRegistry& registry,
                          const RunOptions& options = {});
 
