@@ -264,6 +264,28 @@ TEST(Cli, FourWorkersRunEveryPointExactlyOnce) {
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_NE(again.output.find("sweep: 8 runs — 0 finished, 8 skipped"), std::string::npos) << again.output;
   EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs").getInt(), 8);
+
+  // The ablation table from the command line, in each format; filters that are no filters fail.
+  const std::string results = "results " + (dir / "results.sqlite").string();
+  Outcome grouped = difflab_command(results + " --group-by loss.plugin,training.learning_rate --format csv");
+  ASSERT_EQ(grouped.exit_code, 0) << grouped.output;
+  EXPECT_EQ(grouped.output.rfind("loss.plugin,training.learning_rate,runs,best_kid_mean,best_kid_std,", 0), 0u)
+      << grouped.output;
+  EXPECT_EQ(occurrences(grouped.output, "\n"), 5u) << grouped.output;  // header + 4 groups
+  Outcome markdown = difflab_command(results + " --group-by loss.plugin --format markdown --sort best_kid");
+  EXPECT_EQ(occurrences(markdown.output, " ± "), 10u) << markdown.output;  // 2 groups x 5 metrics
+  Outcome json = difflab_command(results + " --where 'loss.plugin = \"mse\" and experiment.seed = 2' --format json");
+  EXPECT_EQ(occurrences(json.output, "\"run_id\": "), 2u) << json.output;
+  for (const std::string hostile : {"loss.plugin = \"mae\"; DROP TABLE runs", "1 = 1 or loss.plugin = ''",
+                                    "loss.plugin = \"\" or \"\"=\"\"", "status = 'x') OR 1=1 --"}) {
+    Outcome refused = difflab_command(results + " --where '" + hostile + "'");
+    EXPECT_EQ(refused.exit_code, 2) << refused.output;
+    EXPECT_NE(refused.output.find("--where:1:"), std::string::npos) << refused.output;
+  }
+  Outcome nothing = difflab_command(results + " --where \"loss.plugin = 'x'' OR ''1''=''1'\" --format csv");
+  EXPECT_EQ(nothing.exit_code, 2) << nothing.output;
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs").getInt(), 8);
+  EXPECT_EQ(db.execAndGet("PRAGMA integrity_check").getString(), "ok");
 }
 
 TEST(Cli, AKilledWorkersRunIsClaimedAgainAndResumed) {

@@ -1,4 +1,7 @@
 // `difflab results` tables: the parameters that vary between runs, sorting, and each format.
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <cmath>
+
 #include "difflab/experiment.h"
 #include "difflab/results_report.h"
 #include "difflab/results_store.h"
@@ -43,12 +46,19 @@ TEST(RunsTable, ShowsTheParametersThatVaryAndTheBestKid) {
   EXPECT_EQ(*table.rows[1][column("best_kid")], "0.08");      // the minimum over epochs
   EXPECT_EQ(*table.rows[1][column("best_kid_epoch")], "2");
 
-  Table by_kid = runs_table(store, "best_kid", 2);
+  RunsQuery by_kid_query;
+  by_kid_query.sort = "best_kid";
+  by_kid_query.limit = 2;
+  Table by_kid = runs_table(store, by_kid_query);
   ASSERT_EQ(by_kid.rows.size(), 2u);
   EXPECT_EQ(*by_kid.rows[0][0], "2");
   EXPECT_EQ(*by_kid.rows[1][0], "1");
-  EXPECT_EQ(*runs_table(store, "-n_loss").rows[0][0], "2");
-  EXPECT_THROW(runs_table(store, "kidd"), Error);
+  RunsQuery descending;
+  descending.sort = "-n_loss";
+  EXPECT_EQ(*runs_table(store, descending).rows[0][0], "2");
+  RunsQuery unknown;
+  unknown.sort = "kidd";
+  EXPECT_THROW(runs_table(store, unknown), Error);
 }
 
 TEST(FormatTable, WritesEachFormat) {
@@ -73,4 +83,86 @@ TEST(RunReport, ShowsConfigurationHistoryKidAndArtifacts) {
   EXPECT_NE(report.find("epoch  step  n_loss"), std::string::npos) << report;
   EXPECT_NE(report.find("per_batch"), std::string::npos);
   EXPECT_THROW(run_report(store, 9, TableFormat::table), Error);
+}
+
+namespace {
+// Three seeds of mae and two of mse, with known best KIDs and final losses; one failed mse run.
+void fill_seeds(ResultsStore& store) {
+  const std::vector<std::tuple<std::string, int64_t, double>> runs = {
+      {"mae", 1, 0.10}, {"mae", 2, 0.20}, {"mae", 3, 0.40}, {"mse", 1, 0.30}, {"mse", 2, 0.50}};
+  for (const auto& [loss, seed, kid] : runs) {
+    Experiment experiment = parse_experiment(
+        "", "exp.toml", {"loss.plugin=" + loss, "experiment.seed=" + std::to_string(seed)}, difflab::test::registry());
+    int64_t run_id = store.start_run(experiment, "{}", "loss.plugin='" + loss + "'");
+    store.record_epoch(run_id, 1, 10, {{"n_loss", kid * 2}, {"val_n_loss", kid * 3}}, {},
+                       KidRecord{kid, 0.0, "per_batch", "pixels", "ddim", 5, 64, 64});
+    store.finish_run(run_id);
+  }
+  Experiment failed = parse_experiment("", "exp.toml", {"loss.plugin=mse", "experiment.seed=3"}, difflab::test::registry());
+  store.fail_run(store.start_run(failed, "{}"), "failed", "out of memory");
+}
+
+double cell_number(const Table& table, size_t row, const std::string& column) {
+  const size_t index = static_cast<size_t>(std::find(table.columns.begin(), table.columns.end(), column) - table.columns.begin());
+  EXPECT_LT(index, table.columns.size()) << column;
+  return std::stod(*table.rows[row][index]);
+}
+}  // namespace
+
+TEST(RunsTable, GroupByGivesMeanStdAndCountOfFinishedRunsMatchingTheAblationView) {
+  difflab::test::TempDir dir;
+  ResultsStore store(dir / "results.sqlite");
+  fill_seeds(store);
+  RunsQuery query;
+  query.group_by = {"loss.plugin"};
+  query.split_std = true;
+  Table table = runs_table(store, query);
+  ASSERT_EQ(table.rows.size(), 2u);
+  EXPECT_EQ(*table.rows[0][0], "mae");
+  // Sample mean and standard deviation (n - 1), computed here in float64 from the definition.
+  const std::vector<double> mae = {0.10, 0.20, 0.40};
+  const double mean = (mae[0] + mae[1] + mae[2]) / 3;
+  const double std = std::sqrt((std::pow(mae[0] - mean, 2) + std::pow(mae[1] - mean, 2) + std::pow(mae[2] - mean, 2)) / 2);
+  EXPECT_EQ(cell_number(table, 0, "runs"), 3);
+  EXPECT_NEAR(cell_number(table, 0, "best_kid_mean"), mean, 1e-6);
+  EXPECT_NEAR(cell_number(table, 0, "best_kid_std"), std, 1e-6);
+  EXPECT_NEAR(cell_number(table, 0, "n_loss_mean"), 2 * mean, 1e-6);
+  EXPECT_EQ(cell_number(table, 1, "runs"), 2);  // the failed mse run is not averaged
+  EXPECT_NEAR(cell_number(table, 1, "best_kid_std"), std::sqrt(0.02), 1e-6);
+
+  // The SQL view gives the same numbers to sqlite3 and pandas users.
+  SQLite::Statement view(store.database(), "SELECT variant, runs, seeds, best_kid_mean, best_kid_std, "
+                                           "val_n_loss_mean FROM ablation ORDER BY best_kid_mean");
+  ASSERT_TRUE(view.executeStep());
+  EXPECT_EQ(view.getColumn(0).getString(), "loss.plugin='mae'");
+  EXPECT_EQ(view.getColumn(1).getInt(), 3);
+  EXPECT_EQ(view.getColumn(2).getString(), "1 2 3");
+  EXPECT_NEAR(view.getColumn(3).getDouble(), mean, 1e-12);
+  EXPECT_NEAR(view.getColumn(4).getDouble(), std, 1e-12);
+  EXPECT_NEAR(view.getColumn(5).getDouble(), 3 * mean, 1e-12);
+
+  // For reading: "mean ± std" in one cell, sortable by its mean; filters apply before grouping.
+  query.split_std = false;
+  query.sort = "-best_kid";
+  query.where = "experiment.seed <= 2";
+  Table readable = runs_table(store, query);
+  EXPECT_EQ(*readable.rows[0][0], "mse");
+  EXPECT_EQ(*readable.rows[0][2], "0.4 ± 0.14");
+  EXPECT_EQ(*readable.rows[1][2], "0.15 ± 0.071");
+  query.group_by = {"loss.plugn"};
+  EXPECT_THROW(runs_table(store, query), Error);
+}
+
+TEST(RunsTable, WhereSelectsRunsAndShowsWhatVariesAmongThem) {
+  difflab::test::TempDir dir;
+  ResultsStore store(dir / "results.sqlite");
+  fill_seeds(store);
+  RunsQuery query;
+  query.where = "loss.plugin = 'mse' and status = 'finished'";
+  Table table = runs_table(store, query);
+  ASSERT_EQ(table.rows.size(), 2u);
+  EXPECT_EQ(table.columns[2], "experiment.seed");
+  EXPECT_EQ(std::count(table.columns.begin(), table.columns.end(), "loss.plugin"), 0);  // the same in both
+  query.where = "kid < 0.25 or status = \"failed\"";
+  EXPECT_EQ(runs_table(store, query).rows.size(), 3u);
 }

@@ -4,6 +4,7 @@
 #include <boost/program_options.hpp>
 #include <fmt/format.h>
 #include <iostream>
+#include <sstream>
 #include <torch/torch.h>
 
 #include "difflab/components.h"
@@ -40,9 +41,13 @@ commands:
   sample (--checkpoint FILE | --database DB --run ID [--best]) [--out DIR] [--grid FILE.png]
          [--num-images N] [--steps S] [--seed N] [--set sampler.plugin=ddpm]...
          [--interpolate | --steps-strip]   images from a trained model, with any sampler
-  results DB [--format table|csv|json|markdown] [--sort [-]COLUMN] [--limit N] [--run ID]
+  results DB [--where FILTER] [--group-by KEY[,KEY]] [--sort [-]COLUMN] [--limit N]
+             [--format table|csv|json|markdown] [--run ID]
                                            one row per run (the parameters that differ, final
-                                           losses, best KID), or one run in full
+                                           losses, best KID); --group-by: mean ± std over the
+                                           seeds (the ablation table); --run: one run in full
+                                           FILTER e.g. 'loss.plugin = "mae" and kid < 0.3'
+                                           (= != < <= > >=, in (...), is null, and/or/not)
   kid DIR_A DIR_B [--features NAME] [--subsets K] [--subset-size M]
                                            KID between two image folders (clean-fid protocol)
 
@@ -71,7 +76,9 @@ struct CommandLine {
   int64_t threads = 0;
   SampleRequest sample;
   std::string format = "table";
-  std::string sort = "run_id";
+  std::string sort;
+  std::string where;
+  std::vector<std::string> group_by;
   int64_t limit = 0;
 };
 
@@ -100,6 +107,8 @@ CommandLine parse(int argc, char** argv) {
       ("steps-strip", po::bool_switch())
       ("format", po::value<std::string>())
       ("sort", po::value<std::string>())
+      ("where", po::value<std::string>())
+      ("group-by", po::value<std::string>())
       ("limit", po::value<int64_t>())
       ("second_file", po::value<std::string>())
       ("features", po::value<std::string>())
@@ -136,6 +145,12 @@ CommandLine parse(int argc, char** argv) {
   sample.overrides = line.overrides;
   if (values.count("format")) line.format = values["format"].as<std::string>();
   if (values.count("sort")) line.sort = values["sort"].as<std::string>();
+  if (values.count("where")) line.where = values["where"].as<std::string>();
+  if (values.count("group-by")) {
+    std::stringstream keys(values["group-by"].as<std::string>());
+    for (std::string key; std::getline(keys, key, ',');)
+      if (!key.empty()) line.group_by.push_back(key);
+  }
   if (values.count("limit")) line.limit = values["limit"].as<int64_t>();
   if (values.count("second_file")) line.second_file = values["second_file"].as<std::string>();
   if (values.count("features")) line.features = values["features"].as<std::string>();
@@ -281,10 +296,17 @@ int command_results(const CommandLine& line) {
     throw ConfigError("results database not found", {line.file, 0, 0, "", ""});
   const TableFormat format = parse_table_format(line.format);
   ResultsStore store(line.file);
-  if (line.sample.run_id > 0)
+  if (line.sample.run_id > 0) {
     fmt::print("{}", run_report(store, line.sample.run_id, format));
-  else
-    fmt::print("{}", format_table(runs_table(store, line.sort, line.limit), format));
+  } else {
+    RunsQuery query;
+    query.where = line.where;
+    query.group_by = line.group_by;
+    query.sort = line.sort;
+    query.limit = line.limit;
+    query.split_std = format == TableFormat::csv || format == TableFormat::json;
+    fmt::print("{}", format_table(runs_table(store, query), format));
+  }
   return 0;
 }
 

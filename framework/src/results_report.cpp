@@ -2,10 +2,15 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <tuple>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <map>
 
 #include "difflab/error.h"
+#include "difflab/filter.h"
 #include "difflab/results_store.h"
 
 namespace difflab {
@@ -127,57 +132,208 @@ std::string format_table(const Table& table, TableFormat format) {
   return out;
 }
 
-Table runs_table(ResultsStore& store, const std::string& sort, int64_t limit) {
-  SQLite::Database& db = store.database();
-  Table table = query_table(db,
-                            "SELECT run_id, status, epochs, n_loss, i_loss, val_n_loss, val_i_loss, "
-                            "best_kid, best_kid_epoch FROM run_summary ORDER BY run_id");
-  // The parameters that differ between runs are what distinguishes them: the swept ones.
-  std::vector<std::string> varying;
-  SQLite::Statement keys(db, "SELECT key FROM params GROUP BY key HAVING COUNT(DISTINCT value) > 1 "
-                             "OR COUNT(*) < (SELECT COUNT(*) FROM runs) ORDER BY MIN(rowid)");
-  while (keys.executeStep()) varying.push_back(keys.getColumn(0).getString());
-  std::map<std::pair<std::string, std::string>, std::pair<std::string, std::string>> values;
-  SQLite::Statement params(db, "SELECT run_id, key, value, type FROM params");
-  while (params.executeStep())
-    values[{params.getColumn(0).getString(), params.getColumn(1).getString()}] = {
-        params.getColumn(2).getString(), params.getColumn(3).getString()};
-  table.columns.insert(table.columns.begin() + 2, varying.begin(), varying.end());
-  std::vector<bool> numeric_params;
-  for (const auto& key : varying) {
-    bool numeric = true;
-    for (const auto& row : table.rows) {
-      auto it = values.find({*row[0], key});
-      if (it != values.end() && it->second.second != "integer" && it->second.second != "float") numeric = false;
-    }
-    numeric_params.push_back(numeric);
-  }
-  table.numeric.insert(table.numeric.begin() + 2, numeric_params.begin(), numeric_params.end());
-  for (auto& row : table.rows) {
-    std::vector<std::optional<std::string>> cells;
-    for (const auto& key : varying) {
-      auto it = values.find({*row[0], key});
-      cells.push_back(it == values.end() ? std::nullopt
-                                         : std::optional<std::string>(param_cell(it->second.first, it->second.second)));
-    }
-    row.insert(row.begin() + 2, cells.begin(), cells.end());
-  }
+namespace {
 
-  const bool descending = !sort.empty() && sort[0] == '-';
-  const std::string column = descending ? sort.substr(1) : sort;
-  auto found = std::find(table.columns.begin(), table.columns.end(), column);
+// The summary columns of every run (run_summary), in display order after the parameters.
+const std::vector<std::string> kMetricColumns = {"epochs", "n_loss", "i_loss", "val_n_loss",
+                                                 "val_i_loss", "best_kid", "best_kid_epoch"};
+// What --group-by aggregates, best first.
+const std::vector<std::string> kAggregated = {"best_kid", "val_n_loss", "val_i_loss", "n_loss", "i_loss"};
+
+// Every run as a Row of named cells: run_id, name, status, the summary metrics and every
+// parameter; `numeric` receives which columns hold numbers, `keys` the parameters in order.
+std::vector<Row> read_runs(SQLite::Database& db, std::map<std::string, bool>& numeric, std::vector<std::string>& keys) {
+  std::vector<Row> rows;
+  std::map<std::string, size_t> index;
+  SQLite::Statement summary(db, "SELECT run_id, name, status, epochs, n_loss, i_loss, val_n_loss, val_i_loss, "
+                                "best_kid, best_kid_epoch FROM run_summary ORDER BY run_id");
+  for (int i = 0; i < summary.getColumnCount(); ++i) {
+    const std::string name = summary.getColumnName(i);
+    numeric[name] = name != "name" && name != "status";
+  }
+  while (summary.executeStep()) {
+    Row row;
+    for (int i = 0; i < summary.getColumnCount(); ++i) {
+      const SQLite::Column column = summary.getColumn(i);
+      Cell value{cell(column), std::nullopt};
+      if (!column.isNull() && numeric[summary.getColumnName(i)]) value.number = column.getDouble();
+      row[summary.getColumnName(i)] = value;
+    }
+    index[*row["run_id"].text] = rows.size();
+    rows.push_back(std::move(row));
+  }
+  SQLite::Statement params(db, "SELECT run_id, key, value, type, number FROM params ORDER BY rowid");
+  while (params.executeStep()) {
+    auto found = index.find(params.getColumn(0).getString());
+    if (found == index.end()) continue;
+    const std::string key = params.getColumn(1).getString(), type = params.getColumn(3).getString();
+    const bool is_number = type == "integer" || type == "float";
+    if (!numeric.count(key)) {
+      numeric[key] = is_number;
+      keys.push_back(key);
+    }
+    numeric[key] = numeric[key] && is_number;
+    Cell value{param_cell(params.getColumn(2).getString(), type), std::nullopt};
+    if (is_number) value.number = params.getColumn(4).getDouble();
+    rows[found->second][key] = value;
+  }
+  return rows;
+}
+
+// The columns whose value differs between `rows` (or is missing from some).
+std::vector<std::string> varying(const std::vector<Row>& rows, const std::vector<std::string>& keys) {
+  std::vector<std::string> result;
+  for (const auto& key : keys) {
+    std::optional<std::optional<std::string>> first;
+    for (const auto& row : rows) {
+      auto found = row.find(key);
+      std::optional<std::string> value = found == row.end() ? std::nullopt : found->second.text;
+      if (!first) first = value;
+      else if (*first != value) {
+        result.push_back(key);
+        break;
+      }
+    }
+  }
+  return result;
+}
+
+size_t column_index(const Table& table, const std::string& name, const std::string& option) {
+  auto found = std::find(table.columns.begin(), table.columns.end(), name);
   if (found == table.columns.end())
-    throw ConfigError("cannot sort by \"" + column + "\"",
-                      {"--sort", 0, 0, "", fmt::format("columns: {}", fmt::join(table.columns, ", "))});
-  const size_t index = static_cast<size_t>(found - table.columns.begin());
+    throw ConfigError("no column \"" + name + "\" to " + option.substr(2) + " by",
+                      {option, 0, 0, "", fmt::format("columns: {}", fmt::join(table.columns, ", "))});
+  return static_cast<size_t>(found - table.columns.begin());
+}
+
+// Stable sort on one column: numbers as numbers (a "mean ± std" cell by its mean), NULLs last.
+void sort_rows(Table& table, size_t index, bool descending) {
   const bool numeric = table.numeric[index];
+  auto key = [&](const std::optional<std::string>& text) { return std::strtod(text->c_str(), nullptr); };
   std::stable_sort(table.rows.begin(), table.rows.end(), [&](const auto& a, const auto& b) {
-    if (!a[index] || !b[index]) return a[index].has_value() && !b[index].has_value();  // NULLs last
-    const bool less = numeric ? std::stod(*a[index]) < std::stod(*b[index]) : *a[index] < *b[index];
-    const bool greater = numeric ? std::stod(*b[index]) < std::stod(*a[index]) : *b[index] < *a[index];
+    if (!a[index] || !b[index]) return a[index].has_value() && !b[index].has_value();
+    const bool less = numeric ? key(a[index]) < key(b[index]) : *a[index] < *b[index];
+    const bool greater = numeric ? key(b[index]) < key(a[index]) : *b[index] < *a[index];
     return descending ? greater : less;
   });
-  if (limit > 0 && static_cast<int64_t>(table.rows.size()) > limit) table.rows.resize(static_cast<size_t>(limit));
+}
+
+// Mean and sample standard deviation (n - 1) of the values present, two-pass for accuracy.
+std::tuple<size_t, double, double> mean_std(const std::vector<double>& values) {
+  if (values.empty()) return {0, 0.0, 0.0};
+  double mean = 0.0;
+  for (double value : values) mean += value / static_cast<double>(values.size());
+  double squares = 0.0;
+  for (double value : values) squares += (value - mean) * (value - mean);
+  return {values.size(), mean, values.size() > 1 ? std::sqrt(squares / static_cast<double>(values.size() - 1)) : 0.0};
+}
+
+Table group_table(const std::vector<Row>& rows, const RunsQuery& query, const std::map<std::string, bool>& numeric) {
+  Table table;
+  table.columns = query.group_by;
+  for (const auto& key : query.group_by) table.numeric.push_back(numeric.at(key));
+  table.columns.push_back("runs");
+  table.numeric.push_back(true);
+  for (const auto& metric : kAggregated) {
+    if (query.split_std) {
+      table.columns.insert(table.columns.end(), {metric + "_mean", metric + "_std"});
+      table.numeric.insert(table.numeric.end(), {true, true});
+    } else {
+      table.columns.push_back(metric);
+      table.numeric.push_back(true);
+    }
+  }
+  std::vector<std::vector<std::optional<std::string>>> keys;
+  std::vector<std::vector<const Row*>> members;
+  for (const auto& row : rows) {
+    if (row.at("status").text != std::optional<std::string>("finished")) continue;
+    std::vector<std::optional<std::string>> key;
+    for (const auto& column : query.group_by) {
+      auto found = row.find(column);
+      key.push_back(found == row.end() ? std::nullopt : found->second.text);
+    }
+    auto existing = std::find(keys.begin(), keys.end(), key);
+    if (existing == keys.end()) {
+      keys.push_back(key);
+      members.push_back({&row});
+    } else {
+      members[static_cast<size_t>(existing - keys.begin())].push_back(&row);
+    }
+  }
+  for (size_t g = 0; g < keys.size(); ++g) {
+    std::vector<std::optional<std::string>> cells = keys[g];
+    cells.push_back(std::to_string(members[g].size()));
+    for (const auto& metric : kAggregated) {
+      std::vector<double> values;
+      for (const Row* row : members[g])
+        if (auto found = row->find(metric); found != row->end() && found->second.number)
+          values.push_back(*found->second.number);
+      const auto [count, mean, std] = mean_std(values);
+      if (query.split_std) {
+        cells.push_back(count ? std::optional<std::string>(fmt::format("{:.6g}", mean)) : std::nullopt);
+        cells.push_back(count > 1 ? std::optional<std::string>(fmt::format("{:.6g}", std)) : std::nullopt);
+      } else if (count == 0) {
+        cells.emplace_back(std::nullopt);
+      } else {
+        cells.push_back(count > 1 ? fmt::format("{:.4g} ± {:.2g}", mean, std) : fmt::format("{:.4g}", mean));
+      }
+    }
+    table.rows.push_back(std::move(cells));
+  }
+  for (size_t k = query.group_by.size(); k-- > 0;) sort_rows(table, k, false);
+  return table;
+}
+
+}  // namespace
+
+Table runs_table(ResultsStore& store, const RunsQuery& query) {
+  std::map<std::string, bool> numeric;
+  std::vector<std::string> keys;
+  std::vector<Row> rows = read_runs(store.database(), numeric, keys);
+  if (!query.where.empty()) {
+    const Filter filter = Filter::parse(query.where, numeric);
+    rows.erase(std::remove_if(rows.begin(), rows.end(), [&](const Row& row) { return !filter.matches(row); }),
+               rows.end());
+  }
+  Table table;
+  if (!query.group_by.empty()) {
+    for (const auto& key : query.group_by)
+      if (!numeric.count(key)) {
+        std::vector<std::string> names;
+        for (const auto& entry : numeric) names.push_back(entry.first);
+        const std::string nearest = nearest_name(key, names);
+        throw ConfigError("no column \"" + key + "\" to group by",
+                          {"--group-by", 0, 0, "", nearest.empty() ? "e.g. loss.plugin" : "did you mean " + nearest + "?"});
+      }
+    table = group_table(rows, query, numeric);
+  } else {
+    // One row per run: the parameters that differ between the runs shown are what tells them apart.
+    table.columns = {"run_id", "status"};
+    std::vector<std::string> shown = varying(rows, std::vector<std::string>{"name"});
+    for (const auto& key : varying(rows, keys)) shown.push_back(key);
+    table.columns.insert(table.columns.end(), shown.begin(), shown.end());
+    table.columns.insert(table.columns.end(), kMetricColumns.begin(), kMetricColumns.end());
+    for (const auto& column : table.columns) table.numeric.push_back(numeric.at(column));
+    for (const auto& row : rows) {
+      std::vector<std::optional<std::string>> cells;
+      for (const auto& column : table.columns) {
+        auto found = row.find(column);
+        cells.push_back(found == row.end() ? std::nullopt : found->second.text);
+      }
+      table.rows.push_back(std::move(cells));
+    }
+  }
+  if (!query.sort.empty()) {
+    const bool descending = query.sort[0] == '-';
+    std::string column = descending ? query.sort.substr(1) : query.sort;
+    if (column == "kid") column = "best_kid";
+    if (query.split_std && !query.group_by.empty() &&
+        std::find(kAggregated.begin(), kAggregated.end(), column) != kAggregated.end())
+      column += "_mean";
+    sort_rows(table, column_index(table, column, "--sort"), descending);
+  }
+  if (query.limit > 0 && static_cast<int64_t>(table.rows.size()) > query.limit)
+    table.rows.resize(static_cast<size_t>(query.limit));
   return table;
 }
 

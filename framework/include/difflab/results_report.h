@@ -23,10 +23,20 @@ struct Table {
 
 std::string format_table(const Table& table, TableFormat format);
 
-// One row per run: run_id, status, every parameter whose value differs between runs, epochs,
-// the latest losses, the best KID and its epoch. `sort` names a column ("-" in front: descending;
-// NULLs last); limit 0 = all.
-Table runs_table(ResultsStore& store, const std::string& sort = "run_id", int64_t limit = 0);
+struct RunsQuery {
+  std::string where;                  // a filter (see filter.h); empty = every run
+  std::vector<std::string> group_by;  // columns; given: one row per group of finished runs
+  std::string sort;                   // a column, "-" in front: descending (NULLs last)
+  int64_t limit = 0;                  // 0 = all rows
+  bool split_std = false;             // groups: mean and std in columns of their own (csv, json)
+};
+
+// Without group_by: one row per run that passes `where`: run_id, status, every parameter whose
+// value differs between those runs, epochs, the latest losses, the best KID and its epoch.
+// With group_by: one row per distinct value of those columns over the finished runs: the count
+// and mean ± sample standard deviation of the best KID and the final losses (the ablation
+// table; the seeds are what varies within a group).
+Table runs_table(ResultsStore& store, const RunsQuery& query = {});
 
 // One run: its resolved configuration, metric history (one row per epoch), KID and artifacts.
 std::string run_report(ResultsStore& store, int64_t run_id, TableFormat format);
