@@ -26,11 +26,12 @@ TEST(PluginRegistry, FindsEveryBuiltInPlugin) {
 
 TEST(PluginRegistry, SchemasCarryDefaultsRangesAndDocs) {
   const PluginInfo& cosine = difflab::test::registry().get(Family::schedule, "cosine");
-  ASSERT_EQ(cosine.schema.size(), 2u);
-  EXPECT_EQ(cosine.schema[0].name, "min_signal_rate");
-  EXPECT_EQ(std::get<double>(cosine.schema[0].default_value), 0.02);
-  EXPECT_EQ(cosine.schema[0].constraint_text(), "in (0, 1)");
-  EXPECT_FALSE(cosine.schema[0].doc.empty());
+  ASSERT_EQ(cosine.schema.size(), 5u);
+  EXPECT_EQ(cosine.schema[0].name, "endpoints");
+  EXPECT_EQ(cosine.schema[1].name, "min_signal_rate");
+  EXPECT_EQ(std::get<double>(cosine.schema[1].default_value), 0.02);
+  EXPECT_EQ(cosine.schema[1].constraint_text(), "in (0, 1)");
+  EXPECT_FALSE(cosine.schema[1].doc.empty());
   EXPECT_NE(cosine.validate, nullptr);
 }
 

@@ -1,6 +1,9 @@
 #include "difflab/cache.h"
 
 #include <cstdlib>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 namespace difflab {
 
@@ -21,6 +24,19 @@ std::filesystem::path cache_root(const std::string& configured) {
     return std::filesystem::path(xdg) / "difflab";
   const char* home = std::getenv("HOME");
   return std::filesystem::path(home != nullptr ? home : "/tmp") / ".cache" / "difflab";
+}
+
+CacheLock::CacheLock(const std::filesystem::path& entry) {
+  std::filesystem::create_directories(entry.parent_path());
+  std::filesystem::path lock = entry;
+  lock += ".lock";
+  fd_ = open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // Without a lock (e.g. a file system that refuses it) the caller still works, only uncoordinated.
+  if (fd_ >= 0) flock(fd_, LOCK_EX);
+}
+
+CacheLock::~CacheLock() {
+  if (fd_ >= 0) close(fd_);  // releases the lock
 }
 
 }  // namespace difflab

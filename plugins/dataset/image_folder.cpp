@@ -184,12 +184,23 @@ class ImageFolder : public Dataset {
   }
 
   DecodedFolder cached_or_decoded(const std::vector<fs::path>& files) const {
+    if (!cache_) return decoded(files);
     const fs::path cache_file = cache_path(files);
-    if (cache_ && fs::exists(cache_file)) {
+    CacheLock lock(cache_file);  // parallel sweep workers decode the folder once
+    if (fs::exists(cache_file)) {
       std::vector<torch::Tensor> cached;
       torch::load(cached, cache_file.string());
       return {cached.at(0), cached.at(1)};
     }
+    DecodedFolder folder = decoded(files);
+    fs::path partial = cache_file;
+    partial += ".partial";
+    torch::save(std::vector<torch::Tensor>{folder.images, folder.kept}, partial.string());
+    fs::rename(partial, cache_file);
+    return folder;
+  }
+
+  DecodedFolder decoded(const std::vector<fs::path>& files) const {
     // Decode on all cores, off the calling (training) thread.
     const size_t workers = std::max(1u, std::thread::hardware_concurrency());
     std::vector<Decoded> decoded(files.size());
@@ -222,13 +233,6 @@ class ImageFolder : public Dataset {
                  image_size_);
     if (unreadable == static_cast<int64_t>(files.size()))
       throw ConfigError("none of the images could be read", {path_.string(), 0, 0, "data.path", first_problem});
-    if (cache_) {
-      fs::create_directories(cache_file.parent_path());
-      fs::path partial = cache_file;
-      partial += ".partial";
-      torch::save(std::vector<torch::Tensor>{images, kept}, partial.string());
-      fs::rename(partial, cache_file);
-    }
     return {images, kept};
   }
 

@@ -94,15 +94,17 @@ class ClassifierFeatures : public FeatureExtractor {
     torch::manual_seed(0);
     net_ = ClassifierNet(channels_, width_, feature_dims_, classes);
     const fs::path cache_file = cache_path(data, classes);
-    if (fs::exists(cache_file)) {
-      torch::load(net_, cache_file.string());
-    } else {
-      train(data);
-      fs::create_directories(cache_file.parent_path());
-      fs::path partial = cache_file;
-      partial += ".partial";
-      torch::save(net_, partial.string());
-      fs::rename(partial, cache_file);
+    {
+      CacheLock lock(cache_file);  // parallel sweep workers train it once
+      if (fs::exists(cache_file)) {
+        torch::load(net_, cache_file.string());
+      } else {
+        train(data);
+        fs::path partial = cache_file;
+        partial += ".partial";
+        torch::save(net_, partial.string());
+        fs::rename(partial, cache_file);
+      }
     }
     net_->eval();
     generator.set_state(experiment_rng_state);

@@ -18,4 +18,18 @@ uint64_t fnv1a(const std::string& text, uint64_t hash = kFnvOffsetBasis);
 // `configured` if not empty, else $XDG_CACHE_HOME/difflab, else ~/.cache/difflab.
 std::filesystem::path cache_root(const std::string& configured);
 
+// An exclusive lock on `entry`.lock (flock; its folder is created) held for the guard's life:
+// processes that need the same cache entry (sweep workers) wait while the first computes it,
+// then read it instead of computing it again.
+class CacheLock {
+ public:
+  explicit CacheLock(const std::filesystem::path& entry);
+  ~CacheLock();
+  CacheLock(const CacheLock&) = delete;
+  CacheLock& operator=(const CacheLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace difflab

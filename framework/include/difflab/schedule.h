@@ -20,9 +20,21 @@ class BOOST_SYMBOL_VISIBLE Schedule : public Component {
   virtual Rates rates(const torch::Tensor& diffusion_times) const = 0;
 };
 
-// The end points of schedules defined by signal rates (the seed's min/max_signal_rate), and the
-// check that min < max; shared by every such schedule plugin.
-ParamSchema signal_rate_schema();
-ParamIssue check_signal_rates(const Params& params);
+// The end points shared by the schedules defined by noise power P(t) = noise_rate² (signal_rate
+// = √(1 − P)): `endpoints = "signal_rate"` takes the seed's min/max_signal_rate (signal rate at
+// t = 1 and t = 0), `endpoints = "log_snr"` takes start_log_snr > end_log_snr (log(s²/n²) at
+// t = 0 and t = 1), as in the companion repository clear-diffusion-keras.
+ParamSchema schedule_end_schema();
+// `log_of_noise`: the schedule takes log P(0), so P(0) > 0 (max_signal_rate < 1) is required.
+ParamIssue check_schedule_ends(const Params& params, bool log_of_noise = false);
+
+struct NoisePowerEnds {
+  double start;  // P(0): the least noise
+  double end;    // P(1): the most noise
+};
+NoisePowerEnds noise_power_ends(const Params& params);
+
+// noise_rate = √P, signal_rate = √(1 − P).
+Rates rates_from_noise_powers(const torch::Tensor& noise_powers);
 
 }  // namespace difflab
