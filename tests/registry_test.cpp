@@ -10,8 +10,11 @@ namespace fs = std::filesystem;
 TEST(PluginRegistry, FindsEveryBuiltInPlugin) {
   PluginRegistry& registry = difflab::test::registry();
   for (auto [family, name] : std::vector<std::pair<Family, std::string>>{
-           {Family::schedule, "cosine"}, {Family::schedule, "linear"}, {Family::loss, "mae"},
-           {Family::loss, "mse"}, {Family::sampler, "ddim"}, {Family::sampler, "ddpm"},
+           {Family::schedule, "cosine"}, {Family::schedule, "linear"}, {Family::schedule, "log_snr_linear"},
+           {Family::schedule, "sigmoid"}, {Family::schedule, "log_noise_linear"},
+           {Family::schedule, "log_signal_linear"}, {Family::schedule, "noise_step_linear"},
+           {Family::schedule, "signal_step_linear"}, {Family::schedule, "karras"}, {Family::loss, "mae"},
+           {Family::loss, "mse"}, {Family::loss, "pseudo_huber"}, {Family::sampler, "ddim"}, {Family::sampler, "ddpm"},
            {Family::network, "residual_unet"}, {Family::dataset, "fashion_mnist"},
            {Family::dataset, "synthetic"}}) {
     const PluginInfo* info = registry.find(family, name);
@@ -20,7 +23,7 @@ TEST(PluginRegistry, FindsEveryBuiltInPlugin) {
     EXPECT_FALSE(info->version.empty());
     EXPECT_FALSE(info->description.empty());
   }
-  EXPECT_EQ(registry.list(Family::loss).size(), 2u);
+  EXPECT_EQ(registry.list(Family::loss).size(), 3u);
   EXPECT_TRUE(registry.rejected().empty());
 }
 

@@ -59,8 +59,13 @@ Components build_components(const Experiment& experiment, const PluginRegistry& 
   }
   versions += "}}";
 
+  const Params& loss_settings = experiment.section("loss").params;
+  Objective objective;
+  objective.prediction = parse_quantity(experiment.section("network").params.string("prediction"));
+  objective.target = parse_quantity(loss_settings.string("target"));
+  objective.min_snr_gamma = loss_settings.string("weighting") == "min_snr" ? loss_settings.real("min_snr_gamma") : 0.0;
   auto model = std::make_unique<DiffusionModel>(network, ema_network, schedule, loss, sampler,
-                                                context.image_size, context.image_channels);
+                                                context.image_size, context.image_channels, objective);
   return {dataset, features, std::move(model), versions};
 }
 

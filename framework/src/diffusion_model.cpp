@@ -73,7 +73,7 @@ DiffusionModel::DiffusionModel(std::shared_ptr<Network> network,
                                std::shared_ptr<Network> ema_network,
                                std::shared_ptr<Schedule> schedule, std::shared_ptr<Loss> loss,
                                std::shared_ptr<Sampler> sampler, int64_t image_size,
-                               int64_t image_channels)
+                               int64_t image_channels, Objective objective)
     : network_(std::move(network)),
       ema_network_(std::move(ema_network)),
       schedule_(std::move(schedule)),
@@ -82,7 +82,8 @@ DiffusionModel::DiffusionModel(std::shared_ptr<Network> network,
       mean_(torch::zeros({1, image_channels, 1, 1})),
       variance_(torch::ones({1, image_channels, 1, 1})),
       image_size_(image_size),
-      image_channels_(image_channels) {
+      image_channels_(image_channels),
+      objective_(objective) {
   // The EMA network starts as a copy of the network (Keras' clone_model would re-initialise it;
   // with the EMA warm-up the difference is gone after a few steps either way).
   update_ema(0.0);
@@ -126,19 +127,45 @@ torch::Tensor DiffusionModel::prepare_input(const torch::Tensor& images) const {
   return prepared;
 }
 
+Decomposition DiffusionModel::predict(const torch::Tensor& noisy_images, const torch::Tensor& noise_rates,
+                                     const torch::Tensor& signal_rates, bool training) {
+  // The EMA weights are used at evaluation.
+  Network& network = training ? *network_ : *ema_network_;
+  torch::Tensor predictions;
+  {
+    AutocastGuard autocast(device_, precision_ == Precision::bf16);
+    predictions = network.forward(noisy_images, noise_rates.pow(2));
+  }
+  ++evaluations_;
+  return decompose(objective_.prediction, predictions.to(torch::kFloat32), noisy_images, signal_rates, noise_rates);
+}
+
 Denoised DiffusionModel::denoise(const torch::Tensor& noisy_images,
                                  const torch::Tensor& noise_rates,
                                  const torch::Tensor& signal_rates, bool training) {
-  // The EMA weights are used at evaluation.
-  Network& network = training ? *network_ : *ema_network_;
-  torch::Tensor pred_noises;
-  {
-    AutocastGuard autocast(device_, precision_ == Precision::bf16);
-    pred_noises = network.forward(noisy_images, noise_rates.pow(2));
+  Decomposition predicted = predict(noisy_images, noise_rates, signal_rates, training);
+  return {predicted.noises, predicted.images};
+}
+
+StepLosses DiffusionModel::losses(const torch::Tensor& images, const torch::Tensor& noises, const Rates& rates,
+                                  const Decomposition& predicted) const {
+  const Decomposition truth{noises, images, velocities(images, noises, rates.signal_rates, rates.noise_rates)};
+  StepLosses result;
+  result.noise_loss = (*loss_)(truth.noises, predicted.noises);
+  result.image_loss = (*loss_)(truth.images, predicted.images);
+  result.velocity_loss = (*loss_)(truth.velocities, predicted.velocities);
+  const Quantity target = objective_.target;
+  if (objective_.min_snr_gamma > 0) {
+    // Per-sample weights times the elementwise loss, averaged (Hang et al. 2023, eq. 7).
+    const torch::Tensor weights =
+        min_snr_weights(target, rates.signal_rates, rates.noise_rates, objective_.min_snr_gamma);
+    result.loss = (loss_->elementwise(component(truth, target), component(predicted, target)) * weights).mean();
+  } else {
+    result.loss = target == Quantity::noise ? result.noise_loss
+                  : target == Quantity::image ? result.image_loss
+                                              : result.velocity_loss;
   }
-  pred_noises = pred_noises.to(torch::kFloat32);
-  torch::Tensor pred_images = (noisy_images - noise_rates * pred_noises) / signal_rates;
-  return {pred_noises, pred_images};
+  return result;
 }
 
 StepLosses DiffusionModel::train_step(const torch::Tensor& raw_images,
@@ -154,15 +181,14 @@ StepLosses DiffusionModel::train_step(const torch::Tensor& raw_images,
   // Mix the images with noises accordingly.
   torch::Tensor noisy_images = rates.signal_rates * images + rates.noise_rates * noises;
 
-  // Train the network to separate noisy images into their components.
-  Denoised denoised = denoise(noisy_images, rates.noise_rates, rates.signal_rates, true);
-  torch::Tensor noise_loss = (*loss_)(noises, denoised.pred_noises);  // used for training
-  torch::Tensor image_loss = (*loss_)(images, denoised.pred_images);  // only used as metric
-
+  // Train the network to separate noisy images into their components: the objective trains, the
+  // other losses are only metrics.
+  Decomposition predicted = predict(noisy_images, rates.noise_rates, rates.signal_rates, true);
+  StepLosses step = losses(images, noises, rates, predicted);
   optimizer.zero_grad();
-  noise_loss.backward();
+  step.loss.backward();
   optimizer.step();
-  return {noise_loss.detach(), image_loss.detach()};
+  return {step.loss.detach(), step.noise_loss.detach(), step.image_loss.detach(), step.velocity_loss.detach()};
 }
 
 StepLosses DiffusionModel::test_step(const torch::Tensor& raw_images) {
@@ -173,8 +199,8 @@ StepLosses DiffusionModel::test_step(const torch::Tensor& raw_images) {
   torch::Tensor diffusion_times = torch::rand({images.size(0), 1, 1, 1}, images.options());
   Rates rates = schedule_->rates(diffusion_times);
   torch::Tensor noisy_images = rates.signal_rates * images + rates.noise_rates * noises;
-  Denoised denoised = denoise(noisy_images, rates.noise_rates, rates.signal_rates, false);
-  return {(*loss_)(noises, denoised.pred_noises), (*loss_)(images, denoised.pred_images)};
+  Decomposition predicted = predict(noisy_images, rates.noise_rates, rates.signal_rates, false);
+  return losses(images, noises, rates, predicted);
 }
 
 void DiffusionModel::update_ema(double decay) {

@@ -613,9 +613,19 @@ const ParamSchema& framework_schema(const std::string& section) {
                                                "side of the square images the network sees")
                                 .at_least(4)
                                 .at_most(4096)})},
-      {"network", {}},
+      {"network", make_schema({ParamSpec::string("prediction", "noise",
+                                                  "what the network outputs: noise (the seed's), image or "
+                                                  "velocity v = s·ε − n·x₀")
+                                    .one_of({"noise", "image", "velocity"})})},
       {"schedule", {}},
-      {"loss", {}},
+      {"loss", make_schema({
+                   ParamSpec::string("target", "noise",
+                                     "what the training loss compares: noise (the seed's), image or velocity")
+                       .one_of({"noise", "image", "velocity"}),
+                   ParamSpec::string("weighting", "none", "per-sample loss weights: none or min_snr (Hang et al. 2023)")
+                       .one_of({"none", "min_snr"}),
+                   ParamSpec::real("min_snr_gamma", 5.0, "γ of min-SNR-γ weighting").greater_than(0),
+               })},
       {"sampler", {}},
       {"features", {}},
       {"training",

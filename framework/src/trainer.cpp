@@ -200,7 +200,7 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
     for (int64_t pass = 0; pass < data.repetitions; ++pass)
       passes.push_back(torch::randperm(train_count, torch::kLong));
     torch::Tensor order = torch::cat(passes);  // reshuffled every epoch
-    double noise_loss_sum = 0.0, image_loss_sum = 0.0;
+    double loss_sum = 0.0, noise_loss_sum = 0.0, image_loss_sum = 0.0, velocity_loss_sum = 0.0;
     for (int64_t batch = 0; batch < steps_per_epoch; ++batch) {
       InterruptGuard::check();
       if (heartbeat.lost())
@@ -210,15 +210,18 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
       StepLosses losses = model.train_step(data.train.index_select(0, indices), optimizer);
       model.update_ema(ema_decay(training.real("ema"), state.step, training.boolean("ema_warmup")));
       ++state.step;
-      const double noise_loss = losses.noise_loss.item<double>();
-      if (!std::isfinite(noise_loss)) {
+      const double loss = losses.loss.item<double>(), noise_loss = losses.noise_loss.item<double>();
+      if (!std::isfinite(loss) || !std::isfinite(noise_loss)) {
         store.fail_run(run_id, "diverged",
-                       fmt::format("noise loss is {} at epoch {}, step {}", noise_loss, epoch, state.step));
-        throw RuntimeError(fmt::format("run {} diverged: noise loss {} at step {}", run_id,
-                                       noise_loss, state.step));
+                       fmt::format("noise loss is {} (objective {}) at epoch {}, step {}", noise_loss, loss, epoch,
+                                   state.step));
+        throw RuntimeError(fmt::format("run {} diverged: noise loss {} (objective {}) at step {}", run_id,
+                                       noise_loss, loss, state.step));
       }
+      loss_sum += loss;
       noise_loss_sum += noise_loss;
       image_loss_sum += losses.image_loss.item<double>();
+      velocity_loss_sum += losses.velocity_loss.item<double>();
       const double elapsed = std::chrono::duration<double>(Clock::now() - epoch_start).count();
       const double images_per_second = (batch + 1) * batch_size / elapsed;
       const double remaining_steps =
@@ -233,12 +236,14 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
     const int64_t val_batches = evaluation.integer("validation_batches") > 0
                                     ? std::min(val_batches_all, evaluation.integer("validation_batches"))
                                     : val_batches_all;
-    double val_noise_loss = 0.0, val_image_loss = 0.0;
+    double val_loss = 0.0, val_noise_loss = 0.0, val_image_loss = 0.0, val_velocity_loss = 0.0;
     for (int64_t batch = 0; batch < val_batches; ++batch) {
       StepLosses losses =
           model.test_step(data.validation.slice(0, batch * batch_size, (batch + 1) * batch_size));
+      val_loss += losses.loss.item<double>() / val_batches;
       val_noise_loss += losses.noise_loss.item<double>() / val_batches;
       val_image_loss += losses.image_loss.item<double>() / val_batches;
+      val_velocity_loss += losses.velocity_loss.item<double>() / val_batches;
     }
 
     // A sample grid from the EMA network.
@@ -269,14 +274,18 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
     result.image_loss = image_loss_sum / steps_per_epoch;
     result.last_grid = grid_path;
     std::vector<std::pair<std::string, double>> metrics = {
+        {"loss", loss_sum / steps_per_epoch},
         {"n_loss", result.noise_loss},
         {"i_loss", result.image_loss},
+        {"v_loss", velocity_loss_sum / steps_per_epoch},
         {"train_images_per_second", steps_per_epoch * batch_size / train_seconds},
         {"epoch_seconds", std::chrono::duration<double>(Clock::now() - epoch_start).count()},
     };
     if (val_batches > 0) {
+      metrics.emplace_back("val_loss", val_loss);
       metrics.emplace_back("val_n_loss", val_noise_loss);
       metrics.emplace_back("val_i_loss", val_image_loss);
+      metrics.emplace_back("val_v_loss", val_velocity_loss);
     }
     if (kid) metrics.emplace_back("val_kid", kid->mean);
     store.record_epoch(run_id, epoch, state.step, metrics, artifacts, kid);

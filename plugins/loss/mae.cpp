@@ -10,11 +10,10 @@ class MeanAbsoluteError : public Loss {
   MeanAbsoluteError(const Params&, const BuildContext&) {}
   static ParamSchema schema() { return {}; }
 
-  torch::Tensor operator()(const torch::Tensor& target,
-                           const torch::Tensor& prediction) const override {
-    return (target - prediction).abs().mean();
+  torch::Tensor elementwise(const torch::Tensor& target, const torch::Tensor& prediction) const override {
+    return (target - prediction).abs();
   }
 };
 
-DIFFLAB_PLUGIN(loss, "mae", MeanAbsoluteError, "1.0.0",
+DIFFLAB_PLUGIN(loss, "mae", MeanAbsoluteError, "1.1.0",
                "mean absolute error; smoother images (the seed's choice)")

@@ -10,11 +10,10 @@ class MeanSquaredError : public Loss {
   MeanSquaredError(const Params&, const BuildContext&) {}
   static ParamSchema schema() { return {}; }
 
-  torch::Tensor operator()(const torch::Tensor& target,
-                           const torch::Tensor& prediction) const override {
-    return (target - prediction).pow(2).mean();
+  torch::Tensor elementwise(const torch::Tensor& target, const torch::Tensor& prediction) const override {
+    return (target - prediction).pow(2);
   }
 };
 
-DIFFLAB_PLUGIN(loss, "mse", MeanSquaredError, "1.0.0",
+DIFFLAB_PLUGIN(loss, "mse", MeanSquaredError, "1.1.0",
                "mean squared error; more diverse samples, the DDPM paper's loss")

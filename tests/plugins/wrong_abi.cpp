@@ -8,8 +8,8 @@ class WrongAbiLoss : public difflab::Loss {
  public:
   WrongAbiLoss(const difflab::Params&, const difflab::BuildContext&) {}
   static difflab::ParamSchema schema() { return {}; }
-  torch::Tensor operator()(const torch::Tensor& target, const torch::Tensor&) const override {
-    return target.sum();
+  torch::Tensor elementwise(const torch::Tensor& target, const torch::Tensor&) const override {
+    return target;
   }
 };
 

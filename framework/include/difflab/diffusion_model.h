@@ -9,14 +9,26 @@
 
 #include "difflab/loss.h"
 #include "difflab/network.h"
+#include "difflab/parameterisation.h"
 #include "difflab/sampler.h"
 #include "difflab/schedule.h"
 
 namespace difflab {
 
+// What one step measured: the objective (what trains the network) and the loss of each component,
+// unweighted, for comparison across parameterisations.
 struct StepLosses {
-  torch::Tensor noise_loss;  // trains the network
-  torch::Tensor image_loss;  // reported only
+  torch::Tensor loss;           // the objective: loss on the target, weighted
+  torch::Tensor noise_loss;     // n_loss (the seed's training loss)
+  torch::Tensor image_loss;     // i_loss
+  torch::Tensor velocity_loss;  // v_loss
+};
+
+// What the network predicts, what the loss compares, and how it is weighted.
+struct Objective {
+  Quantity prediction = Quantity::noise;
+  Quantity target = Quantity::noise;
+  double min_snr_gamma = 0.0;  // > 0: min-SNR-γ weighting
 };
 
 enum class Precision { fp32, bf16 };
@@ -25,7 +37,8 @@ class DiffusionModel {
  public:
   DiffusionModel(std::shared_ptr<Network> network, std::shared_ptr<Network> ema_network,
                  std::shared_ptr<Schedule> schedule, std::shared_ptr<Loss> loss,
-                 std::shared_ptr<Sampler> sampler, int64_t image_size, int64_t image_channels);
+                 std::shared_ptr<Sampler> sampler, int64_t image_size, int64_t image_channels,
+                 Objective objective = {});
 
   // Per-channel mean and variance over the training images [N, C, H, W] (Keras Normalization).
   void adapt(const torch::Tensor& train_images);
@@ -38,12 +51,16 @@ class DiffusionModel {
   void to(torch::Device device, bool channels_last);
   void set_precision(Precision precision) { precision_ = precision; }
 
-  // The seed's denoise(): the network predicts the noise, the image follows.
+  // The seed's denoise(): the network predicts its quantity (the noise, in the seed), the others
+  // follow (parameterisation.h).
   Denoised denoise(const torch::Tensor& noisy_images, const torch::Tensor& noise_rates,
                    const torch::Tensor& signal_rates, bool training);
 
   // The seed's train_step() on a batch of raw [0, 1] images: forward, backward, optimiser step.
   StepLosses train_step(const torch::Tensor& images, torch::optim::Optimizer& optimizer);
+  // Network evaluations since the last reset (what a sampler spent).
+  int64_t evaluations() const { return evaluations_; }
+  void reset_evaluations() { evaluations_ = 0; }
   // Validation losses with the EMA network (the seed's test_step without KID).
   StepLosses test_step(const torch::Tensor& images);
 
@@ -65,6 +82,10 @@ class DiffusionModel {
 
  private:
   torch::Tensor prepare_input(const torch::Tensor& images) const;
+  Decomposition predict(const torch::Tensor& noisy_images, const torch::Tensor& noise_rates,
+                        const torch::Tensor& signal_rates, bool training);
+  StepLosses losses(const torch::Tensor& images, const torch::Tensor& noises, const Rates& rates,
+                    const Decomposition& predicted) const;
 
   std::shared_ptr<Network> network_;
   std::shared_ptr<Network> ema_network_;
@@ -78,6 +99,8 @@ class DiffusionModel {
   torch::Device device_ = torch::kCPU;
   bool channels_last_ = false;
   Precision precision_ = Precision::fp32;
+  Objective objective_;
+  int64_t evaluations_ = 0;
 };
 
 // EMA decay with warm-up, as diffusers does: min(ema, (1 + step) / (10 + step)). Without it an
