@@ -106,7 +106,7 @@ TEST(Cli, TrainsATinyRunAndRecordsItInTheDatabase) {
 
   // KID after every epoch, the seed's protocol, with everything needed to compare it.
   SQLite::Statement kid(db, "SELECT epoch, mean, protocol, features, sampler, diffusion_steps, "
-                            "real_count, generated_count FROM kid ORDER BY epoch");
+                            "real_count, generated_count, nfe FROM kid ORDER BY epoch");
   int kid_rows = 0;
   while (kid.executeStep()) {
     ++kid_rows;
@@ -118,6 +118,7 @@ TEST(Cli, TrainsATinyRunAndRecordsItInTheDatabase) {
     EXPECT_EQ(kid.getColumn(5).getInt(), 5);
     EXPECT_EQ(kid.getColumn(6).getInt(), 32);  // 2 validation batches of 16
     EXPECT_EQ(kid.getColumn(7).getInt(), 32);
+    EXPECT_EQ(kid.getColumn(8).getInt(), 5);  // DDIM: one network evaluation per step
   }
   EXPECT_EQ(kid_rows, 2);
   EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM metrics WHERE key = 'val_kid'").getInt(), 2);

@@ -129,7 +129,7 @@ TEST(ResultsStore, RecordsKidWithItsProtocolAtomicallyWithTheEpoch) {
   ResultsStore store(dir / "results.sqlite");
   int64_t run_id = store.start_run(experiment(), "{}");
   store.record_epoch(run_id, 3, 30, {{"val_kid", 0.12}}, {},
-                     KidRecord{0.12, 0.01, "subsets", "pixels", "ddim", 5, 640, 640});
+                     KidRecord{0.12, 0.01, "subsets", "pixels", "ddim", 5, 640, 640, 9});
   auto kid = store.kid(run_id);
   ASSERT_EQ(kid.size(), 1u);
   EXPECT_EQ(kid[0].first, 3);
@@ -138,6 +138,7 @@ TEST(ResultsStore, RecordsKidWithItsProtocolAtomicallyWithTheEpoch) {
   EXPECT_EQ(kid[0].second.features, "pixels");
   EXPECT_EQ(kid[0].second.diffusion_steps, 5);
   EXPECT_EQ(kid[0].second.generated_count, 640);
+  EXPECT_EQ(kid[0].second.nfe, 9);
 }
 
 namespace {

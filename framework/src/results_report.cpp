@@ -352,7 +352,7 @@ std::string run_report(ResultsStore& store, int64_t run_id, TableFormat format) 
   pivot += " FROM metrics WHERE run_id = ? GROUP BY epoch ORDER BY epoch";
   Table history = query_table(db, pivot, run_id);
   Table kid = query_table(db,
-                          "SELECT epoch, mean, std, protocol, features, sampler, diffusion_steps, "
+                          "SELECT epoch, mean, std, protocol, features, sampler, diffusion_steps, nfe, "
                           "real_count, generated_count FROM kid WHERE run_id = ? ORDER BY epoch",
                           run_id);
   Table artifacts = query_table(db, "SELECT epoch, kind, path FROM artifacts WHERE run_id = ? ORDER BY epoch, kind",

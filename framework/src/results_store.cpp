@@ -124,6 +124,11 @@ WHERE r.status = 'finished'
 GROUP BY r.name, COALESCE(r.variant_hash, r.config_hash);
 )SQL";
 
+// Version 5: the network evaluations (NFE) each KID estimate's sampler spent per batch.
+constexpr const char* kSchemaV5 = R"SQL(
+ALTER TABLE kid ADD COLUMN nfe INTEGER;
+)SQL";
+
 std::string param_type(const ParamValue& value) {
   switch (value.index()) {
     case 0: return "boolean";
@@ -210,7 +215,7 @@ void ResultsStore::migrate() {
     throw RuntimeError("results database has schema version " + std::to_string(version) +
                        ", newer than this difflab's " + std::to_string(kSchemaVersion) +
                        "; upgrade difflab");
-  const char* migrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4};
+  const char* migrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5};
   for (int next = version + 1; next <= kSchemaVersion; ++next) {
     db_->exec(migrations[next - 1]);
     db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
@@ -414,8 +419,8 @@ void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
   if (kid) {
     SQLite::Statement insert(*db_,
                              "INSERT OR REPLACE INTO kid (run_id, epoch, mean, std, protocol, "
-                             "features, sampler, diffusion_steps, real_count, generated_count) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                             "features, sampler, diffusion_steps, real_count, generated_count, nfe) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     insert.bind(1, run_id);
     insert.bind(2, epoch);
     insert.bind(3, kid->mean);
@@ -426,6 +431,7 @@ void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
     insert.bind(8, kid->diffusion_steps);
     insert.bind(9, kid->real_count);
     insert.bind(10, kid->generated_count);
+    insert.bind(11, kid->nfe);
     insert.exec();
   }
   transaction.commit();
@@ -434,14 +440,15 @@ void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
 std::vector<std::pair<int64_t, KidRecord>> ResultsStore::kid(int64_t run_id) const {
   SQLite::Statement query(*db_,
                           "SELECT epoch, mean, std, protocol, features, sampler, diffusion_steps, "
-                          "real_count, generated_count FROM kid WHERE run_id = ? ORDER BY epoch");
+                          "real_count, generated_count, nfe FROM kid WHERE run_id = ? ORDER BY epoch");
   query.bind(1, run_id);
   std::vector<std::pair<int64_t, KidRecord>> result;
   while (query.executeStep()) {
     KidRecord record{query.getColumn(1).getDouble(), query.getColumn(2).getDouble(),
                      query.getColumn(3).getString(), query.getColumn(4).getString(),
                      query.getColumn(5).getString(), query.getColumn(6).getInt64(),
-                     query.getColumn(7).getInt64(),  query.getColumn(8).getInt64()};
+                     query.getColumn(7).getInt64(),  query.getColumn(8).getInt64(),
+                     query.getColumn(9).getInt64()};
     result.emplace_back(query.getColumn(0).getInt64(), record);
   }
   return result;

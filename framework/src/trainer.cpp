@@ -123,12 +123,14 @@ KidRecord evaluate_kid(const Experiment& experiment, DiffusionModel& model,
     throw RuntimeError(fmt::format("KID needs at least one validation batch of {} images, the "
                                    "validation split has {}", batch_size, validation_images.size(0)));
   std::vector<torch::Tensor> real_features, generated_features;
+  model.reset_evaluations();
   for (int64_t batch = 0; batch < batches; ++batch) {
     real_features.push_back(
         features.extract(validation_images.slice(0, batch * batch_size, (batch + 1) * batch_size)));
     generated_features.push_back(
         features.extract(model.generate(batch_size, record.diffusion_steps)));
   }
+  record.nfe = model.evaluations() / batches;
   torch::Tensor real = torch::cat(real_features), generated = torch::cat(generated_features);
   if (record.protocol == "per_batch") {
     record.mean = kid_per_batch(real, generated, batch_size);

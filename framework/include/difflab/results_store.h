@@ -22,7 +22,7 @@ class Experiment;
 // This machine's host name, as recorded on run rows.
 std::string host_name();
 
-constexpr int kSchemaVersion = 4;
+constexpr int kSchemaVersion = 5;
 
 // A running run's process refreshes its row's heartbeat every kHeartbeatSeconds; a "running" row
 // whose heartbeat is older than kLeaseSeconds (or, on this host, whose process is gone) belongs
@@ -92,6 +92,7 @@ struct KidRecord {
   int64_t diffusion_steps = 0;
   int64_t real_count = 0;       // real images compared
   int64_t generated_count = 0;  // generated images compared
+  int64_t nfe = 0;              // network evaluations the sampler spent per generated image batch
 };
 
 class ResultsStore {
