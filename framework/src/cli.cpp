@@ -15,6 +15,7 @@
 #include "difflab/image_io.h"
 #include "difflab/kid.h"
 #include "difflab/network.h"
+#include "difflab/new_plugin.h"
 #include "difflab/registry.h"
 #include "difflab/results_report.h"
 #include "difflab/results_store.h"
@@ -48,6 +49,8 @@ commands:
                                            seeds (the ablation table); --run: one run in full
                                            FILTER e.g. 'loss.plugin = "mae" and kid < 0.3'
                                            (= != < <= > >=, in (...), is null, and/or/not)
+  new-plugin FAMILY NAME [DIR]             write a buildable plugin project (CMake, source, test,
+                                           example experiment) into DIR (default: NAME)
   kid DIR_A DIR_B [--features NAME] [--subsets K] [--subset-size M]
                                            KID between two image folders (clean-fid protocol)
 
@@ -63,6 +66,7 @@ struct CommandLine {
   std::string command;
   std::string file;
   std::string second_file;
+  std::string third;  // new-plugin's DIR
   std::string features = "pixels";
   int64_t subsets = 100;
   int64_t subset_size = 1000;
@@ -111,11 +115,12 @@ CommandLine parse(int argc, char** argv) {
       ("group-by", po::value<std::string>())
       ("limit", po::value<int64_t>())
       ("second_file", po::value<std::string>())
+      ("third", po::value<std::string>())
       ("features", po::value<std::string>())
       ("subsets", po::value<int64_t>())
       ("subset-size", po::value<int64_t>());
   po::positional_options_description positional;
-  positional.add("command", 1).add("file", 1).add("second_file", 1);
+  positional.add("command", 1).add("file", 1).add("second_file", 1).add("third", 1);
   po::variables_map values;
   po::store(po::command_line_parser(argc, argv).options(options).positional(positional).run(),
             values);
@@ -153,6 +158,7 @@ CommandLine parse(int argc, char** argv) {
   }
   if (values.count("limit")) line.limit = values["limit"].as<int64_t>();
   if (values.count("second_file")) line.second_file = values["second_file"].as<std::string>();
+  if (values.count("third")) line.third = values["third"].as<std::string>();
   if (values.count("features")) line.features = values["features"].as<std::string>();
   if (values.count("subsets")) line.subsets = values["subsets"].as<int64_t>();
   if (values.count("subset-size")) line.subset_size = values["subset-size"].as<int64_t>();
@@ -310,6 +316,16 @@ int command_results(const CommandLine& line) {
   return 0;
 }
 
+int command_new_plugin(const CommandLine& line) {
+  if (line.file.empty() || line.second_file.empty())
+    throw ConfigError("expected a family and a name", {"", 0, 0, "", "e.g. difflab new-plugin loss log_cosh [DIR]"});
+  const std::string dir = line.third.empty() ? line.second_file : line.third;
+  for (const auto& path : write_plugin_project(line.file, line.second_file, dir)) fmt::print("wrote {}\n", path.string());
+  fmt::print("build it against the installed difflab:\n  cmake -S {0} -B {0}/build -DCMAKE_PREFIX_PATH=<prefix> && "
+             "cmake --build {0}/build && ctest --test-dir {0}/build\n", dir);
+  return 0;
+}
+
 int command_plugins(const CommandLine& line) {
   PluginRegistry registry;
   for (Family family : all_families()) {
@@ -357,6 +373,7 @@ int run_cli(int argc, char** argv) {
     if (line.command == "kid") return command_kid(line);
     if (line.command == "sample") return command_sample(line);
     if (line.command == "results") return command_results(line);
+    if (line.command == "new-plugin") return command_new_plugin(line);
     std::string nearest = nearest_name(line.command, {"run", "check", "bench", "plugins", "kid", "sample", "results"});
     throw ConfigError("unknown command \"" + line.command + "\"",
                       {"", 0, 0, "", nearest.empty() ? "see difflab --help"

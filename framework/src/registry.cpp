@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <boost/dll/shared_library.hpp>
 #include <cstdlib>
+#include <dlfcn.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <map>
@@ -62,8 +63,19 @@ const PluginInfo* load_plugin_library(const fs::path& file) {
   return info;
 }
 
+namespace {
+// <libdir>/difflab/plugins next to the libdifflab.so this code runs from: right wherever the
+// package was installed (cmake --install --prefix anywhere), not only where it was configured.
+fs::path installed_plugin_dir() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&installed_plugin_dir), &info) == 0 || info.dli_fname == nullptr)
+    return DIFFLAB_INSTALL_PLUGIN_DIR;
+  return fs::path(info.dli_fname).parent_path() / "difflab" / "plugins";
+}
+}  // namespace
+
 std::vector<fs::path> PluginRegistry::default_search_dirs() {
-  std::vector<fs::path> dirs = {DIFFLAB_BUILD_PLUGIN_DIR, DIFFLAB_INSTALL_PLUGIN_DIR};
+  std::vector<fs::path> dirs = {DIFFLAB_BUILD_PLUGIN_DIR, installed_plugin_dir()};
   if (const char* env = std::getenv("DIFFLAB_PLUGIN_PATH")) {
     std::string paths = env;
     size_t start = 0;

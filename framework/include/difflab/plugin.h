@@ -4,6 +4,7 @@
 #pragma once
 
 #include <boost/config.hpp>
+#include <torch/version.h>
 #include <cstdint>
 #include <string>
 
@@ -86,10 +87,12 @@ Validator validator_of() {
 //   DIFFLAB_PLUGIN(schedule, "cosine", CosineSchedule, "1.0.0", "The seed's cosine schedule")
 // CLASS needs a constructor (const Params&, const BuildContext&), a static `ParamSchema schema()`
 // and, optionally, a static `ParamIssue validate(const Params&)` for cross-field checks.
+// The record states the LibTorch the plugin itself was compiled against (<torch/version.h>), so
+// that a plugin built against another LibTorch than the host's is refused, not crashed into.
 #define DIFFLAB_PLUGIN(FAMILY, NAME, CLASS, VERSION, DESCRIPTION)                              \
   extern "C" BOOST_SYMBOL_EXPORT const ::difflab::AbiRecord difflab_abi_record = {             \
-      ::difflab::kAbiMagic, DIFFLAB_PLUGIN_ABI_VERSION, DIFFLAB_TORCH_MAJOR, DIFFLAB_TORCH_MINOR, \
-      DIFFLAB_CXX11_ABI};                                                                      \
+      ::difflab::kAbiMagic, DIFFLAB_PLUGIN_ABI_VERSION, TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, \
+      _GLIBCXX_USE_CXX11_ABI};                                                                 \
   extern "C" BOOST_SYMBOL_EXPORT const ::difflab::PluginInfo* difflab_plugin_info() {          \
     static const ::difflab::PluginInfo info{                                                   \
         ::difflab::Family::FAMILY,                                                             \

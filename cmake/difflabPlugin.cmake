@@ -1,0 +1,46 @@
+# difflab_add_plugin(NAME FAMILY family SOURCES ... [OUTPUT_DIRECTORY dir] [DEFINITIONS ...] [NO_INSTALL])
+#
+# Builds one plugin as its own shared library, difflab-<family>-<name>.so: a MODULE linked to
+# difflab::framework with hidden visibility (only the DIFFLAB_PLUGIN entry points are exported).
+# Used by difflab's own tree and, through find_package(difflab), by out-of-tree projects; the
+# library lands in OUTPUT_DIRECTORY (default: the build's plugin folder in difflab's tree, the
+# current binary folder elsewhere) and installs into <libdir>/difflab/plugins.
+include_guard(GLOBAL)
+include(GNUInstallDirs)
+
+function(difflab_add_plugin name)
+  cmake_parse_arguments(ARG "NO_INSTALL" "FAMILY;OUTPUT_DIRECTORY" "SOURCES;DEFINITIONS" ${ARGN})
+  set(families schedule loss sampler network dataset features)
+  if(NOT ARG_FAMILY IN_LIST families)
+    message(FATAL_ERROR "difflab_add_plugin(${name}): FAMILY must be one of ${families}")
+  endif()
+  if(NOT ARG_SOURCES)
+    message(FATAL_ERROR "difflab_add_plugin(${name}): SOURCES are missing")
+  endif()
+  set(target difflab_${ARG_FAMILY}_${name})
+  add_library(${target} MODULE ${ARG_SOURCES})
+  target_link_libraries(${target} PRIVATE difflab::framework)
+  target_compile_definitions(${target} PRIVATE ${ARG_DEFINITIONS})
+  if(TARGET difflab_warnings)  # difflab's own tree
+    target_link_libraries(${target} PRIVATE difflab_warnings)
+  endif()
+  if(COMMAND difflab_use_pch)
+    difflab_use_pch(${target})
+  endif()
+  if(NOT ARG_OUTPUT_DIRECTORY)
+    if(DEFINED DIFFLAB_PLUGIN_OUTPUT_DIR)
+      set(ARG_OUTPUT_DIRECTORY ${DIFFLAB_PLUGIN_OUTPUT_DIR})
+    else()
+      set(ARG_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
+    endif()
+  endif()
+  set_target_properties(${target} PROPERTIES
+    PREFIX ""
+    OUTPUT_NAME difflab-${ARG_FAMILY}-${name}
+    LIBRARY_OUTPUT_DIRECTORY ${ARG_OUTPUT_DIRECTORY}
+    CXX_VISIBILITY_PRESET hidden
+    VISIBILITY_INLINES_HIDDEN ON)
+  if(NOT ARG_NO_INSTALL)
+    install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/difflab/plugins)
+  endif()
+endfunction()
