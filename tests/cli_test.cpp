@@ -305,6 +305,37 @@ TEST(Cli, AKilledWorkersRunIsClaimedAgainAndResumed) {
   EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM metrics WHERE key = 'n_loss'").getInt(), 8);  // 2 epochs each
 }
 
+TEST(Cli, RunsThatDifferOnlyInSamplingReuseOneTrainedNetwork) {
+  difflab::test::TempDir dir;
+  const std::string run = tiny_sweep(dir.path(), "\"sampler.plugin\" = [\"ddim\", \"dpm_solver_pp\", \"heun\"]\n"
+                                                 "\"evaluation.kid_diffusion_steps\" = [2, 4]\n");
+  Outcome outcome = difflab_command(run);
+  ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
+  EXPECT_EQ(occurrences(outcome.output, "evaluates the network trained by run 1"), 5u) << outcome.output;
+  SQLite::Database db((dir / "results.sqlite").string());
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'finished'").getInt(), 6);
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE trained_by IS NULL").getInt(), 1);  // one training
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE trained_by = 1").getInt(), 5);
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM metrics WHERE key = 'n_loss'").getInt(), 2);   // its 2 epochs
+  // Every run has its KID after the last epoch, with the NFE its sampler spent.
+  SQLite::Statement kid(db, "SELECT p.value, s.value, k.nfe FROM kid k "
+                            "JOIN params p ON p.run_id = k.run_id AND p.key = 'sampler.plugin' "
+                            "JOIN params s ON s.run_id = k.run_id AND s.key = 'evaluation.kid_diffusion_steps' "
+                            "WHERE k.epoch = 2 ORDER BY k.run_id");
+  int rows = 0;
+  while (kid.executeStep()) {
+    ++rows;
+    const std::string sampler = kid.getColumn(0).getString();
+    const int steps = std::stoi(kid.getColumn(1).getString());
+    EXPECT_EQ(kid.getColumn(2).getInt(), sampler == "\"heun\"" ? 2 * steps - 1 : steps) << sampler;
+  }
+  EXPECT_EQ(rows, 6);
+  // The reused runs' grids exist; their networks are the trainer's.
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM artifacts WHERE kind = 'sample_grid'").getInt(), 2 + 5);
+  for (int run_id = 2; run_id <= 6; ++run_id)
+    EXPECT_TRUE(fs::exists(dir / "runs" / fmt::format("tiny-run{}", run_id) / "epoch-002.png")) << run_id;
+}
+
 std::string file_bytes(const fs::path& path) {
   std::ifstream file(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(file), {});

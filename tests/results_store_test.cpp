@@ -1,7 +1,9 @@
 // The SQLite results store on real database files.
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <chrono>
+#include <filesystem>
 #include <fmt/format.h>
+#include <fstream>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -11,6 +13,7 @@
 #include "test_support.h"
 
 using namespace difflab;
+namespace fs = std::filesystem;
 
 namespace {
 Experiment experiment() {
@@ -111,7 +114,8 @@ TEST(ResultsStore, MigratesAVersion1DatabaseKeepingItsRuns) {
     // Turn it back into a version-1 database (before the kid table existed).
     store.database().exec(
         "DROP VIEW ablation; DROP VIEW run_summary; DROP TABLE kid; ALTER TABLE runs DROP COLUMN variant; "
-        "ALTER TABLE runs DROP COLUMN variant_hash; DELETE FROM schema_info WHERE version > 1");
+        "ALTER TABLE runs DROP COLUMN variant_hash; ALTER TABLE runs DROP COLUMN training_hash; "
+        "ALTER TABLE runs DROP COLUMN trained_by; DELETE FROM schema_info WHERE version > 1");
   }
   ResultsStore migrated(dir / "results.sqlite");
   EXPECT_EQ(migrated.schema_version(), kSchemaVersion);
@@ -233,4 +237,36 @@ TEST(ResultsStore, HeartbeatThreadKeepsTheLeaseAndNoticesALostRun) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1000));
     EXPECT_TRUE(heartbeat.lost());
   }
+}
+
+TEST(ResultsStore, ConfigurationsThatDifferOnlyInSamplingShareOneTrainedNetwork) {
+  difflab::test::TempDir dir;
+  ResultsStore store(dir / "results.sqlite");
+  Experiment trained = experiment(), sampled = experiment(), retrained = experiment();
+  sampled.section("sampler").plugin = "ddpm";
+  sampled.section("evaluation").params.set("kid_diffusion_steps", int64_t{17});
+  retrained.section("training").params.set("batch_size", int64_t{8});
+  EXPECT_EQ(trained.training_hash(), sampled.training_hash());
+  EXPECT_NE(trained.config_hash(), sampled.config_hash());
+  EXPECT_NE(trained.training_hash(), retrained.training_hash());
+
+  const int64_t trainer = store.claim_run(trained, "{}").run_id;
+  // While it trains (a live process: this one), the sampling variant waits for its network.
+  EXPECT_EQ(store.claim_run(sampled, "{}").outcome, ClaimOutcome::busy);
+  EXPECT_EQ(store.claim_run(retrained, "{}").outcome, ClaimOutcome::started);  // another network
+  EXPECT_FALSE(store.trained_network(sampled));
+  const fs::path checkpoint = dir / "checkpoint.pt";
+  std::ofstream(checkpoint) << "weights";
+  store.record_epoch(trainer, 1, 10, {{"n_loss", 0.5}}, {{"checkpoint", checkpoint.string(), 1}});
+  store.finish_run(trainer);
+  const std::optional<TrainedNetwork> network = store.trained_network(sampled);
+  ASSERT_TRUE(network);
+  EXPECT_EQ(network->run_id, trainer);
+  EXPECT_EQ(network->checkpoint, checkpoint);
+  const Claim claim = store.claim_run(sampled, "{}");
+  EXPECT_EQ(claim.outcome, ClaimOutcome::started);
+  store.set_trained_by(claim.run_id, trainer);
+  EXPECT_EQ(store.run(claim.run_id)->trained_by, trainer);
+  fs::remove(checkpoint);  // a network whose checkpoint is gone cannot be reused
+  EXPECT_FALSE(store.trained_network(sampled));
 }

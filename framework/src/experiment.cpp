@@ -714,6 +714,16 @@ std::string Experiment::variant_hash() const {
   return unseeded.config_hash();
 }
 
+std::string Experiment::training_hash() const {
+  Experiment training = *this;
+  training.sections.erase(std::remove_if(training.sections.begin(), training.sections.end(),
+                                         [](const Section& section) {
+                                           return section.name == "sampler" || section.name == "evaluation";
+                                         }),
+                          training.sections.end());
+  return training.config_hash();
+}
+
 BuildContext Experiment::build_context(int64_t image_channels) const {
   return {section("data").params.integer("image_size"), image_channels};
 }

@@ -129,6 +129,12 @@ constexpr const char* kSchemaV5 = R"SQL(
 ALTER TABLE kid ADD COLUMN nfe INTEGER;
 )SQL";
 
+// Version 6: runs that differ only in sampling or evaluation share one trained network.
+constexpr const char* kSchemaV6 = R"SQL(
+ALTER TABLE runs ADD COLUMN training_hash TEXT;    -- config hash without [sampler] and [evaluation]
+ALTER TABLE runs ADD COLUMN trained_by INTEGER;  -- runs.id of the run whose trained network it evaluates
+)SQL";
+
 std::string param_type(const ParamValue& value) {
   switch (value.index()) {
     case 0: return "boolean";
@@ -152,12 +158,13 @@ RunRecord read_run(SQLite::Statement& query) {
   run.host = query.getColumn(8).getString();
   run.pid = query.getColumn(9).getInt64();
   run.heartbeat_age_seconds = query.getColumn(10).isNull() ? -1.0 : query.getColumn(10).getDouble();
+  run.trained_by = query.getColumn(11).isNull() ? 0 : query.getColumn(11).getInt64();
   return run;
 }
 
 constexpr const char* kRunColumns =
     "SELECT id, name, config_hash, config_toml, status, error, started_at, finished_at, host, pid, "
-    "(julianday('now') - julianday(heartbeat_at)) * 86400.0 FROM runs";
+    "(julianday('now') - julianday(heartbeat_at)) * 86400.0, trained_by FROM runs";
 
 }  // namespace
 
@@ -215,7 +222,7 @@ void ResultsStore::migrate() {
     throw RuntimeError("results database has schema version " + std::to_string(version) +
                        ", newer than this difflab's " + std::to_string(kSchemaVersion) +
                        "; upgrade difflab");
-  const char* migrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5};
+  const char* migrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5, kSchemaV6};
   for (int next = version + 1; next <= kSchemaVersion; ++next) {
     db_->exec(migrations[next - 1]);
     db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
@@ -236,6 +243,23 @@ Claim ResultsStore::claim_run(const Experiment& experiment, const std::string& v
   claim.outcome = claim_decision(claim.previous, policy);
   if (claim.previous) claim.run_id = claim.previous->id;
   if (claim.outcome == ClaimOutcome::resumed) mark_running(claim.run_id);
+  if (claim.outcome == ClaimOutcome::started && !policy.new_run && !trained_network(experiment)) {
+    // Another live process training this training configuration: wait for its network (and
+    // reuse it) rather than train the same network twice.
+    SQLite::Statement training(*db_, std::string(kRunColumns) +
+                                         " WHERE training_hash = ? AND config_hash != ? AND status = 'running' "
+                                         "AND trained_by IS NULL");
+    training.bind(1, experiment.training_hash());
+    training.bind(2, experiment.config_hash());
+    while (training.executeStep()) {
+      RunRecord other = read_run(training);
+      if (!run_process_alive(other)) continue;
+      claim.outcome = ClaimOutcome::busy;
+      claim.previous = other;
+      claim.run_id = other.id;
+      break;
+    }
+  }
   if (claim.outcome == ClaimOutcome::started) claim.run_id = insert_run(experiment, versions_json, variant);
   transaction.commit();
   return claim;
@@ -253,9 +277,9 @@ int64_t ResultsStore::insert_run(const Experiment& experiment, const std::string
                                  const std::string& variant) {
   SQLite::Statement insert(*db_,
                            "INSERT INTO runs (name, config_hash, config_toml, status, started_at, "
-                           "heartbeat_at, host, pid, versions, variant_hash, variant) VALUES (?, ?, ?, "
-                           "'running', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
-                           "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?, ?, ?)");
+                           "heartbeat_at, host, pid, versions, variant_hash, variant, training_hash) "
+                           "VALUES (?, ?, ?, 'running', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
+                           "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?, ?, ?, ?)");
   insert.bind(1, experiment.section("experiment").params.string("name"));
   insert.bind(2, experiment.config_hash());
   insert.bind(3, experiment.to_toml());
@@ -264,6 +288,7 @@ int64_t ResultsStore::insert_run(const Experiment& experiment, const std::string
   insert.bind(6, versions_json);
   insert.bind(7, experiment.variant_hash());
   insert.bind(8, variant);
+  insert.bind(9, experiment.training_hash());
   insert.exec();
   int64_t run_id = db_->getLastInsertRowid();
 
@@ -310,6 +335,27 @@ void ResultsStore::heartbeat(int64_t run_id) {
   update.bind(1, run_id);
   update.bind(2, host_name());
   update.bind(3, static_cast<int64_t>(getpid()));
+  update.exec();
+}
+
+std::optional<TrainedNetwork> ResultsStore::trained_network(const Experiment& experiment) const {
+  SQLite::Statement query(*db_,
+                          "SELECT r.id, a.path FROM runs r JOIN artifacts a ON a.run_id = r.id AND a.kind = 'checkpoint' "
+                          "WHERE r.training_hash = ? AND r.config_hash != ? AND r.status = 'finished' "
+                          "AND r.trained_by IS NULL ORDER BY r.id DESC, a.epoch DESC");
+  query.bind(1, experiment.training_hash());
+  query.bind(2, experiment.config_hash());
+  while (query.executeStep()) {
+    TrainedNetwork network{query.getColumn(0).getInt64(), query.getColumn(1).getString()};
+    if (fs::is_regular_file(network.checkpoint)) return network;
+  }
+  return std::nullopt;
+}
+
+void ResultsStore::set_trained_by(int64_t run_id, int64_t source_run_id) {
+  SQLite::Statement update(*db_, "UPDATE runs SET trained_by = ? WHERE id = ?");
+  update.bind(1, source_run_id);
+  update.bind(2, run_id);
   update.exec();
 }
 

@@ -154,7 +154,7 @@ std::string run_folder_name(const std::string& name, int64_t run_id) {
 // the database rows and a checkpoint. Continues from `run_dir`'s checkpoint when there is one.
 RunResult train_run(const Experiment& experiment, Components& components, const ImageSplits& data,
                     ResultsStore& store, int64_t run_id, const fs::path& run_dir,
-                    torch::Device device, const RunHeartbeat& heartbeat) {
+                    torch::Device device, const RunHeartbeat& heartbeat, std::optional<int64_t> trained_by) {
   const Params& settings = experiment.section("experiment").params;
   const Params& training = experiment.section("training").params;
   const Params& evaluation = experiment.section("evaluation").params;
@@ -174,8 +174,14 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
   if (fs::exists(checkpoint_path)) {
     state = load_checkpoint(checkpoint_path, model, optimizer);
     place_model(model, experiment, device);  // loading may change memory formats
-    fmt::print("difflab: resuming run {} after epoch {} (step {}) from {}\n", run_id, state.epoch,
-               state.step, checkpoint_path.string());
+    if (trained_by) {
+      state.best_kid = std::numeric_limits<double>::infinity();  // this run's sampler's, not the trainer's
+      fmt::print("difflab: run {} evaluates the network trained by run {} (same training configuration)\n",
+                 run_id, *trained_by);
+    } else {
+      fmt::print("difflab: resuming run {} after epoch {} (step {}) from {}\n", run_id, state.epoch,
+                 state.step, checkpoint_path.string());
+    }
   }
 
   const int64_t epochs = training.integer("epochs");
@@ -196,6 +202,80 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
   result.run_id = run_id;
   Progress progress;
   const auto run_start = Clock::now();
+  // The end of an epoch with the EMA network: validation losses (the seed's val_n_loss,
+  // val_i_loss), a sample grid, and KID every kid_every epochs and after the last, keeping the
+  // best checkpoint by KID (the seed's ModelCheckpoint on val_kid).
+  struct EpochEvaluation {
+    std::vector<std::pair<std::string, double>> metrics;
+    std::vector<ArtifactRecord> artifacts;
+    std::optional<KidRecord> kid;
+    bool new_best = false;
+    fs::path grid_path;
+    double val_noise_loss = 0.0, val_image_loss = 0.0;
+  };
+  auto evaluate = [&](int64_t epoch) {
+    EpochEvaluation evaluated;
+    // Validation losses with the EMA network (the seed's val_n_loss, val_i_loss).
+    const int64_t val_batches_all = data.validation.size(0) / batch_size;
+    const int64_t val_batches = evaluation.integer("validation_batches") > 0
+                                    ? std::min(val_batches_all, evaluation.integer("validation_batches"))
+                                    : val_batches_all;
+    double val_loss = 0.0, val_velocity_loss = 0.0;
+    double& val_noise_loss = evaluated.val_noise_loss;
+    double& val_image_loss = evaluated.val_image_loss;
+    for (int64_t batch = 0; batch < val_batches; ++batch) {
+      StepLosses losses =
+          model.test_step(data.validation.slice(0, batch * batch_size, (batch + 1) * batch_size));
+      val_loss += losses.loss.item<double>() / val_batches;
+      val_noise_loss += losses.noise_loss.item<double>() / val_batches;
+      val_image_loss += losses.image_loss.item<double>() / val_batches;
+      val_velocity_loss += losses.velocity_loss.item<double>() / val_batches;
+    }
+
+    // A sample grid from the EMA network.
+    evaluated.grid_path = run_dir / fmt::format("epoch-{:03}.png", epoch);
+    const fs::path& grid_path = evaluated.grid_path;
+    write_image_grid(grid_path,
+                     model.generate_from(grid_noise, evaluation.integer("plot_diffusion_steps")),
+                     grid_rows, grid_cols, evaluation.integer("grid_scale"));
+    evaluated.artifacts = {{"sample_grid", grid_path.string(), epoch},
+                           {"checkpoint", checkpoint_path.string(), epoch}};
+
+    // KID every kid_every epochs and after the last; the best checkpoint by KID is kept (the
+    // seed's ModelCheckpoint on val_kid).
+    std::optional<KidRecord>& kid = evaluated.kid;
+    if (evaluation.string("kid_protocol") != "none" &&
+        (epoch % evaluation.integer("kid_every") == 0 || epoch == epochs)) {
+      kid = evaluate_kid(experiment, model, *components.features, data.validation);
+      evaluated.new_best = kid->mean < state.best_kid;
+      if (evaluated.new_best) {
+        state.best_kid = kid->mean;
+        evaluated.artifacts.push_back({"best_checkpoint", (run_dir / "best.pt").string(), epoch});
+      }
+    }
+
+    if (val_batches > 0) {
+      evaluated.metrics.emplace_back("val_loss", val_loss);
+      evaluated.metrics.emplace_back("val_n_loss", val_noise_loss);
+      evaluated.metrics.emplace_back("val_i_loss", val_image_loss);
+      evaluated.metrics.emplace_back("val_v_loss", val_velocity_loss);
+    }
+    if (kid) evaluated.metrics.emplace_back("val_kid", kid->mean);
+    return evaluated;
+  };
+  auto record = [&](int64_t epoch, EpochEvaluation& evaluated,
+                    std::vector<std::pair<std::string, double>> metrics) {
+    // The epoch's rows first, then the checkpoint: a crash in between replays this epoch from
+    // the previous checkpoint, and its rows are replaced by the same values, never duplicated.
+    metrics.insert(metrics.end(), evaluated.metrics.begin(), evaluated.metrics.end());
+    store.record_epoch(run_id, epoch, state.step, metrics, evaluated.artifacts, evaluated.kid);
+    state.epoch = epoch;
+    save_checkpoint(checkpoint_path, model, optimizer, state, experiment.to_toml());
+    if (evaluated.new_best)
+      fs::copy_file(checkpoint_path, run_dir / "best.pt", fs::copy_options::overwrite_existing);
+    result.last_grid = evaluated.grid_path;
+  };
+
   for (int64_t epoch = state.epoch + 1; epoch <= epochs; ++epoch) {
     const auto epoch_start = Clock::now();
     std::vector<torch::Tensor> passes;
@@ -233,67 +313,19 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
     }
     const double train_seconds = std::chrono::duration<double>(Clock::now() - epoch_start).count();
 
-    // Validation losses with the EMA network (the seed's val_n_loss, val_i_loss).
-    const int64_t val_batches_all = data.validation.size(0) / batch_size;
-    const int64_t val_batches = evaluation.integer("validation_batches") > 0
-                                    ? std::min(val_batches_all, evaluation.integer("validation_batches"))
-                                    : val_batches_all;
-    double val_loss = 0.0, val_noise_loss = 0.0, val_image_loss = 0.0, val_velocity_loss = 0.0;
-    for (int64_t batch = 0; batch < val_batches; ++batch) {
-      StepLosses losses =
-          model.test_step(data.validation.slice(0, batch * batch_size, (batch + 1) * batch_size));
-      val_loss += losses.loss.item<double>() / val_batches;
-      val_noise_loss += losses.noise_loss.item<double>() / val_batches;
-      val_image_loss += losses.image_loss.item<double>() / val_batches;
-      val_velocity_loss += losses.velocity_loss.item<double>() / val_batches;
-    }
-
-    // A sample grid from the EMA network.
-    const fs::path grid_path = run_dir / fmt::format("epoch-{:03}.png", epoch);
-    write_image_grid(grid_path,
-                     model.generate_from(grid_noise, evaluation.integer("plot_diffusion_steps")),
-                     grid_rows, grid_cols, evaluation.integer("grid_scale"));
-    std::vector<ArtifactRecord> artifacts = {{"sample_grid", grid_path.string(), epoch},
-                                             {"checkpoint", checkpoint_path.string(), epoch}};
-
-    // KID every kid_every epochs and after the last; the best checkpoint by KID is kept (the
-    // seed's ModelCheckpoint on val_kid).
-    std::optional<KidRecord> kid;
-    bool new_best = false;
-    if (evaluation.string("kid_protocol") != "none" &&
-        (epoch % evaluation.integer("kid_every") == 0 || epoch == epochs)) {
-      kid = evaluate_kid(experiment, model, *components.features, data.validation);
-      new_best = kid->mean < state.best_kid;
-      if (new_best) {
-        state.best_kid = kid->mean;
-        artifacts.push_back({"best_checkpoint", (run_dir / "best.pt").string(), epoch});
-      }
-    }
-
-    // The epoch's rows first, then the checkpoint: a crash in between replays this epoch from
-    // the previous checkpoint, and its rows are replaced by the same values, never duplicated.
     result.noise_loss = noise_loss_sum / steps_per_epoch;
     result.image_loss = image_loss_sum / steps_per_epoch;
-    result.last_grid = grid_path;
-    std::vector<std::pair<std::string, double>> metrics = {
-        {"loss", loss_sum / steps_per_epoch},
-        {"n_loss", result.noise_loss},
-        {"i_loss", result.image_loss},
-        {"v_loss", velocity_loss_sum / steps_per_epoch},
-        {"train_images_per_second", steps_per_epoch * batch_size / train_seconds},
-        {"epoch_seconds", std::chrono::duration<double>(Clock::now() - epoch_start).count()},
-    };
-    if (val_batches > 0) {
-      metrics.emplace_back("val_loss", val_loss);
-      metrics.emplace_back("val_n_loss", val_noise_loss);
-      metrics.emplace_back("val_i_loss", val_image_loss);
-      metrics.emplace_back("val_v_loss", val_velocity_loss);
-    }
-    if (kid) metrics.emplace_back("val_kid", kid->mean);
-    store.record_epoch(run_id, epoch, state.step, metrics, artifacts, kid);
-    state.epoch = epoch;
-    save_checkpoint(checkpoint_path, model, optimizer, state, experiment.to_toml());
-    if (new_best) fs::copy_file(checkpoint_path, run_dir / "best.pt", fs::copy_options::overwrite_existing);
+    EpochEvaluation evaluated = evaluate(epoch);
+    record(epoch, evaluated,
+           {{"loss", loss_sum / steps_per_epoch},
+            {"n_loss", result.noise_loss},
+            {"i_loss", result.image_loss},
+            {"v_loss", velocity_loss_sum / steps_per_epoch},
+            {"train_images_per_second", steps_per_epoch * batch_size / train_seconds},
+            {"epoch_seconds", std::chrono::duration<double>(Clock::now() - epoch_start).count()}});
+    const double val_noise_loss = evaluated.val_noise_loss, val_image_loss = evaluated.val_image_loss;
+    const std::optional<KidRecord>& kid = evaluated.kid;
+    const fs::path& grid_path = evaluated.grid_path;
 
     fmt::print("epoch {}/{}: n_loss {:.4f}  i_loss {:.4f}  val_n_loss {:.4f}  val_i_loss {:.4f}  "
                "{}{:.1f} images/s  {}  grid {}\n",
@@ -313,6 +345,17 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
       const bool first = fields < 3 || open(once, O_CREAT | O_EXCL | O_WRONLY, 0644) >= 0;
       if (fields >= 2 && hook_epoch == epoch && first) std::raise(static_cast<int>(hook_signal));
     }
+  }
+  // A run that reuses another run's trained network (it differs only in sampling or evaluation
+  // settings) is evaluated once, after its last epoch; again after a crash if that did not finish.
+  if (trained_by && store.metrics(run_id).empty()) {
+    EpochEvaluation evaluated = evaluate(state.epoch);
+    record(state.epoch, evaluated, {});
+    fmt::print("evaluated: val_n_loss {:.4f}  val_i_loss {:.4f}  {}{}  grid {}\n", evaluated.val_noise_loss,
+               evaluated.val_image_loss, evaluated.kid ? fmt::format("val_kid {:.4f}  ", evaluated.kid->mean) : "",
+               format_duration(std::chrono::duration<double>(Clock::now() - run_start).count()),
+               evaluated.grid_path.string());
+    std::fflush(stdout);
   }
   return result;
 }
@@ -382,10 +425,25 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
              run_dir.string(), settings.string("database"));
   std::fflush(stdout);
 
+  // A configuration that differs from a finished run only in sampling or evaluation settings
+  // reuses that run's trained network: its final checkpoint is this run's starting point.
+  std::optional<int64_t> trained_by;
+  if (claim.outcome == ClaimOutcome::resumed && claim.previous->trained_by > 0) {
+    trained_by = claim.previous->trained_by;
+  } else if (claim.outcome == ClaimOutcome::started && !options.new_run) {
+    if (std::optional<TrainedNetwork> source = store.trained_network(experiment)) {
+      fs::create_directories(run_dir);
+      fs::copy_file(source->checkpoint, run_dir / "checkpoint.pt", fs::copy_options::overwrite_existing);
+      store.set_trained_by(run_id, source->run_id);
+      trained_by = source->run_id;
+    }
+  }
+
   InterruptGuard interrupt_guard;
   RunHeartbeat heartbeat(settings.string("database"), run_id);
   try {
-    RunResult result = train_run(experiment, components, data, store, run_id, run_dir, device, heartbeat);
+    RunResult result =
+        train_run(experiment, components, data, store, run_id, run_dir, device, heartbeat, trained_by);
     store.finish_run(run_id);
     return result;
   } catch (const std::exception& error) {

@@ -36,6 +36,9 @@ class Experiment {
   // The same with [experiment] seed left out: runs that differ only in their seed share it (the
   // ablation view's groups).
   std::string variant_hash() const;
+  // The hash of what decides the trained network: everything but [sampler] and [evaluation].
+  // Runs that share it share one training (see ResultsStore::trained_network).
+  std::string training_hash() const;
 
   BuildContext build_context(int64_t image_channels) const;
 };

@@ -22,7 +22,7 @@ class Experiment;
 // This machine's host name, as recorded on run rows.
 std::string host_name();
 
-constexpr int kSchemaVersion = 5;
+constexpr int kSchemaVersion = 6;
 
 // A running run's process refreshes its row's heartbeat every kHeartbeatSeconds; a "running" row
 // whose heartbeat is older than kLeaseSeconds (or, on this host, whose process is gone) belongs
@@ -42,6 +42,13 @@ struct RunRecord {
   std::string host;
   int64_t pid = 0;
   double heartbeat_age_seconds = -1.0;  // -1 when never
+  int64_t trained_by = 0;  // the run whose trained network this run evaluates; 0: trained itself
+};
+
+// A finished run's trained network that another configuration can reuse.
+struct TrainedNetwork {
+  int64_t run_id = 0;
+  std::filesystem::path checkpoint;  // its final checkpoint
 };
 
 // Whether the process that owns a "running" row is still there (see kLeaseSeconds).
@@ -116,6 +123,11 @@ class ResultsStore {
   // Takes an interrupted run back (status running, this host and process).
   void mark_running(int64_t run_id);
   void heartbeat(int64_t run_id);
+  // The newest finished run that trained a network under `experiment`'s training configuration
+  // (Experiment::training_hash) with other sampling or evaluation settings, if its final
+  // checkpoint is still on disk.
+  std::optional<TrainedNetwork> trained_network(const Experiment& experiment) const;
+  void set_trained_by(int64_t run_id, int64_t source_run_id);
   // Close a run; only a row this process owns (host and pid) is changed.
   void finish_run(int64_t run_id);
   void fail_run(int64_t run_id, const std::string& status, const std::string& message);
