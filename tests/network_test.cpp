@@ -3,6 +3,7 @@
 // shape, and exact zeros at initialisation.
 #include "difflab/embedding.h"
 #include "difflab/network.h"
+#include "difflab/registry.h"
 #include "test_support.h"
 
 using namespace difflab;
@@ -76,4 +77,77 @@ TEST(SinusoidalEmbedding, MatchesSeedGoldenValues) {
   ASSERT_EQ(embedding.numel(), 32);
   for (int64_t i = 0; i < 32; ++i)
     EXPECT_NEAR(embedding[i].item<double>(), expected[i], 1e-6) << "channel " << i;
+}
+
+namespace {
+std::shared_ptr<Network> small_unet(std::vector<int64_t> attention_resolutions, double dropout = 0.0) {
+  Params params;
+  params.set("widths", std::vector<int64_t>{8, 16});
+  params.set("block_depth", int64_t{1});
+  params.set("embedding_dims", int64_t{8});
+  params.set("groups", int64_t{4});
+  params.set("attention_resolutions", std::move(attention_resolutions));
+  params.set("dropout", dropout);
+  return make<Network>(Family::network, "unet", params, {16, 1});
+}
+}  // namespace
+
+TEST(UNet, StartsAtZeroKeepsTheShapeAndAttendsWhereAsked) {
+  auto plain = small_unet({});
+  torch::Tensor noisy_images = torch::randn({2, 1, 16, 16});
+  torch::Tensor output = plain->forward(noisy_images, torch::rand({2, 1, 1, 1}));
+  EXPECT_EQ(output.sizes(), noisy_images.sizes());
+  EXPECT_EQ(output.abs().max().item<float>(), 0.0f);
+  // Attention at side 8 (the 16-wide level): one block after each of its block_depth (1) blocks,
+  // GroupNorm (2·16) + qkv (16·48 + 48) + projection (16·16 + 16) = 1,120 parameters.
+  EXPECT_EQ(trainable_parameters(*small_unet({8})) - trainable_parameters(*plain), 1120);
+  // At side 16 (the 8-wide level): a down and an up block, 2 x (16 + 8·24 + 24 + 8·8 + 8) = 608.
+  EXPECT_EQ(trainable_parameters(*small_unet({16})) - trainable_parameters(*plain), 608);
+}
+
+TEST(UNet, EveryParameterLearnsIncludingTheEmbeddingAndAttention) {
+  auto network = small_unet({8, 16});
+  torch::optim::Adam optimizer(network->parameters(), 1e-2);
+  const torch::Tensor noisy_images = torch::randn({4, 1, 16, 16}), target = torch::randn({4, 1, 16, 16});
+  const torch::Tensor variances = torch::rand({4, 1, 1, 1});
+  for (int step = 0; step < 3; ++step) {  // past the zero-initialised layers
+    optimizer.zero_grad();
+    (network->forward(noisy_images, variances) - target).pow(2).mean().backward();
+    optimizer.step();
+  }
+  optimizer.zero_grad();
+  (network->forward(noisy_images, variances) - target).pow(2).mean().backward();
+  for (const auto& named : network->named_parameters()) {
+    ASSERT_TRUE(named.value().grad().defined()) << named.key();
+    EXPECT_GT(named.value().grad().abs().sum().item<double>(), 0.0) << named.key();
+  }
+  // The noise level reaches the output through the embedding in every block.
+  torch::NoGradGuard no_grad;
+  network->eval();
+  EXPECT_GT((network->forward(noisy_images, torch::full({4, 1, 1, 1}, 0.1)) -
+             network->forward(noisy_images, torch::full({4, 1, 1, 1}, 0.9)))
+                .abs()
+                .max()
+                .item<float>(),
+            1e-4f);
+}
+
+TEST(UNet, DropoutOnlyWhileTraining) {
+  auto network = small_unet({}, 0.5);
+  torch::NoGradGuard no_grad;
+  for (auto& parameter : network->parameters()) parameter.uniform_(-0.3, 0.3);  // a non-zero output
+  const torch::Tensor noisy_images = torch::randn({2, 1, 16, 16}), variances = torch::rand({2, 1, 1, 1});
+  network->train();
+  EXPECT_GT((network->forward(noisy_images, variances) - network->forward(noisy_images, variances)).abs().max().item<float>(), 0.0f);
+  network->eval();
+  EXPECT_EQ((network->forward(noisy_images, variances) - network->forward(noisy_images, variances)).abs().max().item<float>(), 0.0f);
+}
+
+TEST(UNet, RefusesGroupsThatDoNotDivideTheWidths) {
+  const PluginInfo& info = difflab::test::registry().get(Family::network, "unet");
+  Params params;
+  for (const auto& spec : info.schema) params.set(spec.name, spec.default_value);
+  EXPECT_TRUE(info.validate(params).key.empty());
+  params.set("groups", int64_t{5});
+  EXPECT_EQ(info.validate(params).key, "groups");
 }
