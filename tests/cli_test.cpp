@@ -336,6 +336,26 @@ TEST(Cli, RunsThatDifferOnlyInSamplingReuseOneTrainedNetwork) {
     EXPECT_TRUE(fs::exists(dir / "runs" / fmt::format("tiny-run{}", run_id) / "epoch-002.png")) << run_id;
 }
 
+TEST(Cli, TrainsANetworkExportedFromPythonAsTorchScriptAndResumesIt) {
+  if (std::system("/usr/bin/python3 -c 'import torch' 2> /dev/null") != 0) GTEST_SKIP() << "no python3-torch";
+  difflab::test::TempDir dir;
+  const std::string exported = (dir / "network.pt").string();
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + std::string(DIFFLAB_TEST_SOURCE_DIR) +
+                         "/tools/export_network.py --width 8 --out " + exported + " > /dev/null")
+                            .c_str()),
+            0);
+  const std::string run = tiny_run(dir, " --set network.plugin=torchscript --set network.model=" + exported);
+  Outcome killed = difflab_command(run, "DIFFLAB_TEST_SIGNAL_AFTER_EPOCH='1 9'");
+  EXPECT_NE(killed.exit_code, 0);
+  Outcome resumed = difflab_command(run);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resuming run 1 after epoch 1"), std::string::npos) << resumed.output;
+  SQLite::Database db((dir / "results.sqlite").string());
+  EXPECT_EQ(db.execAndGet("SELECT status FROM runs").getString(), "finished");
+  EXPECT_EQ(db.execAndGet("SELECT value FROM params WHERE key = 'network.plugin'").getString(), "\"torchscript\"");
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM metrics WHERE key = 'val_kid'").getInt(), 3);  // 3 epochs
+}
+
 std::string file_bytes(const fs::path& path) {
   std::ifstream file(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(file), {});

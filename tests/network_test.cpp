@@ -1,7 +1,11 @@
 // The residual_unet plugin against the seed's get_network: trainable parameter counts and the
 // sinusoidal embedding from the independent port (../shared/reference/seed_network.md), output
 // shape, and exact zeros at initialisation.
+#include <filesystem>
+#include <torch/script.h>
+
 #include "difflab/embedding.h"
+#include "difflab/error.h"
 #include "difflab/network.h"
 #include "difflab/registry.h"
 #include "test_support.h"
@@ -150,4 +154,60 @@ TEST(UNet, RefusesGroupsThatDoNotDivideTheWidths) {
   EXPECT_TRUE(info.validate(params).key.empty());
   params.set("groups", int64_t{5});
   EXPECT_EQ(info.validate(params).key, "groups");
+}
+
+namespace {
+// A TorchScript module made here (torch::jit::Module::define compiles TorchScript source):
+// one 3×3 convolution of the noisy images and the noise variance as a second channel.
+std::string scripted_conv(const std::filesystem::path& path, bool keep_shape = true) {
+  torch::jit::Module module("TinyConv");
+  torch::manual_seed(0);
+  module.register_parameter("weight", torch::randn({1, 2, 3, 3}) * 0.1, false);
+  module.register_parameter("bias", torch::zeros({1}), false);
+  module.define(std::string(R"(
+def forward(self, noisy_images, noise_variances):
+    variances = noise_variances.expand(noisy_images.size(0), 1, noisy_images.size(2), noisy_images.size(3))
+    x = torch.cat([noisy_images, variances], 1)
+    return torch.conv2d(x, self.weight, self.bias, [1, 1], [)") + (keep_shape ? "1, 1" : "0, 0") + "])\n");
+  module.save(path.string());
+  return path.string();
+}
+}  // namespace
+
+TEST(TorchScriptNetwork, RunsTheScriptedForwardAndTrainsItsParameters) {
+  difflab::test::TempDir dir;
+  Params params;
+  params.set("model", scripted_conv(dir / "tiny.pt"));
+  auto network = make<Network>(Family::network, "torchscript", params, {8, 1});
+  ASSERT_EQ(network->parameters().size(), 2u);  // weight and bias, registered with the network
+  const torch::Tensor noisy_images = torch::randn({3, 1, 8, 8}), variances = torch::rand({3, 1, 1, 1});
+  const torch::Tensor expected = torch::conv2d(
+      torch::cat({noisy_images, variances.expand({3, 1, 8, 8})}, 1), network->named_parameters()["weight"],
+      network->named_parameters()["bias"], 1, 1);
+  EXPECT_LT((network->forward(noisy_images, variances) - expected).abs().max().item<float>(), 1e-6f);
+  // The optimiser updates the scripted module's own tensors: its output follows.
+  torch::optim::SGD optimizer(network->parameters(), 0.1);
+  const torch::Tensor before = network->forward(noisy_images, variances).detach();
+  network->forward(noisy_images, variances).pow(2).mean().backward();
+  optimizer.step();
+  EXPECT_GT((network->forward(noisy_images, variances) - before).abs().max().item<float>(), 1e-4f);
+  // channels_last and back (what difflab's placement does) keep it working.
+  for (auto& parameter : network->parameters())
+    if (parameter.dim() == 4) parameter.set_data(parameter.data().contiguous(torch::MemoryFormat::ChannelsLast));
+  EXPECT_EQ(network->forward(noisy_images, variances).sizes(), noisy_images.sizes());
+}
+
+TEST(TorchScriptNetwork, RefusesMissingFilesAndModulesThatChangeTheShape) {
+  difflab::test::TempDir dir;
+  Params params;
+  params.set("model", (dir / "absent.pt").string());
+  EXPECT_THROW(make<Network>(Family::network, "torchscript", params, {8, 1}), Error);
+  params.set("model", scripted_conv(dir / "shrinks.pt", false));
+  try {
+    make<Network>(Family::network, "torchscript", params, {8, 1});
+    FAIL() << "a module that returns [1, 1, 6, 6] for [1, 1, 8, 8] was accepted";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.context().key, "network.model");
+    EXPECT_NE(std::string(error.what()).find("must return the input's shape"), std::string::npos) << error.what();
+  }
 }

@@ -144,10 +144,19 @@ KidRecord evaluate_kid(const Experiment& experiment, DiffusionModel& model,
   return record;
 }
 
-std::string run_folder_name(const std::string& name, int64_t run_id) {
+// output_dir/NAME-runID; when that folder already holds another run's files (another database
+// with the same output_dir), output_dir/NAME-runID-HASH, so that a new run never resumes from a
+// foreign checkpoint. A run that resumes finds its folder by the same rule.
+fs::path run_folder(const Experiment& experiment, int64_t run_id, bool fresh) {
+  const Params& settings = experiment.section("experiment").params;
   std::string safe;
-  for (char c : name) safe += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
-  return fmt::format("{}-run{}", safe, run_id);
+  for (char c : settings.string("name"))
+    safe += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
+  const fs::path base = fs::path(settings.string("output_dir")) / fmt::format("{}-run{}", safe, run_id);
+  const fs::path unique = fs::path(settings.string("output_dir")) /
+                          fmt::format("{}-run{}-{}", safe, run_id, experiment.config_hash().substr(0, 8));
+  if (fs::exists(unique) || (fresh && fs::exists(base) && !fs::is_empty(base))) return unique;
+  return base;
 }
 
 // The seed's fit(): epochs of train steps, then per epoch validation losses, a sample grid, KID,
@@ -419,8 +428,7 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
   if (std::optional<RunResult> skip = skip_result(claim.outcome, claim.previous)) return *skip;
   const int64_t run_id = claim.run_id;
   if (!options.announce.empty()) fmt::print("{}\n", options.announce);
-  const fs::path run_dir =
-      fs::path(settings.string("output_dir")) / run_folder_name(settings.string("name"), run_id);
+  const fs::path run_dir = run_folder(experiment, run_id, claim.outcome == ClaimOutcome::started);
   fmt::print("difflab: run {} of \"{}\" -> {} (database {})\n", run_id, settings.string("name"),
              run_dir.string(), settings.string("database"));
   std::fflush(stdout);
