@@ -223,6 +223,23 @@ TEST(Cli, SweepRunsEveryPointIsolatesADivergedRunAndSkipsFinishedOnes) {
   EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM runs WHERE status = 'diverged'").getInt(), 4);
 }
 
+TEST(Cli, AFailedRunIsRecordedWithItsMessageAndTheSweepGoesOn) {
+  // 8 validation images cannot fill one KID batch of 16: that run fails at the end of its epoch.
+  difflab::test::TempDir dir;
+  const std::string run =
+      tiny_sweep(dir.path(), "\"data.validation_count\" = [8, 32]\n") + " --set training.epochs=1";
+  Outcome outcome = difflab_command(run);
+  EXPECT_EQ(outcome.exit_code, 1) << outcome.output;
+  EXPECT_NE(outcome.output.find("sweep: 2 runs — 1 finished, 0 skipped (finished before), 1 failed, 0 diverged"),
+            std::string::npos)
+      << outcome.output;
+  SQLite::Database db((dir / "results.sqlite").string());
+  EXPECT_EQ(db.execAndGet("SELECT status FROM runs WHERE id = 1").getString(), "failed");
+  EXPECT_NE(db.execAndGet("SELECT error FROM runs WHERE id = 1").getString().find("KID needs at least one validation batch"),
+            std::string::npos);
+  EXPECT_EQ(db.execAndGet("SELECT status FROM runs WHERE id = 2").getString(), "finished");
+}
+
 TEST(Cli, InterruptStopsTheSweepAndTheNextRunResumesIt) {
   difflab::test::TempDir dir;
   const std::string run = tiny_sweep(dir.path(), "\"loss.plugin\" = [\"mae\", \"mse\"]\n");

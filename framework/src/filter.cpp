@@ -142,6 +142,8 @@ class Parser {
   }
   bool keyword(const char* word) const { return peek().kind == Token::kName && lower(peek().text) == word; }
 
+  std::shared_ptr<const Filter::Node> chain(int kind, const char* word,
+                                            std::shared_ptr<const Filter::Node> (Parser::*operand)());
   std::shared_ptr<const Filter::Node> expression();
   std::shared_ptr<const Filter::Node> term();
   std::shared_ptr<const Filter::Node> factor();
@@ -167,29 +169,23 @@ struct Filter::Node {
 
 namespace {
 
-std::shared_ptr<const Filter::Node> Parser::expression() {
+// operand (word operand)*: one node of `kind` over the operands, or the single operand itself.
+std::shared_ptr<const Filter::Node> Parser::chain(int kind, const char* word,
+                                                  std::shared_ptr<const Filter::Node> (Parser::*operand)()) {
   auto node = std::make_shared<Filter::Node>();
-  node->kind = Filter::Node::any;
-  node->children.push_back(term());
-  while (keyword("or")) {
+  node->kind = static_cast<Filter::Node::Kind>(kind);
+  node->children.push_back((this->*operand)());
+  while (keyword(word)) {
     next();
-    node->children.push_back(term());
+    node->children.push_back((this->*operand)());
   }
   if (node->children.size() == 1) return node->children.front();
   return node;
 }
 
-std::shared_ptr<const Filter::Node> Parser::term() {
-  auto node = std::make_shared<Filter::Node>();
-  node->kind = Filter::Node::all;
-  node->children.push_back(factor());
-  while (keyword("and")) {
-    next();
-    node->children.push_back(factor());
-  }
-  if (node->children.size() == 1) return node->children.front();
-  return node;
-}
+std::shared_ptr<const Filter::Node> Parser::expression() { return chain(Filter::Node::any, "or", &Parser::term); }
+
+std::shared_ptr<const Filter::Node> Parser::term() { return chain(Filter::Node::all, "and", &Parser::factor); }
 
 std::shared_ptr<const Filter::Node> Parser::factor() {
   if (keyword("not")) {

@@ -1,6 +1,8 @@
 // Key functions of the plugin interfaces: one typeinfo per interface, in the framework library.
 #include <cmath>
+#include <torch/torch.h>
 #include "difflab/dataset.h"
+#include "difflab/error.h"
 #include "difflab/features.h"
 #include "difflab/loss.h"
 #include "difflab/network.h"
@@ -54,6 +56,22 @@ NoisePowerEnds noise_power_ends(const Params& params) {
   }
   const double max = params.real("max_signal_rate"), min = params.real("min_signal_rate");
   return {1.0 - max * max, 1.0 - min * min};
+}
+
+Rates rates_at(const Schedule& schedule, double diffusion_time, const torch::Tensor& images) {
+  return schedule.rates(torch::full({images.size(0), 1, 1, 1}, diffusion_time, images.options()));
+}
+
+torch::nn::Conv2d same_conv(int64_t in_channels, int64_t out_channels, int64_t kernel_size) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, out_channels, kernel_size).padding(kernel_size / 2));
+}
+
+void check_levels(int64_t image_size, size_t levels) {
+  const int64_t downsampling = int64_t{1} << (levels - 1);
+  if (image_size % downsampling != 0)
+    throw ConfigError("image_size " + std::to_string(image_size) + " is not divisible by 2^(len(widths) - 1) = " +
+                          std::to_string(downsampling),
+                      {"", 0, 0, "network.widths", "use fewer widths or another image_size"});
 }
 
 Rates rates_from_noise_powers(const torch::Tensor& noise_powers) {

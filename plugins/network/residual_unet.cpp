@@ -15,19 +15,14 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-torch::nn::Conv2d conv(int64_t in_channels, int64_t out_channels, int64_t kernel_size) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, out_channels, kernel_size)
-                               .padding(kernel_size / 2));
-}
-
 struct ResidualBlockImpl : torch::nn::Module {
   ResidualBlockImpl(int64_t input_width, int64_t width) {
-    if (input_width != width) residual_conv = register_module("residual_conv", conv(input_width, width, 1));
+    if (input_width != width) residual_conv = register_module("residual_conv", same_conv(input_width, width, 1));
     norm = register_module(
         "norm", torch::nn::BatchNorm2d(
                     torch::nn::BatchNorm2dOptions(input_width).affine(false).momentum(0.01).eps(1e-3)));
-    conv1 = register_module("conv1", conv(input_width, width, 3));
-    conv2 = register_module("conv2", conv(width, width, 3));
+    conv1 = register_module("conv1", same_conv(input_width, width, 3));
+    conv2 = register_module("conv2", same_conv(width, width, 3));
   }
 
   torch::Tensor forward(torch::Tensor x) {
@@ -52,13 +47,9 @@ class ResidualUNet : public Network {
         block_depth_(params.integer("block_depth")),
         embedding_dims_(params.integer("embedding_dims")),
         embedding_max_frequency_(params.real("embedding_max_frequency")) {
-    const int64_t downsampling = int64_t{1} << (widths_.size() - 1);
-    if (context.image_size % downsampling != 0)
-      throw ConfigError("image_size " + std::to_string(context.image_size) +
-                            " is not divisible by 2^(len(widths) - 1) = " + std::to_string(downsampling),
-                        {"", 0, 0, "network.widths", "use fewer widths or another image_size"});
+    check_levels(context.image_size, widths_.size());
 
-    input_conv_ = register_module("input_conv", conv(context.image_channels, widths_[0], 1));
+    input_conv_ = register_module("input_conv", same_conv(context.image_channels, widths_[0], 1));
     int64_t channels = widths_[0] + embedding_dims_;
     std::vector<int64_t> skip_channels;
     for (size_t level = 0; level + 1 < widths_.size(); ++level) {
@@ -83,7 +74,7 @@ class ResidualUNet : public Network {
     register_module("down_blocks", down_blocks_);
     register_module("mid_blocks", mid_blocks_);
     register_module("up_blocks", up_blocks_);
-    output_conv_ = register_module("output_conv", conv(channels, context.image_channels, 1));
+    output_conv_ = register_module("output_conv", same_conv(channels, context.image_channels, 1));
 
     torch::NoGradGuard no_grad;
     for (auto& module : modules(/*include_self=*/false)) {

@@ -19,11 +19,6 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-torch::nn::Conv2d conv(int64_t in_channels, int64_t out_channels, int64_t kernel_size) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, out_channels, kernel_size)
-                               .padding(kernel_size / 2));
-}
-
 torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels) {
   return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels));
 }
@@ -32,13 +27,13 @@ torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels) {
 // + the (1×1-projected) input.
 struct UNetBlockImpl : torch::nn::Module {
   UNetBlockImpl(int64_t input_width, int64_t width, int64_t embedding_width, int64_t groups, double dropout) {
-    if (input_width != width) residual_conv = register_module("residual_conv", conv(input_width, width, 1));
+    if (input_width != width) residual_conv = register_module("residual_conv", same_conv(input_width, width, 1));
     norm1 = register_module("norm1", group_norm(groups, input_width));
-    conv1 = register_module("conv1", conv(input_width, width, 3));
+    conv1 = register_module("conv1", same_conv(input_width, width, 3));
     embedding = register_module("embedding", torch::nn::Linear(embedding_width, width));
     norm2 = register_module("norm2", group_norm(groups, width));
     drop = register_module("dropout", torch::nn::Dropout(dropout));
-    conv2 = register_module("conv2", conv(width, width, 3));
+    conv2 = register_module("conv2", same_conv(width, width, 3));
   }
 
   torch::Tensor forward(const torch::Tensor& input, const torch::Tensor& embedded) {
@@ -61,8 +56,8 @@ TORCH_MODULE(UNetBlock);
 struct AttentionImpl : torch::nn::Module {
   AttentionImpl(int64_t width, int64_t groups, int64_t heads) : heads(heads) {
     norm = register_module("norm", group_norm(groups, width));
-    qkv = register_module("qkv", conv(width, 3 * width, 1));
-    projection = register_module("projection", conv(width, width, 1));
+    qkv = register_module("qkv", same_conv(width, 3 * width, 1));
+    projection = register_module("projection", same_conv(width, width, 1));
   }
 
   torch::Tensor forward(const torch::Tensor& input) {
@@ -93,11 +88,7 @@ class UNet : public Network {
         block_depth_(params.integer("block_depth")),
         embedding_dims_(params.integer("embedding_dims")),
         embedding_max_frequency_(params.real("embedding_max_frequency")) {
-    const int64_t downsampling = int64_t{1} << (widths_.size() - 1);
-    if (context.image_size % downsampling != 0)
-      throw ConfigError("image_size " + std::to_string(context.image_size) +
-                            " is not divisible by 2^(len(widths) - 1) = " + std::to_string(downsampling),
-                        {"", 0, 0, "network.widths", "use fewer widths or another image_size"});
+    check_levels(context.image_size, widths_.size());
     const int64_t groups = params.integer("groups"), heads = params.integer("heads");
     const double dropout = params.real("dropout");
     const std::vector<int64_t> attention_resolutions = params.integers("attention_resolutions");
@@ -109,7 +100,7 @@ class UNet : public Network {
     const int64_t embedding_width = 4 * widths_[0];
     embedding_in_ = register_module("embedding_in", torch::nn::Linear(embedding_dims_, embedding_width));
     embedding_out_ = register_module("embedding_out", torch::nn::Linear(embedding_width, embedding_width));
-    input_conv_ = register_module("input_conv", conv(context.image_channels, widths_[0], 3));
+    input_conv_ = register_module("input_conv", same_conv(context.image_channels, widths_[0], 3));
 
     // Each block is followed by attention (or by an empty slot) so that forward() walks both lists.
     int64_t channels = widths_[0];
@@ -143,7 +134,7 @@ class UNet : public Network {
     register_module("up_blocks", up_blocks_);
     register_module("up_attention", up_attention_);
     output_norm_ = register_module("output_norm", group_norm(groups, channels));
-    output_conv_ = register_module("output_conv", conv(channels, context.image_channels, 3));
+    output_conv_ = register_module("output_conv", same_conv(channels, context.image_channels, 3));
 
     torch::NoGradGuard no_grad;
     for (auto& module : modules(/*include_self=*/false))

@@ -18,9 +18,7 @@ class DdimSampler : public Sampler {
 
   torch::Tensor sample(const Denoiser& denoise, const torch::Tensor& initial_noise,
                        const Schedule& schedule, int64_t diffusion_steps) const override {
-    const int64_t num_images = initial_noise.size(0);
     const double step_size = 1.0 / static_cast<double>(diffusion_steps);
-    auto times = [&](double t) { return torch::full({num_images, 1, 1, 1}, t, initial_noise.options()); };
 
     // At the first step the "noisy image" is pure noise, but its signal rate is assumed to be
     // nonzero (min_signal_rate).
@@ -30,11 +28,11 @@ class DdimSampler : public Sampler {
       torch::Tensor noisy_images = next_noisy_images;
       // Separate the current noisy image into its components.
       const double diffusion_time = 1.0 - static_cast<double>(step) * step_size;
-      Rates rates = schedule.rates(times(diffusion_time));
+      Rates rates = rates_at(schedule, diffusion_time, initial_noise);
       Denoised denoised = denoise(noisy_images, rates.noise_rates, rates.signal_rates);
       pred_images = denoised.pred_images;
       // Remix the predicted components using the next signal and noise rates.
-      Rates next = schedule.rates(times(diffusion_time - step_size));
+      Rates next = rates_at(schedule, diffusion_time - step_size, initial_noise);
       if (eta_ == 0.0) {
         next_noisy_images = next.signal_rates * pred_images + next.noise_rates * denoised.pred_noises;
         continue;

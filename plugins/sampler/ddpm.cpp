@@ -19,20 +19,18 @@ class DdpmSampler : public Sampler {
 
   torch::Tensor sample(const Denoiser& denoise, const torch::Tensor& initial_noise,
                        const Schedule& schedule, int64_t diffusion_steps) const override {
-    const int64_t num_images = initial_noise.size(0);
     const double step_size = 1.0 / static_cast<double>(diffusion_steps);
-    auto times = [&](double t) { return torch::full({num_images, 1, 1, 1}, t, initial_noise.options()); };
 
     torch::Tensor noisy_images = initial_noise;
     torch::Tensor pred_images;
     for (int64_t step = 0; step < diffusion_steps; ++step) {
       const double diffusion_time = 1.0 - static_cast<double>(step) * step_size;
-      Rates rates = schedule.rates(times(diffusion_time));
+      Rates rates = rates_at(schedule, diffusion_time, initial_noise);
       Denoised denoised = denoise(noisy_images, rates.noise_rates, rates.signal_rates);
       pred_images = denoised.pred_images;
       if (step + 1 == diffusion_steps) break;  // the last step returns x̂₀, as the seed does
 
-      Rates next = schedule.rates(times(diffusion_time - step_size));
+      Rates next = rates_at(schedule, diffusion_time - step_size, initial_noise);
       // With α = signal_rate²: β = 1 − α_t / α_s is the step's noise and
       // β̃ = (1 − α_s) / (1 − α_t) · β the posterior variance (DDPM eq. 7).
       torch::Tensor betas =

@@ -19,16 +19,13 @@ class DpmSolverPlusPlus : public Sampler {
   torch::Tensor sample(const Denoiser& denoise, const torch::Tensor& initial_noise, const Schedule& schedule,
                        int64_t diffusion_steps) const override {
     const double step_size = 1.0 / static_cast<double>(diffusion_steps);
-    auto rates_at = [&](double t) {
-      return schedule.rates(torch::full({initial_noise.size(0), 1, 1, 1}, t, initial_noise.options()));
-    };
     torch::Tensor noisy_images = initial_noise, pred_images, previous_pred_images, previous_step;
     for (int64_t step = 0; step < diffusion_steps; ++step) {
       const double diffusion_time = 1.0 - static_cast<double>(step) * step_size;
-      const Rates rates = rates_at(diffusion_time);
+      const Rates rates = rates_at(schedule, diffusion_time, initial_noise);
       pred_images = denoise(noisy_images, rates.noise_rates, rates.signal_rates).pred_images;
       if (step + 1 == diffusion_steps) break;
-      const Rates next = rates_at(diffusion_time - step_size);
+      const Rates next = rates_at(schedule, diffusion_time - step_size, initial_noise);
       // h = λ_next − λ, λ = log(s / n)
       const torch::Tensor h = torch::log(next.signal_rates / next.noise_rates) -
                               torch::log(rates.signal_rates / rates.noise_rates);

@@ -22,23 +22,20 @@ class SecondOrderSampler : public Sampler {
   torch::Tensor sample(const Denoiser& denoise, const torch::Tensor& initial_noise, const Schedule& schedule,
                        int64_t diffusion_steps) const override {
     const double step_size = 1.0 / static_cast<double>(diffusion_steps);
-    auto rates_at = [&](double t) {
-      return schedule.rates(torch::full({initial_noise.size(0), 1, 1, 1}, t, initial_noise.options()));
-    };
     torch::Tensor noisy_images = initial_noise, pred_images;
     for (int64_t step = 0; step < diffusion_steps; ++step) {
       const double diffusion_time = 1.0 - static_cast<double>(step) * step_size;
-      const Rates rates = rates_at(diffusion_time);
+      const Rates rates = rates_at(schedule, diffusion_time, initial_noise);
       const Denoised first = denoise(noisy_images, rates.noise_rates, rates.signal_rates);
       // The first estimate's components remixed α steps away, and the noise estimated there.
-      const Rates alpha_rates = rates_at(diffusion_time - alpha_ * step_size);
+      const Rates alpha_rates = rates_at(schedule, diffusion_time - alpha_ * step_size, initial_noise);
       const torch::Tensor alpha_noisy_images =
           alpha_rates.signal_rates * first.pred_images + alpha_rates.noise_rates * first.pred_noises;
       const Denoised second = denoise(alpha_noisy_images, alpha_rates.noise_rates, alpha_rates.signal_rates);
       const double weight = 1.0 / (2.0 * alpha_);
       const torch::Tensor pred_noises = (1.0 - weight) * first.pred_noises + weight * second.pred_noises;
       pred_images = (noisy_images - rates.noise_rates * pred_noises) / rates.signal_rates;
-      const Rates next = rates_at(diffusion_time - step_size);
+      const Rates next = rates_at(schedule, diffusion_time - step_size, initial_noise);
       noisy_images = next.signal_rates * pred_images + next.noise_rates * pred_noises;
     }
     return pred_images;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
 #include <torch/types.h>
 
 #include "difflab/plugin.h"
@@ -15,5 +16,11 @@ class BOOST_SYMBOL_VISIBLE Network : public Component, public torch::nn::Module 
   virtual torch::Tensor forward(const torch::Tensor& noisy_images,
                                 const torch::Tensor& noise_variances) = 0;
 };
+
+// Helpers for U-Net-like network plugins:
+// a convolution with "same" padding for odd kernels (Keras' padding="same"),
+torch::nn::Conv2d same_conv(int64_t in_channels, int64_t out_channels, int64_t kernel_size);
+// and the check that image_size halves `levels` − 1 times (a config Error naming network.widths).
+void check_levels(int64_t image_size, size_t levels);
 
 }  // namespace difflab

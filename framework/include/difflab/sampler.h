@@ -28,4 +28,8 @@ class BOOST_SYMBOL_VISIBLE Sampler : public Component {
                                const Schedule& schedule, int64_t diffusion_steps) const = 0;
 };
 
+// The schedule's rates at one diffusion time for every image of a batch: [B, 1, 1, 1] tensors of
+// the images' dtype and device.
+Rates rates_at(const Schedule& schedule, double diffusion_time, const torch::Tensor& images);
+
 }  // namespace difflab
