@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
   finished_at     TEXT,
   host            TEXT,           -- the machine running it
   pid             INTEGER,        -- its process, to tell a live run from a killed one
-  heartbeat_at    TEXT,           -- refreshed every epoch while running
+  heartbeat_at    TEXT,           -- refreshed while running (kHeartbeatSeconds)
   versions        TEXT            -- JSON: difflab, libtorch and each plugin's version
 );
 CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash);
