@@ -213,7 +213,7 @@ int command_run(const CommandLine& line) {
                  "(--new trains it again)\n", result.run_id, database);
       return 0;
     case RunOutcome::busy:
-      throw RuntimeError(fmt::format("run {} of this experiment is {}", result.run_id, result.detail),
+      throw RuntimeError(fmt::format("run {}: {}", result.run_id, result.detail),
                          {database, 0, 0, "", "wait for it, or use --new"});
     case RunOutcome::failed_before:
       throw RuntimeError(fmt::format("run {} of this experiment {}", result.run_id, result.detail), {database, 0, 0, "", ""});

@@ -374,7 +374,8 @@ RunResult train_run(const Experiment& experiment, Components& components, const 
 namespace {
 
 // The result of a claim that leaves nothing to train, if it is one.
-std::optional<RunResult> skip_result(ClaimOutcome outcome, const std::optional<RunRecord>& previous) {
+std::optional<RunResult> skip_result(ClaimOutcome outcome, const std::optional<RunRecord>& previous,
+                                     const std::string& config_hash) {
   if (outcome == ClaimOutcome::started || outcome == ClaimOutcome::resumed) return std::nullopt;
   RunResult result;
   result.run_id = previous->id;
@@ -383,7 +384,11 @@ std::optional<RunResult> skip_result(ClaimOutcome outcome, const std::optional<R
     result.detail = "finished before";
   } else if (outcome == ClaimOutcome::busy) {
     result.outcome = RunOutcome::busy;
-    result.detail = fmt::format("running in pid {} on {}", previous->pid, previous->host);
+    result.detail = previous->config_hash == config_hash
+                        ? fmt::format("running in pid {} on {}", previous->pid, previous->host)
+                        : fmt::format("waiting: run {} (pid {} on {}) is training the same network, which this "
+                                      "configuration will reuse",
+                                      previous->id, previous->pid, previous->host);
   } else {
     result.outcome = RunOutcome::failed_before;
     result.detail = fmt::format("{} before: {} (--retry-failed runs it again)", previous->status, previous->error);
@@ -398,7 +403,7 @@ std::optional<RunResult> skip_early(const Experiment& experiment, const ClaimPol
   if (policy.new_run || !fs::exists(database)) return std::nullopt;
   ResultsStore store(database);
   std::optional<RunRecord> previous = store.latest_run(experiment.config_hash());
-  return skip_result(claim_decision(previous, policy), previous);
+  return skip_result(claim_decision(previous, policy), previous, experiment.config_hash());
 }
 
 }  // namespace
@@ -425,7 +430,8 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
   // trains each (another may have taken it while this one loaded the data).
   ResultsStore store(settings.string("database"));
   const Claim claim = store.claim_run(experiment, components.versions_json, policy, options.variant);
-  if (std::optional<RunResult> skip = skip_result(claim.outcome, claim.previous)) return *skip;
+  if (std::optional<RunResult> skip = skip_result(claim.outcome, claim.previous, experiment.config_hash()))
+    return *skip;
   const int64_t run_id = claim.run_id;
   if (!options.announce.empty()) fmt::print("{}\n", options.announce);
   const fs::path run_dir = run_folder(experiment, run_id, claim.outcome == ClaimOutcome::started);
