@@ -164,6 +164,8 @@ CommandLine parse(int argc, char** argv) {
   if (values.count("subset-size")) line.subset_size = values["subset-size"].as<int64_t>();
   if (line.steps < 1) throw ConfigError("--steps must be at least 1");
   if (line.workers < 1) throw ConfigError("--workers must be at least 1");
+  if (!line.third.empty() && line.command != "new-plugin")
+    throw ConfigError("unexpected argument \"" + line.third + "\"", {"", 0, 0, "", "difflab --help lists the commands"});
   if (line.threads < 0) throw ConfigError("--threads must be at least 0 (0: the experiment's)");
   if (line.subsets < 1) throw ConfigError("--subsets must be at least 1");
   if (line.subset_size < 2) throw ConfigError("--subset-size must be at least 2");
@@ -205,8 +207,12 @@ int command_run(const CommandLine& line) {
   const std::string& database = runs.front().experiment.section("experiment").params.string("database");
   switch (result.outcome) {
     case RunOutcome::trained:
-      fmt::print("run {} finished: n_loss {:.4f}  i_loss {:.4f}  last grid {}\n", result.run_id,
-                 result.noise_loss, result.image_loss, result.last_grid.string());
+      if (result.trained_by > 0)
+        fmt::print("run {} finished: evaluated the network trained by run {}; last grid {}\n", result.run_id,
+                   result.trained_by, result.last_grid.string());
+      else
+        fmt::print("run {} finished: n_loss {:.4f}  i_loss {:.4f}  last grid {}\n", result.run_id,
+                   result.noise_loss, result.image_loss, result.last_grid.string());
       return 0;
     case RunOutcome::finished_before:
       fmt::print("difflab: this experiment already finished as run {} in {}; nothing to do "

@@ -458,6 +458,7 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
   try {
     RunResult result =
         train_run(experiment, components, data, store, run_id, run_dir, device, heartbeat, trained_by);
+    result.trained_by = trained_by.value_or(0);
     store.finish_run(run_id);
     return result;
   } catch (const std::exception& error) {

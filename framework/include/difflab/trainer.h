@@ -23,7 +23,8 @@ struct RunResult {
   double noise_loss = 0.0;  // mean over the last epoch
   double image_loss = 0.0;
   std::filesystem::path last_grid;
-  std::string detail;  // why it was skipped, for the terminal
+  std::string detail;      // why it was skipped, for the terminal
+  int64_t trained_by = 0;  // > 0: only evaluated, with the network that run trained
 };
 
 struct RunOptions {
