@@ -62,6 +62,13 @@ Rates rates_at(const Schedule& schedule, double diffusion_time, const torch::Ten
   return schedule.rates(torch::full({images.size(0), 1, 1, 1}, diffusion_time, images.options()));
 }
 
+DdimStep ddim_step(const torch::Tensor& noisy_images, const torch::Tensor& pred_noises, const Rates& rates,
+                   const Rates& next) {
+  torch::Tensor pred_images = (noisy_images - rates.noise_rates * pred_noises) / rates.signal_rates;
+  torch::Tensor next_noisy_images = next.signal_rates * pred_images + next.noise_rates * pred_noises;
+  return {pred_images, next_noisy_images};
+}
+
 torch::nn::Conv2d same_conv(int64_t in_channels, int64_t out_channels, int64_t kernel_size) {
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, out_channels, kernel_size).padding(kernel_size / 2));
 }

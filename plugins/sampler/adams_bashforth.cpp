@@ -41,9 +41,10 @@ class AdamsBashforthSampler : public Sampler {
       const std::vector<double>& coefficients = kCoefficients[previous_pred_noises.size() - 1];
       torch::Tensor pred_noises = torch::zeros_like(noisy_images);
       for (size_t i = 0; i < coefficients.size(); ++i) pred_noises += coefficients[i] * previous_pred_noises[i];
-      pred_images = (noisy_images - rates.noise_rates * pred_noises) / rates.signal_rates;
-      const Rates next = rates_at(schedule, diffusion_time - step_size, initial_noise);
-      noisy_images = next.signal_rates * pred_images + next.noise_rates * pred_noises;
+      DdimStep step_result =
+          ddim_step(noisy_images, pred_noises, rates, rates_at(schedule, diffusion_time - step_size, initial_noise));
+      pred_images = step_result.pred_images;
+      noisy_images = step_result.next_noisy_images;
     }
     return pred_images;
   }

@@ -34,9 +34,10 @@ class SecondOrderSampler : public Sampler {
       const Denoised second = denoise(alpha_noisy_images, alpha_rates.noise_rates, alpha_rates.signal_rates);
       const double weight = 1.0 / (2.0 * alpha_);
       const torch::Tensor pred_noises = (1.0 - weight) * first.pred_noises + weight * second.pred_noises;
-      pred_images = (noisy_images - rates.noise_rates * pred_noises) / rates.signal_rates;
-      const Rates next = rates_at(schedule, diffusion_time - step_size, initial_noise);
-      noisy_images = next.signal_rates * pred_images + next.noise_rates * pred_noises;
+      DdimStep step_result =
+          ddim_step(noisy_images, pred_noises, rates, rates_at(schedule, diffusion_time - step_size, initial_noise));
+      pred_images = step_result.pred_images;
+      noisy_images = step_result.next_noisy_images;
     }
     return pred_images;
   }

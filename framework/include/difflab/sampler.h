@@ -32,4 +32,13 @@ class BOOST_SYMBOL_VISIBLE Sampler : public Component {
 // the images' dtype and device.
 Rates rates_at(const Schedule& schedule, double diffusion_time, const torch::Tensor& images);
 
+// The DDIM step (eta = 0) with a combined noise estimate: the image it implies at `rates`,
+// x̂₀ = (x − n·ε̂) / s, and the next noisy images, both components remixed at `next`.
+struct DdimStep {
+  torch::Tensor pred_images;
+  torch::Tensor next_noisy_images;
+};
+DdimStep ddim_step(const torch::Tensor& noisy_images, const torch::Tensor& pred_noises, const Rates& rates,
+                   const Rates& next);
+
 }  // namespace difflab
