@@ -3,6 +3,7 @@
 
 #include <boost/program_options.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <iostream>
 #include <sstream>
 #include <torch/torch.h>
@@ -37,7 +38,9 @@ commands:
                                            finished (or failed, unless --retry-failed);
                                            --workers N: N processes claim the sweep's runs
   check FILE [--set section.key=value]...  validate FILE and print the resolved experiment
-  bench FILE [--set ...] [--steps N]       time training steps and one sampling pass
+  bench FILE [--set ...] [--steps N] [--profile]
+                                           time training steps and one sampling pass;
+                                           --profile: the slowest operators of a step
   plugins [--family NAME]                  list plugins with their parameters
   sample (--checkpoint FILE | --database DB --run ID [--best]) [--out DIR] [--grid FILE.png]
          [--num-images N] [--steps S] [--seed N] [--set sampler.plugin=ddpm]...
@@ -74,6 +77,7 @@ struct CommandLine {
   std::string family;
   int64_t steps = 20;
   bool new_run = false;
+  bool profile = false;
   bool retry_failed = false;
   int64_t workers = 1;
   int64_t worker = 0;   // this process is worker K of a `run --workers N` (internal)
@@ -95,6 +99,7 @@ CommandLine parse(int argc, char** argv) {
       ("family", po::value<std::string>())
       ("steps", po::value<int64_t>())
       ("new", po::bool_switch())
+      ("profile", po::bool_switch())
       ("retry-failed", po::bool_switch())
       ("workers", po::value<int64_t>())
       ("worker", po::value<int64_t>())
@@ -131,6 +136,7 @@ CommandLine parse(int argc, char** argv) {
   if (values.count("family")) line.family = values["family"].as<std::string>();
   if (values.count("steps")) line.steps = values["steps"].as<int64_t>();
   line.new_run = values["new"].as<bool>();
+  line.profile = values["profile"].as<bool>();
   line.retry_failed = values["retry-failed"].as<bool>();
   if (values.count("workers")) line.workers = values["workers"].as<int64_t>();
   if (values.count("worker")) line.worker = values["worker"].as<int64_t>();
@@ -254,11 +260,22 @@ int command_bench(const CommandLine& line) {
   PluginRegistry registry;
   require_experiment_file(line);
   Experiment experiment = load_experiment(line.file, line.overrides, registry);
-  BenchResult result = bench_experiment(experiment, registry, line.steps);
+  BenchResult result = bench_experiment(experiment, registry, line.steps, line.profile);
   fmt::print("threads: {}\n", torch::get_num_threads());
+  fmt::print("batch_shape: {}\n", fmt::join(result.batch_shape, "x"));
   fmt::print("train_images_per_second: {:.2f}\n", result.train_images_per_second);
   fmt::print("sample_images_per_second: {:.2f}\n", result.sample_images_per_second);
   fmt::print("peak_rss_mb: {:.1f}\n", result.peak_rss_mb);
+  if (line.profile) {
+    fmt::print("\nprofile of {} training steps: {:.1f} ms of operator time per step\n", line.steps,
+               result.profiled_ms_per_step);
+    fmt::print("{:>10} {:>6} {:>8}  {}\n", "ms/step", "%", "calls", "operator");
+    for (size_t i = 0; i < result.profile.size() && i < 25; ++i) {
+      const auto& op = result.profile[i];
+      fmt::print("{:>10.2f} {:>6.1f} {:>8.1f}  {}\n", op.self_ms_per_step,
+                 100.0 * op.self_ms_per_step / result.profiled_ms_per_step, op.calls_per_step, op.name);
+    }
+  }
   return 0;
 }
 

@@ -1,4 +1,5 @@
 #include "difflab/diffusion_model.h"
+#include "difflab/precision.h"
 
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
@@ -19,6 +20,14 @@ void set_memory_format(torch::nn::Module& module, bool channels_last) {
 }
 
 }  // namespace
+
+bool cpu_bf16_autocast() {
+#ifdef DIFFLAB_DEVICE_AUTOCAST_API
+  return at::autocast::is_autocast_enabled(at::kCPU) && at::autocast::get_autocast_dtype(at::kCPU) == at::kBFloat16;
+#else
+  return at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == at::kBFloat16;
+#endif
+}
 
 AutocastGuard::AutocastGuard(torch::Device device, bool enabled) {
   if (!enabled) return;

@@ -81,6 +81,15 @@ void check_levels(int64_t image_size, size_t levels) {
                       {"", 0, 0, "network.widths", "use fewer widths or another image_size"});
 }
 
+torch::MemoryFormat weight_memory_format(const torch::nn::Module& module) {
+  for (const auto& parameter : module.parameters()) {
+    // Only a kernel with several input channels and pixels tells the two layouts apart.
+    if (parameter.dim() != 4 || parameter.size(1) == 1 || parameter.size(2) * parameter.size(3) == 1) continue;
+    return parameter.is_contiguous() ? torch::MemoryFormat::Contiguous : torch::MemoryFormat::ChannelsLast;
+  }
+  return torch::MemoryFormat::Contiguous;
+}
+
 Rates rates_from_noise_powers(const torch::Tensor& noise_powers) {
   return {torch::sqrt(noise_powers), torch::sqrt(1.0 - noise_powers)};
 }

@@ -29,6 +29,7 @@
 #include "difflab/registry.h"
 #include "difflab/results_store.h"
 #include "difflab/version.h"
+#include "op_profile.h"
 
 namespace difflab {
 namespace fs = std::filesystem;
@@ -469,7 +470,7 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
 }
 
 BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry& registry,
-                             int64_t steps) {
+                             int64_t steps, bool profile) {
   const Params& training = experiment.section("training").params;
   const torch::Device device = configure_process(experiment);
   Components components = build_components(experiment, registry);
@@ -495,6 +496,7 @@ BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry&
   auto start = Clock::now();
   train(steps);
   BenchResult result;
+  result.batch_shape = images.sizes().vec();
   result.train_images_per_second =
       steps * batch_size / std::chrono::duration<double>(Clock::now() - start).count();
 
@@ -507,6 +509,14 @@ BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry&
   result.sample_images_per_second =
       batch_size / std::chrono::duration<double>(Clock::now() - start).count();
   result.peak_rss_mb = peak_rss_mb();
+
+  if (profile) {
+    for (const OperatorTime& op : profile_operators([&] { train(steps); })) {
+      result.profile.push_back({op.name, op.self_ms / static_cast<double>(steps),
+                                static_cast<double>(op.calls) / static_cast<double>(steps)});
+      result.profiled_ms_per_step += op.self_ms / static_cast<double>(steps);
+    }
+  }
   return result;
 }
 

@@ -25,12 +25,14 @@ struct ResidualBlockImpl : torch::nn::Module {
     conv2 = register_module("conv2", same_conv(width, width, 3));
   }
 
-  torch::Tensor forward(torch::Tensor x) {
-    torch::Tensor residual = residual_conv ? float_activations(residual_conv(x)) : x;
-    x = norm(x);
-    x = torch::silu(float_activations(conv1(x)));  // swish
-    x = float_activations(conv2(x));
-    return x + residual;
+  // The precision.h helpers keep this block at one pass per activation under CPU bf16 autocast
+  // (the convolutions' inputs and outputs stay bf16, the residual stream float32); elsewhere they
+  // are norm(x), torch::silu and +.
+  torch::Tensor forward(const torch::Tensor& input) {
+    const BlockInput in = normalise_block_input(*norm, input, /*residual_conv=*/!residual_conv.is_empty());
+    const torch::Tensor residual = residual_conv ? residual_conv(in.residual) : in.residual;
+    const torch::Tensor x = swish(conv1(in.normalised));
+    return add_as_float(conv2(x), residual);
   }
 
   torch::nn::Conv2d residual_conv{nullptr}, conv1{nullptr}, conv2{nullptr};
@@ -111,7 +113,9 @@ class ResidualUNet : public Network {
     torch::Tensor e = sinusoidal_embedding(noise_variances, embedding_dims_, embedding_max_frequency_)
                           .expand({-1, -1, noisy_images.size(2), noisy_images.size(3)});
     torch::Tensor x = float_activations(input_conv_(noisy_images));
-    x = torch::cat({x, e.to(x.scalar_type())}, /*dim=*/1);
+    // A one-channel input gives a contiguous x even under channels_last; the blocks' fused
+    // operations (precision.h) need their configured layout.
+    x = torch::cat({x, e.to(x.scalar_type())}, /*dim=*/1).contiguous(weight_memory_format(*this));
 
     std::vector<torch::Tensor> skips;
     size_t block = 0;
@@ -125,10 +129,7 @@ class ResidualUNet : public Network {
     for (const auto& mid : *mid_blocks_) x = mid->as<ResidualBlock>()->forward(x);
     block = 0;
     for (size_t level = widths_.size() - 1; level-- > 0;) {
-      x = F::interpolate(x, F::InterpolateFuncOptions()
-                                .scale_factor(std::vector<double>{2.0, 2.0})
-                                .mode(torch::kBilinear)
-                                .align_corners(false));
+      x = upsample_bilinear_2x(x);
       for (int64_t depth = 0; depth < block_depth_; ++depth) {
         x = torch::cat({x, skips.back()}, /*dim=*/1);
         skips.pop_back();

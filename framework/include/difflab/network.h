@@ -22,5 +22,10 @@ class BOOST_SYMBOL_VISIBLE Network : public Component, public torch::nn::Module 
 torch::nn::Conv2d same_conv(int64_t in_channels, int64_t out_channels, int64_t kernel_size);
 // and the check that image_size halves `levels` − 1 times (a config Error naming network.widths).
 void check_levels(int64_t image_size, size_t levels);
+// The memory format the module's convolution kernels are in (ChannelsLast after
+// `[experiment] channels_last = true`, else Contiguous). Activations with one channel, like a
+// grayscale input, look contiguous either way and convolutions then return contiguous outputs:
+// x.contiguous(weight_memory_format(*this)) puts them back in the layout the rest runs fastest in.
+torch::MemoryFormat weight_memory_format(const torch::nn::Module& module);
 
 }  // namespace difflab

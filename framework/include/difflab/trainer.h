@@ -45,14 +45,25 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
                          const RunOptions& options = {});
 
 struct BenchResult {
+  std::vector<int64_t> batch_shape;  // [batch, channels, height, width]
   double train_images_per_second = 0.0;
   double sample_images_per_second = 0.0;
   double peak_rss_mb = 0.0;
+  // With `profile`: the operators that took the most time per training step (name, self ms
+  // per step, calls per step), slowest first.
+  struct Operator {
+    std::string name;
+    double self_ms_per_step = 0.0;
+    double calls_per_step = 0.0;
+  };
+  std::vector<Operator> profile;
+  double profiled_ms_per_step = 0.0;  // all operators' self time per step
 };
 
 // Times `steps` training steps (after warm-up) and one sampling pass of the experiment's
-// network on random images of the experiment's shape. Writes nothing.
+// network on random images of the experiment's shape. With `profile`, then profiles `steps` more
+// training steps operator by operator. Writes nothing.
 BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry& registry,
-                             int64_t steps);
+                             int64_t steps, bool profile = false);
 
 }  // namespace difflab

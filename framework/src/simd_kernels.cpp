@@ -1,0 +1,217 @@
+// The hot loops of the fused bf16 operations (precision.cpp): plain C++ over raw pointers, no
+// LibTorch, written so that the compiler vectorises them. Each is compiled three times (x86-64-v4 =
+// AVX-512, v3 = AVX2 + FMA, baseline) and picked when the library loads, so one binary runs on any
+// x86-64 CPU. This file is built with -fno-math-errno -fno-trapping-math (as LibTorch is), without
+// which GCC neither inlines floor nor if-converts the clamps, and nothing vectorises.
+#include "simd_kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DIFFLAB_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DIFFLAB_SIMD_CLONES
+#endif
+
+namespace difflab::simd {
+namespace {
+
+inline float from_bf16(bf16_bits h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline bf16_bits to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;  // nearest even
+  return static_cast<bf16_bits>(f != f ? 0x7FC0u : rounded);              // keep NaN a NaN
+}
+
+// exp(x) for float32, branch-free so that it vectorises: Cody-Waite range reduction x = n ln2 + r,
+// |r| <= ln2/2, and the Cephes degree-6 polynomial for e^r (relative error ~1e-7, far below bf16's
+// 4e-3), scaled by 2^n through the exponent bits.
+inline float fast_exp(float x) {
+  // Clamped to |x| <= 80 with ternaries (fmin/fmax do not vectorise), so that neither e^x nor
+  // sigmoid(x) = 1 / (1 + e^-x) is ever subnormal: the compiler evaluates the clamped case on every
+  // lane, and arithmetic on subnormal floats takes a microcode assist (it made swish 5x slower).
+  // sigmoid(-80) = 1.8e-35 is 0 for every purpose here.
+  x = x < -80.0f ? -80.0f : x;
+  x = x > 80.0f ? 80.0f : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t exponent_bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &exponent_bits, sizeof scale);
+  return p * scale;
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
+
+// The two input indices and weights of output index `out` of a 2x bilinear upsampling with
+// align_corners = false: source coordinate (out + 0.5) / 2 - 0.5, clamped to [0, size - 1].
+struct Taps {
+  int64_t near, far;
+  float near_weight, far_weight;
+};
+inline Taps taps(int64_t out, int64_t size) {
+  const int64_t near = out / 2;
+  const int64_t far = (out % 2 == 0) ? std::max<int64_t>(near - 1, 0) : std::min<int64_t>(near + 1, size - 1);
+  return {near, far, 0.75f, 0.25f};
+}
+
+}  // namespace
+
+DIFFLAB_SIMD_CLONES void shifted_sums(const float* __restrict x, int64_t rows, int64_t channels,
+                                      const float* __restrict shift, float* __restrict sum,
+                                      float* __restrict square_sum) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * channels;
+    for (int64_t c = 0; c < channels; ++c) {
+      const float d = row[c] - shift[c];
+      sum[c] += d;
+      square_sum[c] += d * d;
+    }
+  }
+}
+
+DIFFLAB_SIMD_CLONES void normalise_rows(const float* __restrict x, int64_t rows, int64_t channels,
+                                        const float* __restrict mean, const float* __restrict inverse_std,
+                                        bf16_bits* __restrict y, bf16_bits* __restrict x_bf16) {
+  if (x_bf16 == nullptr) {
+    for (int64_t i = 0; i < rows * channels; i += channels)
+      for (int64_t c = 0; c < channels; ++c) y[i + c] = to_bf16((x[i + c] - mean[c]) * inverse_std[c]);
+  } else {
+    for (int64_t i = 0; i < rows * channels; i += channels)
+      for (int64_t c = 0; c < channels; ++c) {
+        y[i + c] = to_bf16((x[i + c] - mean[c]) * inverse_std[c]);
+        x_bf16[i + c] = to_bf16(x[i + c]);
+      }
+  }
+}
+
+DIFFLAB_SIMD_CLONES void gradient_sums(const bf16_bits* __restrict g, const bf16_bits* __restrict y,
+                                       int64_t rows, int64_t channels, float* __restrict g_sum,
+                                       float* __restrict g_y_sum) {
+  for (int64_t i = 0; i < rows * channels; i += channels)
+    for (int64_t c = 0; c < channels; ++c) {
+      const float gv = from_bf16(g[i + c]);
+      g_sum[c] += gv;
+      g_y_sum[c] += gv * from_bf16(y[i + c]);
+    }
+}
+
+DIFFLAB_SIMD_CLONES void normalise_backward_rows(
+    const bf16_bits* __restrict g, const bf16_bits* __restrict y, int64_t rows, int64_t channels,
+    const float* __restrict scale, const float* __restrict offset, const float* __restrict slope,
+    const float* __restrict residual_float, const bf16_bits* __restrict residual_bf16, float* __restrict dx) {
+  // One loop per case, so that each vectorises.
+  if (residual_float != nullptr) {
+    for (int64_t i = 0; i < rows * channels; i += channels)
+      for (int64_t c = 0; c < channels; ++c)
+        dx[i + c] = scale[c] * from_bf16(g[i + c]) - offset[c] - slope[c] * from_bf16(y[i + c]) +
+                    residual_float[i + c];
+  } else if (residual_bf16 != nullptr) {
+    for (int64_t i = 0; i < rows * channels; i += channels)
+      for (int64_t c = 0; c < channels; ++c)
+        dx[i + c] = scale[c] * from_bf16(g[i + c]) - offset[c] - slope[c] * from_bf16(y[i + c]) +
+                    from_bf16(residual_bf16[i + c]);
+  } else {
+    for (int64_t i = 0; i < rows * channels; i += channels)
+      for (int64_t c = 0; c < channels; ++c)
+        dx[i + c] = scale[c] * from_bf16(g[i + c]) - offset[c] - slope[c] * from_bf16(y[i + c]);
+  }
+}
+
+DIFFLAB_SIMD_CLONES void silu_forward(const bf16_bits* __restrict x, bf16_bits* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = from_bf16(x[i]);
+    y[i] = to_bf16(v * sigmoid(v));
+  }
+}
+
+DIFFLAB_SIMD_CLONES void silu_backward(const bf16_bits* __restrict g, const bf16_bits* __restrict x,
+                                       bf16_bits* __restrict dx, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = from_bf16(x[i]);
+    const float s = sigmoid(v);
+    dx[i] = to_bf16(from_bf16(g[i]) * s * (1.0f + v * (1.0f - s)));
+  }
+}
+
+DIFFLAB_SIMD_CLONES void add_bf16_bf16(const bf16_bits* __restrict a, const bf16_bits* __restrict b,
+                                       float* __restrict out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = from_bf16(a[i]) + from_bf16(b[i]);
+}
+
+DIFFLAB_SIMD_CLONES void add_bf16_float(const bf16_bits* __restrict a, const float* __restrict b,
+                                        float* __restrict out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = from_bf16(a[i]) + b[i];
+}
+
+DIFFLAB_SIMD_CLONES void upsample2x_forward_row(const float* __restrict image, int64_t height, int64_t width,
+                                                int64_t channels, int64_t out_y, float* __restrict out_row) {
+  const Taps y = taps(out_y, height);
+  const float* near_row = image + y.near * width * channels;
+  const float* far_row = image + y.far * width * channels;
+  for (int64_t out_x = 0; out_x < 2 * width; ++out_x) {
+    const Taps x = taps(out_x, width);
+    const float* a = near_row + x.near * channels;
+    const float* b = near_row + x.far * channels;
+    const float* c = far_row + x.near * channels;
+    const float* d = far_row + x.far * channels;
+    float* out = out_row + out_x * channels;
+    for (int64_t k = 0; k < channels; ++k)
+      out[k] = y.near_weight * (x.near_weight * a[k] + x.far_weight * b[k]) +
+               y.far_weight * (x.near_weight * c[k] + x.far_weight * d[k]);
+  }
+}
+
+DIFFLAB_SIMD_CLONES void upsample2x_backward_row(const float* __restrict grad, int64_t pixel_stride,
+                                                 int64_t height, int64_t width, int64_t channels,
+                                                 int64_t in_y, float* __restrict scratch,
+                                                 float* __restrict grad_row) {
+  // Rows first: scratch = the weighted sum of the output rows that read input row in_y.
+  const int64_t out_width = 2 * width;
+  for (int64_t i = 0; i < out_width * channels; ++i) scratch[i] = 0.0f;
+  for (int64_t out_y = std::max<int64_t>(2 * in_y - 1, 0); out_y <= std::min(2 * in_y + 2, 2 * height - 1);
+       ++out_y) {
+    const Taps y = taps(out_y, height);
+    const float weight = (y.near == in_y ? y.near_weight : 0.0f) + (y.far == in_y ? y.far_weight : 0.0f);
+    if (weight == 0.0f) continue;
+    const float* row = grad + out_y * out_width * pixel_stride;
+    for (int64_t out_x = 0; out_x < out_width; ++out_x)
+      for (int64_t k = 0; k < channels; ++k)
+        scratch[out_x * channels + k] += weight * row[out_x * pixel_stride + k];
+  }
+  // Then columns, the same way.
+  for (int64_t in_x = 0; in_x < width; ++in_x) {
+    float* out = grad_row + in_x * channels;
+    for (int64_t k = 0; k < channels; ++k) out[k] = 0.0f;
+    for (int64_t out_x = std::max<int64_t>(2 * in_x - 1, 0); out_x <= std::min(2 * in_x + 2, out_width - 1);
+         ++out_x) {
+      const Taps x = taps(out_x, width);
+      const float weight = (x.near == in_x ? x.near_weight : 0.0f) + (x.far == in_x ? x.far_weight : 0.0f);
+      const float* column = scratch + out_x * channels;
+      for (int64_t k = 0; k < channels; ++k) out[k] += weight * column[k];
+    }
+  }
+}
+
+DIFFLAB_SIMD_CLONES void float_to_bf16(const float* __restrict x, bf16_bits* __restrict out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
+}
+
+}  // namespace difflab::simd

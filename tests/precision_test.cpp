@@ -1,0 +1,229 @@
+// The fused CPU operations of precision.h against LibTorch's own operations and float64 formulas:
+// values, gradients, running statistics, the layouts they accept and the fallbacks they take.
+#include "difflab/precision.h"
+
+#include <torch/torch.h>
+
+#include "difflab/diffusion_model.h"
+#include "test_support.h"
+
+using namespace difflab;
+
+namespace {
+
+constexpr auto kChannelsLast = torch::MemoryFormat::ChannelsLast;
+
+torch::nn::BatchNorm2d seed_norm(int64_t channels) {  // the seed's BatchNormalization
+  return torch::nn::BatchNorm2d(
+      torch::nn::BatchNorm2dOptions(channels).affine(false).momentum(0.01).eps(1e-3));
+}
+
+// Activations with a per-channel offset and scale, so that normalising them matters.
+torch::Tensor activations(int64_t batch, int64_t channels, int64_t size) {
+  torch::manual_seed(7);
+  torch::Tensor offsets = torch::linspace(-3.0, 3.0, channels).view({1, channels, 1, 1});
+  torch::Tensor scales = torch::linspace(0.5, 4.0, channels).view({1, channels, 1, 1});
+  return (torch::randn({batch, channels, size, size}) * scales + offsets).contiguous(kChannelsLast);
+}
+
+double max_error(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+// Batch normalisation (no affine) in float64: (x - mean) / sqrt(var + eps), biased variance.
+torch::Tensor reference_norm(const torch::Tensor& x, double eps) {
+  torch::Tensor x64 = x.to(torch::kFloat64);
+  torch::Tensor mean = x64.mean({0, 2, 3}, true);
+  torch::Tensor variance = (x64 - mean).pow(2).mean({0, 2, 3}, true);
+  return (x64 - mean) / torch::sqrt(variance + eps);
+}
+
+}  // namespace
+
+TEST(FusedBatchNorm, MatchesFloat64FormulaAndLibTorchsRunningStatistics) {
+  torch::Tensor x = activations(8, 24, 12);
+  auto fused = seed_norm(24), plain = seed_norm(24);
+  torch::Tensor y;
+  {
+    AutocastGuard autocast(torch::kCPU, true);
+    y = batch_norm(*fused, x);
+  }
+  EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(y.is_contiguous(kChannelsLast));
+  torch::Tensor expected = reference_norm(x, 1e-3);
+  // bf16 keeps 8 significant bits: each value within half a unit in the last place.
+  EXPECT_LT(((y.to(torch::kFloat64) - expected).abs() / expected.abs().clamp_min(1e-3)).max().item<double>(),
+            1.0 / 256);
+
+  plain(x);  // LibTorch's BatchNorm2d on the same batch updates the same statistics
+  EXPECT_LT(max_error(fused->running_mean, plain->running_mean), 1e-6);
+  EXPECT_LT(max_error(fused->running_var, plain->running_var), 1e-6);
+  EXPECT_EQ(fused->num_batches_tracked.item<int64_t>(), 1);
+}
+
+TEST(FusedBatchNorm, StatisticsAreExactForLargeOffsets) {
+  // A mean 1e4 times the spread: the shifted sums keep the variance exact where E[x^2] - E[x]^2
+  // in float32 would lose it.
+  torch::Tensor x = (activations(4, 8, 16) + 1e4).contiguous(kChannelsLast);
+  auto norm = seed_norm(8);
+  AutocastGuard autocast(torch::kCPU, true);
+  torch::Tensor y = batch_norm(*norm, x);
+  EXPECT_LT(max_error(y, reference_norm(x, 1e-3)), 0.05);
+  EXPECT_NEAR(y.to(torch::kFloat64).pow(2).mean().item<double>(), 1.0, 0.01);
+}
+
+TEST(FusedBatchNorm, GradientMatchesLibTorchsBatchNorm) {
+  torch::Tensor x = activations(8, 24, 12);
+  torch::Tensor weights = torch::randn_like(x).to(torch::kBFloat16).to(torch::kFloat32);
+  auto fused = seed_norm(24), plain = seed_norm(24);
+
+  torch::Tensor x_fused = x.detach().requires_grad_();
+  {
+    AutocastGuard autocast(torch::kCPU, true);
+    (batch_norm(*fused, x_fused).to(torch::kFloat32) * weights).sum().backward();
+  }
+  torch::Tensor x_plain = x.to(torch::kFloat64).detach().requires_grad_();
+  plain->to(torch::kFloat64);
+  (plain(x_plain) * weights.to(torch::kFloat64)).sum().backward();
+
+  // The fused backward uses the bf16 output the convolution saw for x_hat: ~2^-8 relative.
+  const double scale = x_plain.grad().abs().max().item<double>();
+  EXPECT_LT(max_error(x_fused.grad(), x_plain.grad()) / scale, 0.02);
+  // And it is a real gradient: zero mean per channel, orthogonal to x_hat (BN's invariances).
+  EXPECT_LT(x_fused.grad().to(torch::kFloat64).sum({0, 2, 3}).abs().max().item<double>() / scale, 0.05);
+}
+
+TEST(FusedBatchNorm, ResidualBranchGetsTheInputAndAddsItsGradient) {
+  torch::Tensor x = activations(4, 16, 8).requires_grad_();
+  for (bool residual_conv : {false, true}) {
+    auto norm = seed_norm(16);
+    x.mutable_grad() = torch::Tensor();
+    torch::Tensor residual_weights = torch::randn_like(x);
+    BlockInput in;
+    {
+      AutocastGuard autocast(torch::kCPU, true);
+      in = normalise_block_input(*norm, x, residual_conv);
+    }
+    EXPECT_EQ(in.residual.scalar_type(), residual_conv ? torch::kBFloat16 : torch::kFloat32);
+    EXPECT_LE(max_error(in.residual, x), residual_conv ? 4.0 * 16 / 256 : 0.0);  // |x| < 16
+    // Only the residual branch used: x's gradient is exactly that branch's.
+    (in.residual.to(torch::kFloat32) * residual_weights).sum().backward();
+    const torch::Tensor expected = residual_conv ? residual_weights.to(torch::kBFloat16) : residual_weights;
+    EXPECT_LT(max_error(x.grad(), expected), 1e-6) << "residual_conv " << residual_conv;
+  }
+}
+
+TEST(FusedBatchNorm, EvaluationUsesRunningStatistics) {
+  torch::Tensor x = activations(4, 8, 8);
+  auto norm = seed_norm(8);
+  {
+    torch::NoGradGuard no_grad;
+    norm->running_mean.copy_(torch::linspace(-1.0, 1.0, 8));
+    norm->running_var.copy_(torch::linspace(0.5, 2.0, 8));
+  }
+  norm->eval();
+  torch::Tensor y;
+  {
+    AutocastGuard autocast(torch::kCPU, true);
+    y = batch_norm(*norm, x);
+  }
+  torch::Tensor expected =
+      (x.to(torch::kFloat64) - norm->running_mean.to(torch::kFloat64).view({1, 8, 1, 1})) /
+      torch::sqrt(norm->running_var.to(torch::kFloat64).view({1, 8, 1, 1}) + 1e-3);
+  EXPECT_LT(max_error(y, expected) / expected.abs().max().item<double>(), 1.0 / 256);
+  EXPECT_EQ(norm->num_batches_tracked.item<int64_t>(), 0);
+}
+
+TEST(FusedBatchNorm, DoesNotDependOnTheThreadCount) {
+  torch::Tensor x = activations(16, 32, 16).requires_grad_();
+  torch::Tensor weights = torch::randn_like(x);
+  auto run = [&](int threads) {
+    torch::set_num_threads(threads);
+    auto norm = seed_norm(32);
+    x.mutable_grad() = torch::Tensor();
+    AutocastGuard autocast(torch::kCPU, true);
+    torch::Tensor y = batch_norm(*norm, x);
+    (y.to(torch::kFloat32) * weights).sum().backward();
+    return std::make_pair(y.to(torch::kFloat32), x.grad().clone());
+  };
+  const auto one = run(1), two = run(2);
+  EXPECT_TRUE(torch::equal(one.first, two.first));
+  EXPECT_TRUE(torch::equal(one.second, two.second));
+}
+
+TEST(FusedBatchNorm, FallsBackToLibTorchOutsideBf16AutocastOrChannelsLast) {
+  torch::Tensor x = activations(4, 8, 8);
+  auto norm = seed_norm(8), plain = seed_norm(8);
+  torch::Tensor y = batch_norm(*norm, x);  // no autocast: LibTorch's BatchNorm, float32
+  EXPECT_EQ(y.scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::equal(y, plain(x)));
+  AutocastGuard autocast(torch::kCPU, true);
+  EXPECT_EQ(batch_norm(*norm, x.contiguous()).scalar_type(), torch::kFloat32);  // NCHW: not fused
+}
+
+TEST(FusedSwish, MatchesFloat64SwishAndItsDerivative) {
+  torch::Tensor x =
+      torch::cat({torch::randn({4000}) * 4.0,
+                  torch::tensor({-1000.0f, -100.0f, -80.0f, -20.0f, 0.0f, 20.0f, 80.0f, 100.0f, 1000.0f})})
+          .to(torch::kBFloat16)
+          .requires_grad_();
+  torch::Tensor y = swish(x);
+  EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+  torch::Tensor x64 = x.detach().to(torch::kFloat64);
+  torch::Tensor s = torch::sigmoid(x64);
+  torch::Tensor expected = x64 * s;
+  // Relative to 1e-6 at least: swish saturates at x = -80 (sigmoid(-80) = 1.8e-35, not smaller).
+  EXPECT_LT(((y.to(torch::kFloat64) - expected).abs() / expected.abs().clamp_min(1e-6)).max().item<double>(),
+            1.0 / 256);
+  torch::Tensor g = torch::linspace(-1.0, 1.0, x.numel()).to(torch::kBFloat16);
+  y.backward(g);
+  torch::Tensor expected_grad = g.to(torch::kFloat64) * s * (1.0 + x64 * (1.0 - s));  // d/dx x sigmoid(x)
+  EXPECT_LT((x.grad().to(torch::kFloat64) - expected_grad).abs().max().item<double>(), 1.0 / 128);
+  EXPECT_FALSE(torch::isnan(y).any().item<bool>());
+  EXPECT_TRUE(torch::isnan(swish(torch::full({3}, NAN).to(torch::kBFloat16))).all().item<bool>());
+  // float32 input: LibTorch's silu, unchanged.
+  torch::Tensor x32 = torch::randn({100});
+  EXPECT_TRUE(torch::equal(swish(x32), torch::silu(x32)));
+}
+
+TEST(FusedAdd, AddsInFloat32AndReturnsEachGradientInItsInputsDtype) {
+  torch::Tensor a =
+      torch::randn({2, 8, 4, 4}).contiguous(kChannelsLast).to(torch::kBFloat16).requires_grad_();
+  torch::Tensor b = torch::randn({2, 8, 4, 4}).contiguous(kChannelsLast).requires_grad_();
+  torch::Tensor sum = add_as_float(a, b);
+  EXPECT_EQ(sum.scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::equal(sum, a.to(torch::kFloat32) + b));
+  torch::Tensor g = torch::randn_like(sum);
+  sum.backward(g);
+  EXPECT_EQ(a.grad().scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(a.grad(), g.to(torch::kBFloat16)));  // round to nearest even, as LibTorch
+  EXPECT_TRUE(torch::equal(b.grad(), g));
+
+  torch::Tensor c = torch::randn({2, 8, 4, 4}).to(torch::kBFloat16);
+  EXPECT_TRUE(
+      torch::equal(add_as_float(a.detach(), c), a.detach().to(torch::kFloat32) + c.to(torch::kFloat32)));
+  // Different layouts: the unfused sum.
+  EXPECT_TRUE(torch::equal(add_as_float(a.detach(), b.detach().contiguous()),
+                           a.detach().to(torch::kFloat32) + b.detach()));
+}
+
+TEST(FusedUpsample, MatchesLibTorchsBilinearInterpolationAndItsGradient) {
+  namespace F = torch::nn::functional;
+  for (int64_t size : {1, 2, 5, 8}) {
+    torch::Tensor x = torch::randn({3, 6, size, size + 1}).contiguous(kChannelsLast).requires_grad_();
+    torch::Tensor y = upsample_bilinear_2x(x);
+    torch::Tensor x_plain = x.detach().to(torch::kFloat64).requires_grad_();
+    torch::Tensor expected = F::interpolate(x_plain, F::InterpolateFuncOptions()
+                                                         .scale_factor(std::vector<double>{2.0, 2.0})
+                                                         .mode(torch::kBilinear)
+                                                         .align_corners(false));
+    ASSERT_EQ(y.sizes(), expected.sizes());
+    EXPECT_LT(max_error(y, expected), 1e-5) << "size " << size;
+    // The gradient arrives as a channel slice of a concatenation with a skip connection.
+    torch::Tensor skip = torch::randn({3, 4, 2 * size, 2 * size + 2}).contiguous(kChannelsLast);
+    torch::Tensor weights = torch::randn({3, 10, 2 * size, 2 * size + 2}, torch::kFloat64);
+    (torch::cat({y, skip}, 1) * weights.to(torch::kFloat32)).sum().backward();
+    (expected * weights.narrow(1, 0, 6)).sum().backward();
+    EXPECT_LT(max_error(x.grad(), x_plain.grad()), 1e-4) << "size " << size;
+  }
+}
