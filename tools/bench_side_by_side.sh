@@ -1,8 +1,9 @@
 #!/bin/bash
 # difflab's training and sampling throughput next to the eager Python reference (Debian's
 # python3-torch, tools/bench_reference.py) for the same network, batch and image size, run
-# alternately ROUNDS times so that both see the same machine load; prints every run and the
-# medians, and the ratio of the medians.
+# alternately ROUNDS times so that both see the same machine load; prints every run, the medians,
+# the ratio of the medians and the median of each round's ratio (difflab as written against the
+# float32 reference run right after it).
 #
 #   tools/bench_side_by_side.sh [--rounds N] [--steps N] [--threads N] [--build DIR]
 #                               [--experiment FILE] [-- difflab --set overrides...]
@@ -62,4 +63,9 @@ done
 difflab_train=$(median 1 <<<"${results[${names[0]}]}")
 reference_train=$(median 1 <<<"${results[${names[2]}]}")
 awk -v a="$difflab_train" -v b="$reference_train" \
-  'BEGIN { printf "train_speedup_vs_fp32_reference: %.2f\n", a / b }'
+  'BEGIN { printf "train_speedup_vs_fp32_reference: %.2f (ratio of the medians)\n", a / b }'
+ratios=$(paste -d' ' <(tr ';' '\n' <<<"${results[${names[0]}]}" | awk 'NF { print $1 }') \
+                     <(tr ';' '\n' <<<"${results[${names[2]}]}" | awk 'NF { print $1 }') |
+         awk '{ printf "%.2f;", $1 / $2 }')
+echo "train_speedup_per_round: ${ratios//;/ }"
+echo "train_speedup_median_of_rounds: $(median 1 <<<"$ratios")"

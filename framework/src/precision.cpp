@@ -1,7 +1,7 @@
-// The fused float32/bf16 CPU operations behind precision.h: BatchNorm (no affine) to bf16, swish in
-// bf16 and mixed-dtype residual additions, each a custom autograd function over the loops of
-// simd_kernels.h. Reductions use a fixed chunking of the rows, so results do not depend on the
-// thread count.
+// The fused CPU operations behind precision.h: BatchNorm (no affine) to bf16 with a residual
+// block's input, swish in bf16, mixed-dtype residual additions and 2x bilinear upsampling, each a
+// custom autograd function over the loops of simd_kernels.h. Reductions use a fixed chunking of the
+// rows, so results do not depend on the thread count.
 #include "difflab/precision.h"
 
 #include <ATen/Parallel.h>
