@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fmt/format.h>
 #include <fstream>
+#include <regex>
 #include <sys/wait.h>
 
 #include "difflab/image_io.h"
@@ -515,4 +516,21 @@ TEST(Cli, BenchPrintsThroughputAndMemory) {
   ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
   for (const char* key : {"train_images_per_second: ", "sample_images_per_second: ", "peak_rss_mb: "})
     EXPECT_NE(outcome.output.find(key), std::string::npos) << outcome.output;
+}
+
+TEST(Cli, BenchProfileListsTheOperatorsOfATrainingStep) {
+  Outcome outcome = difflab_command("bench " + tiny_experiment() + " --steps 2 --profile");
+  ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
+  const size_t table = outcome.output.find("profile of 2 training steps: ");
+  ASSERT_NE(table, std::string::npos) << outcome.output;
+  // Every step runs the network's convolutions forward and backward, 2 steps' worth per step.
+  std::smatch row;
+  const std::string rest = outcome.output.substr(table);
+  ASSERT_TRUE(std::regex_search(rest, row, std::regex(R"(([0-9.]+) +([0-9.]+) +([0-9.]+)  aten::convolution_backward)")))
+      << rest;
+  EXPECT_GT(std::stod(row[1].str()), 0.0);
+  EXPECT_GT(std::stod(row[3].str()), 1.0);  // calls per step: one per convolution
+  const size_t rows = static_cast<size_t>(std::count(rest.begin(), rest.end(), '\n'));
+  EXPECT_GE(rows, 10u);
+  EXPECT_LE(rows, 27u);  // header lines + at most 25 operators
 }

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <torch/script.h>
 
+#include "difflab/diffusion_model.h"
 #include "difflab/embedding.h"
 #include "difflab/error.h"
 #include "difflab/network.h"
@@ -55,6 +56,52 @@ TEST(ResidualUNet, OutputDependsOnInputAndNoiseLevelOnceTrained) {
   torch::Tensor high = network->forward(images, torch::full({2, 1, 1, 1}, 0.9));
   EXPECT_EQ(low.sizes(), torch::IntArrayRef({2, 3, 16, 16}));
   EXPECT_GT((low - high).abs().max().item<float>(), 1e-4f);
+}
+
+// The fused bf16 path (precision.h) in context: the same weights and batch under bf16 autocast and
+// channels_last give the float32 network's output and gradients up to bf16 rounding, and the
+// one-channel input is put back into channels_last (weight_memory_format) so that every block fuses.
+TEST(ResidualUNet, Bf16ChannelsLastMatchesFloat32) {
+  auto make_network = [] {
+    torch::manual_seed(3);
+    auto network = make<Network>(Family::network, "residual_unet", {}, {32, 1});
+    torch::NoGradGuard no_grad;  // stand-in for training: un-zero the last layer
+    for (auto& parameter : network->named_parameters())
+      if (parameter.key().find("output_conv") != std::string::npos) parameter.value().normal_(0.0, 0.05);
+    return network;
+  };
+  auto reference = make_network(), mixed = make_network();
+  EXPECT_EQ(weight_memory_format(*mixed), torch::MemoryFormat::Contiguous);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& parameter : mixed->parameters())
+      if (parameter.dim() == 4) parameter.set_data(parameter.data().contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+  EXPECT_EQ(weight_memory_format(*mixed), torch::MemoryFormat::ChannelsLast);
+
+  torch::manual_seed(4);
+  torch::Tensor images = torch::randn({16, 1, 32, 32});
+  torch::Tensor variances = torch::rand({16, 1, 1, 1});
+  torch::Tensor expected = reference->forward(images, variances);
+  expected.pow(2).mean().backward();
+  torch::Tensor output;
+  {
+    AutocastGuard autocast(torch::kCPU, true);
+    output = mixed->forward(images.contiguous(torch::MemoryFormat::ChannelsLast), variances).to(torch::kFloat32);
+  }
+  output.pow(2).mean().backward();
+
+  const double scale = expected.abs().max().item<double>();
+  EXPECT_LT((output - expected).abs().max().item<double>() / scale, 0.05);
+  for (const auto& name : {"down_blocks.0.conv1.weight", "mid_blocks.1.conv2.weight", "up_blocks.5.conv1.weight"}) {
+    torch::Tensor a = reference->named_parameters()[name].grad().flatten();
+    torch::Tensor b = mixed->named_parameters()[name].grad().flatten();
+    EXPECT_GT(torch::cosine_similarity(a, b, 0).item<double>(), 0.98) << name;
+  }
+  // The running statistics moved the same way.
+  torch::Tensor mean_a = reference->named_buffers()["down_blocks.0.norm.running_mean"];
+  torch::Tensor mean_b = mixed->named_buffers()["down_blocks.0.norm.running_mean"];
+  EXPECT_LT((mean_a - mean_b).abs().max().item<double>(), 1e-3 * (1.0 + mean_a.abs().max().item<double>()));
 }
 
 TEST(ResidualUNet, RejectsImageSizeNotDivisibleByItsDownsampling) {
