@@ -75,7 +75,8 @@ TEST(ResidualUNet, Bf16ChannelsLastMatchesFloat32) {
   {
     torch::NoGradGuard no_grad;
     for (auto& parameter : mixed->parameters())
-      if (parameter.dim() == 4) parameter.set_data(parameter.data().contiguous(torch::MemoryFormat::ChannelsLast));
+      if (parameter.dim() == 4)
+        parameter.set_data(parameter.data().contiguous(torch::MemoryFormat::ChannelsLast));
   }
   EXPECT_EQ(weight_memory_format(*mixed), torch::MemoryFormat::ChannelsLast);
 
@@ -87,13 +88,15 @@ TEST(ResidualUNet, Bf16ChannelsLastMatchesFloat32) {
   torch::Tensor output;
   {
     AutocastGuard autocast(torch::kCPU, true);
-    output = mixed->forward(images.contiguous(torch::MemoryFormat::ChannelsLast), variances).to(torch::kFloat32);
+    output = mixed->forward(images.contiguous(torch::MemoryFormat::ChannelsLast), variances)
+                 .to(torch::kFloat32);
   }
   output.pow(2).mean().backward();
 
   const double scale = expected.abs().max().item<double>();
   EXPECT_LT((output - expected).abs().max().item<double>() / scale, 0.05);
-  for (const auto& name : {"down_blocks.0.conv1.weight", "mid_blocks.1.conv2.weight", "up_blocks.5.conv1.weight"}) {
+  for (const auto& name :
+       {"down_blocks.0.conv1.weight", "mid_blocks.1.conv2.weight", "up_blocks.5.conv1.weight"}) {
     torch::Tensor a = reference->named_parameters()[name].grad().flatten();
     torch::Tensor b = mixed->named_parameters()[name].grad().flatten();
     EXPECT_GT(torch::cosine_similarity(a, b, 0).item<double>(), 0.98) << name;

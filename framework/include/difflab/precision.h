@@ -31,8 +31,9 @@ inline torch::Tensor float_activations(const torch::Tensor& x) {
 // norm(x) for a BatchNorm2d without affine parameters, in training or evaluation mode, with the
 // same running-statistics update as LibTorch (momentum, unbiased variance, num_batches_tracked).
 // Under CPU bf16 autocast, for a float32 channels_last input, one fused kernel computes the batch
-// statistics in float64 and writes the result in bf16, ready for the next convolution; its
-// backward pass reads the bf16 gradient and writes float32. Otherwise it is norm(x).
+// statistics (float32 sums over fixed chunks of rows, combined in float64) and writes the result
+// in bf16, ready for the next convolution; its backward pass reads the bf16 gradient and writes
+// float32. Otherwise it is norm(x).
 torch::Tensor batch_norm(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& x);
 
 // What a residual block does with its input x: batch_norm(norm, x) for the first convolution, and
@@ -46,8 +47,8 @@ struct BlockInput {
 BlockInput normalise_block_input(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& x,
                                  bool residual_conv);
 
-// x * sigmoid(x) (swish, SiLU). A bf16 CPU input gives a bf16 output computed in float32; other inputs
-// use torch::silu.
+// x * sigmoid(x) (swish, SiLU). A bf16 CPU input gives a bf16 output computed in float32 (it
+// saturates below x = -80, where it is -1e-33 rather than smaller); other inputs use torch::silu.
 torch::Tensor swish(const torch::Tensor& x);
 
 // Bilinear 2x upsampling with align_corners = false (Keras' UpSampling2D(interpolation="bilinear")).
