@@ -205,9 +205,8 @@ struct SiluBF16 : torch::autograd::Function<SiluBF16> {
   }
 };
 
-// `g` (float32) in the dtype of an input of that dtype: shared, or cast in one pass.
-torch::Tensor gradient_as(const torch::Tensor& g, torch::ScalarType dtype) {
-  if (dtype != torch::kBFloat16) return g;
+// A dense float32 tensor in bf16, with the same strides, in one pass.
+torch::Tensor dense_to_bf16(const torch::Tensor& g) {
   torch::Tensor out = at::empty_like(g, g.options().dtype(torch::kBFloat16));
   const float* g_data = g.data_ptr<float>();
   bf16_bits* out_data = bf16_data(out);
@@ -242,7 +241,7 @@ struct AddAsFloat : torch::autograd::Function<AddAsFloat> {
                                                  torch::autograd::variable_list grad_outputs) {
     torch::Tensor g = grad_outputs[0].to(torch::kFloat32);
     if (!dense(g)) g = g.contiguous();
-    torch::Tensor a_grad = gradient_as(g, torch::kBFloat16);
+    torch::Tensor a_grad = dense_to_bf16(g);
     torch::Tensor b_grad = context->saved_data["b_bf16"].toBool() ? a_grad : g;
     return {a_grad, b_grad};
   }
