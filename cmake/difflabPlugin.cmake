@@ -1,10 +1,11 @@
 # difflab_add_plugin(NAME FAMILY family SOURCES ... [OUTPUT_DIRECTORY dir] [DEFINITIONS ...] [NO_INSTALL])
 #
-# Builds one plugin as its own shared library, difflab-<family>-<name>.so: a MODULE linked to
-# difflab::framework with hidden visibility (only the DIFFLAB_PLUGIN entry points are exported).
-# Used by difflab's own tree and, through find_package(difflab), by out-of-tree projects; the
-# library lands in OUTPUT_DIRECTORY (default: the build's plugin folder in difflab's tree, the
-# current binary folder elsewhere) and installs into <libdir>/difflab/plugins.
+# Builds one plugin as its own shared library, difflab-<family>-<name>.so: a MODULE linked to the
+# SDK (difflab::sdk) alone, with hidden visibility and a version script, so that it exports its
+# ABI record and metadata function and nothing else. Used by difflab's own tree and, through
+# find_package(difflab), by out-of-tree projects; the library lands in OUTPUT_DIRECTORY (default:
+# the build's plugin folder in difflab's tree, the current binary folder elsewhere) and installs
+# into <libdir>/difflab/plugins.
 include_guard(GLOBAL)
 include(GNUInstallDirs)
 
@@ -18,9 +19,13 @@ function(difflab_add_plugin name)
     message(FATAL_ERROR "difflab_add_plugin(${name}): SOURCES are missing")
   endif()
   set(target difflab_${ARG_FAMILY}_${name})
+  set(version_script ${CMAKE_CURRENT_FUNCTION_LIST_DIR}/difflab_plugin.map)
   add_library(${target} MODULE ${ARG_SOURCES})
-  target_link_libraries(${target} PRIVATE difflab::framework)
+  target_link_libraries(${target} PRIVATE difflab::sdk)
   target_compile_definitions(${target} PRIVATE ${ARG_DEFINITIONS})
+  # --no-undefined: a symbol the SDK does not export fails the link, not the first load.
+  target_link_options(${target} PRIVATE "LINKER:--version-script=${version_script}" "LINKER:--no-undefined")
+  set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS ${version_script})
   if(TARGET difflab_warnings)  # difflab's own tree
     target_link_libraries(${target} PRIVATE difflab_warnings)
   endif()

@@ -9,8 +9,8 @@
 #include <regex>
 #include <sys/wait.h>
 
-#include "difflab/image_io.h"
 #include "test_support.h"
+#include "training/image_io.h"
 
 namespace fs = std::filesystem;
 
@@ -514,8 +514,15 @@ TEST(Cli, CheckPrintsTheResolvedExperimentWithOverrides) {
 TEST(Cli, BenchPrintsThroughputAndMemory) {
   Outcome outcome = difflab_command("bench " + tiny_experiment() + " --steps 2");
   ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
-  for (const char* key : {"train_images_per_second: ", "sample_images_per_second: ", "peak_rss_mb: "})
-    EXPECT_NE(outcome.output.find(key), std::string::npos) << outcome.output;
+  // Each figure is a positive number; the batch is the experiment's.
+  for (const char* key : {"train_images_per_second", "sample_images_per_second", "peak_rss_mb"}) {
+    std::smatch value;
+    ASSERT_TRUE(std::regex_search(outcome.output, value, std::regex(std::string(key) + ": ([0-9.]+)\n")))
+        << key << "\n" << outcome.output;
+    EXPECT_GT(std::stod(value[1].str()), 0.0) << key;
+  }
+  EXPECT_NE(outcome.output.find("batch_shape: 16x1x16x16"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("threads: "), std::string::npos) << outcome.output;
 }
 
 TEST(Cli, BenchProfileListsTheOperatorsOfATrainingStep) {

@@ -4,9 +4,10 @@
 #include <fstream>
 #include <set>
 
+#include "config/experiment.h"
+#include "config/settings.h"
 #include "difflab/dataset.h"
 #include "difflab/error.h"
-#include "difflab/experiment.h"
 #include "test_support.h"
 
 using namespace difflab;
@@ -42,6 +43,54 @@ TEST(Experiment, FillsDefaultsForAnEmptyFile) {
             (std::vector<int64_t>{32, 64, 96, 128}));
   EXPECT_EQ(experiment.section("training").params.integer("batch_size"), 64);
   EXPECT_DOUBLE_EQ(experiment.section("training").params.real("ema"), 0.999);
+}
+
+TEST(Experiment, SettingsAreTypedFromTheSameTableAsTheSchema) {
+  const Experiment experiment =
+      parse("[training]\nbatch_size = 16\nema = 0.99\n[evaluation]\nkid_protocol = \"none\"\n");
+  const Settings settings = experiment.settings();
+  EXPECT_EQ(settings.training.batch_size, 16);
+  EXPECT_DOUBLE_EQ(settings.training.ema, 0.99);
+  EXPECT_EQ(settings.evaluation.kid_protocol, "none");
+  EXPECT_EQ(settings.evaluation.plot_diffusion_steps, 20);  // the schema's default
+  EXPECT_EQ(settings.data.image_size, 64);
+  EXPECT_EQ(settings.network.prediction, "noise");
+  // Every key of the schema lands in the struct: a key read that the schema lacks is an Error
+  // naming it, never std::out_of_range.
+  for (const char* section : {"experiment", "data", "network", "loss", "training", "evaluation"})
+    EXPECT_FALSE(framework_schema(section).empty()) << section;
+  Params partial;
+  partial.set("epochs", int64_t{1});
+  Settings into;
+  try {
+    read_section("training", partial, into);
+    FAIL() << "a missing key was read";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.context().key, "batch_size") << error.what();
+  }
+  try {
+    experiment.section("training").params.integer("batch_sise");
+    FAIL() << "a misspelled key was read";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.context().key, "batch_sise");
+    EXPECT_NE(error.context().hint.find("did you mean \"batch_size\""), std::string::npos) << error.what();
+  }
+}
+
+TEST(Experiment, OnlySectionsThatDefineTheNetworkAreInTheTrainingIdentity) {
+  const Experiment base = parse("");
+  std::set<std::string> defining;
+  for (const auto& name : section_names())
+    if (section_defines_training(name)) defining.insert(name);
+  EXPECT_EQ(defining, (std::set<std::string>{"experiment", "data", "network", "schedule", "loss", "training"}));
+  // Sampling, evaluation and the KID feature extractor change the run, not its trained network.
+  for (const char* set : {"sampler.plugin=ddpm", "evaluation.kid_diffusion_steps=9", "features.plugin=classifier"}) {
+    const Experiment changed = parse("", {set});
+    EXPECT_NE(changed.config_hash(), base.config_hash()) << set;
+    EXPECT_EQ(changed.training_hash(), base.training_hash()) << set;
+  }
+  for (const char* set : {"loss.plugin=mse", "schedule.plugin=linear", "training.batch_size=8", "data.image_size=32"})
+    EXPECT_NE(parse("", {set}).training_hash(), base.training_hash()) << set;
 }
 
 TEST(Experiment, AcceptsIntegersForFloatKeys) {

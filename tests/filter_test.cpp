@@ -1,6 +1,6 @@
 // The --where language: what it matches, and that anything else is a clear error, never SQL.
 #include "difflab/error.h"
-#include "difflab/filter.h"
+#include "results/filter.h"
 #include "test_support.h"
 
 using namespace difflab;

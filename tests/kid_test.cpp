@@ -1,14 +1,16 @@
 // KID against clean-fid's kernel_distance on the reference feature matrices
 // (tests/data/kid_reference), for both protocols, and the `pixels` extractor.
 #include <fstream>
+#include <iterator>
+#include <regex>
 #include <sstream>
 #include <torch/script.h>
 
-#include "difflab/features.h"
 #include "difflab/dataset.h"
 #include "difflab/error.h"
-#include "difflab/kid.h"
+#include "difflab/features.h"
 #include "test_support.h"
+#include "training/kid.h"
 
 using namespace difflab;
 
@@ -30,10 +32,21 @@ torch::Tensor read_csv(const std::string& name) {
   return torch::tensor(values, difflab::test::f64()).view({rows, -1});
 }
 
-// Values from expected.json (clean-fid, float64).
-constexpr double kKidAllRows = 0.3633798313744132;
-constexpr double kKidSameSet = -0.11552380619789868;
-constexpr double kKidPerBatch40 = 0.3628131141160725;
+// A number of expected.json (clean-fid's values, float64), read from the reference file itself.
+double expected(const std::string& key) {
+  std::ifstream file(std::string(DIFFLAB_TEST_SOURCE_DIR) + "/tests/data/kid_reference/expected.json");
+  const std::string json((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  std::smatch match;
+  if (!std::regex_search(json, match, std::regex("\"" + key + "\": *(-?[0-9.eE+-]+)"))) {
+    ADD_FAILURE() << "expected.json has no number " << key;
+    return std::nan("");
+  }
+  return std::stod(match[1].str());
+}
+
+const double kKidAllRows = expected("kid_all_rows");
+const double kKidSameSet = expected("kid_same_set");
+const double kKidPerBatch40 = expected("kid_per_batch_40");
 
 }  // namespace
 

@@ -4,11 +4,11 @@
 #include <filesystem>
 #include <torch/script.h>
 
-#include "difflab/diffusion_model.h"
 #include "difflab/embedding.h"
 #include "difflab/error.h"
 #include "difflab/network.h"
-#include "difflab/registry.h"
+#include "model/diffusion_model.h"
+#include "plugin_host/registry.h"
 #include "test_support.h"
 
 using namespace difflab;

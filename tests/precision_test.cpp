@@ -4,7 +4,7 @@
 
 #include <torch/torch.h>
 
-#include "difflab/diffusion_model.h"
+#include "model/diffusion_model.h"
 #include "test_support.h"
 
 using namespace difflab;

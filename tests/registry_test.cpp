@@ -1,7 +1,11 @@
 // Plugin loading through Boost.DLL: real .so files, ABI checks before any call, listing.
+#include <algorithm>
+#include <fmt/format.h>
+
 #include "difflab/loss.h"
-#include "difflab/registry.h"
+#include "difflab/plugin.h"
 #include "difflab/schedule.h"
+#include "plugin_host/registry.h"
 #include "test_support.h"
 
 using namespace difflab;
@@ -23,7 +27,12 @@ TEST(PluginRegistry, FindsEveryBuiltInPlugin) {
     EXPECT_FALSE(info->version.empty());
     EXPECT_FALSE(info->description.empty());
   }
-  EXPECT_EQ(registry.list(Family::loss).size(), 3u);
+  // Every loss library of the build's plugin folder is listed, and nothing else.
+  size_t loss_libraries = 0;
+  for (const auto& entry : fs::directory_iterator(PluginRegistry::default_search_dirs().front()))
+    loss_libraries += entry.path().filename().string().rfind("difflab-loss-", 0) == 0;
+  EXPECT_GE(loss_libraries, 3u);
+  EXPECT_EQ(registry.list(Family::loss).size(), loss_libraries);
   EXPECT_TRUE(registry.rejected().empty());
 }
 
@@ -50,6 +59,82 @@ TEST(PluginRegistry, RefusesAPluginWithAWrongAbiRecord) {
   }
 }
 
+TEST(PluginRegistry, RefusesAPluginBuiltAgainstAnotherLibTorch) {
+  const fs::path file = fs::path(DIFFLAB_TEST_BAD_PLUGIN_DIR) / "difflab-loss-wrong_torch.so";
+  try {
+    load_plugin_library(file);
+    FAIL() << "a plugin of another LibTorch was accepted";
+  } catch (const Error& error) {
+    EXPECT_NE(error.message().find(fmt::format("LibTorch {}.99", TORCH_VERSION_MAJOR)), std::string::npos)
+        << error.what();
+    EXPECT_NE(error.context().hint.find("same LibTorch"), std::string::npos);
+  }
+}
+
+// tests/CMakeLists.txt builds changed_layout against a copy of the SDK headers in which
+// ImageSplits has one more member.
+TEST(PluginRegistry, RefusesAPluginBuiltAgainstAChangedStructLayoutNamingTheStruct) {
+  const fs::path file = fs::path(DIFFLAB_TEST_BAD_PLUGIN_DIR) / "difflab-loss-changed_layout.so";
+  ASSERT_TRUE(fs::exists(file));
+  try {
+    load_plugin_library(file);
+    FAIL() << "a plugin with another ImageSplits layout was accepted";
+  } catch (const Error& error) {
+    EXPECT_NE(error.message().find("layout of ImageSplits differs"), std::string::npos) << error.what();
+    // Only that struct: the others are unchanged.
+    EXPECT_EQ(error.message().find("PluginInfo"), std::string::npos) << error.what();
+    EXPECT_EQ(error.context().file, file.string());
+  }
+}
+
+TEST(AbiRecord, LayoutDifferencesNameChangedMissingAndUnknownStructs) {
+  std::vector<LayoutFingerprint> layouts(std::begin(difflab::abi::kLayouts), std::end(difflab::abi::kLayouts));
+  AbiRecord record{kAbiMagic, DIFFLAB_ABI_VERSION, 0, 0, 0, static_cast<uint32_t>(layouts.size()), layouts.data()};
+  EXPECT_TRUE(layout_differences(record).empty());
+
+  for (auto& layout : layouts)
+    if (std::string(layout.name) == "Rates") layout.fingerprint ^= 1;
+  EXPECT_EQ(layout_differences(record), std::vector<std::string>{"Rates"});
+
+  layouts.erase(std::remove_if(layouts.begin(), layouts.end(),
+                               [](const LayoutFingerprint& layout) { return std::string(layout.name) == "Loss (interface)"; }),
+                layouts.end());
+  layouts.push_back({"Tomorrow", 42});
+  record.layout_count = static_cast<uint32_t>(layouts.size());
+  record.layouts = layouts.data();
+  EXPECT_EQ(layout_differences(record),
+            (std::vector<std::string>{"Rates", "Loss (interface) (absent in the plugin)", "Tomorrow (unknown to difflab)"}));
+}
+
+TEST(AbiRecord, FingerprintsFollowSizesAndOffsets) {
+  struct Two {
+    int32_t a;
+    int64_t b;
+  };
+  struct Swapped {
+    int64_t b;
+    int32_t a;
+  };
+  constexpr uint64_t two = DIFFLAB_LAYOUT(Two, DIFFLAB_FIELD(Two, a), DIFFLAB_FIELD(Two, b)).fingerprint;
+  constexpr uint64_t swapped = DIFFLAB_LAYOUT(Swapped, DIFFLAB_FIELD(Swapped, a), DIFFLAB_FIELD(Swapped, b)).fingerprint;
+  static_assert(two != swapped, "a member that moves changes the fingerprint");
+  EXPECT_NE(two, swapped);
+}
+
+TEST(PluginRegistry, ALaterFolderReplacesAnEarlierFoldersPluginOfTheSameName) {
+  difflab::test::TempDir dir;
+  const fs::path built = PluginRegistry::default_search_dirs().front() / "difflab-loss-mse.so";
+  for (const char* folder : {"first", "second"}) {
+    fs::create_directories(dir.path() / folder);
+    fs::copy_file(built, dir.path() / folder / built.filename());
+  }
+  PluginRegistry registry({dir.path() / "first", dir.path() / "second"});
+  ASSERT_EQ(registry.list(Family::loss).size(), 1u);
+  EXPECT_EQ(registry.list(Family::loss).front().path, dir.path() / "second" / built.filename());
+  PluginRegistry reversed({dir.path() / "second", dir.path() / "first"});
+  EXPECT_EQ(reversed.list(Family::loss).front().path, dir.path() / "first" / built.filename());
+}
+
 TEST(PluginRegistry, RefusesALibraryWithoutAbiRecord) {
   const fs::path file = fs::path(DIFFLAB_TEST_BAD_PLUGIN_DIR) / "not-a-plugin.so";
   try {
@@ -63,7 +148,7 @@ TEST(PluginRegistry, RefusesALibraryWithoutAbiRecord) {
 TEST(PluginRegistry, ScanRecordsRefusedLibrariesAndNamesThemWhenAPluginIsMissing) {
   PluginRegistry registry({DIFFLAB_TEST_BAD_PLUGIN_DIR});
   EXPECT_TRUE(registry.plugins().empty());
-  ASSERT_EQ(registry.rejected().size(), 2u);
+  ASSERT_EQ(registry.rejected().size(), 4u);  // wrong ABI, wrong LibTorch, changed layout, not a plugin
   try {
     registry.get(Family::loss, "wrong_abi");
     FAIL();

@@ -2,9 +2,9 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <cmath>
 
-#include "difflab/experiment.h"
-#include "difflab/results_report.h"
-#include "difflab/results_store.h"
+#include "config/experiment.h"
+#include "results/results_report.h"
+#include "results/results_store.h"
 #include "test_support.h"
 
 using namespace difflab;

@@ -8,8 +8,8 @@
 #include <thread>
 #include <unistd.h>
 
-#include "difflab/experiment.h"
-#include "difflab/results_store.h"
+#include "config/experiment.h"
+#include "results/results_store.h"
 #include "test_support.h"
 
 using namespace difflab;

@@ -2,8 +2,8 @@
 // independent port (../shared/reference/seed_network.md), end points, unit power, monotonicity.
 #include <cmath>
 
-#include "difflab/registry.h"
 #include "difflab/schedule.h"
+#include "plugin_host/registry.h"
 #include "test_support.h"
 
 using namespace difflab;

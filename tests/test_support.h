@@ -10,7 +10,7 @@
 #include <string>
 #include <torch/torch.h>
 
-#include "difflab/registry.h"
+#include "plugin_host/registry.h"
 
 namespace difflab::test {
 

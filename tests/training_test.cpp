@@ -1,8 +1,8 @@
 // DiffusionModel: the seed's train step, normaliser, EMA (with warm-up) and generation.
-#include "difflab/checkpoint.h"
 #include "difflab/dataset.h"
-#include "difflab/diffusion_model.h"
 #include "difflab/error.h"
+#include "model/checkpoint.h"
+#include "model/diffusion_model.h"
 #include "test_support.h"
 
 using namespace difflab;
@@ -126,16 +126,42 @@ TEST(DiffusionModel, EmaMovesTowardsTheTrainedWeights) {
   model->adapt(images);
   auto optimizer = optimizer_for(*model);
   torch::Tensor before = model->ema_network().parameters()[0].clone();
+  std::vector<torch::Tensor> buffers_before;
+  for (const auto& buffer : model->ema_network().buffers()) buffers_before.push_back(buffer.clone());
   model->train_step(images, optimizer);
   torch::Tensor trained = model->network().parameters()[0].clone();
   model->update_ema(0.25);
   torch::Tensor expected = 0.25 * before + 0.75 * trained;
   EXPECT_LT((model->ema_network().parameters()[0] - expected).abs().max().item<float>(), 1e-6f);
-  // BatchNorm moving statistics are averaged too (Keras' network.weights include them).
-  EXPECT_GT(model->ema_network().buffers().size(), 0u);
+  // BatchNorm moving statistics are averaged too (Keras' network.weights include them): every
+  // floating-point buffer is 0.25 · its EMA value + 0.75 · the trained network's.
+  const auto ema_buffers = model->ema_network().buffers(), trained_buffers = model->network().buffers();
+  ASSERT_EQ(ema_buffers.size(), buffers_before.size());
+  size_t averaged = 0;
+  for (size_t i = 0; i < ema_buffers.size(); ++i) {
+    if (!ema_buffers[i].is_floating_point()) continue;
+    const torch::Tensor expected_buffer = 0.25 * buffers_before[i] + 0.75 * trained_buffers[i];
+    EXPECT_LT((ema_buffers[i] - expected_buffer).abs().max().item<float>(), 1e-6f) << "buffer " << i;
+    ++averaged;
+  }
+  EXPECT_GE(averaged, 2u);  // at least one BatchNorm's running mean and variance
+  // The training step moved the running statistics, so the check above compared real changes.
+  EXPECT_FALSE(torch::allclose(trained_buffers[0], buffers_before[0]));
 }
 
-TEST(DiffusionModel, GeneratesImagesInTheUnitRange) {
+TEST(DiffusionModel, DenormalizeInvertsNormalizeAndClampsToTheUnitRange) {
+  auto model = tiny_model();
+  model->adapt(synthetic_images(32));
+  const torch::Tensor inside = torch::linspace(0.0, 1.0, 256).view({1, 1, 16, 16});
+  EXPECT_LT((model->denormalize(model->normalize(inside)) - inside).abs().max().item<float>(), 1e-5f);
+  // A prediction beyond the data's range is clamped to exactly 0 and 1, not wrapped or scaled.
+  const torch::Tensor far = torch::tensor({-1e3f, 1e3f}).view({1, 1, 1, 2});
+  const torch::Tensor clamped = model->denormalize(far);
+  EXPECT_EQ(clamped[0][0][0][0].item<float>(), 0.0f);
+  EXPECT_EQ(clamped[0][0][0][1].item<float>(), 1.0f);
+}
+
+TEST(DiffusionModel, GeneratesImagesOfTheDataShape) {
   auto model = tiny_model();
   model->adapt(synthetic_images(32));
   torch::Tensor images = model->generate(5, 3);

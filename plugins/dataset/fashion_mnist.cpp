@@ -8,6 +8,7 @@
 
 #include "difflab/dataset.h"
 #include "difflab/error.h"
+#include "difflab/plugin.h"
 
 using namespace difflab;
 namespace fs = std::filesystem;
@@ -30,13 +31,13 @@ uint32_t big_endian(const unsigned char* bytes) {
 // [count, sizes...] uint8.
 torch::Tensor read_idx(const fs::path& path, int64_t dimensions, int64_t limit) {
   gzFile file = gzopen(path.c_str(), "rb");
-  if (file == nullptr) throw ConfigError("cannot open", {path.string(), 0, 0, "data.path", ""});
+  if (file == nullptr) throw ConfigError("cannot open", ErrorContext::for_key(path.string(), "data.path"));
   std::vector<unsigned char> header(static_cast<size_t>(4 + 4 * dimensions));
   const int header_read = gzread(file, header.data(), static_cast<unsigned>(header.size()));
   if (header_read != static_cast<int>(header.size()) ||
       big_endian(header.data()) != 0x800u + static_cast<uint32_t>(dimensions)) {
     gzclose(file);
-    throw RuntimeError(fmt::format("not an idx{}-ubyte file", dimensions), {path.string(), 0, 0, "data.path", ""});
+    throw RuntimeError(fmt::format("not an idx{}-ubyte file", dimensions), ErrorContext::for_key(path.string(), "data.path"));
   }
   std::vector<int64_t> sizes;
   for (int64_t d = 0; d < dimensions; ++d) sizes.push_back(big_endian(header.data() + 4 + 4 * d));
@@ -46,7 +47,7 @@ torch::Tensor read_idx(const fs::path& path, int64_t dimensions, int64_t limit) 
   const int read = gzread(file, data.data_ptr<uint8_t>(), bytes);
   gzclose(file);
   if (read < 0 || static_cast<unsigned>(read) != bytes)
-    throw RuntimeError("truncated idx file", {path.string(), 0, 0, "data.path", ""});
+    throw RuntimeError("truncated idx file", ErrorContext::for_key(path.string(), "data.path"));
   return data;
 }
 
@@ -78,9 +79,8 @@ class FashionMnist : public Dataset {
     for (const char* name : {kTrainFile, kTestFile, kTrainLabels, kTestLabels}) {
       if (!fs::is_regular_file(path_ / name))
         throw ConfigError("Fashion-MNIST file missing: " + (path_ / name).string(),
-                          {(path_ / name).string(), 0, 0, "data.path",
-                           "install Debian's dataset-fashion-mnist (apt-get install "
-                           "dataset-fashion-mnist, or tools/install_deps.sh) or set data.path"});
+                          ErrorContext::for_key((path_ / name).string(), "data.path", "install Debian's dataset-fashion-mnist (apt-get install "
+                           "dataset-fashion-mnist, or tools/install_deps.sh) or set data.path"));
     }
   }
 

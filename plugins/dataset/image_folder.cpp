@@ -12,6 +12,7 @@
 #include "difflab/cache.h"
 #include "difflab/dataset.h"
 #include "difflab/error.h"
+#include "difflab/plugin.h"
 
 using namespace difflab;
 namespace fs = std::filesystem;
@@ -95,8 +96,7 @@ class ImageFolder : public Dataset {
     if (strict_) {  // also when the cache was written by a non-strict run
       for (size_t i = 0; i < files.size(); ++i)
         if (!folder.kept[static_cast<int64_t>(i)].item<bool>())
-          throw ConfigError("unreadable image", {files[i].string(), 0, 0, "data.path",
-                                                 "remove it, or set data.strict = false to skip it"});
+          throw ConfigError("unreadable image", ErrorContext::for_key(files[i].string(), "data.path", "remove it, or set data.strict = false to skip it"));
     }
     torch::Tensor in_validation = torch::zeros({static_cast<int64_t>(files.size())}, torch::kBool);
     for (size_t i = 0; i < files.size(); ++i)
@@ -116,17 +116,17 @@ class ImageFolder : public Dataset {
  private:
   std::vector<fs::path> image_files() const {
     if (path_.empty())
-      throw ConfigError("no image folder given", {"", 0, 0, "data.path", "set data.path to a folder of JPEG/PNG images"});
+      throw ConfigError("no image folder given", ErrorContext::for_key({}, "data.path", "set data.path to a folder of JPEG/PNG images"));
     if (!fs::is_directory(path_))
       throw ConfigError("image folder not found: " + path_.string(),
-                        {path_.string(), 0, 0, "data.path", "see the README for obtaining the data"});
+                        ErrorContext::for_key(path_.string(), "data.path", "see the README for obtaining the data"));
     std::vector<fs::path> files;
     for (const auto& entry : fs::recursive_directory_iterator(path_))
       if (entry.is_regular_file() && has_image_extension(entry.path())) files.push_back(entry.path());
     std::sort(files.begin(), files.end());
     if (files.empty())
       throw ConfigError("no JPEG or PNG images in " + path_.string(),
-                        {path_.string(), 0, 0, "data.path", "the folder is empty or holds other files"});
+                        ErrorContext::for_key(path_.string(), "data.path", "the folder is empty or holds other files"));
     return files;
   }
 
@@ -232,7 +232,7 @@ class ImageFolder : public Dataset {
       fmt::print(stderr, "difflab: warning: {} image(s) smaller than image_size {} were upscaled\n", upscaled,
                  image_size_);
     if (unreadable == static_cast<int64_t>(files.size()))
-      throw ConfigError("none of the images could be read", {path_.string(), 0, 0, "data.path", first_problem});
+      throw ConfigError("none of the images could be read", ErrorContext::for_key(path_.string(), "data.path", first_problem));
     return {images, kept};
   }
 

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "difflab/dataset.h"
+#include "difflab/plugin.h"
 
 using namespace difflab;
 

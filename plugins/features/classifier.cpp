@@ -11,6 +11,7 @@
 #include "difflab/dataset.h"
 #include "difflab/error.h"
 #include "difflab/features.h"
+#include "difflab/plugin.h"
 
 using namespace difflab;
 namespace fs = std::filesystem;
@@ -84,8 +85,7 @@ class ClassifierFeatures : public FeatureExtractor {
   void prepare(const ImageSplits& data) override {
     if (!data.train_labels.defined())
       throw ConfigError("the classifier features need a dataset with labels",
-                        {"", 0, 0, "features.plugin",
-                         "use fashion_mnist, an image folder of class folders, or features \"pixels\""});
+                        ErrorContext::for_key({}, "features.plugin", "use fashion_mnist, an image folder of class folders, or features \"pixels\""));
     const int64_t classes = data.train_labels.max().item<int64_t>() + 1;
     // The same data trains the same classifier (seed 0), and the experiment's own random stream
     // is left where it was.

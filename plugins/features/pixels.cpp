@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "difflab/features.h"
+#include "difflab/plugin.h"
 
 using namespace difflab;
 

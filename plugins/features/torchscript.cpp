@@ -7,6 +7,7 @@
 
 #include "difflab/error.h"
 #include "difflab/features.h"
+#include "difflab/plugin.h"
 
 using namespace difflab;
 namespace F = torch::nn::functional;
@@ -21,12 +22,11 @@ class TorchScriptFeatures : public FeatureExtractor {
     const std::filesystem::path path = params.string("model");
     if (!std::filesystem::is_regular_file(path))
       throw ConfigError("TorchScript model not found: " + path.string(),
-                        {path.string(), 0, 0, "features.model",
-                         "export one with tools/export_inception.py (see the README)"});
+                        ErrorContext::for_key(path.string(), "features.model", "export one with tools/export_inception.py (see the README)"));
     try {
       module_ = torch::jit::load(path.string());
     } catch (const c10::Error& error) {
-      throw ConfigError("not a TorchScript model: " + error.msg(), {path.string(), 0, 0, "features.model", ""});
+      throw ConfigError("not a TorchScript model: " + error.msg(), ErrorContext::for_key(path.string(), "features.model"));
     }
     module_.eval();
   }

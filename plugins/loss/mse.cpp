@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include "difflab/loss.h"
+#include "difflab/plugin.h"
 
 using namespace difflab;
 

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "difflab/loss.h"
+#include "difflab/plugin.h"
 
 using namespace difflab;
 

@@ -10,6 +10,7 @@
 
 #include "difflab/error.h"
 #include "difflab/network.h"
+#include "difflab/plugin.h"
 
 using namespace difflab;
 
@@ -18,18 +19,17 @@ class TorchScriptNetwork : public Network {
   TorchScriptNetwork(const Params& params, const BuildContext& context) {
     const std::filesystem::path path = params.string("model");
     if (path.empty())
-      throw ConfigError("network.model is not set", {"", 0, 0, "network.model",
-                                                     "a TorchScript file, e.g. from tools/export_network.py"});
+      throw ConfigError("network.model is not set", ErrorContext::for_key({}, "network.model", "a TorchScript file, e.g. from tools/export_network.py"));
     if (!std::filesystem::is_regular_file(path))
       throw ConfigError("TorchScript network not found: " + path.string(),
-                        {path.string(), 0, 0, "network.model", "export one with tools/export_network.py"});
+                        ErrorContext::for_key(path.string(), "network.model", "export one with tools/export_network.py"));
     try {
       module_ = torch::jit::load(path.string());
     } catch (const c10::Error& error) {
-      throw ConfigError("not a TorchScript module: " + error.msg(), {path.string(), 0, 0, "network.model", ""});
+      throw ConfigError("not a TorchScript module: " + error.msg(), ErrorContext::for_key(path.string(), "network.model"));
     }
     if (!module_.find_method("forward"))
-      throw ConfigError("the TorchScript module has no forward()", {path.string(), 0, 0, "network.model", ""});
+      throw ConfigError("the TorchScript module has no forward()", ErrorContext::for_key(path.string(), "network.model"));
     // Every parameter is trained (a module saved from a frozen model would otherwise not learn).
     for (const auto& parameter : module_.named_parameters(/*recurse=*/true))
       register_parameter(registered_name(parameter.name), parameter.value.requires_grad_(true));
@@ -44,10 +44,10 @@ class TorchScriptNetwork : public Network {
       if (output.sizes() != probe.sizes())
         throw ConfigError(fmt_shape("forward() returned", output) + fmt_shape(" for input", probe) +
                               "; it must return the input's shape",
-                          {path.string(), 0, 0, "network.model", ""});
+                          ErrorContext::for_key(path.string(), "network.model"));
     } catch (const c10::Error& error) {
       throw ConfigError("forward(noisy_images, noise_variances) failed: " + error.msg(),
-                        {path.string(), 0, 0, "network.model", ""});
+                        ErrorContext::for_key(path.string(), "network.model"));
     }
     module_.train(is_training());
   }

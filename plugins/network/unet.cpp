@@ -12,6 +12,7 @@
 #include "difflab/embedding.h"
 #include "difflab/error.h"
 #include "difflab/network.h"
+#include "difflab/plugin.h"
 #include "difflab/precision.h"
 
 using namespace difflab;

@@ -5,6 +5,7 @@
 #include <deque>
 #include <torch/torch.h>
 
+#include "difflab/plugin.h"
 #include "difflab/sampler.h"
 
 using namespace difflab;

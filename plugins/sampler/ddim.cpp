@@ -2,6 +2,7 @@
 // stochastic for eta > 0 (eta = 1 is DDPM's ancestral sampler).
 #include <torch/torch.h>
 
+#include "difflab/plugin.h"
 #include "difflab/sampler.h"
 
 using namespace difflab;

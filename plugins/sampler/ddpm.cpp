@@ -2,6 +2,7 @@
 // The step from t to the next time s < t samples the posterior q(x_s | x_t, x̂₀).
 #include <torch/torch.h>
 
+#include "difflab/plugin.h"
 #include "difflab/sampler.h"
 
 using namespace difflab;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <torch/torch.h>
 
+#include "difflab/plugin.h"
 #include "difflab/sampler.h"
 
 using namespace difflab;

@@ -1,6 +1,7 @@
 // euler: EDM's first-order sampler (Karras et al. 2022, Algorithm 1 without the correction) on
 // EDM's ρ-spaced noise levels; on the schedule's own grid it is exactly DDIM (sec. 4: DDIM is
 // Euler's method in x̃ and σ). One network evaluation per step.
+#include "difflab/plugin.h"
 #include "edm_steps.h"
 
 using namespace difflab;

@@ -1,5 +1,6 @@
 // heun: EDM's second-order sampler (Karras et al. 2022, Algorithm 1): an Euler step, then the
 // slope at its end averaged with the first. 2N − 1 network evaluations for N steps.
+#include "difflab/plugin.h"
 #include "edm_steps.h"
 
 using namespace difflab;

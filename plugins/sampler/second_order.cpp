@@ -5,6 +5,7 @@
 // α = 1: Heun. Two network evaluations per step.
 #include <torch/torch.h>
 
+#include "difflab/plugin.h"
 #include "difflab/sampler.h"
 
 using namespace difflab;

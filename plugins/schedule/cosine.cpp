@@ -3,6 +3,7 @@
 #include <cmath>
 #include <torch/torch.h>
 
+#include "difflab/plugin.h"
 #include "difflab/schedule.h"
 
 using namespace difflab;

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "difflab/plugin.h"
 #include "difflab/schedule.h"
 
 using namespace difflab;

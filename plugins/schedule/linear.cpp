@@ -5,6 +5,7 @@
 // End points are given as signal rates, like the seed's cosine schedule, or as log-SNR.
 #include <torch/torch.h>
 
+#include "difflab/plugin.h"
 #include "difflab/schedule.h"
 
 using namespace difflab;

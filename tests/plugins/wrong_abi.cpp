@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "difflab/loss.h"
+#include "difflab/plugin.h"
 
 class WrongAbiLoss : public difflab::Loss {
  public:

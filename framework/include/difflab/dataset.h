@@ -1,9 +1,11 @@
 // Dataset family: images in [0, 1] as [N, C, H, W] float tensors, split into train and validation.
 #pragma once
 
+#include "difflab/export.h"
+
 #include <torch/types.h>
 
-#include "difflab/plugin.h"
+#include "difflab/component.h"
 
 namespace difflab {
 
@@ -19,8 +21,10 @@ struct ImageSplits {
   torch::Tensor validation_labels = {};
 };
 
-class BOOST_SYMBOL_VISIBLE Dataset : public Component {
+class DIFFLAB_API Dataset : public Component {
  public:
+  // Bump when a virtual function of this interface changes (plugin.h checks it).
+  static constexpr uint32_t interface_version = 1;
   ~Dataset() override;
   // Channels of the images, known before loading (a network is built from it).
   virtual int64_t channels() const = 0;

@@ -2,6 +2,8 @@
 // (file, line, column, key, plugin, path) and the exit code the command line maps it to.
 #pragma once
 
+#include "difflab/export.h"
+
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -21,11 +23,21 @@ struct ErrorContext {
   int64_t column = 0;   // 1-based; 0 when unknown
   std::string key;      // dotted key, e.g. "schedule.min_signal_rate"
   std::string hint;     // how to fix it
+
+  // Named constructors for the common cases, so that a context never reads {x, 0, 0, "", ""}.
+  static ErrorContext in_file(std::string file, std::string hint = {}) {
+    return {std::move(file), 0, 0, {}, std::move(hint)};
+  }
+  static ErrorContext for_key(std::string file, std::string key, std::string hint = {}) {
+    return {std::move(file), 0, 0, std::move(key), std::move(hint)};
+  }
+  static ErrorContext with_hint(std::string hint) { return {{}, 0, 0, {}, std::move(hint)}; }
 };
 
-class Error : public std::runtime_error {
+class DIFFLAB_API Error : public std::runtime_error {
  public:
   Error(ErrorKind kind, std::string message, ErrorContext context = {});
+  ~Error() override;  // the key function: one typeinfo, in the SDK, for every library
 
   ErrorKind kind() const { return kind_; }
   const ErrorContext& context() const { return context_; }
@@ -41,10 +53,10 @@ class Error : public std::runtime_error {
 };
 
 // Shorthands: ConfigError(...) for anything the user can fix in the experiment or command line.
-Error ConfigError(std::string message, ErrorContext context = {});
-Error RuntimeError(std::string message, ErrorContext context = {});
+DIFFLAB_API Error ConfigError(std::string message, ErrorContext context = {});
+DIFFLAB_API Error RuntimeError(std::string message, ErrorContext context = {});
 
 // Levenshtein-nearest candidate for "did you mean" hints; empty if nothing is close.
-std::string nearest_name(const std::string& name, const std::vector<std::string>& candidates);
+DIFFLAB_API std::string nearest_name(const std::string& name, const std::vector<std::string>& candidates);
 
 }  // namespace difflab

@@ -1,14 +1,18 @@
 // Feature-extractor family: images -> feature vectors, for KID.
 #pragma once
 
+#include "difflab/export.h"
+
 #include <torch/types.h>
 
-#include "difflab/plugin.h"
+#include "difflab/component.h"
 
 namespace difflab {
 
-class BOOST_SYMBOL_VISIBLE FeatureExtractor : public Component {
+class DIFFLAB_API FeatureExtractor : public Component {
  public:
+  // Bump when a virtual function of this interface changes (plugin.h checks it).
+  static constexpr uint32_t interface_version = 1;
   ~FeatureExtractor() override;
   // Called once with the experiment's data before any extract() (a learned extractor trains
   // or loads itself here). The default does nothing.

@@ -1,14 +1,18 @@
 // Loss family: (target, prediction) -> elementwise loss; operator() is its mean.
 #pragma once
 
+#include "difflab/export.h"
+
 #include <torch/types.h>
 
-#include "difflab/plugin.h"
+#include "difflab/component.h"
 
 namespace difflab {
 
-class BOOST_SYMBOL_VISIBLE Loss : public Component {
+class DIFFLAB_API Loss : public Component {
  public:
+  // Bump when a virtual function of this interface changes (plugin.h checks it).
+  static constexpr uint32_t interface_version = 2;
   ~Loss() override;
   // The loss of every element, the shape of `target`; the framework weights (e.g. min-SNR-γ)
   // and averages it.

@@ -1,16 +1,20 @@
 // Network family: (noisy_images, noise_variances) -> prediction; a torch::nn::Module.
 #pragma once
 
+#include "difflab/export.h"
+
 #include <torch/nn/module.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/types.h>
 
-#include "difflab/plugin.h"
+#include "difflab/component.h"
 
 namespace difflab {
 
-class BOOST_SYMBOL_VISIBLE Network : public Component, public torch::nn::Module {
+class DIFFLAB_API Network : public Component, public torch::nn::Module {
  public:
+  // Bump when a virtual function of this interface changes (plugin.h checks it).
+  static constexpr uint32_t interface_version = 1;
   ~Network() override;
   // noisy_images [B, C, H, W], noise_variances [B, 1, 1, 1] -> [B, C, H, W]
   virtual torch::Tensor forward(const torch::Tensor& noisy_images,
@@ -19,13 +23,13 @@ class BOOST_SYMBOL_VISIBLE Network : public Component, public torch::nn::Module 
 
 // Helpers for U-Net-like network plugins:
 // a convolution with "same" padding for odd kernels (Keras' padding="same"),
-torch::nn::Conv2d same_conv(int64_t in_channels, int64_t out_channels, int64_t kernel_size);
+DIFFLAB_API torch::nn::Conv2d same_conv(int64_t in_channels, int64_t out_channels, int64_t kernel_size);
 // and the check that image_size halves `levels` − 1 times (a config Error naming network.widths).
-void check_levels(int64_t image_size, size_t levels);
+DIFFLAB_API void check_levels(int64_t image_size, size_t levels);
 // The memory format the module's convolution kernels are in (ChannelsLast after
 // `[experiment] channels_last = true`, else Contiguous). Activations with one channel, like a
 // grayscale input, look contiguous either way and convolutions then return contiguous outputs:
 // x.contiguous(weight_memory_format(*this)) puts them back in the layout the rest runs fastest in.
-torch::MemoryFormat weight_memory_format(const torch::nn::Module& module);
+DIFFLAB_API torch::MemoryFormat weight_memory_format(const torch::nn::Module& module);
 
 }  // namespace difflab

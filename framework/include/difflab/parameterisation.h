@@ -7,6 +7,8 @@
 //   ε = (x − s·x₀) / n  v = (s·x − x₀) / n (image)
 #pragma once
 
+#include "difflab/export.h"
+
 #include <string>
 #include <torch/types.h>
 
@@ -15,8 +17,8 @@ namespace difflab {
 enum class Quantity { noise, image, velocity };
 
 // "noise" | "image" | "velocity" (anything else is a logic error: the schemas check it first).
-Quantity parse_quantity(const std::string& name);
-const char* to_string(Quantity quantity);
+DIFFLAB_API Quantity parse_quantity(const std::string& name);
+DIFFLAB_API const char* to_string(Quantity quantity);
 
 struct Decomposition {
   torch::Tensor noises;
@@ -25,20 +27,20 @@ struct Decomposition {
 };
 
 // All three components of `noisy_images` from an estimate of one of them.
-Decomposition decompose(Quantity known, const torch::Tensor& estimate, const torch::Tensor& noisy_images,
+DIFFLAB_API Decomposition decompose(Quantity known, const torch::Tensor& estimate, const torch::Tensor& noisy_images,
                         const torch::Tensor& signal_rates, const torch::Tensor& noise_rates);
 
 // v = s·ε − n·x₀, the training target of a velocity loss.
-torch::Tensor velocities(const torch::Tensor& images, const torch::Tensor& noises, const torch::Tensor& signal_rates,
+DIFFLAB_API torch::Tensor velocities(const torch::Tensor& images, const torch::Tensor& noises, const torch::Tensor& signal_rates,
                          const torch::Tensor& noise_rates);
 
-const torch::Tensor& component(const Decomposition& decomposition, Quantity quantity);
+DIFFLAB_API const torch::Tensor& component(const Decomposition& decomposition, Quantity quantity);
 
 // Min-SNR-γ loss weights (Hang et al. 2023, "Efficient diffusion training via min-SNR weighting
 // strategy", sec. 3.4): with SNR = s²/n², a loss on the image is weighted min(SNR, γ); on the
 // noise (whose loss is the image loss times SNR) min(SNR, γ) / SNR; on the velocity (SNR + 1)
 // times the image loss) min(SNR, γ) / (SNR + 1). Same shape as the rates.
-torch::Tensor min_snr_weights(Quantity target, const torch::Tensor& signal_rates, const torch::Tensor& noise_rates,
+DIFFLAB_API torch::Tensor min_snr_weights(Quantity target, const torch::Tensor& signal_rates, const torch::Tensor& noise_rates,
                               double gamma);
 
 }  // namespace difflab

@@ -2,6 +2,8 @@
 // with defaults, ranges and docs. Validation against a schema lives in experiment.cpp.
 #pragma once
 
+#include "difflab/export.h"
+
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -12,15 +14,15 @@
 namespace difflab {
 
 enum class ParamType { boolean, integer, real, string, integer_list, real_list, string_list };
-const char* to_string(ParamType type);
+DIFFLAB_API const char* to_string(ParamType type);
 
 using ParamValue = std::variant<bool, int64_t, double, std::string, std::vector<int64_t>,
                                 std::vector<double>, std::vector<std::string>>;
 
 // TOML-style text of a value: 0.02, "mae", [32, 64], true.
-std::string format_value(const ParamValue& value);
+DIFFLAB_API std::string format_value(const ParamValue& value);
 
-struct ParamSpec {
+struct DIFFLAB_API ParamSpec {
   std::string name;
   ParamType type = ParamType::real;
   ParamValue default_value;
@@ -60,7 +62,7 @@ struct ParamSpec {
 using ParamSchema = std::vector<ParamSpec>;
 
 // Resolved values of one section, in schema order, with typed accessors.
-class Params {
+class DIFFLAB_API Params {
  public:
   Params() = default;
   void set(const std::string& name, ParamValue value);

@@ -11,6 +11,8 @@
 // them runs anywhere.
 #pragma once
 
+#include "difflab/export.h"
+
 #include <torch/types.h>
 
 namespace torch::nn {
@@ -20,7 +22,7 @@ class BatchNorm2dImpl;
 namespace difflab {
 
 // True while bf16 autocast is enabled for the CPU (AutocastGuard, diffusion_model.h).
-bool cpu_bf16_autocast();
+DIFFLAB_API bool cpu_bf16_autocast();
 
 // The output of a bf16 convolution as float32, for float32 elementwise work after it; on CUDA and
 // in float32 it returns its input unchanged.
@@ -34,7 +36,7 @@ inline torch::Tensor float_activations(const torch::Tensor& x) {
 // statistics (float32 sums over fixed chunks of rows, combined in float64) and writes the result
 // in bf16, ready for the next convolution; its backward pass reads the bf16 gradient and writes
 // float32. Otherwise it is norm(x).
-torch::Tensor batch_norm(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& x);
+DIFFLAB_API torch::Tensor batch_norm(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& x);
 
 // What a residual block does with its input x: batch_norm(norm, x) for the first convolution, and
 // x for the residual branch, in bf16 when that branch is a convolution under CPU bf16 autocast
@@ -44,23 +46,23 @@ struct BlockInput {
   torch::Tensor normalised;
   torch::Tensor residual;
 };
-BlockInput normalise_block_input(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& x,
+DIFFLAB_API BlockInput normalise_block_input(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& x,
                                  bool residual_conv);
 
 // x * sigmoid(x) (swish, SiLU). A bf16 CPU input gives a bf16 output computed in float32 (it
 // saturates below x = -80, where it is -1e-33 rather than smaller); other inputs use torch::silu.
-torch::Tensor swish(const torch::Tensor& x);
+DIFFLAB_API torch::Tensor swish(const torch::Tensor& x);
 
 // Bilinear 2x upsampling with align_corners = false (Keras' UpSampling2D(interpolation="bilinear")).
 // For a float32 channels_last CPU tensor, a dedicated kernel whose backward pass reads a channel
 // slice of a larger gradient in place (a U-Net concatenates the upsampled tensor with a skip
 // connection); LibTorch's copies it first and is slow in channels_last. Otherwise F::interpolate.
-torch::Tensor upsample_bilinear_2x(const torch::Tensor& x);
+DIFFLAB_API torch::Tensor upsample_bilinear_2x(const torch::Tensor& x);
 
 // a + b in float32, where either may be a bf16 CPU tensor (a convolution's output under autocast):
 // one pass instead of a cast and an addition, and the backward pass hands each input its gradient
 // in its own dtype. Same-shaped tensors only; otherwise (or off the CPU) it is float_activations(a)
 // + float_activations(b).
-torch::Tensor add_as_float(const torch::Tensor& a, const torch::Tensor& b);
+DIFFLAB_API torch::Tensor add_as_float(const torch::Tensor& a, const torch::Tensor& b);
 
 }  // namespace difflab

@@ -1,0 +1,514 @@
+// The command line: one function per command, each a few lines over the framework's API.
+#include "cli/cli.h"
+
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <fcntl.h>
+#include <functional>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <iostream>
+#include <sstream>
+#include <torch/torch.h>
+
+#include "cli/new_plugin.h"
+#include "config/experiment.h"
+#include "difflab/dataset.h"
+#include "difflab/error.h"
+#include "difflab/features.h"
+#include "difflab/network.h"
+#include "difflab/plugin_test.h"
+#include "difflab/version.h"
+#include "model/components.h"
+#include "plugin_host/registry.h"
+#include "results/results_report.h"
+#include "results/results_store.h"
+#include "sweep/sweep.h"
+#include "training/image_io.h"
+#include "training/kid.h"
+#include "training/sampling.h"
+#include "training/trainer.h"
+
+namespace difflab {
+namespace po = boost::program_options;
+namespace {
+
+// One command: its positional arguments and options (Boost.Program_options), and what it does.
+// An option that a command does not take is an error naming the command, with a hint.
+struct Command {
+  std::string name;
+  std::string arguments;                // "FILE", "DIR_A DIR_B", "FAMILY NAME [DIR]"
+  std::string summary;                  // one line for `difflab --help`
+  std::vector<std::string> positionals; // names of the positional arguments, in order
+  size_t required = 0;                  // how many of them must be given
+  po::options_description options;      // the options, with their documentation
+  po::options_description hidden;       // internal options (a sweep worker's --worker)
+  std::function<int(const po::variables_map&)> run;
+};
+
+const std::vector<Command>& commands();
+
+const Command* find_command(const std::string& name) {
+  for (const auto& command : commands())
+    if (command.name == name) return &command;
+  return nullptr;
+}
+
+std::string help_text(const Command& command) {
+  std::ostringstream text;
+  text << "usage: difflab " << command.name << (command.arguments.empty() ? "" : " " + command.arguments)
+       << (command.options.options().empty() ? "" : " [OPTIONS]") << "\n\n"
+       << command.summary << "\n";
+  if (!command.options.options().empty()) text << "\n" << command.options;
+  return text.str();
+}
+
+std::string usage() {
+  std::string text = "usage: difflab COMMAND [ARGUMENTS] [OPTIONS]\n\ncommands:\n";
+  for (const auto& command : commands()) {
+    // The summary wrapped to 100 columns, in a column of its own.
+    std::string line = fmt::format("  {:<30}", command.name + " " + command.arguments);
+    if (line.size() > 32) {
+      text += line + "\n";
+      line = std::string(32, ' ');
+    }
+    std::istringstream words(command.summary);
+    for (std::string word; words >> word;) {
+      if (line.size() + 1 + word.size() > 100) {
+        text += line + "\n";
+        line = std::string(32, ' ');
+      }
+      line += (line.size() == 32 ? "" : " ") + word;
+    }
+    text += line + "\n";
+  }
+  text += R"(
+  difflab help COMMAND (or difflab COMMAND --help) lists a command's options.
+
+options:
+  --help       show this message
+  --version    print the version of difflab and LibTorch
+
+Plugins are searched in the build's and the installed plugin folder, then in DIFFLAB_PLUGIN_PATH
+(colon-separated) and in the experiment's [experiment] plugin_paths.
+)";
+  return text;
+}
+
+// Parses argv[2..] against `command`'s arguments and options.
+po::variables_map parse(const Command& command, int argc, char** argv) {
+  po::options_description all;
+  all.add(command.options).add(command.hidden);
+  po::options_description arguments;
+  arguments.add_options()("argument", po::value<std::vector<std::string>>()->composing());
+  all.add(arguments);
+  po::positional_options_description positional;
+  positional.add("argument", -1);
+  po::variables_map values;
+  try {
+    po::store(po::command_line_parser(argc - 1, argv + 1).options(all).positional(positional).run(), values);
+  } catch (const po::error& error) {
+    throw ConfigError(fmt::format("difflab {}: {}", command.name, error.what()),
+                      ErrorContext::with_hint("difflab help " + command.name + " lists its options"));
+  }
+  const auto given = values.count("argument") ? values["argument"].as<std::vector<std::string>>()
+                                              : std::vector<std::string>{};
+  if (given.size() > command.positionals.size())
+    throw ConfigError("unexpected argument \"" + given[command.positionals.size()] + "\"",
+                      ErrorContext::with_hint("usage: difflab " + command.name + " " + command.arguments));
+  if (given.size() < command.required)
+    throw ConfigError(fmt::format("difflab {}: missing {}", command.name, command.positionals[given.size()]),
+                      ErrorContext::with_hint("usage: difflab " + command.name + " " + command.arguments));
+  for (size_t i = 0; i < given.size(); ++i)
+    values.insert({command.positionals[i], po::variable_value(given[i], false)});
+  po::notify(values);
+  return values;
+}
+
+std::string text(const po::variables_map& values, const std::string& name, const std::string& otherwise = {}) {
+  return values.count(name) ? values[name].as<std::string>() : otherwise;
+}
+int64_t integer(const po::variables_map& values, const std::string& name, int64_t at_least) {
+  const int64_t value = values[name].as<int64_t>();
+  if (value < at_least) throw ConfigError(fmt::format("--{} must be at least {}", name, at_least));
+  return value;
+}
+bool flag(const po::variables_map& values, const std::string& name) { return values[name].as<bool>(); }
+std::vector<std::string> overrides(const po::variables_map& values) {
+  return values.count("set") ? values["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+}
+
+// The test seam of the command line: DIFFLAB_TEST_SIGNAL_AFTER_EPOCH="EPOCH SIGNAL [ONCE_FILE]"
+// raises SIGNAL right after that epoch's checkpoint (9: a power cut; 15: an interrupt, noticed at
+// the next step); with ONCE_FILE, only in the process that creates that file first. The trainer
+// only sees RunOptions::after_epoch.
+std::function<void(int64_t)> after_epoch_from_environment() {
+  const char* hook = std::getenv("DIFFLAB_TEST_SIGNAL_AFTER_EPOCH");
+  if (hook == nullptr) return {};
+  int64_t hook_epoch = 0, hook_signal = 0;
+  char once[4096] = {};
+  const int fields = std::sscanf(hook, "%ld %ld %4095s", &hook_epoch, &hook_signal, once);
+  if (fields < 2) return {};
+  const std::string once_file = fields >= 3 ? once : "";
+  return [=](int64_t epoch) {
+    if (epoch != hook_epoch) return;
+    if (!once_file.empty() && open(once_file.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644) < 0) return;
+    std::raise(static_cast<int>(hook_signal));
+  };
+}
+
+std::vector<SweepRun> load_runs(const po::variables_map& values, PluginRegistry& registry) {
+  return load_sweep(text(values, "file"), overrides(values), registry);
+}
+
+int command_run(const po::variables_map& values) {
+  PluginRegistry registry;
+  const std::string file = text(values, "file");
+  std::vector<SweepRun> runs = load_runs(values, registry);
+  SweepOptions options;
+  options.new_run = flag(values, "new");
+  options.retry_failed = flag(values, "retry-failed");
+  options.threads = integer(values, "threads", 0);
+  options.workers = integer(values, "workers", 1);
+  options.after_epoch = after_epoch_from_environment();
+  if (values.count("worker")) return run_sweep_worker(runs, registry, options, values["worker"].as<int64_t>());
+  if (runs.size() > 1 || !runs.front().point.empty()) {
+    options.worker_command = {"run", file};
+    for (const auto& text : overrides(values)) options.worker_command.insert(options.worker_command.end(), {"--set", text});
+    if (options.retry_failed) options.worker_command.push_back("--retry-failed");
+    return run_sweep(runs, registry, options);
+  }
+  if (options.workers > 1) throw ConfigError("--workers is for sweeps; this experiment has one run", ErrorContext::in_file(file));
+  RunOptions run_options;
+  run_options.new_run = options.new_run;
+  run_options.retry_failed = options.retry_failed;
+  run_options.threads = options.threads;
+  run_options.after_epoch = options.after_epoch;
+  const RunResult result = run_experiment(runs.front().experiment, registry, run_options);
+  const std::string database = runs.front().experiment.settings().experiment.database;
+  switch (result.outcome) {
+    case RunOutcome::trained:
+      if (result.trained_by > 0)
+        fmt::print("run {} finished: evaluated the network trained by run {}; last grid {}\n", result.run_id,
+                   result.trained_by, result.last_grid.string());
+      else
+        fmt::print("run {} finished: n_loss {:.4f}  i_loss {:.4f}  last grid {}\n", result.run_id,
+                   result.noise_loss, result.image_loss, result.last_grid.string());
+      return 0;
+    case RunOutcome::finished_before:
+      fmt::print("difflab: this experiment already finished as run {} in {}; nothing to do "
+                 "(--new trains it again)\n", result.run_id, database);
+      return 0;
+    case RunOutcome::busy:
+      throw RuntimeError(fmt::format("run {}: {}", result.run_id, result.detail),
+                         ErrorContext::in_file(database, "wait for it, or use --new"));
+    case RunOutcome::failed_before:
+      throw RuntimeError(fmt::format("run {} of this experiment {}", result.run_id, result.detail), ErrorContext::in_file(database));
+  }
+  return 0;
+}
+
+int command_check(const po::variables_map& values) {
+  PluginRegistry registry;
+  const std::string file = text(values, "file");
+  std::vector<SweepRun> runs = load_runs(values, registry);
+  // Build the components too: data that is not there (first: without data nothing else
+  // matters), a network that cannot be built for this image size or a missing feature model is
+  // reported now, not after the database row exists.
+  for (const auto& run : runs) {
+    const Section& data = run.experiment.section("data");
+    registry.create<Dataset>(Family::dataset, data.plugin, data.params, run.experiment.build_context(0))
+        ->check_available();
+    build_components(run.experiment, registry);
+  }
+  if (runs.size() == 1 && runs.front().point.empty()) {
+    fmt::print("# {}: valid; resolved experiment (config hash {}):\n{}", file,
+               runs.front().experiment.config_hash(), runs.front().experiment.to_toml());
+    return 0;
+  }
+  fmt::print("# {}: valid; the sweep expands to {} runs:\n", file, runs.size());
+  for (size_t i = 0; i < runs.size(); ++i)
+    fmt::print("{:>4}. {}  (config hash {})\n", i + 1, runs[i].point, runs[i].experiment.config_hash());
+  return 0;
+}
+
+int command_bench(const po::variables_map& values) {
+  PluginRegistry registry;
+  Experiment experiment = load_experiment(text(values, "file"), overrides(values), registry);
+  const int64_t steps = integer(values, "steps", 1);
+  const bool profile = flag(values, "profile");
+  BenchResult result = bench_experiment(experiment, registry, steps, profile);
+  fmt::print("threads: {}\n", torch::get_num_threads());
+  fmt::print("batch_shape: {}\n", fmt::join(result.batch_shape, "x"));
+  fmt::print("train_images_per_second: {:.2f}\n", result.train_images_per_second);
+  fmt::print("sample_images_per_second: {:.2f}\n", result.sample_images_per_second);
+  fmt::print("peak_rss_mb: {:.1f}\n", result.peak_rss_mb);
+  if (profile) {
+    fmt::print("\nprofile of {} training steps: {:.1f} ms of operator time per step\n", steps,
+               result.profiled_ms_per_step);
+    fmt::print("{:>10} {:>6} {:>8}  {}\n", "ms/step", "%", "calls", "operator");
+    for (size_t i = 0; i < result.profile.size() && i < 25; ++i) {
+      const auto& op = result.profile[i];
+      fmt::print("{:>10.2f} {:>6.1f} {:>8.1f}  {}\n", op.self_ms_per_step,
+                 100.0 * op.self_ms_per_step / result.profiled_ms_per_step, op.calls_per_step, op.name);
+    }
+  }
+  return 0;
+}
+
+int command_kid(const po::variables_map& values) {
+  const std::string folder_a = text(values, "DIR_A"), folder_b = text(values, "DIR_B");
+  const std::string features_name = text(values, "features");
+  PluginRegistry registry;
+  const PluginInfo& info = registry.get(Family::features, features_name, ErrorContext::in_file("--features"));
+  auto features = registry.create<FeatureExtractor>(Family::features, features_name,
+                                                    plugin_test::with_defaults(info), {});
+  torch::Tensor images_a = read_image_folder(folder_a);
+  torch::Tensor images_b = read_image_folder(folder_b);
+  features->prepare(ImageSplits{images_a, images_b});  // unlabelled: a learned extractor says so
+  auto extract = [&](const std::string& folder, const torch::Tensor& images) {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> parts;
+    for (int64_t start = 0; start < images.size(0); start += 256)
+      parts.push_back(features->extract(images.slice(0, start, start + 256)));
+    fmt::print("{}: {} images of {}x{}x{}\n", folder, images.size(0), images.size(1), images.size(2),
+               images.size(3));
+    return torch::cat(parts);
+  };
+  torch::Tensor a = extract(folder_a, images_a), b = extract(folder_b, images_b);
+  if (a.size(1) != b.size(1))
+    throw ConfigError(fmt::format("the folders give features of different sizes ({} and {})",
+                                  a.size(1), b.size(1)),
+                      ErrorContext::with_hint("with --features pixels both folders need one image size"));
+  KidEstimate kid = kid_subsets(a, b, integer(values, "subsets", 1), integer(values, "subset-size", 2), /*seed=*/0);
+  fmt::print("subsets: {}\nsubset_size: {}\nkid_mean: {:.8g}\nkid_std: {:.8g}\n", kid.subsets,
+             kid.subset_size, kid.mean, kid.std);
+  return 0;
+}
+
+int command_sample(const po::variables_map& values) {
+  SampleRequest request;
+  request.checkpoint = text(values, "checkpoint");
+  request.database = text(values, "database");
+  if (values.count("run")) request.run_id = values["run"].as<int64_t>();
+  request.best = flag(values, "best");
+  request.out_dir = text(values, "out");
+  request.grid = text(values, "grid");
+  request.num_images = integer(values, "num-images", 1);
+  if (values.count("steps")) request.diffusion_steps = integer(values, "steps", 1);
+  request.seed = values["seed"].as<uint64_t>();
+  request.interpolate = flag(values, "interpolate");
+  request.steps_strip = flag(values, "steps-strip");
+  request.overrides = overrides(values);
+  PluginRegistry registry;
+  for (const auto& path : sample_images(request, registry)) fmt::print("wrote {}\n", path.string());
+  return 0;
+}
+
+int command_results(const po::variables_map& values) {
+  const std::string database = text(values, "DB");
+  if (!std::filesystem::is_regular_file(database))
+    throw ConfigError("results database not found", ErrorContext::in_file(database));
+  const TableFormat format = parse_table_format(text(values, "format"));
+  ResultsStore store(database);
+  if (values.count("run")) {
+    fmt::print("{}", run_report(store, values["run"].as<int64_t>(), format));
+    return 0;
+  }
+  RunsQuery query;
+  query.where = text(values, "where");
+  std::stringstream keys(text(values, "group-by"));
+  for (std::string key; std::getline(keys, key, ',');)
+    if (!key.empty()) query.group_by.push_back(key);
+  query.sort = text(values, "sort");
+  query.limit = integer(values, "limit", 0);
+  query.split_std = format == TableFormat::csv || format == TableFormat::json;
+  fmt::print("{}", format_table(runs_table(store, query), format));
+  return 0;
+}
+
+int command_new_plugin(const po::variables_map& values) {
+  const std::string family = text(values, "FAMILY"), name = text(values, "NAME");
+  const std::string dir = text(values, "DIR", name);
+  for (const auto& path : write_plugin_project(family, name, dir)) fmt::print("wrote {}\n", path.string());
+  fmt::print("build it against the installed difflab:\n  cmake -S {0} -B {0}/build -DCMAKE_PREFIX_PATH=<prefix> && "
+             "cmake --build {0}/build && ctest --test-dir {0}/build\n", dir);
+  return 0;
+}
+
+int command_plugins(const po::variables_map& values) {
+  const std::string only = text(values, "family");
+  std::vector<std::string> names;
+  for (Family family : all_families()) names.emplace_back(to_string(family));
+  if (!only.empty() && std::find(names.begin(), names.end(), only) == names.end())
+    throw ConfigError("unknown plugin family \"" + only + "\"",
+                      ErrorContext::with_hint("families: " + fmt::format("{}", fmt::join(names, ", "))));
+  PluginRegistry registry;
+  for (Family family : all_families()) {
+    if (!only.empty() && only != to_string(family)) continue;
+    fmt::print("[{}]\n", to_string(family));
+    for (const auto& plugin : registry.list(family)) {
+      const PluginInfo& info = *plugin.info;
+      fmt::print("  {} {} — {}\n    ({})\n", info.name, info.version, info.description,
+                 plugin.path.string());
+      for (const auto& spec : info.schema) {
+        std::string constraint = spec.constraint_text();
+        fmt::print("    {:<26} {:<18} default {:<22}{}\n      {}\n", spec.name,
+                   to_string(spec.type), format_value(spec.default_value),
+                   constraint.empty() ? "" : "  " + constraint, spec.doc);
+      }
+    }
+  }
+  for (const auto& rejected : registry.rejected())
+    fmt::print("refused {}: {}\n", rejected.path.string(), rejected.reason);
+  return 0;
+}
+
+
+int command_help(const po::variables_map& values);
+
+// The commands, in the order `difflab --help` lists them.
+const std::vector<Command>& commands() {
+  static const std::vector<Command> all = [] {
+    std::vector<Command> list;
+    auto add = [&](std::string name, std::string arguments, std::string summary, std::vector<std::string> positionals,
+                   size_t required, std::function<int(const po::variables_map&)> run) -> Command& {
+      list.push_back({std::move(name), std::move(arguments), std::move(summary), std::move(positionals), required,
+                      po::options_description("options"), po::options_description(), std::move(run)});
+      return list.back();
+    };
+    auto set_option = [](po::options_description& options) {
+      options.add_options()("set", po::value<std::vector<std::string>>()->composing()->value_name("KEY=VALUE"),
+                            "override one key of the experiment, TOML value syntax (repeatable): "
+                            "--set training.epochs=3 --set loss.plugin=mse");
+    };
+
+    Command& run = add("run", "FILE", "train and record an experiment or a sweep; again: resume what was interrupted "
+                       "or killed, skip what finished", {"file"}, 1, command_run);
+    set_option(run.options);
+    run.options.add_options()
+        ("new", po::bool_switch(), "train a new run even if this configuration has one")
+        ("retry-failed", po::bool_switch(), "run configurations again whose last run failed or diverged")
+        ("workers", po::value<int64_t>()->default_value(1)->value_name("N"),
+         "N processes claim the sweep's runs from the database")
+        ("threads", po::value<int64_t>()->default_value(0)->value_name("N"),
+         "LibTorch threads per process (0: the experiment's [experiment] threads)");
+    run.hidden.add_options()("worker", po::value<int64_t>(), "this process is worker K of run --workers N");
+
+    Command& check = add("check", "FILE", "validate FILE (schemas, plugins, data, network) and print the resolved "
+                         "experiment, or the sweep's runs", {"file"}, 1, command_check);
+    set_option(check.options);
+
+    Command& bench = add("bench", "FILE", "time training steps and one sampling pass of the experiment's network",
+                         {"file"}, 1, command_bench);
+    set_option(bench.options);
+    bench.options.add_options()
+        ("steps", po::value<int64_t>()->default_value(20)->value_name("N"), "training steps to time (after 3 of warm-up)")
+        ("profile", po::bool_switch(), "then profile N more steps: the slowest operators of a step");
+
+    Command& plugins = add("plugins", "", "list plugins with their parameters", {}, 0, command_plugins);
+    plugins.options.add_options()("family", po::value<std::string>()->value_name("NAME"),
+                                  "only this family: dataset, network, schedule, loss, sampler, features");
+
+    Command& sample = add("sample", "", "images from a trained model (--checkpoint FILE, or --database DB --run ID), "
+                          "with any sampler", {}, 0, command_sample);
+    sample.options.add_options()
+        ("checkpoint", po::value<std::string>()->value_name("FILE"), "a checkpoint.pt or best.pt")
+        ("database", po::value<std::string>()->value_name("DB"), "a results database (with --run)")
+        ("run", po::value<int64_t>()->value_name("ID"), "the run of --database whose last checkpoint to use")
+        ("best", po::bool_switch(), "its best checkpoint by KID instead")
+        ("out", po::value<std::string>()->value_name("DIR"), "write one PNG per image into DIR")
+        ("grid", po::value<std::string>()->value_name("FILE.png"), "write one grid PNG")
+        ("num-images", po::value<int64_t>()->default_value(16)->value_name("N"), "images to generate")
+        ("steps", po::value<int64_t>()->value_name("S"), "sampling steps (default: the run's plot_diffusion_steps)")
+        ("seed", po::value<uint64_t>()->default_value(0)->value_name("N"), "seed of the initial noise")
+        ("interpolate", po::bool_switch(), "spherical interpolation between two initial noises")
+        ("steps-strip", po::bool_switch(), "the same initial noise with 1 to 20 steps");
+    set_option(sample.options);
+
+    Command& results = add("results", "DB", "one row per run (the parameters that differ, final losses, best KID), "
+                           "the ablation table, or one run in full", {"DB"}, 1, command_results);
+    results.options.add_options()
+        ("where", po::value<std::string>()->value_name("FILTER"),
+         "e.g. 'loss.plugin = \"mae\" and kid < 0.3' (= != < <= > >=, in (...), is null, and/or/not)")
+        ("group-by", po::value<std::string>()->value_name("KEY[,KEY]"), "mean ± std over the seeds of each group")
+        ("sort", po::value<std::string>()->value_name("[-]COLUMN"), "sort by a column (- for descending)")
+        ("limit", po::value<int64_t>()->default_value(0)->value_name("N"), "at most N rows (0: all)")
+        ("format", po::value<std::string>()->default_value("table"), "table, csv, json or markdown")
+        ("run", po::value<int64_t>()->value_name("ID"), "one run in full: parameters, metrics, KID, artifacts");
+
+    add("new-plugin", "FAMILY NAME [DIR]", "write a buildable plugin project (CMake, source, test, example "
+        "experiment) into DIR (default: NAME)", {"FAMILY", "NAME", "DIR"}, 2, command_new_plugin);
+
+    Command& kid = add("kid", "DIR_A DIR_B", "KID between two image folders (clean-fid's subsets protocol)",
+                       {"DIR_A", "DIR_B"}, 2, command_kid);
+    kid.options.add_options()
+        ("features", po::value<std::string>()->default_value("pixels")->value_name("NAME"), "feature extractor plugin")
+        ("subsets", po::value<int64_t>()->default_value(100)->value_name("K"), "random subsets")
+        ("subset-size", po::value<int64_t>()->default_value(1000)->value_name("M"), "rows per subset");
+
+    add("help", "[COMMAND]", "this list, or a command's options", {"COMMAND"}, 0, command_help);
+    return list;
+  }();
+  return all;
+}
+
+int command_help(const po::variables_map& values) {
+  const std::string name = text(values, "COMMAND");
+  if (name.empty()) {
+    std::cout << usage();
+    return 0;
+  }
+  const Command* command = find_command(name);
+  if (command == nullptr) throw ConfigError("unknown command \"" + name + "\"", ErrorContext::with_hint("see difflab --help"));
+  std::cout << help_text(*command);
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  try {
+    if (argc < 2) {
+      std::cerr << usage();
+      return 2;
+    }
+    const std::string first = argv[1];
+    if (first == "--help" || first == "-h") {
+      std::cout << usage();
+      return 0;
+    }
+    if (first == "--version") {
+      fmt::print("difflab {} (LibTorch {})\n", DIFFLAB_VERSION, TORCH_VERSION);
+      return 0;
+    }
+    const Command* command = find_command(first);
+    if (command == nullptr) {
+      std::vector<std::string> names;
+      for (const auto& known : commands()) names.push_back(known.name);
+      const std::string nearest = nearest_name(first, names);
+      throw ConfigError("unknown command \"" + first + "\"",
+                        ErrorContext::with_hint(nearest.empty() ? "see difflab --help" : "did you mean \"" + nearest + "\"?"));
+    }
+    for (int i = 2; i < argc; ++i)
+      if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+        std::cout << help_text(*command);
+        return 0;
+      }
+    return command->run(parse(*command, argc, argv));
+  } catch (const Error& error) {
+    fmt::print(stderr, "difflab: error: {}\n", error.what());
+    return error.exit_code();
+  } catch (const po::error& error) {
+    fmt::print(stderr, "difflab: error: {}\n  hint: see difflab --help\n", error.what());
+    return 2;
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "difflab: error: {}\n", error.what());
+    return 1;
+  }
+}
+
+}  // namespace difflab

@@ -1,0 +1,83 @@
+// An experiment file, parsed, validated against the framework's and the plugins' schemas, with
+// defaults filled in and --set overrides applied. Nothing runs until this has succeeded.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "config/settings.h"
+#include "difflab/component.h"
+#include "difflab/params.h"
+
+namespace difflab {
+
+class PluginRegistry;
+
+struct Section {
+  std::string name;    // "experiment", "data", "network", ...
+  std::string plugin;  // the component's plugin; empty for framework-only sections
+  Params params;       // every key of the schema, in schema order, defaults filled in
+};
+
+class Experiment {
+ public:
+  std::filesystem::path file;     // where it was read from ("<text>" for tests)
+  std::vector<Section> sections;  // always every section, in canonical order
+
+  const Section& section(const std::string& name) const;
+  Section& section(const std::string& name);
+
+  // The resolved experiment as TOML, keys in canonical order (stored in the database).
+  std::string to_toml() const;
+  // One (dotted key, TOML value text) pair per leaf, e.g. ("schedule.plugin", "\"cosine\"").
+  std::vector<std::pair<std::string, ParamValue>> leaves() const;
+  // Stable hash of to_toml(), 16 hex digits: a run's identity.
+  std::string config_hash() const;
+  // The same with [experiment] seed left out: runs that differ only in their seed share it (the
+  // ablation view's groups).
+  std::string variant_hash() const;
+  // The hash of what decides the trained network: the sections that section_defines_training()
+  // (not [sampler], [features] or [evaluation]).
+  // Runs that share it share one training (see ResultsStore::trained_network).
+  std::string training_hash() const;
+
+  BuildContext build_context(int64_t image_channels) const;
+  // The framework's keys, typed (read from `sections` on each call: read it once per run).
+  Settings settings() const;
+};
+
+// The section names in canonical order, and which of them name a plugin family.
+const std::vector<std::string>& section_names();
+bool section_has_plugin(const std::string& section, Family* family = nullptr);
+// Whether a section decides the trained network (see training_hash()).
+bool section_defines_training(const std::string& section);
+
+// One run of a sweep: its experiment and the point's assignments ("loss.plugin=\"mse\", ...";
+// empty for a file without [sweep]).
+struct SweepRun {
+  Experiment experiment;
+  std::string point;
+  std::string variant;  // the point without its experiment.seed assignment
+};
+
+// Loads `file`; a [sweep] table (method = "grid": dotted keys with arrays of values, `seeds`,
+// [sweep.linked] axes of inline tables whose keys vary together, `exclude` partial assignments)
+// expands into one experiment per point: the file's values, then the point's, then `overrides`.
+// Every point is validated first; all invalid points are reported in one config Error.
+std::vector<SweepRun> load_sweep(const std::filesystem::path& file,
+                                 const std::vector<std::string>& overrides, PluginRegistry& registry);
+std::vector<SweepRun> parse_sweep(const std::string& toml_text, const std::string& source_name,
+                                  const std::vector<std::string>& overrides, PluginRegistry& registry);
+
+// Loads `file` (which must not sweep), applies `overrides` ("section.key=value", TOML value
+// syntax; bare words are strings), validates everything, fills defaults. Throws a config Error
+// (exit code 2) naming the file, line, column and key on any problem. Plugin folders listed in [experiment] plugin_paths
+// are added to `registry` before plugins are looked up.
+Experiment load_experiment(const std::filesystem::path& file,
+                           const std::vector<std::string>& overrides, PluginRegistry& registry);
+// The same from TOML text (source_name is used in messages).
+Experiment parse_experiment(const std::string& toml_text, const std::string& source_name,
+                            const std::vector<std::string>& overrides, PluginRegistry& registry);
+
+}  // namespace difflab

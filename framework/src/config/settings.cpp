@@ -1,0 +1,144 @@
+// The framework's sections, key by key: each key's spec (type, default, range, doc) next to the
+// member of Settings it fills. framework_schema() and read_section() are both read off this
+// table.
+#include "config/settings.h"
+
+#include <functional>
+#include <map>
+#include <stdexcept>
+#include <variant>
+
+#include "difflab/error.h"
+
+namespace difflab {
+namespace {
+
+// One framework key: its spec, and how its resolved value lands in Settings.
+struct Field {
+  ParamSpec spec;
+  std::function<void(const Params&, Settings&)> read;
+};
+
+template <class Section, class T>
+Field field(Section Settings::*section, T Section::*member, ParamSpec spec) {
+  const std::string name = spec.name;
+  return {std::move(spec), [section, member, name](const Params& params, Settings& settings) {
+            const T* value = std::get_if<T>(&params.get(name));
+            if (value == nullptr)
+              throw RuntimeError("resolved value of the wrong type (" + format_value(params.get(name)) + ")",
+                                 ErrorContext::for_key({}, name));
+            settings.*section.*member = *value;
+          }};
+}
+
+const std::map<std::string, std::vector<Field>>& section_fields() {
+  static const std::map<std::string, std::vector<Field>> fields = {
+      {"experiment",
+       std::vector<Field>({
+           field(&Settings::experiment, &ExperimentSettings::name, ParamSpec::string("name", "experiment", "name of the experiment, recorded on each run")),
+           field(&Settings::experiment, &ExperimentSettings::database, ParamSpec::string("database", "results/difflab.sqlite",
+                             "SQLite results database (relative to the working directory)")
+               .is_path()),
+           field(&Settings::experiment, &ExperimentSettings::output_dir, ParamSpec::string("output_dir", "runs",
+                             "folder for sample grids and checkpoints (one sub-folder per run)")
+               .is_path()),
+           field(&Settings::experiment, &ExperimentSettings::seed, ParamSpec::integer("seed", 42, "seed of every random generator").at_least(0)),
+           field(&Settings::experiment, &ExperimentSettings::device, ParamSpec::string("device", "auto", "where to train; auto = cuda when available")
+               .one_of({"auto", "cpu", "cuda"})),
+           field(&Settings::experiment, &ExperimentSettings::precision, ParamSpec::string("precision", "fp32", "bf16 = bfloat16 autocast (AMX on recent CPUs)")
+               .one_of({"fp32", "bf16"})),
+           field(&Settings::experiment, &ExperimentSettings::channels_last, ParamSpec::boolean("channels_last", false, "NHWC memory format for conv speed")),
+           field(&Settings::experiment, &ExperimentSettings::threads, ParamSpec::integer("threads", 0, "CPU threads; 0 = all cores").at_least(0)),
+           field(&Settings::experiment, &ExperimentSettings::plugin_paths, ParamSpec::strings("plugin_paths", {},
+                              "extra plugin folders (relative to the experiment file)")),
+       })},
+      {"data", std::vector<Field>({field(&Settings::data, &DataSettings::image_size, ParamSpec::integer("image_size", 64,
+                                               "side of the square images the network sees")
+                                .at_least(4)
+                                .at_most(4096))})},
+      {"network", std::vector<Field>({field(&Settings::network, &NetworkSettings::prediction, ParamSpec::string("prediction", "noise",
+                                                  "what the network outputs: noise (the seed's), image or "
+                                                  "velocity v = s·ε − n·x₀")
+                                    .one_of({"noise", "image", "velocity"}))})},
+      {"schedule", {}},
+      {"loss", std::vector<Field>({
+                   field(&Settings::loss, &LossSettings::target, ParamSpec::string("target", "noise",
+                                     "what the training loss compares: noise (the seed's), image or velocity")
+                       .one_of({"noise", "image", "velocity"})),
+                   field(&Settings::loss, &LossSettings::weighting, ParamSpec::string("weighting", "none", "per-sample loss weights: none or min_snr (Hang et al. 2023)")
+                       .one_of({"none", "min_snr"})),
+                   field(&Settings::loss, &LossSettings::min_snr_gamma, ParamSpec::real("min_snr_gamma", 5.0, "γ of min-SNR-γ weighting").greater_than(0)),
+               })},
+      {"sampler", {}},
+      {"features", {}},
+      {"training",
+       std::vector<Field>({
+           field(&Settings::training, &TrainingSettings::epochs, ParamSpec::integer("epochs", 1, "passes over the training set").at_least(1)),
+           field(&Settings::training, &TrainingSettings::batch_size, ParamSpec::integer("batch_size", 64, "images per training step").at_least(1)),
+           field(&Settings::training, &TrainingSettings::steps_per_epoch, ParamSpec::integer("steps_per_epoch", 0,
+                              "cap on steps per epoch; 0 = the whole training set")
+               .at_least(0)),
+           field(&Settings::training, &TrainingSettings::learning_rate, ParamSpec::real("learning_rate", 1e-3, "AdamW learning rate").greater_than(0)),
+           field(&Settings::training, &TrainingSettings::weight_decay, ParamSpec::real("weight_decay", 1e-4, "AdamW decoupled weight decay").at_least(0)),
+           field(&Settings::training, &TrainingSettings::ema, ParamSpec::real("ema", 0.999, "decay of the exponential moving average of weights")
+               .at_least(0)
+               .less_than(1)),
+           field(&Settings::training, &TrainingSettings::ema_warmup, ParamSpec::boolean("ema_warmup", true,
+                              "decay = min(ema, (1+step)/(10+step)); needed for short runs")),
+       })},
+      {"evaluation",
+       std::vector<Field>({
+           field(&Settings::evaluation, &EvaluationSettings::kid_diffusion_steps, ParamSpec::integer("kid_diffusion_steps", 5, "sampling steps for KID").at_least(1)),
+           field(&Settings::evaluation, &EvaluationSettings::plot_diffusion_steps, ParamSpec::integer("plot_diffusion_steps", 20, "sampling steps for the image grid")
+               .at_least(1)),
+           field(&Settings::evaluation, &EvaluationSettings::grid_rows, ParamSpec::integer("grid_rows", 3, "rows of the per-epoch image grid").at_least(1)),
+           field(&Settings::evaluation, &EvaluationSettings::grid_cols, ParamSpec::integer("grid_cols", 6, "columns of the per-epoch image grid").at_least(1)),
+           field(&Settings::evaluation, &EvaluationSettings::grid_scale, ParamSpec::integer("grid_scale", 2, "pixel upscaling of the grid PNG").at_least(1).at_most(16)),
+           field(&Settings::evaluation, &EvaluationSettings::validation_batches, ParamSpec::integer("validation_batches", 8,
+                              "validation batches for val losses each epoch; 0 = all")
+               .at_least(0)),
+           field(&Settings::evaluation, &EvaluationSettings::kid_protocol, ParamSpec::string("kid_protocol", "per_batch",
+                             "per_batch = the seed's (each validation batch against a generated "
+                             "batch), subsets = clean-fid's, none = no KID")
+               .one_of({"per_batch", "subsets", "none"})),
+           field(&Settings::evaluation, &EvaluationSettings::kid_batches, ParamSpec::integer("kid_batches", 8,
+                              "validation batches (and as many generated) for KID; 0 = all")
+               .at_least(0)),
+           field(&Settings::evaluation, &EvaluationSettings::kid_every, ParamSpec::integer("kid_every", 1, "compute KID every N epochs (and after the last)")
+               .at_least(1)),
+           field(&Settings::evaluation, &EvaluationSettings::kid_subsets, ParamSpec::integer("kid_subsets", 100, "subsets protocol: number of random subsets")
+               .at_least(1)),
+           field(&Settings::evaluation, &EvaluationSettings::kid_subset_size, ParamSpec::integer("kid_subset_size", 1000,
+                              "subsets protocol: rows per subset (capped at the sample count)")
+               .at_least(2)),
+       })},
+  };
+  return fields;
+}
+
+const std::vector<Field>& fields_of(const std::string& section) {
+  const auto& all = section_fields();
+  auto it = all.find(section);
+  if (it == all.end()) throw std::logic_error("difflab: no section [" + section + "]");
+  return it->second;
+}
+
+}  // namespace
+
+const ParamSchema& framework_schema(const std::string& section) {
+  static const std::map<std::string, ParamSchema> schemas = [] {
+    std::map<std::string, ParamSchema> result;
+    for (const auto& [name, fields] : section_fields())
+      for (const auto& field : fields) result[name].push_back(field.spec);
+    for (const auto& [name, fields] : section_fields()) result[name];  // sections without keys
+    return result;
+  }();
+  fields_of(section);  // a logic error for a name that is no section
+  return schemas.at(section);
+}
+
+void read_section(const std::string& section, const Params& params, Settings& settings) {
+  for (const auto& field : fields_of(section)) field.read(params, settings);
+}
+
+}  // namespace difflab

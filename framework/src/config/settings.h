@@ -1,0 +1,93 @@
+// The framework's own keys of an experiment, typed: one struct per section, read once from the
+// resolved experiment (Experiment::settings()). The table that fills each struct (settings.cpp)
+// is also the section's schema, so a key cannot be documented and read under two names.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "difflab/params.h"
+
+namespace difflab {
+
+struct ExperimentSettings {
+  std::string name;
+  std::string database;
+  std::string output_dir;
+  int64_t seed = 0;
+  std::string device;     // auto | cpu | cuda
+  std::string precision;  // fp32 | bf16
+  bool channels_last = false;
+  int64_t threads = 0;  // 0 = all cores
+  std::vector<std::string> plugin_paths;
+};
+
+struct DataSettings {
+  int64_t image_size = 0;
+};
+
+struct NetworkSettings {
+  std::string prediction;  // noise | image | velocity
+};
+
+struct LossSettings {
+  std::string target;     // noise | image | velocity
+  std::string weighting;  // none | min_snr
+  double min_snr_gamma = 0.0;
+};
+
+struct TrainingSettings {
+  int64_t epochs = 0;
+  int64_t batch_size = 0;
+  int64_t steps_per_epoch = 0;  // 0 = the whole training set
+  double learning_rate = 0.0;
+  double weight_decay = 0.0;
+  double ema = 0.0;
+  bool ema_warmup = true;
+};
+
+struct EvaluationSettings {
+  int64_t kid_diffusion_steps = 0;
+  int64_t plot_diffusion_steps = 0;
+  int64_t grid_rows = 0;
+  int64_t grid_cols = 0;
+  int64_t grid_scale = 0;
+  int64_t validation_batches = 0;  // 0 = all
+  std::string kid_protocol;        // per_batch | subsets | none
+  int64_t kid_batches = 0;         // 0 = all
+  int64_t kid_every = 0;
+  int64_t kid_subsets = 0;
+  int64_t kid_subset_size = 0;
+};
+
+struct Settings {
+  ExperimentSettings experiment;
+  DataSettings data;
+  NetworkSettings network;
+  LossSettings loss;
+  TrainingSettings training;
+  EvaluationSettings evaluation;
+};
+
+// The schema of a section's framework keys (empty for sections that have none, e.g. [sampler]);
+// a logic error for a name that is not a section.
+const ParamSchema& framework_schema(const std::string& section);
+
+// Reads every section's framework keys from resolved parameters (`params_of(section)`); a
+// runtime Error naming the key if one is missing or of another type.
+template <class ParamsOf>
+Settings read_settings(ParamsOf params_of);
+
+// Non-template core of read_settings: one section's params into its struct.
+void read_section(const std::string& section, const Params& params, Settings& settings);
+
+template <class ParamsOf>
+Settings read_settings(ParamsOf params_of) {
+  Settings settings;
+  for (const char* section : {"experiment", "data", "network", "loss", "training", "evaluation"})
+    read_section(section, params_of(section), settings);
+  return settings;
+}
+
+}  // namespace difflab

@@ -1,0 +1,256 @@
+// [sweep], the specification: grid axes, linked axes, random distributions, seeds and exclusions,
+// expanded into the list of points (assignments) a sweep runs. Resolving each point into an
+// experiment is experiment.cpp's business.
+#include "config/sweep_spec.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+#include <random>
+#include <sstream>
+
+#include "difflab/error.h"
+
+namespace difflab {
+namespace {
+
+using Axis = std::vector<Assignments>;  // one axis: its alternatives
+
+std::string value_text(const toml::node& node) {
+  std::ostringstream text;
+  node.visit([&](const auto& value) { text << value; });
+  return text.str();
+}
+
+// {"loss.plugin" = "mse", ...} -> assignments; every key must be dotted.
+Assignments inline_assignments(const toml::node& node, const std::string& where, const std::string& source) {
+  const toml::table* table = node.as_table();
+  if (table == nullptr)
+    throw ConfigError("expected a table of dotted keys, e.g. { \"loss.plugin\" = \"mse\" }",
+                      {source, static_cast<int64_t>(node.source().begin.line),
+                       static_cast<int64_t>(node.source().begin.column), where, ""});
+  Assignments assignments;
+  for (const auto& [key, value] : *table) {
+    const std::string name(key.str());
+    if (name.find('.') == std::string::npos)
+      throw ConfigError("expected a dotted key such as \"loss.plugin\", got \"" + name + "\"",
+                        {source, static_cast<int64_t>(key.source().begin.line), 0, where, ""});
+    assignments.push_back(name + "=" + value_text(value));
+  }
+  return assignments;
+}
+
+// A random axis: a distribution over one key's values (method = "random").
+struct Distribution {
+  std::string key;
+  std::string kind;  // uniform | log_uniform | int_uniform
+  double low = 0.0, high = 0.0;
+};
+
+// [sweep], parsed: discrete axes (each alternative a list of assignments), distributions, seeds,
+// excluded partial assignments.
+struct SweepSpec {
+  std::string method = "grid";
+  int64_t trials = 0;
+  uint64_t draw_seed = 0;
+  std::vector<Axis> axes;
+  std::vector<Distribution> distributions;
+  Axis seeds;
+  std::vector<Assignments> excluded;
+};
+
+// A uniform double in [0, 1) from 53 random bits: the same draws on every platform and library.
+double unit_draw(std::mt19937_64& generator) {
+  return static_cast<double>(generator() >> 11) * 0x1.0p-53;
+}
+
+// A drawn float as TOML text with 6 significant digits (readable in run lists; always a float).
+std::string float_text(double value) {
+  std::string text = fmt::format("{:.6g}", value);
+  if (text.find_first_of(".einf") == std::string::npos) text += ".0";
+  return text;
+}
+
+std::string draw(const Distribution& distribution, std::mt19937_64& generator) {
+  const double u = unit_draw(generator);
+  if (distribution.kind == "uniform")
+    return float_text(distribution.low + u * (distribution.high - distribution.low));
+  if (distribution.kind == "log_uniform")  // uniform in log space
+    return float_text(std::exp(std::log(distribution.low) +
+                               u * (std::log(distribution.high) - std::log(distribution.low))));
+  const auto low = static_cast<int64_t>(distribution.low), high = static_cast<int64_t>(distribution.high);
+  return std::to_string(std::min(high, low + static_cast<int64_t>(u * static_cast<double>(high - low + 1))));
+}
+
+SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source) {
+  auto context = [&](const toml::node& node, const std::string& key) {
+    return ErrorContext{source, static_cast<int64_t>(node.source().begin.line),
+                        static_cast<int64_t>(node.source().begin.column), "sweep." + key, ""};
+  };
+  SweepSpec spec;
+  if (const toml::node* method = sweep.get("method")) {
+    const auto name = method->value<std::string>();
+    if (name != std::string("grid") && name != std::string("random"))
+      throw ConfigError("method must be \"grid\" or \"random\"", context(*method, "method"));
+    spec.method = *name;
+  }
+  const bool random = spec.method == "random";
+  for (const auto& [key, node] : sweep) {
+    const std::string name(key.str());
+    if (name == "method") continue;
+    if (name == "trials" || name == "seed") {
+      const auto value = node.value<int64_t>();
+      if (!random)
+        throw ConfigError(name + " is for method = \"random\"", context(node, name));
+      if (!value || *value < (name == "trials" ? 1 : 0))
+        throw ConfigError(name == "trials" ? "expected a positive integer" : "expected a non-negative integer",
+                          context(node, name));
+      if (name == "trials") spec.trials = *value;
+      else spec.draw_seed = static_cast<uint64_t>(*value);
+    } else if (name == "seeds") {
+      const toml::array* array = node.as_array();
+      if (array == nullptr || array->empty() || !array->is_homogeneous(toml::node_type::integer))
+        throw ConfigError("expected a non-empty array of integers", context(node, name));
+      for (const auto& seed : *array) spec.seeds.push_back({"experiment.seed=" + value_text(seed)});
+    } else if (name == "exclude") {
+      const toml::array* array = node.as_array();
+      if (array == nullptr) throw ConfigError("expected an array of tables", context(node, name));
+      for (const auto& entry : *array) spec.excluded.push_back(inline_assignments(entry, "sweep.exclude", source));
+    } else if (name == "linked") {
+      // [sweep.linked] axis = [{ "sampler.plugin" = "ddim", "sampler.eta" = 0.5 }, ...]
+      const toml::table* linked = node.as_table();
+      if (linked == nullptr) throw ConfigError("expected a table of axes", context(node, name));
+      for (const auto& [axis_name, alternatives] : *linked) {
+        const toml::array* array = alternatives.as_array();
+        if (array == nullptr || array->empty())
+          throw ConfigError("expected a non-empty array of tables", context(alternatives, "linked." + std::string(axis_name.str())));
+        Axis axis;
+        for (const auto& entry : *array)
+          axis.push_back(inline_assignments(entry, "sweep.linked." + std::string(axis_name.str()), source));
+        spec.axes.push_back(axis);
+      }
+    } else if (name.find('.') == std::string::npos) {
+      throw ConfigError("unknown sweep key \"" + name + "\"",
+                        {source, static_cast<int64_t>(key.source().begin.line), 0, "sweep." + name,
+                         "sweep keys: method, trials, seed, seeds, exclude, linked, or a dotted "
+                         "parameter such as \"loss.plugin\" = [\"mae\", \"mse\"]"});
+    } else if (const toml::table* table = node.as_table()) {
+      // { uniform = [low, high] } and friends (random only); { choice = [...] } = a plain array.
+      if (table->size() != 1)
+        throw ConfigError("expected one distribution: { choice | uniform | log_uniform | int_uniform = [...] }",
+                          context(node, name));
+      const std::string kind(table->begin()->first.str());
+      const toml::array* values = table->begin()->second.as_array();
+      if (kind != "choice" && kind != "uniform" && kind != "log_uniform" && kind != "int_uniform")
+        throw ConfigError("unknown distribution \"" + kind + "\"",
+                          {source, static_cast<int64_t>(node.source().begin.line),
+                           static_cast<int64_t>(node.source().begin.column), "sweep." + name,
+                           "distributions: choice, uniform, log_uniform, int_uniform"});
+      if (!random)
+        throw ConfigError("a distribution needs method = \"random\"", context(node, name));
+      if (values == nullptr || values->empty())
+        throw ConfigError("expected " + kind + " = [...] with values", context(node, name));
+      if (kind == "choice") {
+        Axis axis;
+        for (const auto& value : *values) axis.push_back({name + "=" + value_text(value)});
+        spec.axes.push_back(axis);
+        continue;
+      }
+      const bool integral = kind == "int_uniform";
+      const auto low = values->size() == 2 ? values->get(0)->value<double>() : std::nullopt;
+      const auto high = values->size() == 2 ? values->get(1)->value<double>() : std::nullopt;
+      const bool typed = values->size() == 2 && (!integral || values->is_homogeneous(toml::node_type::integer));
+      if (!typed || !low || !high || !(*low <= *high) || (kind == "log_uniform" && *low <= 0))
+        throw ConfigError(fmt::format("expected {} = [low, high] with {}low <= high{}", kind,
+                                      integral ? "integers, " : "",
+                                      kind == "log_uniform" ? " and low > 0" : ""),
+                          context(node, name));
+      spec.distributions.push_back({name, kind, *low, *high});
+    } else {
+      const toml::array* array = node.as_array();
+      if (array == nullptr || array->empty())
+        throw ConfigError("expected a non-empty array of values to sweep", context(node, name));
+      Axis axis;
+      for (const auto& value : *array) axis.push_back({name + "=" + value_text(value)});
+      spec.axes.push_back(axis);
+    }
+  }
+  if (random && spec.trials == 0)
+    throw ConfigError("method = \"random\" needs trials = N", ErrorContext::for_key(source, "sweep.trials"));
+  return spec;
+}
+
+bool is_excluded(const SweepSpec& spec, const Assignments& point) {
+  for (const auto& rule : spec.excluded)
+    if (std::all_of(rule.begin(), rule.end(), [&](const std::string& assignment) {
+          return std::find(point.begin(), point.end(), assignment) != point.end();
+        }))
+      return true;
+  return false;
+}
+
+// Every combination of the axes' alternatives, in order (axes as the table lists them).
+std::vector<Assignments> grid_points(const SweepSpec& spec) {
+  std::vector<Assignments> points = {{}};
+  for (const auto& axis : spec.axes) {
+    std::vector<Assignments> next;
+    for (const auto& point : points)
+      for (const auto& alternative : axis) {
+        Assignments extended = point;
+        extended.insert(extended.end(), alternative.begin(), alternative.end());
+        next.push_back(extended);
+      }
+    points = std::move(next);
+  }
+  return points;
+}
+
+// `trials` distinct draws (one alternative per axis, one value per distribution), seeded by
+// sweep.seed; a draw that is excluded or repeats an earlier one is drawn again.
+std::vector<Assignments> random_points(const SweepSpec& spec, const std::string& source) {
+  std::mt19937_64 generator(spec.draw_seed);
+  std::vector<Assignments> points;
+  const int64_t attempts = 1000 * spec.trials;
+  for (int64_t attempt = 0; attempt < attempts && static_cast<int64_t>(points.size()) < spec.trials; ++attempt) {
+    Assignments point;
+    for (const auto& axis : spec.axes) {
+      const auto& alternative = axis[std::min(axis.size() - 1, static_cast<size_t>(unit_draw(generator) * axis.size()))];
+      point.insert(point.end(), alternative.begin(), alternative.end());
+    }
+    for (const auto& distribution : spec.distributions)
+      point.push_back(distribution.key + "=" + draw(distribution, generator));
+    if (!is_excluded(spec, point) && std::find(points.begin(), points.end(), point) == points.end())
+      points.push_back(point);
+  }
+  if (static_cast<int64_t>(points.size()) < spec.trials)
+    throw ConfigError(fmt::format("only {} distinct trials could be drawn, {} asked for", points.size(), spec.trials),
+                      ErrorContext::for_key(source, "sweep.trials", "the space is smaller than trials: lower trials or widen it"));
+  return points;
+}
+
+}  // namespace
+
+// [sweep] -> its points, in order (seeds innermost), without the excluded ones.
+std::vector<Assignments> expand_sweep(const toml::table& sweep, const std::string& source) {
+  const SweepSpec spec = parse_sweep_table(sweep, source);
+  std::vector<Assignments> points;
+  if (spec.method == "random") {
+    points = random_points(spec, source);
+  } else {
+    points = grid_points(spec);
+    points.erase(std::remove_if(points.begin(), points.end(),
+                                [&](const Assignments& point) { return is_excluded(spec, point); }),
+                 points.end());
+  }
+  if (spec.seeds.empty()) return points;
+  std::vector<Assignments> seeded;
+  for (const auto& point : points)
+    for (const auto& seed : spec.seeds) {
+      Assignments extended = point;
+      extended.insert(extended.end(), seed.begin(), seed.end());
+      if (!is_excluded(spec, extended)) seeded.push_back(extended);
+    }
+  return seeded;
+}
+
+}  // namespace difflab

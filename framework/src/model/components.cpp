@@ -1,0 +1,108 @@
+#include "model/components.h"
+
+#include <fmt/format.h>
+#include <limits>
+#include <thread>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+#include <torch/torch.h>
+
+#include "config/experiment.h"
+#include "difflab/error.h"
+#include "difflab/version.h"
+#include "plugin_host/registry.h"
+
+namespace difflab {
+namespace {
+
+torch::Device select_device(const std::string& device) {
+  if (device == "cuda" && !torch::cuda::is_available())
+    throw ConfigError("device \"cuda\" requested but no CUDA device is available",
+                      ErrorContext::for_key({}, "experiment.device", "use device = \"cpu\" or \"auto\""));
+  if (device == "cuda" || (device == "auto" && torch::cuda::is_available())) return torch::kCUDA;
+  return torch::kCPU;
+}
+
+void configure_threads(int64_t threads) {
+  // LibTorch may start with a single thread: always set the count explicitly.
+  int64_t count = threads > 0 ? threads : std::max<int64_t>(1, std::thread::hardware_concurrency());
+  torch::set_num_threads(static_cast<int>(count));
+}
+
+// A training step allocates and frees the same activation buffers (up to ~16 MB each) every
+// step. glibc serves blocks above its mmap threshold with mmap and returns them with munmap, so
+// every step page-faults and zeroes them afresh (~6% of a CPU step). Serving blocks up to 32 MB
+// (glibc's upper limit) from the heap and never trimming it keeps those pages mapped.
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+#endif
+}
+
+}  // namespace
+
+Components build_components(const Experiment& experiment, const PluginRegistry& registry) {
+  const Section& data = experiment.section("data");
+  auto dataset = registry.create<Dataset>(Family::dataset, data.plugin, data.params,
+                                          experiment.build_context(0));
+  const BuildContext context = experiment.build_context(dataset->channels());
+  auto make = [&](const std::string& name, Family family, auto* type_tag) {
+    using T = std::remove_pointer_t<decltype(type_tag)>;
+    const Section& section = experiment.section(name);
+    return registry.create<T>(family, section.plugin, section.params, context);
+  };
+  auto network = make("network", Family::network, static_cast<Network*>(nullptr));
+  auto ema_network = make("network", Family::network, static_cast<Network*>(nullptr));
+  auto schedule = make("schedule", Family::schedule, static_cast<Schedule*>(nullptr));
+  auto loss = make("loss", Family::loss, static_cast<Loss*>(nullptr));
+  auto sampler = make("sampler", Family::sampler, static_cast<Sampler*>(nullptr));
+  auto features = make("features", Family::features, static_cast<FeatureExtractor*>(nullptr));
+
+  std::string versions = fmt::format(R"({{"difflab": "{}", "libtorch": "{}", "plugins": {{)",
+                                     DIFFLAB_VERSION, TORCH_VERSION);
+  bool first = true;
+  for (const auto& name : section_names()) {
+    const Section& section = experiment.section(name);
+    if (section.plugin.empty()) continue;
+    Family family;
+    section_has_plugin(name, &family);
+    versions += fmt::format(R"({}"{}": "{} {}")", first ? "" : ", ", name, section.plugin,
+                            registry.get(family, section.plugin).version);
+    first = false;
+  }
+  versions += "}}";
+
+  const Settings settings = experiment.settings();
+  Objective objective;
+  objective.prediction = parse_quantity(settings.network.prediction);
+  objective.target = parse_quantity(settings.loss.target);
+  objective.min_snr_gamma = settings.loss.weighting == "min_snr" ? settings.loss.min_snr_gamma : 0.0;
+  auto model = std::make_unique<DiffusionModel>(network, ema_network, schedule, loss, sampler,
+                                                context.image_size, context.image_channels, objective);
+  return {dataset, features, std::move(model), versions};
+}
+
+torch::Device configure_process(const Experiment& experiment, int64_t threads) {
+  const ExperimentSettings settings = experiment.settings().experiment;
+  configure_threads(threads > 0 ? threads : settings.threads);
+  keep_freed_memory();
+  torch::manual_seed(static_cast<uint64_t>(settings.seed));
+  return select_device(settings.device);
+}
+
+void place_model(DiffusionModel& model, const Experiment& experiment, torch::Device device) {
+  const ExperimentSettings settings = experiment.settings().experiment;
+  model.to(device, settings.channels_last);
+  model.set_precision(settings.precision == "bf16" ? Precision::bf16 : Precision::fp32);
+}
+
+std::unique_ptr<torch::optim::AdamW> make_optimizer(DiffusionModel& model, const Experiment& experiment) {
+  const TrainingSettings training = experiment.settings().training;
+  return std::make_unique<torch::optim::AdamW>(
+      model.network().parameters(),
+      torch::optim::AdamWOptions(training.learning_rate).weight_decay(training.weight_decay).eps(1e-7));
+}
+
+}  // namespace difflab

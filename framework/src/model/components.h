@@ -1,0 +1,42 @@
+// Building an experiment's components from its plugins, and the run-time settings around them
+// (device, threads). Shared by training, benchmarking and sampling.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <torch/optim/adamw.h>
+#include <torch/types.h>
+
+#include "difflab/dataset.h"
+#include "difflab/features.h"
+#include "model/diffusion_model.h"
+
+namespace difflab {
+
+class Experiment;
+class PluginRegistry;
+
+struct Components {
+  std::shared_ptr<Dataset> dataset;            // not loaded yet
+  std::shared_ptr<FeatureExtractor> features;
+  std::unique_ptr<DiffusionModel> model;       // network, EMA network, schedule, loss, sampler
+  std::string versions_json;                   // difflab, LibTorch and each plugin's version
+};
+
+// Makes every component the experiment names. Throws a config Error for what the plugins refuse
+// (e.g. an image size the network cannot downsample).
+Components build_components(const Experiment& experiment, const PluginRegistry& registry);
+
+// Sets LibTorch's thread count (`threads` when positive, else [experiment] threads; 0 = all
+// cores, since LibTorch may start with one) and the global seed; returns the device to run on (a config Error when CUDA is
+// asked for and absent).
+torch::Device configure_process(const Experiment& experiment, int64_t threads = 0);
+
+// Moves the model to `device` with [experiment]'s memory format (channels_last) and precision.
+void place_model(DiffusionModel& model, const Experiment& experiment, torch::Device device);
+
+// AdamW with [training]'s learning rate and weight decay, and Keras' other defaults
+// (beta_1 0.9, beta_2 0.999, epsilon 1e-7), over the network's parameters.
+std::unique_ptr<torch::optim::AdamW> make_optimizer(DiffusionModel& model, const Experiment& experiment);
+
+}  // namespace difflab

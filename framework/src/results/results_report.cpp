@@ -1,0 +1,372 @@
+#include "results/results_report.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <tuple>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <map>
+
+#include "difflab/error.h"
+#include "results/filter.h"
+#include "results/results_store.h"
+
+namespace difflab {
+namespace {
+
+std::optional<std::string> cell(const SQLite::Column& column) {
+  if (column.isNull()) return std::nullopt;
+  if (column.isFloat()) return fmt::format("{:.6g}", column.getDouble());
+  return column.getString();
+}
+
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\n") == std::string::npos) return text;
+  std::string quoted = "\"";
+  for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
+}
+
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", c);
+        else out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// A parameter's stored TOML text as a cell: strings without their quotes.
+std::string param_cell(const std::string& value, const std::string& type) {
+  if (type == "string" && value.size() >= 2) return value.substr(1, value.size() - 2);
+  return value;
+}
+
+Table query_table(SQLite::Database& db, const std::string& sql, int64_t bind_id = 0) {
+  SQLite::Statement query(db, sql);
+  if (bind_id > 0) query.bind(1, bind_id);
+  Table table;
+  for (int i = 0; i < query.getColumnCount(); ++i) table.columns.push_back(query.getColumnName(i));
+  table.numeric.assign(table.columns.size(), false);
+  while (query.executeStep()) {
+    std::vector<std::optional<std::string>> row;
+    for (int i = 0; i < query.getColumnCount(); ++i) {
+      row.push_back(cell(query.getColumn(i)));
+      if (query.getColumn(i).isFloat() || query.getColumn(i).isInteger()) table.numeric[i] = true;
+    }
+    table.rows.push_back(std::move(row));
+  }
+  return table;
+}
+
+}  // namespace
+
+TableFormat parse_table_format(const std::string& name) {
+  if (name == "table") return TableFormat::table;
+  if (name == "csv") return TableFormat::csv;
+  if (name == "json") return TableFormat::json;
+  if (name == "markdown") return TableFormat::markdown;
+  throw ConfigError("unknown format \"" + name + "\"", ErrorContext::in_file("--format", "table, csv, json or markdown"));
+}
+
+std::string format_table(const Table& table, TableFormat format) {
+  const size_t columns = table.columns.size();
+  std::string out;
+  if (format == TableFormat::json) {
+    out = "[";
+    for (size_t r = 0; r < table.rows.size(); ++r) {
+      out += r ? ",\n {" : "\n {";
+      for (size_t c = 0; c < columns; ++c) {
+        const auto& value = table.rows[r][c];
+        std::string shown = !value ? "null" : table.numeric[c] ? *value : json_string(*value);
+        out += (c ? ", " : "") + json_string(table.columns[c]) + ": " + shown;
+      }
+      out += "}";
+    }
+    return out + (table.rows.empty() ? "]\n" : "\n]\n");
+  }
+  if (format == TableFormat::csv) {
+    for (size_t c = 0; c < columns; ++c) out += (c ? "," : "") + csv_field(table.columns[c]);
+    out += "\n";
+    for (const auto& row : table.rows) {
+      for (size_t c = 0; c < columns; ++c) out += (c ? "," : "") + csv_field(row[c].value_or(""));
+      out += "\n";
+    }
+    return out;
+  }
+  std::vector<size_t> widths(columns);
+  for (size_t c = 0; c < columns; ++c) {
+    widths[c] = std::max<size_t>(table.columns[c].size(), 3);
+    for (const auto& row : table.rows) widths[c] = std::max(widths[c], row[c].value_or("-").size());
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string text = format == TableFormat::markdown ? "|" : "";
+    for (size_t c = 0; c < columns; ++c) {
+      const std::string padded = table.numeric[c] ? fmt::format("{:>{}}", cells[c], widths[c])
+                                                  : fmt::format("{:<{}}", cells[c], widths[c]);
+      text += format == TableFormat::markdown ? " " + padded + " |" : (c ? "  " : "") + padded;
+    }
+    while (format == TableFormat::table && !text.empty() && text.back() == ' ') text.pop_back();
+    return text + "\n";
+  };
+  out += line(table.columns);
+  std::vector<std::string> rule;
+  for (size_t c = 0; c < columns; ++c)
+    rule.push_back(format == TableFormat::markdown && table.numeric[c] ? std::string(widths[c] - 1, '-') + ":"
+                                                                       : std::string(widths[c], '-'));
+  out += line(rule);
+  for (const auto& row : table.rows) {
+    std::vector<std::string> cells;
+    for (const auto& value : row) cells.push_back(value.value_or("-"));
+    out += line(cells);
+  }
+  return out;
+}
+
+namespace {
+
+// The summary columns of every run (run_summary), in display order after the parameters.
+const std::vector<std::string> kMetricColumns = {"epochs", "n_loss", "i_loss", "val_n_loss",
+                                                 "val_i_loss", "best_kid", "best_kid_epoch"};
+// What --group-by aggregates, best first.
+const std::vector<std::string> kAggregated = {"best_kid", "val_n_loss", "val_i_loss", "n_loss", "i_loss"};
+
+// Every run as a Row of named cells: run_id, name, status, the summary metrics and every
+// parameter; `numeric` receives which columns hold numbers, `keys` the parameters in order.
+std::vector<Row> read_runs(SQLite::Database& db, std::map<std::string, bool>& numeric, std::vector<std::string>& keys) {
+  std::vector<Row> rows;
+  std::map<std::string, size_t> index;
+  SQLite::Statement summary(db, "SELECT run_id, name, status, epochs, n_loss, i_loss, val_n_loss, val_i_loss, "
+                                "best_kid, best_kid_epoch FROM run_summary ORDER BY run_id");
+  for (int i = 0; i < summary.getColumnCount(); ++i) {
+    const std::string name = summary.getColumnName(i);
+    numeric[name] = name != "name" && name != "status";
+  }
+  while (summary.executeStep()) {
+    Row row;
+    for (int i = 0; i < summary.getColumnCount(); ++i) {
+      const SQLite::Column column = summary.getColumn(i);
+      Cell value{cell(column), std::nullopt};
+      if (!column.isNull() && numeric[summary.getColumnName(i)]) value.number = column.getDouble();
+      row[summary.getColumnName(i)] = value;
+    }
+    index[*row["run_id"].text] = rows.size();
+    rows.push_back(std::move(row));
+  }
+  SQLite::Statement params(db, "SELECT run_id, key, value, type, number FROM params ORDER BY rowid");
+  while (params.executeStep()) {
+    auto found = index.find(params.getColumn(0).getString());
+    if (found == index.end()) continue;
+    const std::string key = params.getColumn(1).getString(), type = params.getColumn(3).getString();
+    const bool is_number = type == "integer" || type == "float";
+    if (!numeric.count(key)) {
+      numeric[key] = is_number;
+      keys.push_back(key);
+    }
+    numeric[key] = numeric[key] && is_number;
+    Cell value{param_cell(params.getColumn(2).getString(), type), std::nullopt};
+    if (is_number) value.number = params.getColumn(4).getDouble();
+    rows[found->second][key] = value;
+  }
+  return rows;
+}
+
+// The columns whose value differs between `rows` (or is missing from some).
+std::vector<std::string> varying(const std::vector<Row>& rows, const std::vector<std::string>& keys) {
+  std::vector<std::string> result;
+  for (const auto& key : keys) {
+    std::optional<std::optional<std::string>> first;
+    for (const auto& row : rows) {
+      auto found = row.find(key);
+      std::optional<std::string> value = found == row.end() ? std::nullopt : found->second.text;
+      if (!first) first = value;
+      else if (*first != value) {
+        result.push_back(key);
+        break;
+      }
+    }
+  }
+  return result;
+}
+
+size_t column_index(const Table& table, const std::string& name, const std::string& option) {
+  auto found = std::find(table.columns.begin(), table.columns.end(), name);
+  if (found == table.columns.end())
+    throw ConfigError("no column \"" + name + "\" to " + option.substr(2) + " by",
+                      ErrorContext::in_file(option, fmt::format("columns: {}", fmt::join(table.columns, ", "))));
+  return static_cast<size_t>(found - table.columns.begin());
+}
+
+// Stable sort on one column: numbers as numbers (a "mean ± std" cell by its mean), NULLs last.
+void sort_rows(Table& table, size_t index, bool descending) {
+  const bool numeric = table.numeric[index];
+  auto key = [&](const std::optional<std::string>& text) { return std::strtod(text->c_str(), nullptr); };
+  std::stable_sort(table.rows.begin(), table.rows.end(), [&](const auto& a, const auto& b) {
+    if (!a[index] || !b[index]) return a[index].has_value() && !b[index].has_value();
+    const bool less = numeric ? key(a[index]) < key(b[index]) : *a[index] < *b[index];
+    const bool greater = numeric ? key(b[index]) < key(a[index]) : *b[index] < *a[index];
+    return descending ? greater : less;
+  });
+}
+
+// Mean and sample standard deviation (n - 1) of the values present, two-pass for accuracy.
+std::tuple<size_t, double, double> mean_std(const std::vector<double>& values) {
+  if (values.empty()) return {0, 0.0, 0.0};
+  double mean = 0.0;
+  for (double value : values) mean += value / static_cast<double>(values.size());
+  double squares = 0.0;
+  for (double value : values) squares += (value - mean) * (value - mean);
+  return {values.size(), mean, values.size() > 1 ? std::sqrt(squares / static_cast<double>(values.size() - 1)) : 0.0};
+}
+
+Table group_table(const std::vector<Row>& rows, const RunsQuery& query, const std::map<std::string, bool>& numeric) {
+  Table table;
+  table.columns = query.group_by;
+  for (const auto& key : query.group_by) table.numeric.push_back(numeric.at(key));
+  table.columns.push_back("runs");
+  table.numeric.push_back(true);
+  for (const auto& metric : kAggregated) {
+    if (query.split_std) {
+      table.columns.insert(table.columns.end(), {metric + "_mean", metric + "_std"});
+      table.numeric.insert(table.numeric.end(), {true, true});
+    } else {
+      table.columns.push_back(metric);
+      table.numeric.push_back(true);
+    }
+  }
+  std::vector<std::vector<std::optional<std::string>>> keys;
+  std::vector<std::vector<const Row*>> members;
+  for (const auto& row : rows) {
+    if (row.at("status").text != std::optional<std::string>("finished")) continue;
+    std::vector<std::optional<std::string>> key;
+    for (const auto& column : query.group_by) {
+      auto found = row.find(column);
+      key.push_back(found == row.end() ? std::nullopt : found->second.text);
+    }
+    auto existing = std::find(keys.begin(), keys.end(), key);
+    if (existing == keys.end()) {
+      keys.push_back(key);
+      members.push_back({&row});
+    } else {
+      members[static_cast<size_t>(existing - keys.begin())].push_back(&row);
+    }
+  }
+  for (size_t g = 0; g < keys.size(); ++g) {
+    std::vector<std::optional<std::string>> cells = keys[g];
+    cells.push_back(std::to_string(members[g].size()));
+    for (const auto& metric : kAggregated) {
+      std::vector<double> values;
+      for (const Row* row : members[g])
+        if (auto found = row->find(metric); found != row->end() && found->second.number)
+          values.push_back(*found->second.number);
+      const auto [count, mean, std] = mean_std(values);
+      if (query.split_std) {
+        cells.push_back(count ? std::optional<std::string>(fmt::format("{:.6g}", mean)) : std::nullopt);
+        cells.push_back(count > 1 ? std::optional<std::string>(fmt::format("{:.6g}", std)) : std::nullopt);
+      } else if (count == 0) {
+        cells.emplace_back(std::nullopt);
+      } else {
+        cells.push_back(count > 1 ? fmt::format("{:.4g} ± {:.2g}", mean, std) : fmt::format("{:.4g}", mean));
+      }
+    }
+    table.rows.push_back(std::move(cells));
+  }
+  for (size_t k = query.group_by.size(); k-- > 0;) sort_rows(table, k, false);
+  return table;
+}
+
+}  // namespace
+
+Table runs_table(ResultsStore& store, const RunsQuery& query) {
+  std::map<std::string, bool> numeric;
+  std::vector<std::string> keys;
+  std::vector<Row> rows = read_runs(store.database(), numeric, keys);
+  if (!query.where.empty()) {
+    const Filter filter = Filter::parse(query.where, numeric);
+    rows.erase(std::remove_if(rows.begin(), rows.end(), [&](const Row& row) { return !filter.matches(row); }),
+               rows.end());
+  }
+  Table table;
+  if (!query.group_by.empty()) {
+    for (const auto& key : query.group_by)
+      if (!numeric.count(key)) {
+        std::vector<std::string> names;
+        for (const auto& entry : numeric) names.push_back(entry.first);
+        const std::string nearest = nearest_name(key, names);
+        throw ConfigError("no column \"" + key + "\" to group by",
+                          ErrorContext::in_file("--group-by", nearest.empty() ? "e.g. loss.plugin" : "did you mean " + nearest + "?"));
+      }
+    table = group_table(rows, query, numeric);
+  } else {
+    // One row per run: the parameters that differ between the runs shown are what tells them apart.
+    table.columns = {"run_id", "status"};
+    std::vector<std::string> shown = varying(rows, std::vector<std::string>{"name"});
+    for (const auto& key : varying(rows, keys)) shown.push_back(key);
+    table.columns.insert(table.columns.end(), shown.begin(), shown.end());
+    table.columns.insert(table.columns.end(), kMetricColumns.begin(), kMetricColumns.end());
+    for (const auto& column : table.columns) table.numeric.push_back(numeric.at(column));
+    for (const auto& row : rows) {
+      std::vector<std::optional<std::string>> cells;
+      for (const auto& column : table.columns) {
+        auto found = row.find(column);
+        cells.push_back(found == row.end() ? std::nullopt : found->second.text);
+      }
+      table.rows.push_back(std::move(cells));
+    }
+  }
+  if (!query.sort.empty()) {
+    const bool descending = query.sort[0] == '-';
+    std::string column = descending ? query.sort.substr(1) : query.sort;
+    if (column == "kid") column = "best_kid";
+    if (query.split_std && !query.group_by.empty() &&
+        std::find(kAggregated.begin(), kAggregated.end(), column) != kAggregated.end())
+      column += "_mean";
+    sort_rows(table, column_index(table, column, "--sort"), descending);
+  }
+  if (query.limit > 0 && static_cast<int64_t>(table.rows.size()) > query.limit)
+    table.rows.resize(static_cast<size_t>(query.limit));
+  return table;
+}
+
+std::string run_report(ResultsStore& store, int64_t run_id, TableFormat format) {
+  std::optional<RunRecord> run = store.run(run_id);
+  if (!run) throw ConfigError(fmt::format("no run {} in the database", run_id), ErrorContext::in_file("--run"));
+  SQLite::Database& db = store.database();
+  // Metric history: one row per epoch, one column per metric key.
+  std::vector<std::string> keys;
+  SQLite::Statement key_query(db, "SELECT DISTINCT key FROM metrics WHERE run_id = ? ORDER BY key");
+  key_query.bind(1, run_id);
+  while (key_query.executeStep()) keys.push_back(key_query.getColumn(0).getString());
+  std::string pivot = "SELECT epoch, MAX(step) AS step";
+  for (const auto& key : keys)
+    pivot += fmt::format(", MAX(CASE WHEN key = '{}' THEN value END) AS \"{}\"", key, key);  // keys are ours
+  pivot += " FROM metrics WHERE run_id = ? GROUP BY epoch ORDER BY epoch";
+  Table history = query_table(db, pivot, run_id);
+  Table kid = query_table(db,
+                          "SELECT epoch, mean, std, protocol, features, sampler, diffusion_steps, nfe, "
+                          "real_count, generated_count FROM kid WHERE run_id = ? ORDER BY epoch",
+                          run_id);
+  Table artifacts = query_table(db, "SELECT epoch, kind, path FROM artifacts WHERE run_id = ? ORDER BY epoch, kind",
+                                run_id);
+  if (format == TableFormat::json)
+    return fmt::format("{{\"run_id\": {}, \"status\": {}, \"error\": {}, \"config_toml\": {},\n"
+                       "\"metrics\": {}, \"kid\": {}, \"artifacts\": {}}}\n",
+                       run_id, json_string(run->status), json_string(run->error), json_string(run->config_toml),
+                       format_table(history, format), format_table(kid, format), format_table(artifacts, format));
+  const std::string heading = format == TableFormat::markdown ? "## " : "# ";
+  return fmt::format("{}run {} ({}){}\n\n{}configuration\n{}\n{}metrics\n{}\n{}kid\n{}\n{}artifacts\n{}", heading,
+                     run_id, run->status, run->error.empty() ? "" : ": " + run->error, heading,
+                     run->config_toml, heading, format_table(history, format), heading,
+                     format_table(kid, format), heading, format_table(artifacts, format));
+}
+
+}  // namespace difflab

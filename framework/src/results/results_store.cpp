@@ -1,0 +1,555 @@
+#include "results/results_store.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <SQLiteCpp/Transaction.h>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
+
+#include "config/experiment.h"
+#include "difflab/error.h"
+
+namespace difflab {
+namespace fs = std::filesystem;
+namespace {
+
+// Each schema version is a migration from the one before; an old database is migrated in place
+// (in one transaction), never rebuilt. schema_info holds one row per applied version.
+constexpr const char* kSchemaV1 = R"SQL(
+CREATE TABLE IF NOT EXISTS schema_info (
+  version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
+  name            TEXT NOT NULL,
+  config_hash     TEXT NOT NULL,
+  config_toml     TEXT NOT NULL,
+  status          TEXT NOT NULL CHECK (status IN ('pending', 'running', 'finished', 'failed', 'diverged')),
+  error           TEXT,
+  created_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  started_at      TEXT,
+  finished_at     TEXT,
+  host            TEXT,           -- the machine running it
+  pid             INTEGER,        -- its process, to tell a live run from a killed one
+  heartbeat_at    TEXT,           -- refreshed while running (kHeartbeatSeconds)
+  versions        TEXT            -- JSON: difflab, libtorch and each plugin's version
+);
+CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash);
+CREATE TABLE IF NOT EXISTS params (
+  run_id   INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  key      TEXT NOT NULL,         -- dotted: "schedule.min_signal_rate"
+  value    TEXT NOT NULL,         -- TOML text of the value: 0.02, "mae", [32, 64]
+  number   REAL,                  -- the value as a number when it is one (for sorting, grouping)
+  type     TEXT NOT NULL,         -- boolean | integer | float | string | array
+  PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+  run_id     INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  key        TEXT NOT NULL,       -- n_loss, i_loss, val_n_loss, val_i_loss, images_per_second
+  epoch      INTEGER NOT NULL,
+  step       INTEGER NOT NULL,    -- optimiser steps so far
+  value      REAL NOT NULL,
+  wall_time  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (run_id, key, epoch)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+  run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  kind        TEXT NOT NULL,      -- checkpoint | sample_grid
+  path        TEXT NOT NULL,
+  epoch       INTEGER NOT NULL,
+  created_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (run_id, kind, epoch)
+);
+)SQL";
+
+// Version 2: KID estimates, with everything needed to compare them fairly.
+constexpr const char* kSchemaV2 = R"SQL(
+CREATE TABLE IF NOT EXISTS kid (
+  run_id           INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  epoch            INTEGER NOT NULL,
+  mean             REAL NOT NULL,
+  std              REAL NOT NULL,     -- over subsets; 0 for per_batch
+  protocol         TEXT NOT NULL,     -- per_batch (the seed's) | subsets (clean-fid's)
+  features         TEXT NOT NULL,     -- feature-extractor plugin
+  sampler          TEXT NOT NULL,
+  diffusion_steps  INTEGER NOT NULL,
+  real_count       INTEGER NOT NULL,
+  generated_count  INTEGER NOT NULL,
+  created_at       TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (run_id, epoch, protocol, features)
+);
+)SQL";
+
+// Version 3: a view with one row per run — its status, latest losses and best KID — for the
+// sqlite3 shell, pandas and `difflab results`.
+constexpr const char* kSchemaV3 = R"SQL(
+CREATE VIEW IF NOT EXISTS run_summary AS
+SELECT r.id AS run_id, r.name, r.status, r.config_hash, r.started_at, r.finished_at, r.error,
+  (SELECT MAX(epoch) FROM metrics m WHERE m.run_id = r.id) AS epochs,
+  (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'n_loss' ORDER BY epoch DESC LIMIT 1) AS n_loss,
+  (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'i_loss' ORDER BY epoch DESC LIMIT 1) AS i_loss,
+  (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'val_n_loss' ORDER BY epoch DESC LIMIT 1) AS val_n_loss,
+  (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'val_i_loss' ORDER BY epoch DESC LIMIT 1) AS val_i_loss,
+  (SELECT MIN(mean) FROM kid k WHERE k.run_id = r.id) AS best_kid,
+  (SELECT epoch FROM kid k WHERE k.run_id = r.id ORDER BY mean, epoch LIMIT 1) AS best_kid_epoch
+FROM runs r;
+)SQL";
+
+// Version 4: a run's variant (its configuration without the seed) and the ablation view: one row
+// per variant with mean, sample standard deviation and count over its finished runs (the seeds).
+constexpr const char* kSchemaV4 = R"SQL(
+ALTER TABLE runs ADD COLUMN variant_hash TEXT;  -- config hash with experiment.seed left out
+ALTER TABLE runs ADD COLUMN variant TEXT;       -- the sweep point without its seed, e.g. loss.plugin='mse'
+CREATE VIEW IF NOT EXISTS ablation AS
+SELECT r.name, COALESCE(r.variant_hash, r.config_hash) AS variant_hash, MAX(r.variant) AS variant,
+  COUNT(*) AS runs,
+  group_concat((SELECT p.value FROM params p WHERE p.run_id = r.id AND p.key = 'experiment.seed'), ' ') AS seeds,
+  AVG(s.best_kid) AS best_kid_mean,
+  CASE WHEN COUNT(s.best_kid) > 1 THEN sqrt(MAX(0.0, (SUM(s.best_kid * s.best_kid)
+    - SUM(s.best_kid) * SUM(s.best_kid) / COUNT(s.best_kid)) / (COUNT(s.best_kid) - 1))) END AS best_kid_std,
+  AVG(s.val_n_loss) AS val_n_loss_mean,
+  CASE WHEN COUNT(s.val_n_loss) > 1 THEN sqrt(MAX(0.0, (SUM(s.val_n_loss * s.val_n_loss)
+    - SUM(s.val_n_loss) * SUM(s.val_n_loss) / COUNT(s.val_n_loss)) / (COUNT(s.val_n_loss) - 1))) END AS val_n_loss_std,
+  AVG(s.val_i_loss) AS val_i_loss_mean,
+  CASE WHEN COUNT(s.val_i_loss) > 1 THEN sqrt(MAX(0.0, (SUM(s.val_i_loss * s.val_i_loss)
+    - SUM(s.val_i_loss) * SUM(s.val_i_loss) / COUNT(s.val_i_loss)) / (COUNT(s.val_i_loss) - 1))) END AS val_i_loss_std
+FROM runs r JOIN run_summary s ON s.run_id = r.id
+WHERE r.status = 'finished'
+GROUP BY r.name, COALESCE(r.variant_hash, r.config_hash);
+)SQL";
+
+// Version 5: the network evaluations (NFE) each KID estimate's sampler spent per batch.
+constexpr const char* kSchemaV5 = R"SQL(
+ALTER TABLE kid ADD COLUMN nfe INTEGER;
+)SQL";
+
+// Version 6: runs that differ only in sampling or evaluation share one trained network.
+constexpr const char* kSchemaV6 = R"SQL(
+ALTER TABLE runs ADD COLUMN training_hash TEXT;    -- config hash without [sampler] and [evaluation]
+ALTER TABLE runs ADD COLUMN trained_by INTEGER;  -- runs.id of the run whose trained network it evaluates
+)SQL";
+
+std::string param_type(const ParamValue& value) {
+  switch (value.index()) {
+    case 0: return "boolean";
+    case 1: return "integer";
+    case 2: return "float";
+    case 3: return "string";
+    default: return "array";
+  }
+}
+
+RunRecord read_run(SQLite::Statement& query) {
+  RunRecord run;
+  run.id = query.getColumn(0).getInt64();
+  run.name = query.getColumn(1).getString();
+  run.config_hash = query.getColumn(2).getString();
+  run.config_toml = query.getColumn(3).getString();
+  run.status = query.getColumn(4).getString();
+  run.error = query.getColumn(5).getString();
+  run.started_at = query.getColumn(6).getString();
+  run.finished_at = query.getColumn(7).getString();
+  run.host = query.getColumn(8).getString();
+  run.pid = query.getColumn(9).getInt64();
+  run.heartbeat_age_seconds = query.getColumn(10).isNull() ? -1.0 : query.getColumn(10).getDouble();
+  run.trained_by = query.getColumn(11).isNull() ? 0 : query.getColumn(11).getInt64();
+  return run;
+}
+
+constexpr const char* kRunColumns =
+    "SELECT id, name, config_hash, config_toml, status, error, started_at, finished_at, host, pid, "
+    "(julianday('now') - julianday(heartbeat_at)) * 86400.0, trained_by FROM runs";
+
+}  // namespace
+
+std::string host_name() {
+  char buffer[256] = {};
+  if (gethostname(buffer, sizeof(buffer) - 1) != 0) return "";
+  return buffer;
+}
+
+bool run_process_alive(const RunRecord& run) {
+  if (run.status != "running") return false;
+  if (run.heartbeat_age_seconds < 0 || run.heartbeat_age_seconds > kLeaseSeconds) return false;
+  if (run.host != host_name()) return true;
+  return run.pid > 0 && (kill(static_cast<pid_t>(run.pid), 0) == 0 || errno == EPERM);
+}
+
+ClaimOutcome claim_decision(const std::optional<RunRecord>& previous, const ClaimPolicy& policy) {
+  if (!previous || policy.new_run) return ClaimOutcome::started;
+  if (previous->status == "finished") return ClaimOutcome::finished_before;
+  if (run_process_alive(*previous)) return ClaimOutcome::busy;
+  const bool interrupted = previous->status == "failed" && previous->error.rfind("interrupted", 0) == 0;
+  if (previous->status == "running" || interrupted) return ClaimOutcome::resumed;  // killed or interrupted
+  return policy.retry_failed ? ClaimOutcome::started : ClaimOutcome::failed_before;
+}
+
+ResultsStore::ResultsStore(const fs::path& path) : path_(path) {
+  try {
+    if (path.has_parent_path()) fs::create_directories(path.parent_path());
+    db_ = std::make_unique<SQLite::Database>(path.string(),
+                                             SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    db_->setBusyTimeout(30000);
+    db_->exec("PRAGMA journal_mode = WAL");
+    db_->exec("PRAGMA foreign_keys = ON");
+    migrate();
+  } catch (const SQLite::Exception& error) {
+    throw RuntimeError(std::string("cannot open results database: ") + error.what(),
+                       ErrorContext::in_file(path.string()));
+  } catch (const fs::filesystem_error& error) {
+    throw RuntimeError(std::string("cannot create the database folder: ") + error.what(),
+                       ErrorContext::in_file(path.string()));
+  }
+}
+
+ResultsStore::~ResultsStore() = default;
+
+void ResultsStore::migrate() {
+  SQLite::Transaction transaction(*db_);
+  bool has_info = db_->tableExists("schema_info");
+  int version = 0;
+  if (has_info) {
+    SQLite::Statement query(*db_, "SELECT MAX(version) FROM schema_info");
+    if (query.executeStep() && !query.getColumn(0).isNull()) version = query.getColumn(0).getInt();
+  }
+  if (version > kSchemaVersion)
+    throw RuntimeError("results database has schema version " + std::to_string(version) +
+                       ", newer than this difflab's " + std::to_string(kSchemaVersion) +
+                       "; upgrade difflab");
+  const char* migrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5, kSchemaV6};
+  for (int next = version + 1; next <= kSchemaVersion; ++next) {
+    db_->exec(migrations[next - 1]);
+    db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
+  }
+  transaction.commit();
+}
+
+int ResultsStore::schema_version() const {
+  return db_->execAndGet("SELECT MAX(version) FROM schema_info").getInt();
+}
+
+Claim ResultsStore::claim_run(const Experiment& experiment, const std::string& versions_json,
+                              const ClaimPolicy& policy, const std::string& variant) {
+  // IMMEDIATE takes the write lock first: two workers cannot both see "no run" and both start.
+  SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+  Claim claim;
+  claim.previous = latest_run(experiment.config_hash());
+  claim.outcome = claim_decision(claim.previous, policy);
+  if (claim.previous) claim.run_id = claim.previous->id;
+  if (claim.outcome == ClaimOutcome::resumed) mark_running(claim.run_id);
+  if (claim.outcome == ClaimOutcome::started && !policy.new_run && !trained_network(experiment)) {
+    // Another live process training this training configuration: wait for its network (and
+    // reuse it) rather than train the same network twice.
+    SQLite::Statement training(*db_, std::string(kRunColumns) +
+                                         " WHERE training_hash = ? AND config_hash != ? AND status = 'running' "
+                                         "AND trained_by IS NULL");
+    training.bind(1, experiment.training_hash());
+    training.bind(2, experiment.config_hash());
+    while (training.executeStep()) {
+      RunRecord other = read_run(training);
+      if (!run_process_alive(other)) continue;
+      claim.outcome = ClaimOutcome::busy;
+      claim.previous = other;
+      claim.run_id = other.id;
+      break;
+    }
+  }
+  if (claim.outcome == ClaimOutcome::started) claim.run_id = insert_run(experiment, versions_json, variant);
+  transaction.commit();
+  return claim;
+}
+
+int64_t ResultsStore::start_run(const Experiment& experiment, const std::string& versions_json,
+                                const std::string& variant) {
+  SQLite::Transaction transaction(*db_);
+  const int64_t run_id = insert_run(experiment, versions_json, variant);
+  transaction.commit();
+  return run_id;
+}
+
+int64_t ResultsStore::insert_run(const Experiment& experiment, const std::string& versions_json,
+                                 const std::string& variant) {
+  SQLite::Statement insert(*db_,
+                           "INSERT INTO runs (name, config_hash, config_toml, status, started_at, "
+                           "heartbeat_at, host, pid, versions, variant_hash, variant, training_hash) "
+                           "VALUES (?, ?, ?, 'running', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
+                           "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?, ?, ?, ?)");
+  insert.bind(1, experiment.settings().experiment.name);
+  insert.bind(2, experiment.config_hash());
+  insert.bind(3, experiment.to_toml());
+  insert.bind(4, host_name());
+  insert.bind(5, static_cast<int64_t>(getpid()));
+  insert.bind(6, versions_json);
+  insert.bind(7, experiment.variant_hash());
+  insert.bind(8, variant);
+  insert.bind(9, experiment.training_hash());
+  insert.exec();
+  int64_t run_id = db_->getLastInsertRowid();
+
+  SQLite::Statement param(*db_,
+                          "INSERT INTO params (run_id, key, value, number, type) "
+                          "VALUES (?, ?, ?, ?, ?)");
+  for (const auto& [key, value] : experiment.leaves()) {
+    param.bind(1, run_id);
+    param.bind(2, key);
+    param.bind(3, format_value(value));
+    if (const auto* i = std::get_if<int64_t>(&value)) param.bind(4, *i);
+    else if (const auto* d = std::get_if<double>(&value)) param.bind(4, *d);
+    else if (const auto* b = std::get_if<bool>(&value)) param.bind(4, *b ? 1 : 0);
+    else param.bind(4);
+    param.bind(5, param_type(value));
+    param.exec();
+    param.reset();
+  }
+  return run_id;
+}
+
+void ResultsStore::mark_running(int64_t run_id) {
+  SQLite::Statement update(*db_,
+                           "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, "
+                           "host = ?, pid = ?, heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                           "WHERE id = ?");
+  update.bind(1, host_name());
+  update.bind(2, static_cast<int64_t>(getpid()));
+  update.bind(3, run_id);
+  update.exec();
+}
+
+std::optional<RunRecord> ResultsStore::latest_run(const std::string& config_hash) const {
+  SQLite::Statement query(*db_, std::string(kRunColumns) +
+                                    " WHERE config_hash = ? ORDER BY id DESC LIMIT 1");
+  query.bind(1, config_hash);
+  if (!query.executeStep()) return std::nullopt;
+  return read_run(query);
+}
+
+void ResultsStore::heartbeat(int64_t run_id) {
+  SQLite::Statement update(*db_, "UPDATE runs SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                                 "WHERE id = ? AND host = ? AND pid = ?");
+  update.bind(1, run_id);
+  update.bind(2, host_name());
+  update.bind(3, static_cast<int64_t>(getpid()));
+  update.exec();
+}
+
+std::optional<TrainedNetwork> ResultsStore::trained_network(const Experiment& experiment) const {
+  SQLite::Statement query(*db_,
+                          "SELECT r.id, a.path FROM runs r JOIN artifacts a ON a.run_id = r.id AND a.kind = 'checkpoint' "
+                          "WHERE r.training_hash = ? AND r.config_hash != ? AND r.status = 'finished' "
+                          "AND r.trained_by IS NULL ORDER BY r.id DESC, a.epoch DESC");
+  query.bind(1, experiment.training_hash());
+  query.bind(2, experiment.config_hash());
+  while (query.executeStep()) {
+    TrainedNetwork network{query.getColumn(0).getInt64(), query.getColumn(1).getString()};
+    if (fs::is_regular_file(network.checkpoint)) return network;
+  }
+  return std::nullopt;
+}
+
+void ResultsStore::set_trained_by(int64_t run_id, int64_t source_run_id) {
+  SQLite::Statement update(*db_, "UPDATE runs SET trained_by = ? WHERE id = ?");
+  update.bind(1, source_run_id);
+  update.bind(2, run_id);
+  update.exec();
+}
+
+void ResultsStore::finish_run(int64_t run_id) {
+  SQLite::Statement update(*db_,
+                           "UPDATE runs SET status = 'finished', "
+                           "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                           "WHERE id = ? AND host = ? AND pid = ?");
+  update.bind(1, run_id);
+  update.bind(2, host_name());
+  update.bind(3, static_cast<int64_t>(getpid()));
+  update.exec();
+}
+
+void ResultsStore::fail_run(int64_t run_id, const std::string& status, const std::string& message) {
+  SQLite::Statement update(*db_,
+                           "UPDATE runs SET status = ?, error = ?, "
+                           "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                           "WHERE id = ? AND host = ? AND pid = ?");
+  update.bind(1, status);
+  update.bind(2, message);
+  update.bind(3, run_id);
+  update.bind(4, host_name());
+  update.bind(5, static_cast<int64_t>(getpid()));
+  update.exec();
+}
+
+struct RunHeartbeat::State {
+  fs::path database;
+  int64_t run_id = 0;
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool stop = false;
+  std::atomic<bool> lost{false};
+  std::thread thread;
+};
+
+RunHeartbeat::RunHeartbeat(const fs::path& database, int64_t run_id, double interval_seconds)
+    : state_(std::make_unique<State>()) {
+  state_->database = database;
+  state_->run_id = run_id;
+  State* state = state_.get();
+  state->thread = std::thread([state, interval_seconds] {
+    std::unique_ptr<SQLite::Database> db;
+    const auto interval = std::chrono::duration<double>(interval_seconds);
+    std::unique_lock<std::mutex> lock(state->mutex);
+    while (!state->wake.wait_for(lock, interval, [state] { return state->stop; })) {
+      try {
+        if (!db) {
+          db = std::make_unique<SQLite::Database>(state->database.string(), SQLite::OPEN_READWRITE);
+          db->setBusyTimeout(30000);
+        }
+        SQLite::Statement update(*db, "UPDATE runs SET heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                                      "WHERE id = ? AND status = 'running' AND host = ? AND pid = ?");
+        update.bind(1, state->run_id);
+        update.bind(2, host_name());
+        update.bind(3, static_cast<int64_t>(getpid()));
+        if (update.exec() == 0) state->lost = true;
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "difflab: heartbeat of run %ld not written: %s\n", static_cast<long>(state->run_id),
+                     error.what());
+      }
+    }
+  });
+}
+
+RunHeartbeat::~RunHeartbeat() {
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->stop = true;
+  }
+  state_->wake.notify_all();
+  state_->thread.join();
+}
+
+bool RunHeartbeat::lost() const { return state_->lost; }
+
+void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
+                                const std::vector<std::pair<std::string, double>>& metrics,
+                                const std::vector<ArtifactRecord>& artifacts,
+                                const std::optional<KidRecord>& kid) {
+  SQLite::Transaction transaction(*db_);
+  heartbeat(run_id);
+  SQLite::Statement metric(*db_,
+                           "INSERT OR REPLACE INTO metrics (run_id, key, epoch, step, value) "
+                           "VALUES (?, ?, ?, ?, ?)");
+  for (const auto& [key, value] : metrics) {
+    metric.bind(1, run_id);
+    metric.bind(2, key);
+    metric.bind(3, epoch);
+    metric.bind(4, step);
+    metric.bind(5, value);
+    metric.exec();
+    metric.reset();
+  }
+  SQLite::Statement artifact(*db_,
+                             "INSERT OR REPLACE INTO artifacts (run_id, kind, path, epoch) "
+                             "VALUES (?, ?, ?, ?)");
+  for (const auto& record : artifacts) {
+    artifact.bind(1, run_id);
+    artifact.bind(2, record.kind);
+    artifact.bind(3, record.path);
+    artifact.bind(4, record.epoch);
+    artifact.exec();
+    artifact.reset();
+  }
+  if (kid) {
+    SQLite::Statement insert(*db_,
+                             "INSERT OR REPLACE INTO kid (run_id, epoch, mean, std, protocol, "
+                             "features, sampler, diffusion_steps, real_count, generated_count, nfe) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    insert.bind(1, run_id);
+    insert.bind(2, epoch);
+    insert.bind(3, kid->mean);
+    insert.bind(4, kid->std);
+    insert.bind(5, kid->protocol);
+    insert.bind(6, kid->features);
+    insert.bind(7, kid->sampler);
+    insert.bind(8, kid->diffusion_steps);
+    insert.bind(9, kid->real_count);
+    insert.bind(10, kid->generated_count);
+    insert.bind(11, kid->nfe);
+    insert.exec();
+  }
+  transaction.commit();
+}
+
+std::vector<std::pair<int64_t, KidRecord>> ResultsStore::kid(int64_t run_id) const {
+  SQLite::Statement query(*db_,
+                          "SELECT epoch, mean, std, protocol, features, sampler, diffusion_steps, "
+                          "real_count, generated_count, nfe FROM kid WHERE run_id = ? ORDER BY epoch");
+  query.bind(1, run_id);
+  std::vector<std::pair<int64_t, KidRecord>> result;
+  while (query.executeStep()) {
+    KidRecord record{query.getColumn(1).getDouble(), query.getColumn(2).getDouble(),
+                     query.getColumn(3).getString(), query.getColumn(4).getString(),
+                     query.getColumn(5).getString(), query.getColumn(6).getInt64(),
+                     query.getColumn(7).getInt64(),  query.getColumn(8).getInt64(),
+                     query.getColumn(9).getInt64()};
+    result.emplace_back(query.getColumn(0).getInt64(), record);
+  }
+  return result;
+}
+
+std::optional<RunRecord> ResultsStore::run(int64_t run_id) const {
+  SQLite::Statement query(*db_, std::string(kRunColumns) + " WHERE id = ?");
+  query.bind(1, run_id);
+  if (!query.executeStep()) return std::nullopt;
+  return read_run(query);
+}
+
+std::optional<ResultsStore::BestKid> ResultsStore::best_kid(int64_t run_id) const {
+  SQLite::Statement query(*db_, "SELECT best_kid, best_kid_epoch FROM run_summary WHERE run_id = ?");
+  query.bind(1, run_id);
+  if (!query.executeStep() || query.getColumn(0).isNull()) return std::nullopt;
+  return BestKid{query.getColumn(0).getDouble(), query.getColumn(1).getInt64()};
+}
+
+std::vector<RunRecord> ResultsStore::runs() const {
+  SQLite::Statement query(*db_, std::string(kRunColumns) + " ORDER BY id");
+  std::vector<RunRecord> result;
+  while (query.executeStep()) result.push_back(read_run(query));
+  return result;
+}
+
+std::vector<std::pair<std::string, std::string>> ResultsStore::params(int64_t run_id) const {
+  SQLite::Statement query(*db_, "SELECT key, value FROM params WHERE run_id = ? ORDER BY rowid");
+  query.bind(1, run_id);
+  std::vector<std::pair<std::string, std::string>> result;
+  while (query.executeStep())
+    result.emplace_back(query.getColumn(0).getString(), query.getColumn(1).getString());
+  return result;
+}
+
+std::vector<MetricRecord> ResultsStore::metrics(int64_t run_id) const {
+  SQLite::Statement query(
+      *db_, "SELECT key, epoch, step, value FROM metrics WHERE run_id = ? ORDER BY epoch, key");
+  query.bind(1, run_id);
+  std::vector<MetricRecord> result;
+  while (query.executeStep())
+    result.push_back({query.getColumn(0).getString(), query.getColumn(1).getInt64(),
+                      query.getColumn(2).getInt64(), query.getColumn(3).getDouble()});
+  return result;
+}
+
+std::vector<ArtifactRecord> ResultsStore::artifacts(int64_t run_id) const {
+  SQLite::Statement query(
+      *db_, "SELECT kind, path, epoch FROM artifacts WHERE run_id = ? ORDER BY epoch, kind");
+  query.bind(1, run_id);
+  std::vector<ArtifactRecord> result;
+  while (query.executeStep())
+    result.push_back({query.getColumn(0).getString(), query.getColumn(1).getString(),
+                      query.getColumn(2).getInt64()});
+  return result;
+}
+
+}  // namespace difflab

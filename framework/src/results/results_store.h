@@ -1,0 +1,185 @@
+// ResultsStore: the SQLite results database (runs, params, metrics, artifacts), committed as
+// results happen, in WAL mode so that readers never block a running experiment.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "difflab/params.h"
+
+namespace SQLite {
+class Database;
+}
+
+namespace difflab {
+
+class Experiment;
+
+// This machine's host name, as recorded on run rows.
+std::string host_name();
+
+constexpr int kSchemaVersion = 6;
+
+// A running run's process refreshes its row's heartbeat every kHeartbeatSeconds; a "running" row
+// whose heartbeat is older than kLeaseSeconds (or, on this host, whose process is gone) belongs
+// to a killed process and may be claimed again.
+constexpr double kHeartbeatSeconds = 10.0;
+constexpr double kLeaseSeconds = 60.0;
+
+struct RunRecord {
+  int64_t id = 0;
+  std::string name;
+  std::string config_hash;
+  std::string config_toml;
+  std::string status;  // running | finished | failed | diverged
+  std::string error;
+  std::string started_at;
+  std::string finished_at;
+  std::string host;
+  int64_t pid = 0;
+  double heartbeat_age_seconds = -1.0;  // -1 when never
+  int64_t trained_by = 0;  // the run whose trained network this run evaluates; 0: trained itself
+};
+
+// A finished run's trained network that another configuration can reuse.
+struct TrainedNetwork {
+  int64_t run_id = 0;
+  std::filesystem::path checkpoint;  // its final checkpoint
+};
+
+// Whether the process that owns a "running" row is still there (see kLeaseSeconds).
+bool run_process_alive(const RunRecord& run);
+
+// What claim_run did with a configuration.
+enum class ClaimOutcome {
+  started,          // a new run row, status running, owned by this process
+  resumed,          // a killed or interrupted run taken back (continue from its checkpoint)
+  finished_before,  // finished already: nothing to do
+  failed_before,    // failed or diverged before, and retry_failed is off
+  busy,             // running in another live process
+};
+
+struct ClaimPolicy {
+  bool new_run = false;       // always start a new run row
+  bool retry_failed = false;  // start a new run for a configuration that failed or diverged
+};
+
+struct Claim {
+  ClaimOutcome outcome = ClaimOutcome::started;
+  int64_t run_id = 0;              // the claimed run, or the one that made us skip
+  std::optional<RunRecord> previous;  // the configuration's newest run before the claim
+};
+
+// What a claim does, given the configuration's newest run (the rule, without the database).
+ClaimOutcome claim_decision(const std::optional<RunRecord>& previous, const ClaimPolicy& policy);
+
+struct MetricRecord {
+  std::string key;
+  int64_t epoch = 0;
+  int64_t step = 0;
+  double value = 0.0;
+};
+
+struct ArtifactRecord {
+  std::string kind;  // checkpoint | sample_grid
+  std::string path;
+  int64_t epoch = 0;
+};
+
+struct KidRecord {
+  double mean = 0.0;
+  double std = 0.0;
+  std::string protocol;   // per_batch | subsets
+  std::string features;   // feature-extractor plugin
+  std::string sampler;    // sampler plugin
+  int64_t diffusion_steps = 0;
+  int64_t real_count = 0;       // real images compared
+  int64_t generated_count = 0;  // generated images compared
+  int64_t nfe = 0;              // network evaluations the sampler spent per generated image batch
+};
+
+class ResultsStore {
+ public:
+  // Opens or creates the database (and its folder); migrates an older schema forward.
+  explicit ResultsStore(const std::filesystem::path& path);
+  ~ResultsStore();
+  ResultsStore(const ResultsStore&) = delete;
+  ResultsStore& operator=(const ResultsStore&) = delete;
+
+  int schema_version() const;
+
+  // Decides, atomically (BEGIN IMMEDIATE: one claimer at a time across processes), what this
+  // process does with the experiment's configuration, and takes the run if it is to be done.
+  Claim claim_run(const Experiment& experiment, const std::string& versions_json,
+                  const ClaimPolicy& policy = {}, const std::string& variant = "");
+  // Creates the run row (status running) with its params, in one transaction. `variant` is the
+  // sweep point without its seed (shown by the ablation view).
+  int64_t start_run(const Experiment& experiment, const std::string& versions_json,
+                    const std::string& variant = "");
+  // Takes an interrupted run back (status running, this host and process).
+  void mark_running(int64_t run_id);
+  void heartbeat(int64_t run_id);
+  // The newest finished run that trained a network under `experiment`'s training configuration
+  // (Experiment::training_hash) with other sampling or evaluation settings, if its final
+  // checkpoint is still on disk.
+  std::optional<TrainedNetwork> trained_network(const Experiment& experiment) const;
+  void set_trained_by(int64_t run_id, int64_t source_run_id);
+  // Close a run; only a row this process owns (host and pid) is changed.
+  void finish_run(int64_t run_id);
+  void fail_run(int64_t run_id, const std::string& status, const std::string& message);
+
+  // Records one epoch's metrics and artifacts atomically.
+  void record_epoch(int64_t run_id, int64_t epoch, int64_t step,
+                    const std::vector<std::pair<std::string, double>>& metrics,
+                    const std::vector<ArtifactRecord>& artifacts,
+                    const std::optional<KidRecord>& kid = std::nullopt);
+
+  std::optional<RunRecord> run(int64_t run_id) const;
+  // The newest run of a configuration (see Experiment::config_hash).
+  std::optional<RunRecord> latest_run(const std::string& config_hash) const;
+  std::vector<RunRecord> runs() const;
+  std::vector<std::pair<std::string, std::string>> params(int64_t run_id) const;
+  std::vector<MetricRecord> metrics(int64_t run_id) const;
+  std::vector<ArtifactRecord> artifacts(int64_t run_id) const;
+  std::vector<std::pair<int64_t, KidRecord>> kid(int64_t run_id) const;  // (epoch, record)
+  // The run's best KID and its epoch (run_summary), if it has one.
+  struct BestKid {
+    double kid = 0.0;
+    int64_t epoch = 0;
+  };
+  std::optional<BestKid> best_kid(int64_t run_id) const;
+
+  SQLite::Database& database() { return *db_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  void migrate();
+  int64_t insert_run(const Experiment& experiment, const std::string& versions_json,
+                     const std::string& variant);
+  std::filesystem::path path_;
+  std::unique_ptr<SQLite::Database> db_;
+};
+
+// Refreshes a run's heartbeat every kHeartbeatSeconds from a thread of its own (with its own
+// connection) for as long as it lives, so that a long epoch never looks like a dead process.
+class RunHeartbeat {
+ public:
+  RunHeartbeat(const std::filesystem::path& database, int64_t run_id,
+               double interval_seconds = kHeartbeatSeconds);
+  ~RunHeartbeat();
+  RunHeartbeat(const RunHeartbeat&) = delete;
+  RunHeartbeat& operator=(const RunHeartbeat&) = delete;
+  // True once the row is no longer this process's (another process claimed it after this one's
+  // lease ran out, e.g. after a suspend): the run must stop without touching the row.
+  bool lost() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace difflab

@@ -1,0 +1,291 @@
+#include "sweep/sweep.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fmt/format.h>
+#include <map>
+#include <optional>
+#include <poll.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+#include "difflab/dataset.h"
+#include "difflab/error.h"
+#include "plugin_host/registry.h"
+#include "results/results_store.h"
+#include "training/trainer.h"
+
+namespace difflab {
+namespace fs = std::filesystem;
+namespace {
+
+std::string database_of(const SweepRun& run) { return run.experiment.settings().experiment.database; }
+
+// Each point's newest run status, or nothing; read without creating a database that is not there.
+std::vector<std::optional<RunRecord>> latest_runs(const std::vector<SweepRun>& runs) {
+  std::map<std::string, std::unique_ptr<ResultsStore>> stores;
+  std::vector<std::optional<RunRecord>> latest;
+  for (const auto& run : runs) {
+    const std::string& database = database_of(run);
+    if (!fs::exists(database)) {
+      latest.emplace_back();
+      continue;
+    }
+    auto& store = stores[database];
+    if (!store) store = std::make_unique<ResultsStore>(database);
+    latest.push_back(store->latest_run(run.experiment.config_hash()));
+  }
+  return latest;
+}
+
+// The summary, from the database (whichever process ran what): every point's newest run.
+int print_summary(const std::vector<SweepRun>& runs, const std::vector<std::optional<RunRecord>>& before) {
+  const std::vector<std::optional<RunRecord>> after = latest_runs(runs);
+  int64_t finished = 0, skipped = 0, failed = 0, diverged = 0, not_done = 0;
+  std::vector<std::string> problems;
+  std::optional<std::pair<double, size_t>> best;  // (best KID, point)
+  std::string best_text;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const std::optional<RunRecord>& run = after[i];
+    const std::string where = fmt::format("point {} ({})", i + 1, runs[i].point);
+    if (!run || run->status == "running" || (run->status == "failed" && run->error.rfind("interrupted", 0) == 0)) {
+      ++not_done;
+      if (run) problems.push_back(fmt::format("{}: run {} {}", where, run->id,
+                                              run->status == "running" ? "still running" : "interrupted"));
+      continue;
+    }
+    if (run->status == "finished") {
+      const bool was_finished = before[i] && before[i]->id == run->id && before[i]->status == "finished";
+      (was_finished ? skipped : finished) += 1;
+      const std::optional<ResultsStore::BestKid> kid = ResultsStore(database_of(runs[i])).best_kid(run->id);
+      if (kid && (!best || kid->kid < best->first)) {
+        best = {kid->kid, i};
+        best_text = fmt::format("run {} ({}): best KID {:.4f} at epoch {}", run->id, runs[i].point, kid->kid, kid->epoch);
+      }
+      continue;
+    }
+    (run->status == "diverged" ? diverged : failed) += 1;
+    problems.push_back(fmt::format("{}: run {} {}: {}", where, run->id, run->status, run->error));
+  }
+  fmt::print("sweep: {} runs — {} finished, {} skipped (finished before), {} failed, {} diverged, {} not done\n",
+             runs.size(), finished, skipped, failed, diverged, not_done);
+  for (const auto& problem : problems) fmt::print("  {}\n", problem);
+  if (failed + diverged > 0) fmt::print("  (--retry-failed runs failed and diverged points again)\n");
+  if (best) fmt::print("best so far: {}\n", best_text);
+  std::fflush(stdout);
+  return failed + diverged + not_done > 0 ? 1 : 0;
+}
+
+RunOptions run_options(const SweepOptions& options, const SweepRun& run, const std::string& announce) {
+  RunOptions result;
+  result.new_run = options.new_run;
+  result.retry_failed = options.retry_failed;
+  result.threads = options.threads;
+  result.variant = run.variant;
+  result.announce = announce;
+  result.after_epoch = options.after_epoch;
+  return result;
+}
+
+// Runs one point; a failure of the run itself is reported and the sweep goes on, bad input (it
+// would fail every run) and an interrupt stop it. Returns whether this process trained it (or
+// tried to).
+bool run_point(const std::vector<SweepRun>& runs, size_t i, const PluginRegistry& registry,
+               const SweepOptions& options, bool quiet_skips) {
+  const std::string header = fmt::format("== sweep run {}/{}: {}", i + 1, runs.size(), runs[i].point);
+  if (!quiet_skips) {
+    fmt::print("{}\n", header);
+    std::fflush(stdout);
+  }
+  try {
+    RunResult result = run_experiment(runs[i].experiment, registry,
+                                      run_options(options, runs[i], quiet_skips ? header : ""));
+    if (result.outcome == RunOutcome::trained) return true;
+    if (!quiet_skips) fmt::print("   skipped: run {} {}\n", result.run_id, result.detail);
+    return false;
+  } catch (const Error& error) {
+    if (error.kind() != ErrorKind::runtime) throw;
+    fmt::print(stderr, "difflab: sweep run {} failed: {}\n", i + 1, error.what());
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "difflab: sweep run {} failed: {}\n", i + 1, error.what());
+  }
+  std::fflush(stderr);
+  return true;
+}
+
+std::atomic<int> parent_signal{0};
+extern "C" void on_parent_signal(int signal) { parent_signal = signal; }
+
+struct Worker {
+  int64_t index = 0;
+  pid_t pid = -1;
+  int output = -1;      // read end of the worker's stdout + stderr
+  std::string partial;  // an unfinished line
+};
+
+pid_t spawn(Worker& worker, const SweepOptions& options, int64_t threads) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) throw RuntimeError(std::string("pipe: ") + std::strerror(errno));
+  std::vector<std::string> arguments = {"difflab"};
+  arguments.insert(arguments.end(), options.worker_command.begin(), options.worker_command.end());
+  for (const std::string& extra : {std::string("--worker"), std::to_string(worker.index),
+                                   std::string("--threads"), std::to_string(threads)})
+    arguments.push_back(extra);
+  std::vector<char*> argv;
+  for (auto& argument : arguments) argv.push_back(argument.data());
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  if (pid < 0) throw RuntimeError(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    dup2(fds[1], STDERR_FILENO);
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+    execv("/proc/self/exe", argv.data());
+    std::fprintf(stderr, "difflab: cannot start a worker: %s\n", std::strerror(errno));
+    _exit(127);
+  }
+  close(fds[1]);
+  worker.pid = pid;
+  worker.output = fds[0];
+  return pid;
+}
+
+// Copies what the workers print to stdout, line by line, prefixed with the worker.
+void forward_output(Worker& worker, bool final) {
+  char buffer[4096];
+  while (true) {
+    const ssize_t count = read(worker.output, buffer, sizeof(buffer));
+    if (count > 0) {
+      worker.partial.append(buffer, static_cast<size_t>(count));
+      size_t newline;
+      while ((newline = worker.partial.find('\n')) != std::string::npos) {
+        fmt::print("[worker {}] {}\n", worker.index, worker.partial.substr(0, newline));
+        worker.partial.erase(0, newline + 1);
+      }
+      std::fflush(stdout);
+      if (!final) return;
+      continue;
+    }
+    if (count < 0 && errno == EINTR) continue;
+    if (final && !worker.partial.empty()) fmt::print("[worker {}] {}\n", worker.index, worker.partial);
+    if (final) worker.partial.clear();
+    return;
+  }
+}
+
+int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& registry, const SweepOptions& options) {
+  if (options.new_run)
+    throw ConfigError("--new cannot be combined with --workers: every worker would start every run again");
+  for (const auto& run : runs)
+    if (database_of(run) != database_of(runs.front()))
+      throw ConfigError("with --workers, every run of the sweep must use one database",
+                        ErrorContext::for_key(run.experiment.file.string(), "experiment.database", fmt::format("\"{}\" and \"{}\" differ", database_of(runs.front()), database_of(run))));
+  // Bad input fails here, once, rather than in every worker.
+  for (const auto& run : runs) {
+    const Section& data = run.experiment.section("data");
+    registry.create<Dataset>(Family::dataset, data.plugin, data.params, run.experiment.build_context(0))
+        ->check_available();
+  }
+  const std::vector<std::optional<RunRecord>> before = latest_runs(runs);
+  { ResultsStore create(database_of(runs.front())); }  // created once, not raced by the workers
+
+  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t threads = options.threads > 0 ? options.threads : std::max<int64_t>(1, cores / options.workers);
+  fmt::print("difflab: {} runs, {} workers with {} thread{} each (database {})\n", runs.size(), options.workers,
+             threads, threads == 1 ? "" : "s", database_of(runs.front()));
+
+  parent_signal = 0;
+  auto previous_int = std::signal(SIGINT, on_parent_signal);
+  auto previous_term = std::signal(SIGTERM, on_parent_signal);
+  std::vector<Worker> workers;
+  for (int64_t k = 1; k <= options.workers; ++k) {
+    workers.push_back({k, -1, -1, ""});
+    spawn(workers.back(), options, threads);
+  }
+  int64_t replacements = 0;
+  bool interrupted = false, input_error = false, forwarded = false;
+  while (std::any_of(workers.begin(), workers.end(), [](const Worker& w) { return w.pid > 0; })) {
+    if (parent_signal != 0 && !forwarded) {
+      interrupted = forwarded = true;
+      for (const auto& worker : workers)
+        if (worker.pid > 0) kill(worker.pid, SIGTERM);
+    }
+    std::vector<pollfd> fds;
+    for (const auto& worker : workers) fds.push_back({worker.pid > 0 ? worker.output : -1, POLLIN, 0});
+    if (poll(fds.data(), fds.size(), 200) > 0)
+      for (size_t i = 0; i < workers.size(); ++i)
+        if (fds[i].revents & POLLIN) forward_output(workers[i], false);
+    for (auto& worker : workers) {
+      if (worker.pid <= 0) continue;
+      int status = 0;
+      if (waitpid(worker.pid, &status, WNOHANG) != worker.pid) continue;
+      forward_output(worker, true);
+      close(worker.output);
+      worker.pid = -1;
+      if (WIFEXITED(status)) {
+        const int code = WEXITSTATUS(status);
+        if (code == 130) interrupted = true;
+        if (code == 2) input_error = true;
+        if (code != 0 && code != 1 && code != 130)
+          fmt::print(stderr, "difflab: worker {} exited with code {}\n", worker.index, code);
+        continue;
+      }
+      const int signal = WTERMSIG(status);
+      if (interrupted || parent_signal != 0 || input_error || replacements >= options.workers) {
+        fmt::print(stderr, "difflab: worker {} was killed by signal {}\n", worker.index, signal);
+        continue;
+      }
+      // Its run is left "running" by a dead process: the others, or this replacement, claim it.
+      ++replacements;
+      fmt::print(stderr, "difflab: worker {} was killed by signal {}; starting a replacement\n", worker.index, signal);
+      spawn(worker, options, threads);
+    }
+  }
+  std::signal(SIGINT, previous_int);
+  std::signal(SIGTERM, previous_term);
+  const int code = print_summary(runs, before);
+  if (interrupted) return 130;
+  return input_error ? 2 : code;
+}
+
+}  // namespace
+
+int run_sweep(const std::vector<SweepRun>& runs, const PluginRegistry& registry, const SweepOptions& options) {
+  if (options.workers > 1) return run_parallel(runs, registry, options);
+  const std::vector<std::optional<RunRecord>> before = latest_runs(runs);
+  for (size_t i = 0; i < runs.size(); ++i) run_point(runs, i, registry, options, false);
+  return print_summary(runs, before);
+}
+
+int run_sweep_worker(const std::vector<SweepRun>& runs, const PluginRegistry& registry,
+                     const SweepOptions& options, int64_t worker) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a pipe to the parent: lines in the order printed
+  // Workers start at different points so that they rarely contend for the same claim; a pass
+  // that trains nothing means everything is finished, failed, or in another live worker's hands.
+  // (A point the worker skipped because it was busy may be claimable later: its owner died.)
+  // Each point at most once per worker: a deterministic failure is not retried in a loop.
+  const size_t start = static_cast<size_t>(worker - 1) % runs.size();
+  std::vector<bool> attempted(runs.size(), false);
+  bool worked = true;
+  while (worked) {
+    worked = false;
+    for (size_t k = 0; k < runs.size(); ++k) {
+      const size_t i = (start + k) % runs.size();
+      if (attempted[i] || !run_point(runs, i, registry, options, true)) continue;
+      attempted[i] = worked = true;
+    }
+  }
+  return 0;
+}
+
+}  // namespace difflab

@@ -1,0 +1,301 @@
+// One run's training, step by step (RunTrainer), and what it needs around it: the interrupt
+// guard, the progress line, KID of an epoch and the run's folder.
+#include "training/run_trainer.h"
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <fmt/format.h>
+#include <limits>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include "difflab/error.h"
+#include "difflab/features.h"
+#include "model/checkpoint.h"
+#include "training/image_io.h"
+
+namespace difflab {
+namespace fs = std::filesystem;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+std::atomic<int> interrupt_signal{0};
+extern "C" void on_interrupt(int signal) { interrupt_signal = signal; }
+
+}  // namespace
+
+InterruptGuard::InterruptGuard() {
+  interrupt_signal = 0;
+  previous_int_ = std::signal(SIGINT, on_interrupt);
+  previous_term_ = std::signal(SIGTERM, on_interrupt);
+}
+
+InterruptGuard::~InterruptGuard() {
+  std::signal(SIGINT, previous_int_);
+  std::signal(SIGTERM, previous_term_);
+}
+
+void InterruptGuard::check() {
+  if (int signal = interrupt_signal.load())
+    throw Error(ErrorKind::interrupted, fmt::format("interrupted by signal {}", signal));
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  int64_t total = static_cast<int64_t>(seconds + 0.5);
+  if (total >= 3600) return fmt::format("{}h{:02}m", total / 3600, (total % 3600) / 60);
+  return fmt::format("{}m{:02}s", total / 60, total % 60);
+}
+
+Progress::Progress() : terminal_(isatty(STDERR_FILENO) != 0) {}
+
+void Progress::update(int64_t epoch, int64_t epochs, int64_t step, int64_t steps, double noise_loss,
+                      double images_per_second, double eta_seconds) {
+  auto now = Clock::now();
+  double since = std::chrono::duration<double>(now - last_).count();
+  if (step != steps && since < (terminal_ ? 0.25 : 15.0)) return;
+  last_ = now;
+  std::string line = fmt::format("epoch {}/{}  step {}/{}  n_loss {:.4f}  {:.1f} images/s  ETA {}", epoch, epochs,
+                                 step, steps, noise_loss, images_per_second, format_duration(eta_seconds));
+  if (terminal_) {
+    fmt::print(stderr, "\r{:<90}", line);
+    if (step == steps) fmt::print(stderr, "\r{:<90}\r", "");
+  } else {
+    fmt::print(stderr, "{}\n", line);
+  }
+  std::fflush(stderr);
+}
+
+KidRecord evaluate_kid(const Experiment& experiment, const Settings& settings, DiffusionModel& model,
+                       FeatureExtractor& features, const torch::Tensor& validation_images) {
+  const EvaluationSettings& evaluation = settings.evaluation;
+  const int64_t batch_size = settings.training.batch_size;
+  const int64_t all_batches = validation_images.size(0) / batch_size;
+  const int64_t batches = evaluation.kid_batches > 0 ? std::min(all_batches, evaluation.kid_batches) : all_batches;
+  KidRecord record;
+  record.protocol = evaluation.kid_protocol;
+  record.features = experiment.section("features").plugin;
+  record.sampler = experiment.section("sampler").plugin;
+  record.diffusion_steps = evaluation.kid_diffusion_steps;
+  record.real_count = record.generated_count = batches * batch_size;
+  if (batches < 1)
+    throw RuntimeError(fmt::format("KID needs at least one validation batch of {} images, the "
+                                   "validation split has {}", batch_size, validation_images.size(0)));
+  std::vector<torch::Tensor> real_features, generated_features;
+  model.reset_evaluations();
+  for (int64_t batch = 0; batch < batches; ++batch) {
+    real_features.push_back(
+        features.extract(validation_images.slice(0, batch * batch_size, (batch + 1) * batch_size)));
+    generated_features.push_back(features.extract(model.generate(batch_size, record.diffusion_steps)));
+  }
+  record.nfe = model.evaluations() / batches;
+  torch::Tensor real = torch::cat(real_features), generated = torch::cat(generated_features);
+  if (record.protocol == "per_batch") {
+    record.mean = kid_per_batch(real, generated, batch_size);
+  } else {
+    KidEstimate estimate = kid_subsets(real, generated, evaluation.kid_subsets, evaluation.kid_subset_size,
+                                       static_cast<uint64_t>(settings.experiment.seed));
+    record.mean = estimate.mean;
+    record.std = estimate.std;
+  }
+  return record;
+}
+
+fs::path run_folder(const Experiment& experiment, const ExperimentSettings& settings, int64_t run_id, bool fresh) {
+  std::string safe;
+  for (char c : settings.name)
+    safe += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
+  const fs::path base = fs::path(settings.output_dir) / fmt::format("{}-run{}", safe, run_id);
+  const fs::path unique =
+      fs::path(settings.output_dir) / fmt::format("{}-run{}-{}", safe, run_id, experiment.config_hash().substr(0, 8));
+  if (fs::exists(unique) || (fresh && fs::exists(base) && !fs::is_empty(base))) return unique;
+  return base;
+}
+
+RunTrainer::RunTrainer(const RunContext& run, torch::Device device)
+    : run_(run),
+      model_(*run.components.model),
+      training_(run.settings.training),
+      evaluation_(run.settings.evaluation),
+      checkpoint_path_(run.run_dir / "checkpoint.pt"),
+      run_start_(Clock::now()) {
+  fs::create_directories(run.run_dir);
+  if (evaluation_.kid_protocol != "none") run.components.features->prepare(run.data);
+  model_.adapt(run.data.train);
+  place_model(model_, run.experiment, device);
+  optimizer_ = make_optimizer(model_, run.experiment);
+  if (fs::exists(checkpoint_path_)) resume(device);
+  // One epoch = `repetitions` shuffled passes; the incomplete last batch is dropped.
+  const int64_t full_steps = run.data.train.size(0) * run.data.repetitions / training_.batch_size;
+  steps_per_epoch_ = training_.steps_per_epoch > 0 ? std::min(full_steps, training_.steps_per_epoch) : full_steps;
+  // The same initial noise every epoch (its own generator, so that resuming does not shift the
+  // training draws), so that grids show the model's progress.
+  const torch::Tensor& train = run.data.train;
+  grid_noise_ = torch::randn({evaluation_.grid_rows * evaluation_.grid_cols, train.size(1), train.size(2), train.size(3)},
+                             at::detail::createCPUGenerator(static_cast<uint64_t>(run.settings.experiment.seed)));
+}
+
+RunResult RunTrainer::run() {
+  RunResult result;
+  result.run_id = run_.run_id;
+  for (int64_t epoch = state_.epoch + 1; epoch <= training_.epochs; ++epoch) {
+    const auto epoch_start = Clock::now();
+    const EpochLosses losses = train_epoch(epoch);
+    result.noise_loss = losses.noise_loss;
+    result.image_loss = losses.image_loss;
+    const EpochEvaluation evaluated = evaluate(epoch);
+    record(epoch, evaluated,
+           {{"loss", losses.loss},
+            {"n_loss", losses.noise_loss},
+            {"i_loss", losses.image_loss},
+            {"v_loss", losses.velocity_loss},
+            {"train_images_per_second", steps_per_epoch_ * training_.batch_size / losses.train_seconds},
+            {"epoch_seconds", seconds_since(epoch_start)}});
+    result.last_grid = evaluated.grid_path;
+    print_epoch(epoch, losses, evaluated);
+    if (run_.options.after_epoch) run_.options.after_epoch(epoch);
+  }
+  // A run that reuses another run's trained network (it differs only in sampling or evaluation
+  // settings) is evaluated once, after its last epoch; again after a crash if that did not finish.
+  if (run_.trained_by && run_.store.metrics(run_.run_id).empty()) {
+    const EpochEvaluation evaluated = evaluate(state_.epoch);
+    record(state_.epoch, evaluated, {});
+    result.last_grid = evaluated.grid_path;
+    fmt::print("evaluated: val_n_loss {:.4f}  val_i_loss {:.4f}  {}{}  grid {}\n", evaluated.val_noise_loss,
+               evaluated.val_image_loss, evaluated.kid ? fmt::format("val_kid {:.4f}  ", evaluated.kid->mean) : "",
+               format_duration(seconds_since(run_start_)), evaluated.grid_path.string());
+    std::fflush(stdout);
+  }
+  return result;
+}
+
+
+void RunTrainer::resume(torch::Device device) {
+  state_ = load_checkpoint(checkpoint_path_, model_, *optimizer_);
+  place_model(model_, run_.experiment, device);  // loading may change memory formats
+  if (run_.trained_by) {
+    state_.best_kid = std::numeric_limits<double>::infinity();  // this run's sampler's, not the trainer's
+    fmt::print("difflab: run {} evaluates the network trained by run {} (same training configuration)\n",
+               run_.run_id, *run_.trained_by);
+  } else {
+    fmt::print("difflab: resuming run {} after epoch {} (step {}) from {}\n", run_.run_id, state_.epoch,
+               state_.step, checkpoint_path_.string());
+  }
+}
+
+// One epoch of train steps over a fresh shuffle of the training images.
+EpochLosses RunTrainer::train_epoch(int64_t epoch) {
+  const auto epoch_start = Clock::now();
+  const int64_t batch_size = training_.batch_size, train_count = run_.data.train.size(0);
+  std::vector<torch::Tensor> passes;
+  for (int64_t pass = 0; pass < run_.data.repetitions; ++pass)
+    passes.push_back(torch::randperm(train_count, torch::kLong));
+  const torch::Tensor order = torch::cat(passes);  // reshuffled every epoch
+  EpochLosses sums;
+  for (int64_t batch = 0; batch < steps_per_epoch_; ++batch) {
+    InterruptGuard::check();
+    if (run_.heartbeat.lost())
+      throw RuntimeError(fmt::format("run {} was claimed by another process after this one's lease "
+                                     "ran out; stopping without touching it", run_.run_id));
+    const torch::Tensor indices = order.slice(0, batch * batch_size, (batch + 1) * batch_size);
+    const StepLosses losses = model_.train_step(run_.data.train.index_select(0, indices), *optimizer_);
+    model_.update_ema(ema_decay(training_.ema, state_.step, training_.ema_warmup));
+    ++state_.step;
+    const double loss = losses.loss.item<double>(), noise_loss = losses.noise_loss.item<double>();
+    if (!std::isfinite(loss) || !std::isfinite(noise_loss)) fail_diverged(epoch, loss, noise_loss);
+    sums.loss += loss;
+    sums.noise_loss += noise_loss;
+    sums.image_loss += losses.image_loss.item<double>();
+    sums.velocity_loss += losses.velocity_loss.item<double>();
+    const double images_per_second = (batch + 1) * batch_size / seconds_since(epoch_start);
+    const double remaining_steps =
+        static_cast<double>((training_.epochs - epoch) * steps_per_epoch_ + steps_per_epoch_ - batch - 1);
+    progress_.update(epoch, training_.epochs, batch + 1, steps_per_epoch_, sums.noise_loss / (batch + 1),
+                     images_per_second, remaining_steps * batch_size / images_per_second);
+  }
+  const double steps = static_cast<double>(steps_per_epoch_);
+  return {sums.loss / steps, sums.noise_loss / steps, sums.image_loss / steps, sums.velocity_loss / steps,
+          seconds_since(epoch_start)};
+}
+
+void RunTrainer::fail_diverged(int64_t epoch, double loss, double noise_loss) {
+  run_.store.fail_run(run_.run_id, "diverged",
+                      fmt::format("noise loss is {} (objective {}) at epoch {}, step {}", noise_loss, loss, epoch,
+                                  state_.step));
+  throw RuntimeError(fmt::format("run {} diverged: noise loss {} (objective {}) at step {}", run_.run_id,
+                                 noise_loss, loss, state_.step));
+}
+
+EpochEvaluation RunTrainer::evaluate(int64_t epoch) {
+  EpochEvaluation evaluated;
+  validation_losses(evaluated);
+  // A sample grid from the EMA network.
+  evaluated.grid_path = run_.run_dir / fmt::format("epoch-{:03}.png", epoch);
+  write_image_grid(evaluated.grid_path, model_.generate_from(grid_noise_, evaluation_.plot_diffusion_steps),
+                   evaluation_.grid_rows, evaluation_.grid_cols, evaluation_.grid_scale);
+  evaluated.artifacts = {{"sample_grid", evaluated.grid_path.string(), epoch},
+                         {"checkpoint", checkpoint_path_.string(), epoch}};
+  // KID every kid_every epochs and after the last; the best checkpoint by KID is kept (the
+  // seed's ModelCheckpoint on val_kid).
+  if (evaluation_.kid_protocol != "none" && (epoch % evaluation_.kid_every == 0 || epoch == training_.epochs)) {
+    evaluated.kid = evaluate_kid(run_.experiment, run_.settings, model_, *run_.components.features,
+                                 run_.data.validation);
+    evaluated.new_best = evaluated.kid->mean < state_.best_kid;
+    if (evaluated.new_best) {
+      state_.best_kid = evaluated.kid->mean;
+      evaluated.artifacts.push_back({"best_checkpoint", (run_.run_dir / "best.pt").string(), epoch});
+    }
+    evaluated.metrics.emplace_back("val_kid", evaluated.kid->mean);
+  }
+  return evaluated;
+}
+
+// The EMA network's losses on validation batches (the seed's val_n_loss, val_i_loss).
+void RunTrainer::validation_losses(EpochEvaluation& evaluated) {
+  const int64_t batch_size = training_.batch_size;
+  const int64_t all_batches = run_.data.validation.size(0) / batch_size;
+  const int64_t batches =
+      evaluation_.validation_batches > 0 ? std::min(all_batches, evaluation_.validation_batches) : all_batches;
+  if (batches == 0) return;
+  double loss = 0.0, velocity_loss = 0.0;
+  for (int64_t batch = 0; batch < batches; ++batch) {
+    const StepLosses losses =
+        model_.test_step(run_.data.validation.slice(0, batch * batch_size, (batch + 1) * batch_size));
+    loss += losses.loss.item<double>() / batches;
+    evaluated.val_noise_loss += losses.noise_loss.item<double>() / batches;
+    evaluated.val_image_loss += losses.image_loss.item<double>() / batches;
+    velocity_loss += losses.velocity_loss.item<double>() / batches;
+  }
+  evaluated.metrics.insert(evaluated.metrics.begin(), {{"val_loss", loss},
+                                                       {"val_n_loss", evaluated.val_noise_loss},
+                                                       {"val_i_loss", evaluated.val_image_loss},
+                                                       {"val_v_loss", velocity_loss}});
+}
+
+// The epoch's rows first, then the checkpoint: a crash in between replays this epoch from the
+// previous checkpoint, and its rows are replaced by the same values, never duplicated.
+void RunTrainer::record(int64_t epoch, const EpochEvaluation& evaluated, std::vector<std::pair<std::string, double>> metrics) {
+  metrics.insert(metrics.end(), evaluated.metrics.begin(), evaluated.metrics.end());
+  run_.store.record_epoch(run_.run_id, epoch, state_.step, metrics, evaluated.artifacts, evaluated.kid);
+  state_.epoch = epoch;
+  save_checkpoint(checkpoint_path_, model_, *optimizer_, state_, run_.experiment.to_toml());
+  if (evaluated.new_best)
+    fs::copy_file(checkpoint_path_, run_.run_dir / "best.pt", fs::copy_options::overwrite_existing);
+}
+
+void RunTrainer::print_epoch(int64_t epoch, const EpochLosses& losses, const EpochEvaluation& evaluated) const {
+  fmt::print("epoch {}/{}: n_loss {:.4f}  i_loss {:.4f}  val_n_loss {:.4f}  val_i_loss {:.4f}  "
+             "{}{:.1f} images/s  {}  grid {}\n",
+             epoch, training_.epochs, losses.noise_loss, losses.image_loss, evaluated.val_noise_loss,
+             evaluated.val_image_loss, evaluated.kid ? fmt::format("val_kid {:.4f}  ", evaluated.kid->mean) : "",
+             steps_per_epoch_ * training_.batch_size / losses.train_seconds,
+             format_duration(seconds_since(run_start_)), evaluated.grid_path.string());
+  std::fflush(stdout);
+}
+
+}  // namespace difflab

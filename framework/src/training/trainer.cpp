@@ -1,0 +1,198 @@
+// The main flow of one run, top to bottom (run_experiment): settings -> components -> data ->
+// database row -> RunTrainer: per epoch train_epoch -> evaluate -> record (rows, checkpoint) ->
+// finished or failed.
+#include "training/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fmt/format.h>
+#include <optional>
+#include <sys/resource.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include "config/experiment.h"
+#include "config/settings.h"
+#include "difflab/dataset.h"
+#include "difflab/error.h"
+#include "difflab/features.h"
+#include "model/checkpoint.h"
+#include "model/components.h"
+#include "model/diffusion_model.h"
+#include "plugin_host/registry.h"
+#include "results/results_store.h"
+#include "training/image_io.h"
+#include "training/kid.h"
+#include "training/op_profile.h"
+#include "training/run_trainer.h"
+
+namespace difflab {
+namespace fs = std::filesystem;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+// The result of a claim that leaves nothing to train, if it is one.
+std::optional<RunResult> skip_result(ClaimOutcome outcome, const std::optional<RunRecord>& previous,
+                                     const std::string& config_hash) {
+  if (outcome == ClaimOutcome::started || outcome == ClaimOutcome::resumed) return std::nullopt;
+  RunResult result;
+  result.run_id = previous->id;
+  if (outcome == ClaimOutcome::finished_before) {
+    result.outcome = RunOutcome::finished_before;
+    result.detail = "finished before";
+  } else if (outcome == ClaimOutcome::busy) {
+    result.outcome = RunOutcome::busy;
+    result.detail = previous->config_hash == config_hash
+                        ? fmt::format("running in pid {} on {}", previous->pid, previous->host)
+                        : fmt::format("waiting: run {} (pid {} on {}) is training the same network, which this "
+                                      "configuration will reuse",
+                                      previous->id, previous->pid, previous->host);
+  } else {
+    result.outcome = RunOutcome::failed_before;
+    result.detail = fmt::format("{} before: {} (--retry-failed runs it again)", previous->status, previous->error);
+  }
+  return result;
+}
+
+// The same decision from the database alone, before anything is loaded (no file: nothing to
+// skip, and nothing is written yet).
+std::optional<RunResult> skip_early(const Experiment& experiment, const std::string& database,
+                                    const ClaimPolicy& policy) {
+  if (policy.new_run || !fs::exists(database)) return std::nullopt;
+  ResultsStore store(database);
+  std::optional<RunRecord> previous = store.latest_run(experiment.config_hash());
+  return skip_result(claim_decision(previous, policy), previous, experiment.config_hash());
+}
+
+// The components and the data. Everything that can fail because of the user's input fails here,
+// before the database is touched.
+ImageSplits load_data(const Experiment& experiment, const Settings& settings, const Components& components) {
+  ImageSplits data = components.dataset->load();
+  if (data.train.size(0) < settings.training.batch_size)
+    throw ConfigError(fmt::format("batch_size {} exceeds the {} training images", settings.training.batch_size,
+                                  data.train.size(0)),
+                      ErrorContext::for_key(experiment.file.string(), "training.batch_size"));
+  return data;
+}
+
+// A configuration that differs from a finished run only in sections that do not define the
+// trained network (sampling, evaluation, KID features) reuses that run's network: its final
+// checkpoint is this run's starting point. Returns the run that trained it, if any.
+std::optional<int64_t> reuse_trained_network(const Experiment& experiment, const Claim& claim, bool new_run,
+                                             ResultsStore& store, const fs::path& run_dir) {
+  if (claim.outcome == ClaimOutcome::resumed && claim.previous->trained_by > 0) return claim.previous->trained_by;
+  if (claim.outcome != ClaimOutcome::started || new_run) return std::nullopt;
+  std::optional<TrainedNetwork> source = store.trained_network(experiment);
+  if (!source) return std::nullopt;
+  fs::create_directories(run_dir);
+  fs::copy_file(source->checkpoint, run_dir / "checkpoint.pt", fs::copy_options::overwrite_existing);
+  store.set_trained_by(claim.run_id, source->run_id);
+  return source->run_id;
+}
+
+}  // namespace
+
+RunResult run_experiment(const Experiment& experiment, const PluginRegistry& registry,
+                         const RunOptions& options) {
+  const Settings settings = experiment.settings();
+  const std::string& database = settings.experiment.database;
+  const ClaimPolicy policy{options.new_run, options.retry_failed};
+  if (std::optional<RunResult> early = skip_early(experiment, database, policy)) return *early;
+
+  const torch::Device device = configure_process(experiment, options.threads);
+  Components components = build_components(experiment, registry);
+  const ImageSplits data = load_data(experiment, settings, components);
+
+  // The claim is atomic: of several processes working through the same configurations, one
+  // trains each (another may have taken it while this one loaded the data).
+  ResultsStore store(database);
+  const Claim claim = store.claim_run(experiment, components.versions_json, policy, options.variant);
+  if (std::optional<RunResult> skip = skip_result(claim.outcome, claim.previous, experiment.config_hash()))
+    return *skip;
+  if (!options.announce.empty()) fmt::print("{}\n", options.announce);
+  const fs::path run_dir =
+      run_folder(experiment, settings.experiment, claim.run_id, claim.outcome == ClaimOutcome::started);
+  fmt::print("difflab: run {} of \"{}\" -> {} (database {})\n", claim.run_id, settings.experiment.name,
+             run_dir.string(), database);
+  std::fflush(stdout);
+  const std::optional<int64_t> trained_by =
+      reuse_trained_network(experiment, claim, options.new_run, store, run_dir);
+
+  // From here on the run row is ours: it ends finished, or failed with the error's message.
+  InterruptGuard interrupt_guard;
+  RunHeartbeat heartbeat(database, claim.run_id);
+  try {
+    const RunContext run{experiment, settings, components, data, store, claim.run_id, run_dir, heartbeat, trained_by,
+                         options};
+    RunResult result = RunTrainer(run, device).run();
+    result.trained_by = trained_by.value_or(0);
+    store.finish_run(claim.run_id);
+    return result;
+  } catch (const std::exception& error) {
+    auto record = store.run(claim.run_id);
+    if (record && record->status == "running" && !heartbeat.lost())
+      store.fail_run(claim.run_id, "failed", error.what());
+    throw;
+  }
+}
+
+BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry& registry,
+                             int64_t steps, bool profile) {
+  const Settings settings = experiment.settings();
+  const torch::Device device = configure_process(experiment);
+  Components components = build_components(experiment, registry);
+  DiffusionModel& model = *components.model;
+  const int64_t batch_size = settings.training.batch_size;
+  const int64_t channels = components.dataset->channels();
+  const int64_t image_size = settings.data.image_size;
+  torch::Tensor images = torch::rand({batch_size, channels, image_size, image_size});
+  model.adapt(images);
+  place_model(model, experiment, device);
+  auto optimizer = make_optimizer(model, experiment);
+  auto synchronize = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
+  auto train = [&](int64_t count) {
+    for (int64_t i = 0; i < count; ++i) {
+      model.train_step(images, *optimizer);
+      model.update_ema(settings.training.ema);
+    }
+    synchronize();
+  };
+  train(3);  // warm-up: allocator, oneDNN primitive caches
+  auto start = Clock::now();
+  train(steps);
+  BenchResult result;
+  result.batch_shape = images.sizes().vec();
+  result.train_images_per_second =
+      steps * batch_size / std::chrono::duration<double>(Clock::now() - start).count();
+
+  const int64_t plot_steps = settings.evaluation.plot_diffusion_steps;
+  model.generate(batch_size, 1);  // warm-up
+  synchronize();
+  start = Clock::now();
+  model.generate(batch_size, plot_steps);
+  synchronize();
+  result.sample_images_per_second =
+      batch_size / std::chrono::duration<double>(Clock::now() - start).count();
+  result.peak_rss_mb = peak_rss_mb();
+
+  if (profile) {
+    for (const OperatorTime& op : profile_operators([&] { train(steps); })) {
+      result.profile.push_back({op.name, op.self_ms / static_cast<double>(steps),
+                                static_cast<double>(op.calls) / static_cast<double>(steps)});
+      result.profiled_ms_per_step += op.self_ms / static_cast<double>(steps);
+    }
+  }
+  return result;
+}
+
+}  // namespace difflab

@@ -1,0 +1,72 @@
+// Running one experiment end to end: build components -> train -> evaluate -> record.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+namespace difflab {
+
+class Experiment;
+class PluginRegistry;
+
+enum class RunOutcome {
+  trained,          // trained (from scratch, or resumed) to the end
+  finished_before,  // the configuration had finished before: nothing was trained
+  failed_before,    // it failed or diverged before (RunOptions::retry_failed to run it again)
+  busy,             // another live process is running it
+};
+
+struct RunResult {
+  RunOutcome outcome = RunOutcome::trained;
+  int64_t run_id = 0;       // the run trained, or the one that made this command skip
+  double noise_loss = 0.0;  // mean over the last epoch
+  double image_loss = 0.0;
+  std::filesystem::path last_grid;
+  std::string detail;      // why it was skipped, for the terminal
+  int64_t trained_by = 0;  // > 0: only evaluated, with the network that run trained
+};
+
+struct RunOptions {
+  bool new_run = false;       // start a new run even if this configuration has one already
+  bool retry_failed = false;  // run a configuration again whose last run failed or diverged
+  int64_t threads = 0;        // LibTorch threads; 0 = [experiment] threads (not part of identity)
+  std::string variant;        // the sweep point without its seed, recorded on the run row
+  std::string announce;       // printed once the run is claimed (a sweep worker's header)
+  // Called after each epoch's checkpoint is written (the command line's test seam; see cli.cpp).
+  std::function<void(int64_t epoch)> after_epoch;
+};
+
+// Trains and records the run in the experiment's database. Running the same configuration
+// again resumes it from its last checkpoint if it was killed or interrupted, does nothing if it
+// finished (or failed, unless retry_failed), and leaves it to its process if another live
+// process is running it. The run is claimed atomically, so that any number of processes can
+// work through the same configurations. Errors are recorded on the run row (status failed) and
+// rethrown.
+RunResult run_experiment(const Experiment& experiment, const PluginRegistry& registry,
+                         const RunOptions& options = {});
+
+struct BenchResult {
+  std::vector<int64_t> batch_shape;  // [batch, channels, height, width]
+  double train_images_per_second = 0.0;
+  double sample_images_per_second = 0.0;
+  double peak_rss_mb = 0.0;
+  // With `profile`: the operators that took the most time per training step (name, self ms
+  // per step, calls per step), slowest first.
+  struct Operator {
+    std::string name;
+    double self_ms_per_step = 0.0;
+    double calls_per_step = 0.0;
+  };
+  std::vector<Operator> profile;
+  double profiled_ms_per_step = 0.0;  // all operators' self time per step
+};
+
+// Times `steps` training steps (after warm-up) and one sampling pass of the experiment's
+// network on random images of the experiment's shape. With `profile`, then profiles `steps` more
+// training steps operator by operator. Writes nothing.
+BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry& registry,
+                             int64_t steps, bool profile = false);
+
+}  // namespace difflab
