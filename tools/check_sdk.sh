@@ -51,6 +51,13 @@ for family in "${families[@]}"; do
   "$prefix/bin/difflab" new-plugin "$family" "$name" "$project" > /dev/null
   cmake -S "$project" -B "$project/build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH="$prefix" "${launcher[@]}" > "$work/configure-$family.log"
+  # find_package(difflab) names the prefix it was found in, whatever its dependencies' configs do.
+  if ! grep -q "SDK headers in $prefix/include, installed plugins in $prefix/lib.*/difflab/plugins" \
+       "$work/configure-$family.log"; then
+    echo "check_sdk: find_package(difflab) reports other paths than $prefix:" >&2
+    grep "difflab:" "$work/configure-$family.log" >&2
+    exit 1
+  fi
   cmake --build "$project/build" > "$work/build-$family.log" || { cat "$work/build-$family.log" >&2; exit 1; }
   check_exports "$project/build/difflab-$family-$name.so"
   ctest --test-dir "$project/build" --output-on-failure > "$work/test-$family.log" || { cat "$work/test-$family.log" >&2; exit 1; }

@@ -35,6 +35,9 @@ class TorchScriptNetwork : public Network {
       register_parameter(registered_name(parameter.name), parameter.value.requires_grad_(true));
     for (const auto& buffer : module_.named_buffers(/*recurse=*/true))
       register_buffer(registered_name(buffer.name), buffer.value);
+    if (parameters().empty())
+      throw ConfigError("the TorchScript module has no parameters to train",
+                        ErrorContext::for_key(path.string(), "network.model", "export a module with learnable layers"));
     // One forward pass now: a module that does not fit the images fails before training starts.
     try {
       torch::NoGradGuard no_grad;

@@ -56,6 +56,10 @@ class DIFFLAB_API Error : public std::runtime_error {
 DIFFLAB_API Error ConfigError(std::string message, ErrorContext context = {});
 DIFFLAB_API Error RuntimeError(std::string message, ErrorContext context = {});
 
+// The message of any exception for a user or a database row: LibTorch's c10::Error without its
+// C++ backtrace, anything else as what() says.
+DIFFLAB_API std::string describe(const std::exception& error);
+
 // Levenshtein-nearest candidate for "did you mean" hints; empty if nothing is close.
 DIFFLAB_API std::string nearest_name(const std::string& name, const std::vector<std::string>& candidates);
 

@@ -506,7 +506,7 @@ int run_cli(int argc, char** argv) {
     fmt::print(stderr, "difflab: error: {}\n  hint: see difflab --help\n", error.what());
     return 2;
   } catch (const std::exception& error) {
-    fmt::print(stderr, "difflab: error: {}\n", error.what());
+    fmt::print(stderr, "difflab: error: {}\n", describe(error));
     return 1;
   }
 }

@@ -181,6 +181,12 @@ void apply_override(toml::table& root, const std::string& text, Locator& locator
   locator.overridden[section + "." + key] = source;
 }
 
+bool is_framework_key(const std::string& section, const std::string& key) {
+  for (const auto& spec : framework_schema(section))
+    if (spec.name == key) return true;
+  return false;
+}
+
 Params resolve_section(const toml::table* table, const std::string& section,
                        const std::string& plugin, const ParamSchema& schema,
                        const Locator& locator) {
@@ -209,6 +215,13 @@ Params resolve_section(const toml::table* table, const std::string& section,
                           context);
       std::string problem = spec->check(*value);
       if (!problem.empty()) throw ConfigError(problem, context);
+      // A plugin's file path is relative to the working directory, like database and output_dir,
+      // and stored absolute: the resolved experiment (in checkpoints, in the database) then
+      // means the same file from any folder (difflab sample --checkpoint elsewhere).
+      if (spec->path && !plugin.empty() && !is_framework_key(section, name)) {
+        const std::string& path = std::get<std::string>(*value);
+        if (!path.empty() && fs::path(path).is_relative()) value = fs::absolute(path).lexically_normal().string();
+      }
       params.set(name, *value);
     }
   }

@@ -54,6 +54,9 @@ Components build_components(const Experiment& experiment, const PluginRegistry& 
     return registry.create<T>(family, section.plugin, section.params, context);
   };
   auto network = make("network", Family::network, static_cast<Network*>(nullptr));
+  if (network->parameters().empty())
+    throw ConfigError("network plugin \"" + experiment.section("network").plugin + "\" has no parameters to train",
+                      ErrorContext::for_key(experiment.file.string(), "network.plugin"));
   auto ema_network = make("network", Family::network, static_cast<Network*>(nullptr));
   auto schedule = make("schedule", Family::schedule, static_cast<Schedule*>(nullptr));
   auto loss = make("loss", Family::loss, static_cast<Loss*>(nullptr));

@@ -14,17 +14,21 @@ namespace {
 
 bool is_shared_library(const fs::path& path) { return path.extension() == ".so"; }
 
-// <libdir>/difflab/plugins next to the libdifflab_sdk.so this process uses: right wherever the
-// package was installed (cmake --install --prefix anywhere), not only where it was configured.
-fs::path installed_plugin_dir() {
+// The plugin folder that belongs to the SDK library this process uses: the build's plugins/ when
+// it is the build tree's, else <libdir>/difflab/plugins beside it, wherever the package was
+// installed (cmake --install --prefix anywhere). Never both: an installed difflab does not also
+// load the plugins of the tree it was built in.
+fs::path own_plugin_dir() {
   const fs::path sdk = sdk_library_file();
   if (sdk.empty()) return DIFFLAB_INSTALL_PLUGIN_DIR;
+  std::error_code error;
+  if (fs::equivalent(sdk.parent_path(), DIFFLAB_BUILD_LIB_DIR, error)) return DIFFLAB_BUILD_PLUGIN_DIR;
   return sdk.parent_path() / "difflab" / "plugins";
 }
 }  // namespace
 
 std::vector<fs::path> PluginRegistry::default_search_dirs() {
-  std::vector<fs::path> dirs = {DIFFLAB_BUILD_PLUGIN_DIR, installed_plugin_dir()};
+  std::vector<fs::path> dirs = {own_plugin_dir()};
   if (const char* env = std::getenv("DIFFLAB_PLUGIN_PATH")) {
     std::string paths = env;
     size_t start = 0;
@@ -70,7 +74,11 @@ void PluginRegistry::load(const fs::path& file) {
   }
   for (auto& plugin : plugins_) {
     if (plugin.info->family == info->family && plugin.info->name == info->name) {
-      plugin = {info, file};  // later folders take precedence
+      // Later folders take precedence; say so, naming both files.
+      warnings_.push_back(fmt::format("{} plugin \"{}\" of {} replaces the one of {} (a later plugin folder wins)",
+                                      to_string(info->family), info->name, file.string(), plugin.path.string()));
+      fmt::print(stderr, "difflab: warning: {}\n", warnings_.back());
+      plugin = {info, file};
       return;
     }
   }
@@ -105,6 +113,13 @@ std::vector<LoadedPlugin> PluginRegistry::list(Family family) const {
   std::sort(result.begin(), result.end(),
             [](const auto& a, const auto& b) { return a.info->name < b.info->name; });
   return result;
+}
+
+Error in_plugin(const Error& error, Family family, const std::string& name) {
+  ErrorContext context = error.context();
+  const std::string section = family == Family::dataset ? "data" : to_string(family);
+  if (!context.key.empty() && context.key.find('.') == std::string::npos) context.key = section + "." + context.key;
+  return Error(error.kind(), fmt::format("{} plugin \"{}\": {}", to_string(family), name, error.message()), context);
 }
 
 }  // namespace difflab

@@ -23,11 +23,15 @@ struct LoadedPlugin {
   std::filesystem::path path;
 };
 
+// `error`, thrown by plugin `name` of `family` while it was made, with the plugin named in the
+// message and its section in the key ("loss.scale" for a parameter "scale" the plugin asked for).
+Error in_plugin(const Error& error, Family family, const std::string& name);
+
 class PluginRegistry {
  public:
-  // The build's plugin folder, the installed plugin folder and DIFFLAB_PLUGIN_PATH
+  // The plugin folder of this difflab (the build's, or the installed one) and DIFFLAB_PLUGIN_PATH
   // (colon-separated), in that order of precedence from last to first: a later folder's plugin
-  // of the same family and name replaces an earlier one.
+  // of the same family and name replaces an earlier one, with a warning.
   static std::vector<std::filesystem::path> default_search_dirs();
 
   explicit PluginRegistry(std::vector<std::filesystem::path> search_dirs = default_search_dirs());
@@ -43,13 +47,21 @@ class PluginRegistry {
   std::vector<LoadedPlugin> list(Family family) const;
   const std::vector<LoadedPlugin>& plugins() const { return plugins_; }
   const std::vector<RejectedLibrary>& rejected() const { return rejected_; }
+  // One line per plugin that a later folder's plugin of the same family and name replaced (also
+  // printed to stderr as it happens).
+  const std::vector<std::string>& warnings() const { return warnings_; }
   const std::vector<std::filesystem::path>& search_dirs() const { return search_dirs_; }
 
   // Makes a component and checks that it is of the family's interface type T.
   template <class T>
   std::shared_ptr<T> create(Family family, const std::string& name, const Params& params,
                             const BuildContext& context) const {
-    Component* component = get(family, name).create(params, context);
+    Component* component = nullptr;
+    try {
+      component = get(family, name).create(params, context);
+    } catch (const Error& error) {
+      throw in_plugin(error, family, name);
+    }
     T* typed = dynamic_cast<T*>(component);
     if (typed == nullptr) {
       delete component;
@@ -66,6 +78,7 @@ class PluginRegistry {
   std::vector<std::filesystem::path> search_dirs_;
   std::vector<LoadedPlugin> plugins_;
   std::vector<RejectedLibrary> rejected_;
+  std::vector<std::string> warnings_;
 };
 
 }  // namespace difflab

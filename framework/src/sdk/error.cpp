@@ -1,6 +1,7 @@
 #include "difflab/error.h"
 
 #include <algorithm>
+#include <c10/util/Exception.h>
 
 namespace difflab {
 namespace {
@@ -44,6 +45,11 @@ Error::Error(ErrorKind kind, std::string message, ErrorContext context)
       message_(std::move(message)),
       context_(std::move(context)) {}
 Error::~Error() = default;
+
+std::string describe(const std::exception& error) {
+  if (const auto* torch_error = dynamic_cast<const c10::Error*>(&error)) return torch_error->what_without_backtrace();
+  return error.what();
+}
 
 Error ConfigError(std::string message, ErrorContext context) {
   return Error(ErrorKind::config, std::move(message), std::move(context));

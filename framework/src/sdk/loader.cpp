@@ -1,9 +1,12 @@
 // Loading one plugin library: the ABI record first, then the plugin's metadata.
 #include "difflab/loader.h"
 
+#include <algorithm>
 #include <boost/dll/shared_library.hpp>
 #include <cstring>
 #include <dlfcn.h>
+#include <elf.h>
+#include <fstream>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <map>
@@ -49,6 +52,53 @@ void check_abi_record(const AbiRecord& abi, const fs::path& file) {
                        ErrorContext::in_file(file.string(), "rebuild the plugin against this difflab's headers"));
 }
 
+// Why `file` cannot be mapped safely, or "" when its ELF headers fit in the file. dlopen maps a
+// truncated library and faults (SIGBUS) when it touches a page past the end of the file, so the
+// header, the program headers and every loaded segment are checked against the file's size first.
+std::string elf_problem(const fs::path& file) {
+  std::error_code error;
+  const uintmax_t size = fs::file_size(file, error);
+  if (error) return "cannot read its size: " + error.message();
+  std::ifstream in(file, std::ios::binary);
+  Elf64_Ehdr header{};
+  if (!in.read(reinterpret_cast<char*>(&header), sizeof(header)) || std::memcmp(header.e_ident, ELFMAG, SELFMAG) != 0)
+    return "not an ELF shared library";
+  if (header.e_ident[EI_CLASS] != ELFCLASS64) return "not a 64-bit ELF library";
+  auto beyond = [&](uint64_t offset, uint64_t length) { return offset > size || length > size - offset; };
+  if (beyond(header.e_phoff, uint64_t{header.e_phnum} * header.e_phentsize) ||
+      (header.e_shoff != 0 && beyond(header.e_shoff, uint64_t{header.e_shnum} * header.e_shentsize)))
+    return fmt::format("truncated: its headers reach past the end of the file ({} bytes)", size);
+  if (header.e_phentsize != sizeof(Elf64_Phdr)) return "unexpected ELF program header size";
+  in.seekg(static_cast<std::streamoff>(header.e_phoff));
+  for (uint16_t i = 0; i < header.e_phnum; ++i) {
+    Elf64_Phdr segment{};
+    if (!in.read(reinterpret_cast<char*>(&segment), sizeof(segment))) return "unreadable program headers";
+    if (segment.p_type == PT_LOAD && beyond(segment.p_offset, segment.p_filesz))
+      return fmt::format("truncated: a segment ends at byte {}, the file has {}", segment.p_offset + segment.p_filesz,
+                         size);
+  }
+  return "";
+}
+
+// What a plugin's own metadata gets wrong: an empty name, a parameter without a name or twice,
+// a default of another type than its parameter or outside its own range.
+std::string metadata_problem(const PluginInfo& info) {
+  if (info.name.empty()) return "its plugin name is empty";
+  if (info.create == nullptr) return "it has no factory";
+  std::vector<std::string> names;
+  for (const ParamSpec& spec : info.schema) {
+    if (spec.name.empty()) return "a parameter of its schema has no name";
+    if (std::find(names.begin(), names.end(), spec.name) != names.end())
+      return fmt::format("its schema declares parameter \"{}\" twice", spec.name);
+    names.push_back(spec.name);
+    if (spec.default_value.index() != static_cast<size_t>(spec.type))
+      return fmt::format("the default of parameter \"{}\" is not a {}", spec.name, to_string(spec.type));
+    if (const std::string problem = spec.check(spec.default_value); !problem.empty())
+      return fmt::format("the default of parameter \"{}\" breaks its own schema: {}", spec.name, problem);
+  }
+  return "";
+}
+
 }  // namespace
 
 std::vector<std::string> layout_differences(const AbiRecord& record) {
@@ -75,10 +125,23 @@ const PluginInfo& load_plugin_library(const fs::path& file) {
   auto& libraries = loaded_libraries();
   if (auto it = libraries.find(canonical); it != libraries.end()) return *it->second.info;
 
+  if (const std::string problem = elf_problem(canonical); !problem.empty())
+    throw RuntimeError("cannot load library: " + problem, ErrorContext::in_file(file.string()));
   boost::dll::shared_library library;
   boost::dll::fs::error_code error;
   library.load(canonical.string(), boost::dll::load_mode::default_mode, error);
-  if (error) throw RuntimeError("cannot load library: " + error.message(), ErrorContext::in_file(file.string()));
+  if (error) {
+    // Boost.DLL reports every dlopen failure as one errno; dlerror() says which (a missing
+    // dependency, an undefined symbol, ...). Asking dlopen again reproduces the failure.
+    std::string reason = error.message();
+    dlerror();
+    if (void* handle = dlopen(canonical.c_str(), RTLD_NOW | RTLD_LOCAL); handle != nullptr) {
+      dlclose(handle);
+    } else if (const char* message = dlerror()) {
+      reason = message;
+    }
+    throw RuntimeError("cannot load library: " + reason, ErrorContext::in_file(file.string()));
+  }
   if (!library.has("difflab_abi_record"))
     throw RuntimeError("not a difflab plugin (no difflab_abi_record symbol)", ErrorContext::in_file(file.string()));
   // The ABI record is plain data: reading it calls no code of the library.
@@ -87,6 +150,11 @@ const PluginInfo& load_plugin_library(const fs::path& file) {
     throw RuntimeError("plugin has an ABI record but no difflab_plugin_info", ErrorContext::in_file(file.string()));
 
   const PluginInfo* info = library.get<const PluginInfo*()>("difflab_plugin_info")();
+  if (info == nullptr)
+    throw RuntimeError("difflab_plugin_info() returned no metadata", ErrorContext::in_file(file.string()));
+  if (const std::string problem = metadata_problem(*info); !problem.empty())
+    throw RuntimeError(fmt::format("plugin {} ({}) refused: {}", info->name, to_string(info->family), problem),
+                       ErrorContext::in_file(file.string(), "fix the plugin's schema() and rebuild it"));
   libraries.emplace(canonical, LoadedLibrary{std::move(library), info});
   return *info;
 }

@@ -120,9 +120,12 @@ std::string ParamSpec::check(const ParamValue& value) const {
   auto range_message = [&](const std::string& shown) {
     return fmt::format("value {} is out of range: expected {}", shown, constraint_text());
   };
+  // No parameter takes an infinity or NaN (a learning rate of inf trains nothing, silently).
+  auto non_finite = [](double x) { return fmt::format("value {} is not a finite number", x); };
   if (const auto* v = std::get_if<int64_t>(&value)) {
     if (out_of_range(static_cast<double>(*v))) return range_message(std::to_string(*v));
   } else if (const auto* v = std::get_if<double>(&value)) {
+    if (!std::isfinite(*v)) return non_finite(*v);
     if (out_of_range(*v)) return range_message(format_real(*v));
   } else if (const auto* v = std::get_if<std::string>(&value)) {
     if (!choices.empty() && std::find(choices.begin(), choices.end(), *v) == choices.end())
@@ -135,8 +138,10 @@ std::string ParamSpec::check(const ParamValue& value) const {
   } else if (const auto* v = std::get_if<std::vector<double>>(&value)) {
     if (min_length && static_cast<int64_t>(v->size()) < *min_length)
       return "expected a non-empty array";
-    for (double x : *v)
+    for (double x : *v) {
+      if (!std::isfinite(x)) return non_finite(x);
       if (out_of_range(x)) return range_message(format_real(x));
+    }
   } else if (const auto* v = std::get_if<std::vector<std::string>>(&value)) {
     if (min_length && static_cast<int64_t>(v->size()) < *min_length)
       return "expected a non-empty array";

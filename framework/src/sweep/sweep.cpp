@@ -112,9 +112,9 @@ bool run_point(const std::vector<SweepRun>& runs, size_t i, const PluginRegistry
     return false;
   } catch (const Error& error) {
     if (error.kind() != ErrorKind::runtime) throw;
-    fmt::print(stderr, "difflab: sweep run {} failed: {}\n", i + 1, error.what());
+    fmt::print(stderr, "difflab: sweep run {} failed: {}\n", i + 1, describe(error));
   } catch (const std::exception& error) {
-    fmt::print(stderr, "difflab: sweep run {} failed: {}\n", i + 1, error.what());
+    fmt::print(stderr, "difflab: sweep run {} failed: {}\n", i + 1, describe(error));
   }
   std::fflush(stderr);
   return true;

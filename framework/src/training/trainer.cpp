@@ -139,7 +139,7 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
   } catch (const std::exception& error) {
     auto record = store.run(claim.run_id);
     if (record && record->status == "running" && !heartbeat.lost())
-      store.fail_run(claim.run_id, "failed", error.what());
+      store.fail_run(claim.run_id, "failed", describe(error));
     throw;
   }
 }
