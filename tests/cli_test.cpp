@@ -16,26 +16,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Outcome {
-  int exit_code;
-  std::string output;  // stdout and stderr
-};
+using difflab::test::difflab_command;
+using difflab::test::Outcome;
+using difflab::test::tiny_experiment;
 
-// Runs difflab with `arguments`; `environment` ("NAME=value ...") is set for that process only.
-Outcome difflab_command(const std::string& arguments, const std::string& environment = "") {
-  std::string command = (environment.empty() ? "" : "env " + environment + " ") +
-                        std::string(DIFFLAB_TEST_EXECUTABLE) + " " + arguments + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  Outcome outcome{-1, ""};
-  if (pipe == nullptr) return outcome;
-  std::array<char, 4096> buffer{};
-  while (fgets(buffer.data(), buffer.size(), pipe) != nullptr) outcome.output += buffer.data();
-  int status = pclose(pipe);
-  outcome.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return outcome;
-}
 
-std::string tiny_experiment() { return std::string(DIFFLAB_TEST_SOURCE_DIR) + "/tests/data/tiny_synthetic.toml"; }
 
 // Width and height from a PNG's IHDR chunk, after checking the signature.
 std::pair<uint32_t, uint32_t> png_size(const fs::path& path) {

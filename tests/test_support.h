@@ -4,7 +4,10 @@
 
 #include <filesystem>
 #include <gtest/gtest.h>
+#include <array>
 #include <chrono>
+#include <cstdio>
+#include <sys/wait.h>
 #include <ftw.h>
 #include <unistd.h>
 #include <string>
@@ -57,5 +60,32 @@ std::shared_ptr<T> make(Family family, const std::string& name, const Params& pa
     filled.set(spec.name, params.has(spec.name) ? params.get(spec.name) : spec.default_value);
   return registry().create<T>(family, name, filled, context);
 }
+
+struct Outcome {
+  int exit_code;
+  std::string output;  // stdout and stderr
+};
+
+// Runs a shell command line; its exit code (-1 when killed by a signal) and its output.
+inline Outcome shell_command(const std::string& command) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  Outcome outcome{-1, ""};
+  if (pipe == nullptr) return outcome;
+  std::array<char, 4096> buffer{};
+  while (fgets(buffer.data(), buffer.size(), pipe) != nullptr) outcome.output += buffer.data();
+  int status = pclose(pipe);
+  outcome.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return outcome;
+}
+
+// The difflab executable, run as a user runs it with `arguments`; `environment` ("NAME=value
+// ...") is set for that process only.
+inline Outcome difflab_command(const std::string& arguments, const std::string& environment = "") {
+  return shell_command((environment.empty() ? "" : "env " + environment + " ") + std::string(DIFFLAB_TEST_EXECUTABLE) +
+                       " " + arguments);
+}
+
+// The tiny synthetic experiment every end-to-end test trains (seconds on two cores).
+inline std::string tiny_experiment() { return std::string(DIFFLAB_TEST_SOURCE_DIR) + "/tests/data/tiny_synthetic.toml"; }
 
 }  // namespace difflab::test

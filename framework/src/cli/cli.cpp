@@ -293,7 +293,7 @@ int command_sample(const po::variables_map& values) {
   SampleRequest request;
   request.checkpoint = text(values, "checkpoint");
   request.database = text(values, "database");
-  if (values.count("run")) request.run_id = values["run"].as<int64_t>();
+  if (values.count("run")) request.run_id = integer(values, "run", 1);
   request.best = flag(values, "best");
   request.out_dir = text(values, "out");
   request.grid = text(values, "grid");
@@ -313,9 +313,10 @@ int command_results(const po::variables_map& values) {
   if (!std::filesystem::is_regular_file(database))
     throw ConfigError("results database not found", ErrorContext::in_file(database));
   const TableFormat format = parse_table_format(text(values, "format"));
-  ResultsStore store(database);
-  if (values.count("run")) {
-    fmt::print("{}", run_report(store, values["run"].as<int64_t>(), format));
+  const int64_t run_id = values.count("run") ? integer(values, "run", 1) : 0;
+  ResultsStore store(database, OpenMode::read_only);
+  if (run_id > 0) {
+    fmt::print("{}", run_report(store, run_id, format));
     return 0;
   }
   RunsQuery query;

@@ -2,12 +2,17 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <SQLiteCpp/Transaction.h>
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <fstream>
 #include <mutex>
 #include <thread>
 #include <unistd.h>
@@ -190,8 +195,48 @@ ClaimOutcome claim_decision(const std::optional<RunRecord>& previous, const Clai
   return policy.retry_failed ? ClaimOutcome::started : ClaimOutcome::failed_before;
 }
 
-ResultsStore::ResultsStore(const fs::path& path) : path_(path) {
+namespace {
+
+// What the file at `path` is, read from its header bytes alone (nothing is opened by SQLite).
+// Throws a config Error for a file that must not be touched.
+void check_is_difflabs(const fs::path& path) {
+  std::error_code error;
+  if (!fs::exists(path, error)) return;
+  if (!fs::is_regular_file(path, error))
+    throw ConfigError("not a results database (a folder or a device)", ErrorContext::in_file(path.string()));
+  if (fs::file_size(path, error) == 0) return;  // an empty file is an empty database
+  unsigned char header[100] = {};
+  std::ifstream in(path, std::ios::binary);
+  if (!in.read(reinterpret_cast<char*>(header), sizeof(header)) ||
+      std::memcmp(header, "SQLite format 3", 16) != 0)
+    throw ConfigError("not an SQLite database", ErrorContext::in_file(path.string(), "give the path of a difflab results database"));
+  const uint32_t application_id = (uint32_t{header[68]} << 24) | (uint32_t{header[69]} << 16) |
+                                  (uint32_t{header[70]} << 8) | uint32_t{header[71]};
+  if (application_id == kApplicationId) return;
+  if (application_id != 0)
+    throw ConfigError(fmt::format("an SQLite database of another application (application_id 0x{:08x})", application_id),
+                      ErrorContext::in_file(path.string(), "difflab leaves it as it is; give another database path"));
+  // No application id: an empty database, or one made by a difflab older than the id.
+  SQLite::Database db(path.string(), SQLite::OPEN_READONLY);
+  SQLite::Statement tables(db, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
+  std::vector<std::string> names;
+  while (tables.executeStep()) names.push_back(tables.getColumn(0).getString());
+  const bool difflabs = std::find(names.begin(), names.end(), "schema_info") != names.end() &&
+                        std::find(names.begin(), names.end(), "runs") != names.end();
+  if (!names.empty() && !difflabs)
+    throw ConfigError(fmt::format("an SQLite database that is not difflab's (tables: {})", fmt::join(names, ", ")),
+                      ErrorContext::in_file(path.string(), "difflab leaves it as it is; give another database path"));
+}
+
+}  // namespace
+
+ResultsStore::ResultsStore(const fs::path& path, OpenMode mode) : path_(path) {
   try {
+    check_is_difflabs(path);
+    if (mode == OpenMode::read_only) {
+      open_read_only();
+      return;
+    }
     if (path.has_parent_path()) fs::create_directories(path.parent_path());
     db_ = std::make_unique<SQLite::Database>(path.string(),
                                              SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
@@ -206,6 +251,38 @@ ResultsStore::ResultsStore(const fs::path& path) : path_(path) {
     throw RuntimeError(std::string("cannot create the database folder: ") + error.what(),
                        ErrorContext::in_file(path.string()));
   }
+}
+
+// A WAL database needs its -shm file to be read; in a read-only folder or mount without one,
+// SQLite can still read it as immutable (nobody can be writing it there).
+void ResultsStore::open_read_only() {
+  if (!fs::is_regular_file(path_)) throw ConfigError("results database not found", ErrorContext::in_file(path_.string()));
+  auto usable = [&] {
+    int version = 0;
+    if (db_->tableExists("schema_info")) {
+      SQLite::Statement query(*db_, "SELECT MAX(version) FROM schema_info");
+      if (query.executeStep() && !query.getColumn(0).isNull()) version = query.getColumn(0).getInt();
+    }
+    return version;
+  };
+  int version = 0;
+  try {
+    db_ = std::make_unique<SQLite::Database>(path_.string(), SQLite::OPEN_READONLY);
+    db_->setBusyTimeout(30000);
+    version = usable();
+  } catch (const SQLite::Exception&) {
+    const std::string uri = "file:" + fs::absolute(path_).string() + "?immutable=1";
+    db_ = std::make_unique<SQLite::Database>(uri, SQLite::OPEN_READONLY | SQLite::OPEN_URI);
+    version = usable();
+  }
+  if (version > kSchemaVersion)
+    throw RuntimeError(fmt::format("results database has schema version {}, newer than this difflab's {}; upgrade difflab",
+                                   version, kSchemaVersion), ErrorContext::in_file(path_.string()));
+  if (version < kSchemaVersion)
+    throw RuntimeError(fmt::format("results database has schema version {}, older than this difflab's {}, and is "
+                                   "opened read-only", version, kSchemaVersion),
+                       ErrorContext::in_file(path_.string(), "run any difflab command that writes it once (e.g. difflab "
+                                                             "run), where the file is writable, to migrate it"));
 }
 
 ResultsStore::~ResultsStore() = default;
@@ -227,6 +304,7 @@ void ResultsStore::migrate() {
     db_->exec(migrations[next - 1]);
     db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
   }
+  db_->exec(fmt::format("PRAGMA application_id = {}", static_cast<int32_t>(kApplicationId)));
   transaction.commit();
 }
 

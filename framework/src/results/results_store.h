@@ -102,10 +102,21 @@ struct KidRecord {
   int64_t nfe = 0;              // network evaluations the sampler spent per generated image batch
 };
 
+// PRAGMA application_id of difflab's databases ("DFLB"): a file is recognised as difflab's by it
+// (or, for databases made before it was set, by its schema_info table) before anything writes.
+constexpr uint32_t kApplicationId = 0x44464C42u;
+
+enum class OpenMode {
+  read_write,  // create it if absent, migrate it forward, switch to WAL
+  read_only,   // readers (results, sample): never write, work in read-only folders and mounts
+};
+
 class ResultsStore {
  public:
-  // Opens or creates the database (and its folder); migrates an older schema forward.
-  explicit ResultsStore(const std::filesystem::path& path);
+  // Opens (or, read_write, creates) the database and its folder. A file that is not difflab's
+  // (not SQLite, or another application's SQLite database) is refused with a config Error
+  // before anything is written, and left exactly as it was.
+  explicit ResultsStore(const std::filesystem::path& path, OpenMode mode = OpenMode::read_write);
   ~ResultsStore();
   ResultsStore(const ResultsStore&) = delete;
   ResultsStore& operator=(const ResultsStore&) = delete;
@@ -158,6 +169,7 @@ class ResultsStore {
 
  private:
   void migrate();
+  void open_read_only();
   int64_t insert_run(const Experiment& experiment, const std::string& versions_json,
                      const std::string& variant);
   std::filesystem::path path_;

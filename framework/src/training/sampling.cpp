@@ -26,7 +26,7 @@ fs::path find_checkpoint(const SampleRequest& request) {
                       ErrorContext::with_hint("--checkpoint FILE, or --database DB --run ID [--best]"));
   if (!fs::is_regular_file(request.database))
     throw ConfigError("results database not found", ErrorContext::in_file(request.database.string()));
-  ResultsStore store(request.database);
+  ResultsStore store(request.database, OpenMode::read_only);
   if (!store.run(request.run_id))
     throw ConfigError(fmt::format("no run {} in the database", request.run_id),
                       ErrorContext::in_file(request.database.string()));
