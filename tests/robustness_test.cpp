@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <utility>
+#include <vector>
 
 #include "results/results_store.h"
 #include "test_support.h"
@@ -101,4 +103,138 @@ TEST(Databases, ANegativeRunIdIsAnInputErrorNotEveryRun) {
   Outcome outcome = difflab_command("results " + (dir / "results.sqlite").string() + " --run -5");
   EXPECT_EQ(outcome.exit_code, 2) << outcome.output;
   EXPECT_NE(outcome.output.find("--run must be at least 1"), std::string::npos) << outcome.output;
+}
+
+namespace {
+
+// The run folder of the first run of the tiny experiment in `dir`.
+fs::path run_folder(const fs::path& dir) { return dir / "runs" / "tiny-run1"; }
+
+// Status and error of run 1.
+std::pair<std::string, std::string> run_row(const fs::path& dir) {
+  SQLite::Database db((dir / "results.sqlite").string(), SQLite::OPEN_READONLY);
+  SQLite::Statement query(db, "SELECT status, COALESCE(error, '') FROM runs WHERE id = 1");
+  if (!query.executeStep()) return {"", ""};
+  return {query.getColumn(0).getString(), query.getColumn(1).getString()};
+}
+
+// Files a failed write must not leave behind.
+std::vector<std::string> partial_files(const fs::path& folder) {
+  std::vector<std::string> names;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(folder, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find(".partial") != std::string::npos || name.find(".next") != std::string::npos) names.push_back(name);
+  }
+  return names;
+}
+
+// Killed (SIGKILL, a power cut) right after epoch `epoch`'s checkpoint of a three-epoch run.
+std::string killed_after(const fs::path& dir, int epoch, const std::string& more = "") {
+  Outcome killed = difflab_command(quick_run(dir, " --set training.epochs=3" + more),
+                                   "DIFFLAB_TEST_SIGNAL_AFTER_EPOCH='" + std::to_string(epoch) + " 9'");
+  EXPECT_NE(killed.exit_code, 0) << killed.output;
+  return quick_run(dir, " --set training.epochs=3" + more);
+}
+
+void flip_bytes(const fs::path& path) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  const auto size = static_cast<std::streamoff>(fs::file_size(path));
+  for (std::streamoff at : {size / 3, size / 2, 2 * size / 3}) {
+    file.seekg(at);
+    const char byte = static_cast<char>(file.get());
+    file.seekp(at);
+    file.put(static_cast<char>(byte ^ 0x5a));
+  }
+}
+
+}  // namespace
+
+TEST(Checkpoints, ACheckpointOfAnotherTrainingConfigurationIsRefusedNamingBoth) {
+  difflab::test::TempDir other, dir;
+  ASSERT_EQ(difflab_command(quick_run(other.path(), " --set network.widths=[4,8]")).exit_code, 0);
+  const std::string rerun = killed_after(dir.path(), 1);
+  fs::copy_file(run_folder(other.path()) / "checkpoint.pt", run_folder(dir.path()) / "checkpoint.pt",
+                fs::copy_options::overwrite_existing);
+  Outcome outcome = difflab_command(rerun);
+  EXPECT_EQ(outcome.exit_code, 1) << outcome.output;
+  EXPECT_NE(outcome.output.find("the checkpoint belongs to another training configuration (training hash"),
+            std::string::npos)
+      << outcome.output;
+  EXPECT_NE(outcome.output.find((run_folder(dir.path()) / "checkpoint.pt").string()), std::string::npos);
+  EXPECT_EQ(run_row(dir.path()).first, "failed");
+}
+
+TEST(Checkpoints, ADamagedCheckpointIsRefusedAndThePreviousOneResumesTheRun) {
+  difflab::test::TempDir dir;
+  const std::string rerun = killed_after(dir.path(), 2);
+  ASSERT_TRUE(fs::exists(run_folder(dir.path()) / "checkpoint.previous.pt"));
+  flip_bytes(run_folder(dir.path()) / "checkpoint.pt");
+  Outcome outcome = difflab_command(rerun);
+  EXPECT_EQ(outcome.exit_code, 0) << outcome.output;
+  EXPECT_NE(outcome.output.find("the checkpoint is damaged (its checksum does not match); resuming from the previous "
+                                "checkpoint"),
+            std::string::npos)
+      << outcome.output;
+  EXPECT_NE(outcome.output.find("resuming run 1 after epoch 1"), std::string::npos) << outcome.output;
+  EXPECT_EQ(run_row(dir.path()).first, "finished");
+}
+
+TEST(Checkpoints, WithBothCheckpointsDamagedTheRunFailsNamingThePath) {
+  difflab::test::TempDir dir;
+  const std::string rerun = killed_after(dir.path(), 2);
+  flip_bytes(run_folder(dir.path()) / "checkpoint.pt");
+  flip_bytes(run_folder(dir.path()) / "checkpoint.previous.pt");
+  Outcome outcome = difflab_command(rerun);
+  EXPECT_EQ(outcome.exit_code, 1) << outcome.output;
+  EXPECT_NE(outcome.output.find((run_folder(dir.path()) / "checkpoint.previous.pt").string() +
+                                ": the checkpoint is damaged"),
+            std::string::npos)
+      << outcome.output;
+}
+
+TEST(Checkpoints, AFolderWhereTheCheckpointShouldBeFailsTheRunWithExitOne) {
+  difflab::test::TempDir dir;
+  const std::string rerun = killed_after(dir.path(), 1);
+  fs::remove(run_folder(dir.path()) / "checkpoint.pt");
+  fs::create_directory(run_folder(dir.path()) / "checkpoint.pt");
+  Outcome outcome = difflab_command(rerun);
+  EXPECT_EQ(outcome.exit_code, 1) << outcome.output;  // 2 would say nothing was written
+  EXPECT_NE(outcome.output.find("the checkpoint is not a file"), std::string::npos) << outcome.output;
+  EXPECT_EQ(run_row(dir.path()).first, "failed");
+}
+
+TEST(FullDisks, AFullOutputFolderStopsTheRunCleanlyAndARunWithRoomResumesIt) {
+  if (!in_mount_namespace_possible()) GTEST_SKIP() << "unshare -m is not permitted here (needs root)";
+  difflab::test::TempDir dir;
+  fs::create_directories(dir / "runs");
+  // The output folder is a 100 KB tmpfs: the first sample grid fits, the checkpoint does not.
+  Outcome full = difflab::test::shell_command("unshare -m sh -c 'mount -t tmpfs -o size=100k tmpfs " +
+                                              (dir / "runs").string() + " && " + DIFFLAB_TEST_EXECUTABLE + " " +
+                                              quick_run(dir.path()) + "; echo exit=$?'");
+  ASSERT_NE(full.output.find("exit=1"), std::string::npos) << full.output;
+  EXPECT_NE(full.output.find((run_folder(dir.path()) / "checkpoint.pt").string() +
+                             ": cannot write the checkpoint: cannot write the file: No space left on device"),
+            std::string::npos)
+      << full.output;
+  const auto [status, error] = run_row(dir.path());
+  EXPECT_EQ(status, "failed");
+  EXPECT_EQ(error.rfind("interrupted: ", 0), 0u) << error;
+  // With room (the tmpfs is gone with its namespace), the same command finishes the run.
+  Outcome resumed = difflab_command(quick_run(dir.path()));
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_EQ(run_row(dir.path()).first, "finished");
+  EXPECT_TRUE(partial_files(run_folder(dir.path())).empty());
+}
+
+TEST(FullDisks, AFileSizeLimitFailsTheRunInsteadOfKillingIt) {
+  difflab::test::TempDir dir;
+  // bash counts ulimit -f in KiB: the database fits in 200 KiB, a checkpoint (~220 KB) does not.
+  Outcome limited = difflab::test::shell_command("bash -c 'ulimit -f 200; " + std::string(DIFFLAB_TEST_EXECUTABLE) +
+                                                 " " + quick_run(dir.path()) + "'");
+  EXPECT_EQ(limited.exit_code, 1) << limited.output;  // not 153 (SIGXFSZ)
+  EXPECT_NE(limited.output.find("File too large"), std::string::npos) << limited.output;
+  EXPECT_EQ(run_row(dir.path()).first, "failed");
+  EXPECT_TRUE(partial_files(run_folder(dir.path())).empty()) << partial_files(run_folder(dir.path())).front();
+  EXPECT_FALSE(fs::exists(run_folder(dir.path()) / "checkpoint.pt"));
 }

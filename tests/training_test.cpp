@@ -196,13 +196,13 @@ TEST(Checkpoint, RoundTripRestoresWeightsOptimiserNormaliserStateAndGenerator) {
   model->train_step(images, optimizer);
   model->update_ema(0.5);
   torch::manual_seed(11);
-  save_checkpoint(dir / "checkpoint.pt", *model, optimizer, {3, 42, 0.25}, "[experiment]\nname = \"x\"\n");
+  save_checkpoint(dir / "checkpoint.pt", *model, optimizer, {3, 42, 0.25}, "[experiment]\nname = \"x\"\n", "hash-a");
   torch::Tensor next_draw = torch::rand({4});
 
   auto restored = tiny_model();
   auto restored_optimizer = optimizer_for(*restored);
   torch::manual_seed(99);  // scrambled; the checkpoint puts the generator back
-  TrainingState state = load_checkpoint(dir / "checkpoint.pt", *restored, restored_optimizer);
+  TrainingState state = load_checkpoint(dir / "checkpoint.pt", *restored, restored_optimizer, "hash-a");
   EXPECT_EQ(state.epoch, 3);
   EXPECT_EQ(state.step, 42);
   EXPECT_DOUBLE_EQ(state.best_kid, 0.25);

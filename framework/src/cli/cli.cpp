@@ -472,6 +472,9 @@ int command_help(const po::variables_map& values) {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  // A file-size limit (ulimit -f) then makes a write fail with EFBIG, which closes the run as
+  // failed naming the file, instead of killing the process with SIGXFSZ.
+  std::signal(SIGXFSZ, SIG_IGN);
   try {
     if (argc < 2) {
       std::cerr << usage();

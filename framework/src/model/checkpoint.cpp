@@ -1,22 +1,49 @@
 #include "model/checkpoint.h"
 
+#include <cstring>
+#include <fmt/format.h>
+#include <sstream>
 #include <torch/torch.h>
 
+#include "difflab/cache.h"
 #include "difflab/error.h"
+#include "model/files.h"
 
 namespace difflab {
 namespace fs = std::filesystem;
 namespace {
 
+constexpr const char* kPayload = "difflab_payload";    // the checkpoint proper, as bytes
+constexpr const char* kChecksum = "difflab_checksum";  // FNV-1a 64 of those bytes
+
+// The checkpoint's archive. A checkpoint is an archive holding the serialized state as one byte
+// record and its checksum, so that flipped bytes anywhere in the state are found; an older
+// checkpoint without them is read as it is.
 torch::serialize::InputArchive open_checkpoint(const fs::path& path, torch::Device device) {
-  if (!fs::is_regular_file(path)) throw ConfigError("checkpoint not found", ErrorContext::in_file(path.string()));
-  torch::serialize::InputArchive archive;
+  if (!fs::exists(path)) throw ConfigError("checkpoint not found", ErrorContext::in_file(path.string()));
+  if (!fs::is_regular_file(path))
+    throw RuntimeError("the checkpoint is not a file", ErrorContext::in_file(path.string(), "move it away"));
   try {
-    archive.load_from(path.string(), device);
+    torch::serialize::InputArchive outer;
+    outer.load_from(path.string(), torch::kCPU);
+    torch::Tensor payload, checksum;
+    if (!outer.try_read(kPayload, payload)) {
+      torch::serialize::InputArchive archive;
+      archive.load_from(path.string(), device);
+      return archive;
+    }
+    if (!outer.try_read(kChecksum, checksum) || payload.scalar_type() != torch::kUInt8 ||
+        static_cast<uint64_t>(checksum.item<int64_t>()) !=
+            fnv1a(payload.data_ptr<uint8_t>(), static_cast<size_t>(payload.numel())))
+      throw CheckpointDamaged("the checkpoint is damaged (its checksum does not match)", path);
+    std::istringstream bytes(std::string(reinterpret_cast<const char*>(payload.data_ptr<uint8_t>()),
+                                         static_cast<size_t>(payload.numel())));
+    torch::serialize::InputArchive archive;
+    archive.load_from(bytes, device);
+    return archive;
   } catch (const c10::Error& error) {
-    throw RuntimeError("not a difflab checkpoint: " + error.msg(), ErrorContext::in_file(path.string()));
+    throw CheckpointDamaged(std::string("not a readable difflab checkpoint: ") + error.what_without_backtrace(), path);
   }
-  return archive;
 }
 
 void read_weights(torch::serialize::InputArchive& archive, DiffusionModel& model) {
@@ -34,7 +61,7 @@ void read_weights(torch::serialize::InputArchive& archive, DiffusionModel& model
 }  // namespace
 
 void save_checkpoint(const fs::path& path, DiffusionModel& model, torch::optim::Optimizer& optimizer,
-                     const TrainingState& state, const std::string& config_toml) {
+                     const TrainingState& state, const std::string& config_toml, const std::string& training_hash) {
   torch::serialize::OutputArchive archive, network, ema_network, optimizer_state;
   model.network().save(network);
   model.ema_network().save(ema_network);
@@ -58,16 +85,62 @@ void save_checkpoint(const fs::path& path, DiffusionModel& model, torch::optim::
     std::lock_guard<std::mutex> lock(generator.mutex());
     archive.write("cuda_rng_state", generator.get_state());
   }
-  // Write then rename, so that a crash never leaves a half-written checkpoint.
-  fs::path partial = path;
-  partial += ".partial";
-  archive.save_to(partial.string());
-  fs::rename(partial, path);
+  archive.write("training_hash", c10::IValue(training_hash));
+  // The state as bytes, checksummed, in an outer archive; written beside the old checkpoint and
+  // renamed over it (the old one kept as previous_path(path)), so that a crash, a full disk or a
+  // file-size limit never leaves a half-written or missing checkpoint.
+  std::ostringstream state_bytes;
+  archive.save_to(state_bytes);
+  const std::string bytes = state_bytes.str();
+  torch::Tensor payload = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  std::memcpy(payload.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+  torch::serialize::OutputArchive outer;
+  outer.write(kPayload, payload);
+  outer.write(kChecksum, torch::tensor(static_cast<int64_t>(fnv1a(bytes.data(), bytes.size()))));
+  std::ostringstream file_bytes;
+  outer.save_to(file_bytes);
+  fs::path next = path;
+  next += ".next";
+  try {
+    write_file_atomically(next, file_bytes.str());
+  } catch (const Error& error) {
+    throw RuntimeError("cannot write the checkpoint: " + error.message(), ErrorContext::in_file(path.string()));
+  }
+  std::error_code error;
+  const bool had_one = fs::is_regular_file(path, error);
+  error.clear();
+  if (had_one) fs::rename(path, previous_path(path), error);
+  if (error) throw RuntimeError("cannot keep the previous checkpoint: " + error.message(), ErrorContext::in_file(path.string()));
+  fs::rename(next, path, error);
+  if (error) throw RuntimeError("cannot move the checkpoint into place: " + error.message(), ErrorContext::in_file(path.string()));
 }
 
-TrainingState load_checkpoint(const fs::path& path, DiffusionModel& model,
-                              torch::optim::Optimizer& optimizer) {
+fs::path previous_path(const fs::path& path) {
+  fs::path previous = path;
+  previous.replace_extension(".previous" + path.extension().string());
+  return previous;
+}
+
+namespace {
+constexpr const char* kDamagedHint = "difflab falls back to the previous checkpoint when there is one";
+}
+
+Error CheckpointDamaged(const std::string& message, const fs::path& path) {
+  return RuntimeError(message, ErrorContext::in_file(path.string(), kDamagedHint));
+}
+
+bool is_damaged_checkpoint(const Error& error) { return error.context().hint == kDamagedHint; }
+
+TrainingState load_checkpoint(const fs::path& path, DiffusionModel& model, torch::optim::Optimizer& optimizer,
+                              const std::string& training_hash) {
   torch::serialize::InputArchive archive = open_checkpoint(path, model.device());
+  c10::IValue saved_hash;
+  if (!training_hash.empty() && archive.try_read("training_hash", saved_hash) && saved_hash.isString() &&
+      saved_hash.toStringRef() != training_hash)
+    throw RuntimeError(fmt::format("the checkpoint belongs to another training configuration (training hash {}), "
+                                   "not this run's ({})", saved_hash.toStringRef(), training_hash),
+                       ErrorContext::in_file(path.string(), "a checkpoint copied or left from another run: move it "
+                                                            "away to train this run from the start"));
   read_weights(archive, model);
   torch::serialize::InputArchive optimizer_state;
   archive.read("optimizer", optimizer_state);

@@ -8,6 +8,7 @@
 #include <string>
 #include <torch/optim/optimizer.h>
 
+#include "difflab/error.h"
 #include "model/diffusion_model.h"
 
 namespace difflab {
@@ -19,15 +20,28 @@ struct TrainingState {
 };
 
 // Network, EMA network, optimiser, normaliser, state, the default CPU (and CUDA) generator
-// states and the resolved experiment's TOML. Written to a temporary file, then renamed.
+// states, the resolved experiment's TOML and its training hash, with a checksum. Written beside
+// the old checkpoint and renamed over it; the old one stays as previous_path(path). A write that
+// fails (full disk, file-size limit) throws a runtime Error naming the path and leaves both
+// files as they were.
 void save_checkpoint(const std::filesystem::path& path, DiffusionModel& model,
                      torch::optim::Optimizer& optimizer, const TrainingState& state,
-                     const std::string& config_toml);
+                     const std::string& config_toml, const std::string& training_hash);
 
 // Restores everything save_checkpoint wrote into `model` (already on its device), `optimizer`
-// and the generators; returns the state.
+// and the generators; returns the state. A checkpoint of another training configuration (its
+// training hash differs from `training_hash`, when both are known) is refused naming both; a
+// damaged one is refused naming the path.
 TrainingState load_checkpoint(const std::filesystem::path& path, DiffusionModel& model,
-                              torch::optim::Optimizer& optimizer);
+                              torch::optim::Optimizer& optimizer, const std::string& training_hash);
+
+// checkpoint.pt -> checkpoint.previous.pt: the checkpoint before the last one.
+std::filesystem::path previous_path(const std::filesystem::path& path);
+
+// The error for a checkpoint whose bytes do not check out (its message says "damaged" or "not
+// a readable difflab checkpoint").
+Error CheckpointDamaged(const std::string& message, const std::filesystem::path& path);
+bool is_damaged_checkpoint(const Error& error);
 
 // Only the networks and the normaliser (for sampling).
 void load_weights(const std::filesystem::path& path, DiffusionModel& model);

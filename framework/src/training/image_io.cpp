@@ -7,9 +7,11 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "difflab/error.h"
+#include "model/files.h"
 
 namespace difflab {
 
@@ -22,6 +24,19 @@ torch::Tensor to_bytes(const torch::Tensor& images) {
       .to(torch::kUInt8)
       .permute({0, 2, 3, 1})
       .contiguous();
+}
+
+// Encodes `pixels` ([H, W, C] bytes, rows `stride` bytes apart) as PNG in memory and writes the
+// file with checked, atomic I/O: a PNG that could not be written completely is an error, never
+// a 0-byte file recorded as an artifact.
+void write_png(const std::filesystem::path& path, int width, int height, int channels, const uint8_t* pixels) {
+  std::string bytes;
+  auto append = [](void* context, void* data, int size) {
+    static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
+  };
+  if (!stbi_write_png_to_func(append, &bytes, width, height, channels, pixels, width * channels))
+    throw RuntimeError("cannot encode PNG", ErrorContext::in_file(path.string()));
+  write_file_atomically(path, bytes);
 }
 
 }  // namespace
@@ -46,20 +61,13 @@ void write_image_grid(const std::filesystem::path& path, const torch::Tensor& im
           grid[((top + y) * grid_w + left + x) * channels + c] =
               data[((index * height + y / scale) * width + x / scale) * channels + c];
   }
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  if (!stbi_write_png(path.c_str(), static_cast<int>(grid_w), static_cast<int>(grid_h),
-                      static_cast<int>(channels), grid.data(),
-                      static_cast<int>(grid_w * channels)))
-    throw RuntimeError("cannot write PNG", ErrorContext::in_file(path.string()));
+  write_png(path, static_cast<int>(grid_w), static_cast<int>(grid_h), static_cast<int>(channels), grid.data());
 }
 
 void write_image(const std::filesystem::path& path, const torch::Tensor& image) {
   torch::Tensor pixels = to_bytes(image.unsqueeze(0))[0];  // [H, W, C]
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  const int height = static_cast<int>(pixels.size(0)), width = static_cast<int>(pixels.size(1));
-  const int channels = static_cast<int>(pixels.size(2));
-  if (!stbi_write_png(path.c_str(), width, height, channels, pixels.data_ptr<uint8_t>(), width * channels))
-    throw RuntimeError("cannot write PNG", ErrorContext::in_file(path.string()));
+  write_png(path, static_cast<int>(pixels.size(1)), static_cast<int>(pixels.size(0)), static_cast<int>(pixels.size(2)),
+            pixels.data_ptr<uint8_t>());
 }
 
 namespace {

@@ -14,6 +14,7 @@
 #include "difflab/error.h"
 #include "difflab/features.h"
 #include "model/checkpoint.h"
+#include "model/files.h"
 #include "training/image_io.h"
 
 namespace difflab {
@@ -129,7 +130,7 @@ RunTrainer::RunTrainer(const RunContext& run, torch::Device device)
   model_.adapt(run.data.train);
   place_model(model_, run.experiment, device);
   optimizer_ = make_optimizer(model_, run.experiment);
-  if (fs::exists(checkpoint_path_)) resume(device);
+  if (fs::exists(checkpoint_path_) || fs::exists(previous_path(checkpoint_path_))) resume(device);
   // One epoch = `repetitions` shuffled passes; the incomplete last batch is dropped.
   const int64_t full_steps = run.data.train.size(0) * run.data.repetitions / training_.batch_size;
   steps_per_epoch_ = training_.steps_per_epoch > 0 ? std::min(full_steps, training_.steps_per_epoch) : full_steps;
@@ -176,7 +177,19 @@ RunResult RunTrainer::run() {
 
 
 void RunTrainer::resume(torch::Device device) {
-  state_ = load_checkpoint(checkpoint_path_, model_, *optimizer_);
+  const std::string training_hash = run_.experiment.training_hash();
+  const fs::path previous = previous_path(checkpoint_path_);
+  // No checkpoint.pt but a previous one: the process stopped between the two renames of a save.
+  fs::path from = fs::exists(checkpoint_path_) ? checkpoint_path_ : previous;
+  try {
+    state_ = load_checkpoint(from, model_, *optimizer_, training_hash);
+  } catch (const Error& error) {
+    if (!is_damaged_checkpoint(error) || from == previous || !fs::exists(previous)) throw;
+    fmt::print("difflab: {}: {}; resuming from the previous checkpoint {}\n", from.string(), error.message(),
+               previous.string());
+    from = previous;
+    state_ = load_checkpoint(from, model_, *optimizer_, training_hash);
+  }
   place_model(model_, run_.experiment, device);  // loading may change memory formats
   if (run_.trained_by) {
     state_.best_kid = std::numeric_limits<double>::infinity();  // this run's sampler's, not the trainer's
@@ -283,9 +296,9 @@ void RunTrainer::record(int64_t epoch, const EpochEvaluation& evaluated, std::ve
   metrics.insert(metrics.end(), evaluated.metrics.begin(), evaluated.metrics.end());
   run_.store.record_epoch(run_.run_id, epoch, state_.step, metrics, evaluated.artifacts, evaluated.kid);
   state_.epoch = epoch;
-  save_checkpoint(checkpoint_path_, model_, *optimizer_, state_, run_.experiment.to_toml());
-  if (evaluated.new_best)
-    fs::copy_file(checkpoint_path_, run_.run_dir / "best.pt", fs::copy_options::overwrite_existing);
+  save_checkpoint(checkpoint_path_, model_, *optimizer_, state_, run_.experiment.to_toml(),
+                  run_.experiment.training_hash());
+  if (evaluated.new_best) copy_file_atomically(checkpoint_path_, run_.run_dir / "best.pt");
 }
 
 void RunTrainer::print_epoch(int64_t epoch, const EpochLosses& losses, const EpochEvaluation& evaluated) const {

@@ -20,6 +20,7 @@
 #include "model/checkpoint.h"
 #include "model/components.h"
 #include "model/diffusion_model.h"
+#include "model/files.h"
 #include "plugin_host/registry.h"
 #include "results/results_store.h"
 #include "training/image_io.h"
@@ -93,7 +94,7 @@ std::optional<int64_t> reuse_trained_network(const Experiment& experiment, const
   std::optional<TrainedNetwork> source = store.trained_network(experiment);
   if (!source) return std::nullopt;
   fs::create_directories(run_dir);
-  fs::copy_file(source->checkpoint, run_dir / "checkpoint.pt", fs::copy_options::overwrite_existing);
+  copy_file_atomically(source->checkpoint, run_dir / "checkpoint.pt");
   store.set_trained_by(claim.run_id, source->run_id);
   return source->run_id;
 }
@@ -137,9 +138,21 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
     store.finish_run(claim.run_id);
     return result;
   } catch (const std::exception& error) {
-    auto record = store.run(claim.run_id);
-    if (record && record->status == "running" && !heartbeat.lost())
-      store.fail_run(claim.run_id, "failed", describe(error));
+    // A run stopped by a full disk or a file-size limit is closed like an interrupted one: its
+    // last checkpoint is intact, and the same command resumes it once there is room. When the
+    // database itself cannot be written, the row stays "running" and the next run takes it back.
+    try {
+      auto record = store.run(claim.run_id);
+      if (record && record->status == "running" && !heartbeat.lost())
+        store.fail_run(claim.run_id, "failed", (is_out_of_space(error) ? "interrupted: " : "") + describe(error));
+    } catch (const std::exception& recording) {
+      fmt::print(stderr, "difflab: warning: could not record the failure of run {}: {}\n", claim.run_id,
+                 describe(recording));
+    }
+    // Exit code 2 means nothing was written; this run's row now says failed, so a bad input
+    // found only now (a folder where the checkpoint should be) is a failure of the run: 1.
+    if (const auto* input_error = dynamic_cast<const Error*>(&error); input_error && input_error->kind() == ErrorKind::config)
+      throw Error(ErrorKind::runtime, input_error->message(), input_error->context());
     throw;
   }
 }

@@ -1,0 +1,24 @@
+// Checked, atomic file writes for everything a run leaves on disk (checkpoints, sample grids):
+// a file is either the old one or the complete new one, and a full disk, a file-size limit or a
+// read-only folder is an error naming the path and the cause, never a crash or a partial file.
+#pragma once
+
+#include <exception>
+#include <filesystem>
+#include <string_view>
+
+namespace difflab {
+
+// Writes `bytes` to `path` through a temporary file beside it (write, fsync, rename). Throws a
+// runtime Error naming the path and the cause (e.g. "No space left on device"); the temporary
+// file is removed and an existing `path` is left as it was.
+void write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
+
+// Whether `error` is a write that failed for want of space (a full disk, a quota, a file-size
+// limit): a run stopped by it resumes when run again, like an interrupted one.
+bool is_out_of_space(const std::exception& error);
+
+// Copies `from` to `to` the same way.
+void copy_file_atomically(const std::filesystem::path& from, const std::filesystem::path& to);
+
+}  // namespace difflab
