@@ -10,6 +10,7 @@
 
 #include "results/results_store.h"
 #include "test_support.h"
+#include "training/image_io.h"
 
 namespace fs = std::filesystem;
 using difflab::test::difflab_command;
@@ -237,4 +238,64 @@ TEST(FullDisks, AFileSizeLimitFailsTheRunInsteadOfKillingIt) {
   EXPECT_EQ(run_row(dir.path()).first, "failed");
   EXPECT_TRUE(partial_files(run_folder(dir.path())).empty()) << partial_files(run_folder(dir.path())).front();
   EXPECT_FALSE(fs::exists(run_folder(dir.path()) / "checkpoint.pt"));
+}
+
+namespace {
+
+// `difflab check` of the tiny experiment with `sets` (--set arguments).
+Outcome check_with(const std::string& sets) { return difflab_command("check " + tiny_experiment() + " " + sets); }
+
+}  // namespace
+
+TEST(Check, RefusesNetworksThatCannotFitBeforeAllocatingThem) {
+  for (const auto& [set, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--set network.widths=[32,64,96,100000]", "network.widths: the network needs at least"},
+           {"--set network.embedding_dims=100000000", "network.embedding_dims: the network needs at least"},
+           {"--set network.widths=[4096,8192] --set network.block_depth=40", "network.block_depth: the network needs"},
+           {"--set network.block_depth=100000", "network.block_depth: value 100000 is out of range: expected in [1, 64]"},
+           {"--set network.plugin=unet --set network.widths=[64,100000] --set network.attention_resolutions=[]",
+            "network.widths: the network needs at least"}}) {
+    Outcome outcome = check_with(set);
+    EXPECT_EQ(outcome.exit_code, 2) << set << "\n" << outcome.output;
+    EXPECT_NE(outcome.output.find(message), std::string::npos) << set << "\n" << outcome.output;
+  }
+}
+
+TEST(Check, RefusesNonFiniteAndAbsurdTrainingSettings) {
+  Outcome infinite = check_with("--set training.learning_rate=inf");
+  EXPECT_EQ(infinite.exit_code, 2) << infinite.output;
+  EXPECT_NE(infinite.output.find("training.learning_rate: value inf is not a finite number"), std::string::npos)
+      << infinite.output;
+  Outcome huge = check_with("--set training.batch_size=9223372036854775807");
+  EXPECT_EQ(huge.exit_code, 2) << huge.output;
+  EXPECT_NE(huge.output.find("training.batch_size: value 9223372036854775807 is out of range"), std::string::npos)
+      << huge.output;
+}
+
+TEST(Check, FindsAValidationSplitTooSmallForKidBeforeTraining) {
+  difflab::test::TempDir dir;
+  Outcome check = check_with("--set data.validation_count=8");  // batch_size is 16
+  EXPECT_EQ(check.exit_code, 2) << check.output;
+  EXPECT_NE(check.output.find("evaluation.kid_protocol: KID compares batches of batch_size 16 images, and the "
+                              "validation split has 8"),
+            std::string::npos)
+      << check.output;
+  Outcome run = difflab_command("run " + tiny_experiment() + " --set data.validation_count=8 --set experiment.database=" +
+                                (dir / "results.sqlite").string() + " --set experiment.output_dir=" + (dir / "runs").string());
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  EXPECT_FALSE(fs::exists(dir / "results.sqlite"));  // before anything is written
+}
+
+TEST(Check, ReadsStrictImageFoldersSoAnUnreadableFileIsFoundByCheck) {
+  difflab::test::TempDir dir;
+  fs::create_directories(dir / "images");
+  torch::manual_seed(0);
+  for (int i = 0; i < 40; ++i)
+    difflab::write_image(dir / "images" / ("image-" + std::to_string(i) + ".png"), torch::rand({1, 16, 16}));
+  std::ofstream(dir / "images" / "broken.png") << "not a PNG at all";
+  Outcome check = check_with("--set data.plugin=image_folder --set data.path=" + (dir / "images").string() +
+                             " --set data.strict=true --set data.validation_fraction=0.5 --set data.cache_dir=" +
+                             (dir / "cache").string());
+  EXPECT_EQ(check.exit_code, 2) << check.output;
+  EXPECT_NE(check.output.find("broken.png"), std::string::npos) << check.output;
 }

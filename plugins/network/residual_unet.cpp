@@ -95,7 +95,7 @@ class ResidualUNet : public Network {
         ParamSpec::integers("widths", {32, 64, 96, 128}, "channels per resolution level")
             .at_least(1)
             .non_empty(),
-        ParamSpec::integer("block_depth", 2, "residual blocks per level").at_least(1),
+        ParamSpec::integer("block_depth", 2, "residual blocks per level").at_least(1).at_most(64),
         ParamSpec::integer("embedding_dims", 32, "sinusoidal embedding size (even)").at_least(2),
         ParamSpec::real("embedding_max_frequency", 1000.0, "highest embedding frequency")
             .greater_than(1),
@@ -105,6 +105,7 @@ class ResidualUNet : public Network {
   static ParamIssue validate(const Params& params) {
     if (params.integer("embedding_dims") % 2 != 0)
       return {"embedding_dims", "embedding_dims must be even (half sines, half cosines)"};
+    if (ParamIssue too_large = check_unet_size(params); !too_large.key.empty()) return too_large;
     return {};
   }
 

@@ -151,7 +151,7 @@ class UNet : public Network {
   static ParamSchema schema() {
     return {
         ParamSpec::integers("widths", {32, 64, 96, 128}, "channels per resolution level").at_least(1).non_empty(),
-        ParamSpec::integer("block_depth", 2, "residual blocks per level").at_least(1),
+        ParamSpec::integer("block_depth", 2, "residual blocks per level").at_least(1).at_most(64),
         ParamSpec::integer("embedding_dims", 32, "sinusoidal embedding size (even)").at_least(2),
         ParamSpec::real("embedding_max_frequency", 1000.0, "highest embedding frequency").greater_than(1),
         ParamSpec::integer("groups", 8, "GroupNorm groups (must divide every width)").at_least(1),
@@ -165,6 +165,7 @@ class UNet : public Network {
   static ParamIssue validate(const Params& params) {
     if (params.integer("embedding_dims") % 2 != 0)
       return {"embedding_dims", "embedding_dims must be even (half sines, half cosines)"};
+    if (ParamIssue too_large = check_unet_size(params); !too_large.key.empty()) return too_large;
     for (int64_t width : params.integers("widths")) {
       if (width % params.integer("groups") != 0)
         return {"groups", "groups must divide every width (" + std::to_string(width) + ")"};

@@ -32,4 +32,11 @@ DIFFLAB_API void check_levels(int64_t image_size, size_t levels);
 // x.contiguous(weight_memory_format(*this)) puts them back in the layout the rest runs fastest in.
 DIFFLAB_API torch::MemoryFormat weight_memory_format(const torch::nn::Module& module);
 
+// For a U-Net's validate() (params `widths`, `block_depth`, `embedding_dims`): an issue naming
+// the key that makes the network too large to train in this machine's memory, estimated before
+// anything is allocated: at least 9·w² weights per 3×3 convolution, two per residual block, on
+// the way down and up, plus the first block's 9·(w₀ + embedding_dims)·w₀; 20 bytes a parameter
+// (weights, EMA, gradients, two AdamW moments). No issue when it fits.
+DIFFLAB_API ParamIssue check_unet_size(const Params& params);
+
 }  // namespace difflab

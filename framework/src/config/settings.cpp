@@ -73,8 +73,8 @@ const std::map<std::string, std::vector<Field>>& section_fields() {
       {"features", {}},
       {"training",
        std::vector<Field>({
-           field(&Settings::training, &TrainingSettings::epochs, ParamSpec::integer("epochs", 1, "passes over the training set").at_least(1)),
-           field(&Settings::training, &TrainingSettings::batch_size, ParamSpec::integer("batch_size", 64, "images per training step").at_least(1)),
+           field(&Settings::training, &TrainingSettings::epochs, ParamSpec::integer("epochs", 1, "passes over the training set").at_least(1).at_most(1000000)),
+           field(&Settings::training, &TrainingSettings::batch_size, ParamSpec::integer("batch_size", 64, "images per training step").at_least(1).at_most(1 << 20)),
            field(&Settings::training, &TrainingSettings::steps_per_epoch, ParamSpec::integer("steps_per_epoch", 0,
                               "cap on steps per epoch; 0 = the whole training set")
                .at_least(0)),
@@ -91,8 +91,8 @@ const std::map<std::string, std::vector<Field>>& section_fields() {
            field(&Settings::evaluation, &EvaluationSettings::kid_diffusion_steps, ParamSpec::integer("kid_diffusion_steps", 5, "sampling steps for KID").at_least(1)),
            field(&Settings::evaluation, &EvaluationSettings::plot_diffusion_steps, ParamSpec::integer("plot_diffusion_steps", 20, "sampling steps for the image grid")
                .at_least(1)),
-           field(&Settings::evaluation, &EvaluationSettings::grid_rows, ParamSpec::integer("grid_rows", 3, "rows of the per-epoch image grid").at_least(1)),
-           field(&Settings::evaluation, &EvaluationSettings::grid_cols, ParamSpec::integer("grid_cols", 6, "columns of the per-epoch image grid").at_least(1)),
+           field(&Settings::evaluation, &EvaluationSettings::grid_rows, ParamSpec::integer("grid_rows", 3, "rows of the per-epoch image grid").at_least(1).at_most(100)),
+           field(&Settings::evaluation, &EvaluationSettings::grid_cols, ParamSpec::integer("grid_cols", 6, "columns of the per-epoch image grid").at_least(1).at_most(100)),
            field(&Settings::evaluation, &EvaluationSettings::grid_scale, ParamSpec::integer("grid_scale", 2, "pixel upscaling of the grid PNG").at_least(1).at_most(16)),
            field(&Settings::evaluation, &EvaluationSettings::validation_batches, ParamSpec::integer("validation_batches", 8,
                               "validation batches for val losses each epoch; 0 = all")

@@ -1,6 +1,7 @@
 #include "difflab/error.h"
 
 #include <algorithm>
+#include <new>
 #include <c10/util/Exception.h>
 
 namespace difflab {
@@ -48,6 +49,8 @@ Error::~Error() = default;
 
 std::string describe(const std::exception& error) {
   if (const auto* torch_error = dynamic_cast<const c10::Error*>(&error)) return torch_error->what_without_backtrace();
+  if (dynamic_cast<const std::bad_alloc*>(&error) != nullptr)
+    return "out of memory (std::bad_alloc): lower training.batch_size, or the network's size";
   return error.what();
 }
 

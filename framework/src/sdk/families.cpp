@@ -1,5 +1,7 @@
 // Key functions of the plugin interfaces: one typeinfo per interface, in the framework library.
 #include <cmath>
+#include <fmt/format.h>
+#include <unistd.h>
 #include <torch/torch.h>
 #include "difflab/dataset.h"
 #include "difflab/error.h"
@@ -88,6 +90,21 @@ torch::MemoryFormat weight_memory_format(const torch::nn::Module& module) {
     return parameter.is_contiguous() ? torch::MemoryFormat::Contiguous : torch::MemoryFormat::ChannelsLast;
   }
   return torch::MemoryFormat::Contiguous;
+}
+
+ParamIssue check_unet_size(const Params& params) {
+  const std::vector<int64_t>& widths = params.integers("widths");
+  const double depth = static_cast<double>(params.integer("block_depth"));
+  const double first = static_cast<double>(widths.front());
+  const double embedding_term = 9.0 * (first + static_cast<double>(params.integer("embedding_dims"))) * first;
+  double blocks_term = 0.0;
+  for (int64_t width : widths) blocks_term += 2.0 * depth * 2.0 * 9.0 * static_cast<double>(width) * static_cast<double>(width);
+  const double bytes = 20.0 * (embedding_term + blocks_term);
+  const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  if (bytes <= memory) return {};
+  const std::string key = embedding_term > blocks_term ? "embedding_dims" : depth > 16 ? "block_depth" : "widths";
+  return {key, fmt::format("the network needs at least {:.3g} parameters, {:.3g} GB to train, and this machine has "
+                           "{:.3g} GB of memory", (embedding_term + blocks_term), bytes / 1e9, memory / 1e9)};
 }
 
 Rates rates_from_noise_powers(const torch::Tensor& noise_powers) {

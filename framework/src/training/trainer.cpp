@@ -77,10 +77,7 @@ std::optional<RunResult> skip_early(const Experiment& experiment, const std::str
 // before the database is touched.
 ImageSplits load_data(const Experiment& experiment, const Settings& settings, const Components& components) {
   ImageSplits data = components.dataset->load();
-  if (data.train.size(0) < settings.training.batch_size)
-    throw ConfigError(fmt::format("batch_size {} exceeds the {} training images", settings.training.batch_size,
-                                  data.train.size(0)),
-                      ErrorContext::for_key(experiment.file.string(), "training.batch_size"));
+  check_data_fits(experiment, settings, data.train.size(0), data.validation.size(0));
   return data;
 }
 
@@ -100,6 +97,20 @@ std::optional<int64_t> reuse_trained_network(const Experiment& experiment, const
 }
 
 }  // namespace
+
+void check_data_fits(const Experiment& experiment, const Settings& settings, int64_t train_count,
+                     int64_t validation_count) {
+  const int64_t batch_size = settings.training.batch_size;
+  if (train_count < batch_size)
+    throw ConfigError(fmt::format("batch_size {} exceeds the {} training images", batch_size, train_count),
+                      ErrorContext::for_key(experiment.file.string(), "training.batch_size"));
+  if (settings.evaluation.kid_protocol != "none" && validation_count < batch_size)
+    throw ConfigError(fmt::format("KID compares batches of batch_size {} images, and the validation split has {}",
+                                  batch_size, validation_count),
+                      ErrorContext::for_key(experiment.file.string(), "evaluation.kid_protocol",
+                                            "lower training.batch_size, enlarge the validation split, or set "
+                                            "kid_protocol = \"none\""));
+}
 
 RunResult run_experiment(const Experiment& experiment, const PluginRegistry& registry,
                          const RunOptions& options) {

@@ -10,6 +10,7 @@ namespace difflab {
 
 class Experiment;
 class PluginRegistry;
+struct Settings;
 
 enum class RunOutcome {
   trained,          // trained (from scratch, or resumed) to the end
@@ -46,6 +47,12 @@ struct RunOptions {
 // rethrown.
 RunResult run_experiment(const Experiment& experiment, const PluginRegistry& registry,
                          const RunOptions& options = {});
+
+// What a run checks of its data before it writes anything: a training batch fits in the training
+// split and, with KID, an evaluation batch in the validation split. Throws a config Error naming
+// the key (also used by `difflab check`).
+void check_data_fits(const Experiment& experiment, const Settings& settings, int64_t train_count,
+                     int64_t validation_count);
 
 struct BenchResult {
   std::vector<int64_t> batch_shape;  // [batch, channels, height, width]
