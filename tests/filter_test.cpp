@@ -81,3 +81,13 @@ TEST(Filter, HostileOrMalformedInputIsAnErrorAtItsColumn) {
   EXPECT_EQ(where_error("loss.plugn = 'mae'").context().hint, "did you mean loss.plugin?");
   EXPECT_EQ(where_error("training.epochs = 1x").context().column, 19);
 }
+
+TEST(Filter, DeepNestingIsAnErrorNotAStackOverflow) {
+  const std::string parentheses = std::string(15000, '(') + "kid < 1" + std::string(15000, ')');
+  EXPECT_NE(std::string(where_error(parentheses).what()).find("nested more than 200 deep"), std::string::npos);
+  std::string nots;
+  for (int i = 0; i < 30000; ++i) nots += "not ";
+  EXPECT_NE(std::string(where_error(nots + "kid < 1").what()).find("nested more than 200 deep"), std::string::npos);
+  // Nesting a user could mean still works.
+  EXPECT_TRUE(matches(std::string(50, '(') + "best_kid < 1" + std::string(50, ')'), row("mae", 0.5, 1)));
+}

@@ -154,6 +154,8 @@ class Parser {
   const std::map<std::string, bool>& columns_;
   std::vector<Token> tokens_;
   size_t position_ = 0;
+  int depth_ = 0;
+  static constexpr int kMaxDepth = 200;
 };
 
 }  // namespace
@@ -188,6 +190,14 @@ std::shared_ptr<const Filter::Node> Parser::expression() { return chain(Filter::
 std::shared_ptr<const Filter::Node> Parser::term() { return chain(Filter::Node::all, "and", &Parser::factor); }
 
 std::shared_ptr<const Filter::Node> Parser::factor() {
+  // Parentheses and `not`s nest by recursion: bounded, so that hostile text is an error, not a
+  // stack overflow.
+  struct Nesting {
+    explicit Nesting(int& depth) : depth_(depth) { ++depth_; }
+    ~Nesting() { --depth_; }
+    int& depth_;
+  } nesting(depth_);
+  if (depth_ > kMaxDepth) fail(peek(), fmt::format("nested more than {} deep (parentheses and not)", kMaxDepth));
   if (keyword("not")) {
     next();
     auto node = std::make_shared<Filter::Node>();
