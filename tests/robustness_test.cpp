@@ -299,3 +299,45 @@ TEST(Check, ReadsStrictImageFoldersSoAnUnreadableFileIsFoundByCheck) {
   EXPECT_EQ(check.exit_code, 2) << check.output;
   EXPECT_NE(check.output.find("broken.png"), std::string::npos) << check.output;
 }
+
+TEST(Plugins, ATorchScriptNetworkWithoutParametersIsAnInputErrorWithoutABacktrace) {
+  if (std::system("/usr/bin/python3 -c 'import torch' 2> /dev/null") != 0) GTEST_SKIP() << "no python3-torch";
+  difflab::test::TempDir dir;
+  const std::string exported = (dir / "constant.pt").string();
+  const std::string script =
+      "import torch\n"
+      "class Constant(torch.nn.Module):\n"
+      "    def forward(self, noisy_images, noise_variances):\n"
+      "        return noisy_images * 0\n"
+      "torch.jit.script(Constant()).save('" + exported + "')\n";
+  std::ofstream(dir / "export.py") << script;
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + (dir / "export.py").string()).c_str()), 0);
+  Outcome outcome = difflab_command(quick_run(dir.path(), " --set network.plugin=torchscript --set network.model=" + exported));
+  EXPECT_EQ(outcome.exit_code, 2) << outcome.output;
+  EXPECT_NE(outcome.output.find("network.model: network plugin \"torchscript\": the TorchScript module has no "
+                                "parameters to train"),
+            std::string::npos)
+      << outcome.output;
+  EXPECT_EQ(outcome.output.find("Exception raised from"), std::string::npos) << outcome.output;  // no C++ backtrace
+  EXPECT_FALSE(fs::exists(dir / "results.sqlite"));
+}
+
+TEST(Plugins, ACheckpointMeansTheSameFilesFromAnyFolder) {
+  difflab::test::TempDir dir;
+  fs::create_directories(dir / "images");
+  torch::manual_seed(1);
+  for (int i = 0; i < 48; ++i)
+    difflab::write_image(dir / "images" / ("image-" + std::to_string(i) + ".png"), torch::rand({1, 16, 16}));
+  // Trained from `dir` with a relative data.path ...
+  Outcome trained = difflab::test::shell_command(
+      "cd " + dir.path().string() + " && " + DIFFLAB_TEST_EXECUTABLE + " " +
+      quick_run(dir.path(), " --set data.plugin=image_folder --set data.path=images --set data.channels=1"
+                            " --set data.cache=false --set data.validation_fraction=0.4"));
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  // ... and sampled from its checkpoint in another folder.
+  Outcome sampled = difflab::test::shell_command("cd / && " + std::string(DIFFLAB_TEST_EXECUTABLE) + " sample --checkpoint " +
+                                                 (run_folder(dir.path()) / "checkpoint.pt").string() +
+                                                 " --num-images 2 --steps 2 --grid " + (dir / "grid.png").string());
+  EXPECT_EQ(sampled.exit_code, 0) << sampled.output;
+  EXPECT_TRUE(fs::exists(dir / "grid.png"));
+}
