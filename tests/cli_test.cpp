@@ -210,20 +210,34 @@ TEST(Cli, SweepRunsEveryPointIsolatesADivergedRunAndSkipsFinishedOnes) {
 }
 
 TEST(Cli, AFailedRunIsRecordedWithItsMessageAndTheSweepGoesOn) {
-  // 8 validation images cannot fill one KID batch of 16: that run fails at the end of its epoch.
+  // The first point's output folder cannot be made (a file is in its way): that run fails once it
+  // is claimed, and the second point still runs.
   difflab::test::TempDir dir;
-  const std::string run =
-      tiny_sweep(dir.path(), "\"data.validation_count\" = [8, 32]\n") + " --set training.epochs=1";
-  Outcome outcome = difflab_command(run);
+  std::ofstream(dir / "blocker") << "a file where a folder should be";
+  std::ifstream tiny(tiny_experiment());
+  std::ofstream(dir / "sweep.toml") << std::string(std::istreambuf_iterator<char>(tiny), {}) << "\n[sweep]\n"
+                                    << "\"experiment.output_dir\" = [\"" << (dir / "blocker" / "runs").string()
+                                    << "\", \"" << (dir / "runs").string() << "\"]\n";
+  Outcome outcome = difflab_command("run " + (dir / "sweep.toml").string() + " --set experiment.database=" +
+                                    (dir / "results.sqlite").string() + " --set training.epochs=1");
   EXPECT_EQ(outcome.exit_code, 1) << outcome.output;
   EXPECT_NE(outcome.output.find("sweep: 2 runs — 1 finished, 0 skipped (finished before), 1 failed, 0 diverged"),
             std::string::npos)
       << outcome.output;
   SQLite::Database db((dir / "results.sqlite").string());
   EXPECT_EQ(db.execAndGet("SELECT status FROM runs WHERE id = 1").getString(), "failed");
-  EXPECT_NE(db.execAndGet("SELECT error FROM runs WHERE id = 1").getString().find("KID needs at least one validation batch"),
-            std::string::npos);
+  EXPECT_NE(db.execAndGet("SELECT error FROM runs WHERE id = 1").getString().find("Not a directory"), std::string::npos)
+      << db.execAndGet("SELECT error FROM runs WHERE id = 1").getString();
   EXPECT_EQ(db.execAndGet("SELECT status FROM runs WHERE id = 2").getString(), "finished");
+}
+
+TEST(Cli, ASweepPointWithTooLittleDataIsAnInputErrorBeforeAnyPointRuns) {
+  // 8 validation images cannot fill one KID batch of 16: found before the first point trains.
+  difflab::test::TempDir dir;
+  Outcome outcome = difflab_command(tiny_sweep(dir.path(), "\"data.validation_count\" = [32, 8]\n"));
+  EXPECT_EQ(outcome.exit_code, 2) << outcome.output;
+  EXPECT_NE(outcome.output.find("the validation split has 8"), std::string::npos) << outcome.output;
+  EXPECT_FALSE(fs::exists(dir / "results.sqlite"));
 }
 
 TEST(Cli, InterruptStopsTheSweepAndTheNextRunResumesIt) {

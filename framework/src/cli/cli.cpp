@@ -216,26 +216,8 @@ int command_check(const po::variables_map& values) {
   PluginRegistry registry;
   const std::string file = text(values, "file");
   std::vector<SweepRun> runs = load_runs(values, registry);
-  // Build the components too: data that is not there (first: without data nothing else
-  // matters), a network that cannot be built for this image size or a missing feature model is
-  // reported now, not after the database row exists.
-  // ... and load the data (once per distinct [data]), so that unreadable files (data.strict) and
-  // splits too small for a batch are found here too, not after an epoch of training.
-  std::map<std::string, std::pair<int64_t, int64_t>> split_sizes;  // [data] as TOML -> (train, validation)
-  for (const auto& run : runs) {
-    const Section& data = run.experiment.section("data");
-    registry.create<Dataset>(Family::dataset, data.plugin, data.params, run.experiment.build_context(0))
-        ->check_available();
-    Components components = build_components(run.experiment, registry);
-    std::string data_key = data.plugin;
-    for (const auto& [key, value] : data.params.items()) data_key += "\n" + key + "=" + format_value(value);
-    auto sizes = split_sizes.find(data_key);
-    if (sizes == split_sizes.end()) {
-      const ImageSplits splits = components.dataset->load();
-      sizes = split_sizes.emplace(data_key, std::make_pair(splits.train.size(0), splits.validation.size(0))).first;
-    }
-    check_data_fits(run.experiment, run.experiment.settings(), sizes->second.first, sizes->second.second);
-  }
+  // What `run` would refuse, found now: the data, the components, the split sizes.
+  check_before_running(runs, registry);
   if (runs.size() == 1 && runs.front().point.empty()) {
     fmt::print("# {}: valid; resolved experiment (config hash {}):\n{}", file,
                runs.front().experiment.config_hash(), runs.front().experiment.to_toml());

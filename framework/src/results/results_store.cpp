@@ -304,7 +304,9 @@ void ResultsStore::migrate() {
     db_->exec(migrations[next - 1]);
     db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
   }
-  db_->exec(fmt::format("PRAGMA application_id = {}", static_cast<int32_t>(kApplicationId)));
+  // Only when it is not set yet: every open writing would make parallel workers' opens contend.
+  if (db_->execAndGet("PRAGMA application_id").getInt64() != static_cast<int32_t>(kApplicationId))
+    db_->exec(fmt::format("PRAGMA application_id = {}", static_cast<int32_t>(kApplicationId)));
   transaction.commit();
 }
 

@@ -261,6 +261,9 @@ int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& regist
 }  // namespace
 
 int run_sweep(const std::vector<SweepRun>& runs, const PluginRegistry& registry, const SweepOptions& options) {
+  // Every point's data and components before the first point runs: a bad input is exit 2 with
+  // nothing written, not a failure found after other points finished.
+  check_before_running(runs, registry);
   if (options.workers > 1) return run_parallel(runs, registry, options);
   const std::vector<std::optional<RunRecord>> before = latest_runs(runs);
   for (size_t i = 0; i < runs.size(); ++i) run_point(runs, i, registry, options, false);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fmt/format.h>
+#include <map>
 #include <optional>
 #include <sys/resource.h>
 #include <torch/torch.h>
@@ -110,6 +111,27 @@ void check_data_fits(const Experiment& experiment, const Settings& settings, int
                       ErrorContext::for_key(experiment.file.string(), "evaluation.kid_protocol",
                                             "lower training.batch_size, enlarge the validation split, or set "
                                             "kid_protocol = \"none\""));
+}
+
+void check_before_running(const std::vector<SweepRun>& runs, const PluginRegistry& registry) {
+  // Data that is not there first (without data nothing else matters), then the components (a
+  // network that cannot be built for this image size, a missing feature model), then the data
+  // itself, loaded once per distinct [data]: unreadable files, splits too small for a batch.
+  std::map<std::string, std::pair<int64_t, int64_t>> split_sizes;  // [data] -> (train, validation)
+  for (const auto& run : runs) {
+    const Section& data = run.experiment.section("data");
+    registry.create<Dataset>(Family::dataset, data.plugin, data.params, run.experiment.build_context(0))
+        ->check_available();
+    Components components = build_components(run.experiment, registry);
+    std::string data_key = data.plugin;
+    for (const auto& [key, value] : data.params.items()) data_key += "\n" + key + "=" + format_value(value);
+    auto sizes = split_sizes.find(data_key);
+    if (sizes == split_sizes.end()) {
+      const ImageSplits splits = components.dataset->load();
+      sizes = split_sizes.emplace(data_key, std::make_pair(splits.train.size(0), splits.validation.size(0))).first;
+    }
+    check_data_fits(run.experiment, run.experiment.settings(), sizes->second.first, sizes->second.second);
+  }
 }
 
 RunResult run_experiment(const Experiment& experiment, const PluginRegistry& registry,

@@ -5,12 +5,14 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace difflab {
 
 class Experiment;
 class PluginRegistry;
 struct Settings;
+struct SweepRun;
 
 enum class RunOutcome {
   trained,          // trained (from scratch, or resumed) to the end
@@ -53,6 +55,11 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
 // the key (also used by `difflab check`).
 void check_data_fits(const Experiment& experiment, const Settings& settings, int64_t train_count,
                      int64_t validation_count);
+
+// Everything `run` checks before it writes anything, for every run of a sweep: the data is there
+// and loads, the components build, the splits hold a batch. Throws a config Error naming the
+// key (difflab check; a sweep runs it before its first point).
+void check_before_running(const std::vector<SweepRun>& runs, const PluginRegistry& registry);
 
 struct BenchResult {
   std::vector<int64_t> batch_shape;  // [batch, channels, height, width]
