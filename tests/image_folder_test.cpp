@@ -199,3 +199,23 @@ TEST(ImageFolder, SecondLoadReadsTheCacheInsteadOfDecoding) {
   params.set("cache", false);
   EXPECT_EQ(image_folder(dir / "images", cache, params)->load().train.size(0), 1);  // decoded: a.png unreadable
 }
+
+TEST(ImageFolder, ADamagedCacheEntryIsDecodedAgainAndRewritten) {
+  difflab::test::TempDir dir, cache;
+  fs::create_directories(dir / "images");
+  write_png(dir / "images" / "a.png", 20, 20, solid(20, 20, {200, 100, 50}));
+  write_png(dir / "images" / "b.png", 20, 20, solid(20, 20, {50, 100, 200}));
+  Params params;
+  params.set("validation_fraction", 0.0);
+  const ImageSplits first = image_folder(dir / "images", cache, params)->load();
+  ASSERT_EQ(std::distance(fs::directory_iterator(cache / "image_folder"), fs::directory_iterator()), 2);  // entry, lock
+  fs::path entry;
+  for (const auto& file : fs::directory_iterator(cache / "image_folder"))
+    if (file.path().extension() == ".pt") entry = file.path();
+  fs::resize_file(entry, fs::file_size(entry) / 2);  // a copy cut short, a disk that filled up
+  const ImageSplits second = image_folder(dir / "images", cache, params)->load();
+  EXPECT_TRUE(torch::equal(second.train, first.train));
+  const ImageSplits third = image_folder(dir / "images", cache, params)->load();  // from the rewritten entry
+  EXPECT_TRUE(torch::equal(third.train, first.train));
+  EXPECT_GT(fs::file_size(entry), 0u);
+}

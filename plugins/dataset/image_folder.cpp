@@ -6,12 +6,14 @@
 #include <fmt/format.h>
 #include <future>
 #include <stb_image.h>
+#include <sstream>
 #include <thread>
 #include <torch/torch.h>
 
 #include "difflab/cache.h"
 #include "difflab/dataset.h"
 #include "difflab/error.h"
+#include "difflab/files.h"
 #include "difflab/plugin.h"
 
 using namespace difflab;
@@ -188,15 +190,18 @@ class ImageFolder : public Dataset {
     const fs::path cache_file = cache_path(files);
     CacheLock lock(cache_file);  // parallel sweep workers decode the folder once
     if (fs::exists(cache_file)) {
-      std::vector<torch::Tensor> cached;
-      torch::load(cached, cache_file.string());
-      return {cached.at(0), cached.at(1)};
+      try {
+        std::vector<torch::Tensor> cached;
+        torch::load(cached, cache_file.string());
+        if (cached.size() == 2) return {cached[0], cached[1]};
+      } catch (const c10::Error&) {
+      }
+      fmt::print(stderr, "difflab: warning: {}: unreadable cache entry, decoding the images again\n", cache_file.string());
     }
     DecodedFolder folder = decoded(files);
-    fs::path partial = cache_file;
-    partial += ".partial";
-    torch::save(std::vector<torch::Tensor>{folder.images, folder.kept}, partial.string());
-    fs::rename(partial, cache_file);
+    std::ostringstream bytes;  // serialized in memory: a full disk is a warning, not a crash
+    torch::save(std::vector<torch::Tensor>{folder.images, folder.kept}, bytes);
+    store_cache_entry(cache_file, bytes.str());
     return folder;
   }
 

@@ -5,12 +5,14 @@
 #include <algorithm>
 #include <filesystem>
 #include <fmt/format.h>
+#include <sstream>
 #include <torch/torch.h>
 
 #include "difflab/cache.h"
 #include "difflab/dataset.h"
 #include "difflab/error.h"
 #include "difflab/features.h"
+#include "difflab/files.h"
 #include "difflab/plugin.h"
 
 using namespace difflab;
@@ -96,14 +98,22 @@ class ClassifierFeatures : public FeatureExtractor {
     const fs::path cache_file = cache_path(data, classes);
     {
       CacheLock lock(cache_file);  // parallel sweep workers train it once
+      bool loaded = false;
       if (fs::exists(cache_file)) {
-        torch::load(net_, cache_file.string());
-      } else {
+        try {
+          torch::load(net_, cache_file.string());
+          loaded = true;
+        } catch (const c10::Error&) {
+          fmt::print(stderr, "difflab: warning: {}: unreadable cache entry, training the classifier again\n",
+                     cache_file.string());
+          net_ = ClassifierNet(channels_, width_, feature_dims_, classes);
+        }
+      }
+      if (!loaded) {
         train(data);
-        fs::path partial = cache_file;
-        partial += ".partial";
-        torch::save(net_, partial.string());
-        fs::rename(partial, cache_file);
+        std::ostringstream bytes;  // serialized in memory: a full disk is a warning, not a crash
+        torch::save(net_, bytes);
+        store_cache_entry(cache_file, bytes.str());
       }
     }
     net_->eval();

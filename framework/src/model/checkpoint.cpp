@@ -7,7 +7,7 @@
 
 #include "difflab/cache.h"
 #include "difflab/error.h"
-#include "model/files.h"
+#include "difflab/files.h"
 
 namespace difflab {
 namespace fs = std::filesystem;

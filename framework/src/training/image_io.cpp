@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "difflab/error.h"
-#include "model/files.h"
+#include "difflab/files.h"
 
 namespace difflab {
 

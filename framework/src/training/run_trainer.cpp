@@ -14,7 +14,7 @@
 #include "difflab/error.h"
 #include "difflab/features.h"
 #include "model/checkpoint.h"
-#include "model/files.h"
+#include "difflab/files.h"
 #include "training/image_io.h"
 
 namespace difflab {

@@ -21,7 +21,7 @@
 #include "model/checkpoint.h"
 #include "model/components.h"
 #include "model/diffusion_model.h"
-#include "model/files.h"
+#include "difflab/files.h"
 #include "plugin_host/registry.h"
 #include "results/results_store.h"
 #include "training/image_io.h"

@@ -1,6 +1,7 @@
-#include "model/files.h"
+#include "difflab/files.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
@@ -75,6 +76,16 @@ void copy_file_atomically(const fs::path& from, const fs::path& to) {
   const std::string bytes((std::istreambuf_iterator<char>(in)), {});
   if (in.bad()) throw RuntimeError("cannot read the file", ErrorContext::in_file(from.string()));
   write_file_atomically(to, bytes);
+}
+
+bool store_cache_entry(const fs::path& entry, std::string_view bytes) {
+  try {
+    write_file_atomically(entry, bytes);
+    return true;
+  } catch (const Error& error) {
+    std::fprintf(stderr, "difflab: warning: cache entry not written (it is computed again next time): %s\n", error.what());
+    return false;
+  }
 }
 
 }  // namespace difflab
