@@ -341,3 +341,19 @@ TEST(Plugins, ACheckpointMeansTheSameFilesFromAnyFolder) {
   EXPECT_EQ(sampled.exit_code, 0) << sampled.output;
   EXPECT_TRUE(fs::exists(dir / "grid.png"));
 }
+
+TEST(FullDisks, AFullDatabaseFilesystemIsAnErrorNamingTheDatabase) {
+  if (!in_mount_namespace_possible()) GTEST_SKIP() << "unshare -m is not permitted here (needs root)";
+  difflab::test::TempDir dir;
+  fs::create_directories(dir / "db");
+  const std::string database = (dir / "db" / "results.sqlite").string();
+  for (const char* size : {"40k", "160k"}) {  // full before the run row, or after some epoch rows
+    Outcome full = difflab::test::shell_command(
+        "unshare -m sh -c 'mount -t tmpfs -o size=" + std::string(size) + " tmpfs " + (dir / "db").string() + " && " +
+        DIFFLAB_TEST_EXECUTABLE + " " + quick_run(dir.path(), " --set training.epochs=2 --set experiment.database=" + database) +
+        "; echo exit=$?'");
+    EXPECT_NE(full.output.find("exit=1"), std::string::npos) << size << "\n" << full.output;
+    EXPECT_NE(full.output.find(database + ": "), std::string::npos) << size << "\n" << full.output;
+    EXPECT_NE(full.output.find("database or disk is full"), std::string::npos) << size << "\n" << full.output;
+  }
+}

@@ -310,6 +310,10 @@ void ResultsStore::migrate() {
   transaction.commit();
 }
 
+bool ResultsStore::is_database_error(const std::exception& error) {
+  return dynamic_cast<const SQLite::Exception*>(&error) != nullptr;
+}
+
 int ResultsStore::schema_version() const {
   return db_->execAndGet("SELECT MAX(version) FROM schema_info").getInt();
 }

@@ -122,6 +122,8 @@ class ResultsStore {
   ResultsStore& operator=(const ResultsStore&) = delete;
 
   int schema_version() const;
+  // Whether `error` came from SQLite (it then names no file).
+  static bool is_database_error(const std::exception& error);
 
   // Decides, atomically (BEGIN IMMEDIATE: one claimer at a time across processes), what this
   // process does with the experiment's configuration, and takes the run if it is to be done.

@@ -134,8 +134,9 @@ void check_before_running(const std::vector<SweepRun>& runs, const PluginRegistr
   }
 }
 
-RunResult run_experiment(const Experiment& experiment, const PluginRegistry& registry,
-                         const RunOptions& options) {
+namespace {
+
+RunResult claim_and_train(const Experiment& experiment, const PluginRegistry& registry, const RunOptions& options) {
   const Settings settings = experiment.settings();
   const std::string& database = settings.experiment.database;
   const ClaimPolicy policy{options.new_run, options.retry_failed};
@@ -187,6 +188,20 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
     if (const auto* input_error = dynamic_cast<const Error*>(&error); input_error && input_error->kind() == ErrorKind::config)
       throw Error(ErrorKind::runtime, input_error->message(), input_error->context());
     throw;
+  }
+}
+
+}  // namespace
+
+RunResult run_experiment(const Experiment& experiment, const PluginRegistry& registry,
+                         const RunOptions& options) {
+  try {
+    return claim_and_train(experiment, registry, options);
+  } catch (const std::exception& error) {
+    // SQLite's own errors (a full disk under the database, a read-only file) name no file.
+    if (!ResultsStore::is_database_error(error)) throw;
+    throw RuntimeError("results database: " + describe(error),
+                       ErrorContext::in_file(experiment.settings().experiment.database));
   }
 }
 
