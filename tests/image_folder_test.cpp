@@ -175,11 +175,18 @@ TEST(ImageFolder, EmptyOrMissingFoldersAreClearErrors) {
   }
 }
 
-TEST(ImageFolder, SecondLoadReadsTheCacheInsteadOfDecoding) {
-  difflab::test::TempDir dir, cache;
+namespace {
+// dir/images with two solid 20×20 images, a.png and b.png.
+void two_images(const fs::path& dir) {
   fs::create_directories(dir / "images");
   write_png(dir / "images" / "a.png", 20, 20, solid(20, 20, {200, 100, 50}));
   write_png(dir / "images" / "b.png", 20, 20, solid(20, 20, {50, 100, 200}));
+}
+}  // namespace
+
+TEST(ImageFolder, SecondLoadReadsTheCacheInsteadOfDecoding) {
+  difflab::test::TempDir dir, cache;
+  two_images(dir.path());
   Params params;
   params.set("validation_fraction", 0.0);
   params.set("repetitions", int64_t{5});
@@ -202,9 +209,7 @@ TEST(ImageFolder, SecondLoadReadsTheCacheInsteadOfDecoding) {
 
 TEST(ImageFolder, ADamagedCacheEntryIsDecodedAgainAndRewritten) {
   difflab::test::TempDir dir, cache;
-  fs::create_directories(dir / "images");
-  write_png(dir / "images" / "a.png", 20, 20, solid(20, 20, {200, 100, 50}));
-  write_png(dir / "images" / "b.png", 20, 20, solid(20, 20, {50, 100, 200}));
+  two_images(dir.path());
   Params params;
   params.set("validation_fraction", 0.0);
   const ImageSplits first = image_folder(dir / "images", cache, params)->load();
