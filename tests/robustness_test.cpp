@@ -357,3 +357,11 @@ TEST(FullDisks, AFullDatabaseFilesystemIsAnErrorNamingTheDatabase) {
     EXPECT_NE(full.output.find("database or disk is full"), std::string::npos) << size << "\n" << full.output;
   }
 }
+
+TEST(Check, RefusesABatchWhoseActivationsCannotFit) {
+  Outcome outcome = check_with("--set training.batch_size=100000 --set data.train_count=100000 "
+                               "--set evaluation.kid_protocol=none --set network.widths=[64,128]");
+  EXPECT_EQ(outcome.exit_code, 2) << outcome.output;
+  EXPECT_NE(outcome.output.find("training.batch_size: a training step needs about"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("× batch_size 100000"), std::string::npos) << outcome.output;
+}

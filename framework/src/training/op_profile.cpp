@@ -63,4 +63,34 @@ std::vector<OperatorTime> profile_operators(const std::function<void()>& body) {
 #endif
 }
 
+int64_t peak_allocated_bytes(const std::function<void()>& body) {
+#ifdef DIFFLAB_HAS_LEGACY_PROFILER
+  namespace profiler = torch::autograd::profiler;
+  profiler::enableProfilerLegacy(torch::profiler::impl::ProfilerConfig(
+      torch::profiler::impl::ProfilerState::CPU, /*report_input_shapes=*/false, /*profile_memory=*/true));
+  try {
+    body();
+  } catch (...) {
+    profiler::disableProfilerLegacy();
+    throw;
+  }
+  const profiler::thread_event_lists threads = profiler::disableProfilerLegacy();
+  std::vector<std::pair<double, int64_t>> changes;  // (time in µs, bytes allocated or, < 0, freed)
+  for (const auto& events : threads)
+    for (const auto& event : events)
+      if (event.kindStr() == "memory_alloc") changes.emplace_back(event.cpuUs(), event.cpuMemoryUsage());
+  std::stable_sort(changes.begin(), changes.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  int64_t held = 0, peak = 0;
+  for (const auto& [time, bytes] : changes) {
+    held += bytes;
+    peak = std::max(peak, held);
+  }
+  return peak;
+#else
+  body();
+  return -1;
+#endif
+}
+
 }  // namespace difflab

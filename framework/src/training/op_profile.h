@@ -20,4 +20,9 @@ struct OperatorTime {
 // this LibTorch has no profiler API that difflab knows.
 std::vector<OperatorTime> profile_operators(const std::function<void()>& body);
 
+// The most CPU memory that tensors allocated while `body` ran held at one time, in bytes, from
+// the profiler's allocation events (every thread); -1 when this LibTorch has no profiler API that
+// difflab knows.
+int64_t peak_allocated_bytes(const std::function<void()>& body);
+
 }  // namespace difflab

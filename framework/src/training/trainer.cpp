@@ -113,6 +113,39 @@ void check_data_fits(const Experiment& experiment, const Settings& settings, int
                                             "kid_protocol = \"none\""));
 }
 
+void check_batch_fits(const Experiment& experiment, const Settings& settings, Components& components) {
+  // One forward and backward pass of the network on one image, with the allocator's traffic
+  // recorded; everything it touches (batch statistics, the random generator, gradients) is put
+  // back, so that the run's numbers do not depend on the check.
+  Network& network = components.model->network();
+  std::vector<torch::Tensor> buffers;
+  for (const auto& buffer : network.buffers()) buffers.push_back(buffer.clone());
+  auto generator = at::detail::getDefaultCPUGenerator();
+  const torch::Tensor generator_state = generator.get_state();
+  const int64_t channels = components.dataset->channels(), size = settings.data.image_size;
+  const int64_t per_image = peak_allocated_bytes([&] {
+    const torch::Tensor noisy_images = torch::randn({1, channels, size, size});
+    network.forward(noisy_images, torch::full({1, 1, 1, 1}, 0.5)).abs().mean().backward();
+  });
+  {
+    torch::NoGradGuard no_grad;
+    const auto now = network.buffers();
+    for (size_t i = 0; i < buffers.size(); ++i) now[i].copy_(buffers[i]);
+    for (auto& parameter : network.parameters()) parameter.mutable_grad() = torch::Tensor();
+  }
+  generator.set_state(generator_state);
+  if (per_image <= 0) return;
+  const double needed = static_cast<double>(per_image) * static_cast<double>(settings.training.batch_size);
+  const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  if (needed > memory)
+    throw ConfigError(fmt::format("a training step needs about {:.3g} GB for its activations ({:.3g} MB an image "
+                                  "× batch_size {}), and this machine has {:.3g} GB of memory",
+                                  needed / 1e9, static_cast<double>(per_image) / 1e6, settings.training.batch_size,
+                                  memory / 1e9),
+                      ErrorContext::for_key(experiment.file.string(), "training.batch_size",
+                                            "lower batch_size, image_size or the network's widths"));
+}
+
 void check_before_running(const std::vector<SweepRun>& runs, const PluginRegistry& registry) {
   // Data that is not there first (without data nothing else matters), then the components (a
   // network that cannot be built for this image size, a missing feature model), then the data
@@ -130,7 +163,9 @@ void check_before_running(const std::vector<SweepRun>& runs, const PluginRegistr
       const ImageSplits splits = components.dataset->load();
       sizes = split_sizes.emplace(data_key, std::make_pair(splits.train.size(0), splits.validation.size(0))).first;
     }
-    check_data_fits(run.experiment, run.experiment.settings(), sizes->second.first, sizes->second.second);
+    const Settings settings = run.experiment.settings();
+    check_data_fits(run.experiment, settings, sizes->second.first, sizes->second.second);
+    check_batch_fits(run.experiment, settings, components);
   }
 }
 
@@ -145,6 +180,7 @@ RunResult claim_and_train(const Experiment& experiment, const PluginRegistry& re
   const torch::Device device = configure_process(experiment, options.threads);
   Components components = build_components(experiment, registry);
   const ImageSplits data = load_data(experiment, settings, components);
+  check_batch_fits(experiment, settings, components);
 
   // The claim is atomic: of several processes working through the same configurations, one
   // trains each (another may have taken it while this one loaded the data).

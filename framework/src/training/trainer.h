@@ -56,6 +56,12 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
 void check_data_fits(const Experiment& experiment, const Settings& settings, int64_t train_count,
                      int64_t validation_count);
 
+// That one training step's activations (measured on one image, times the batch size) fit in this
+// machine's memory; a config Error naming training.batch_size otherwise. Leaves the network, its
+// statistics and the random generator as they were.
+struct Components;
+void check_batch_fits(const Experiment& experiment, const Settings& settings, Components& components);
+
 // Everything `run` checks before it writes anything, for every run of a sweep: the data is there
 // and loads, the components build, the splits hold a batch. Throws a config Error naming the
 // key (difflab check; a sweep runs it before its first point).
