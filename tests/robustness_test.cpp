@@ -365,3 +365,15 @@ TEST(Check, RefusesABatchWhoseActivationsCannotFit) {
   EXPECT_NE(outcome.output.find("training.batch_size: a training step needs about"), std::string::npos) << outcome.output;
   EXPECT_NE(outcome.output.find("× batch_size 100000"), std::string::npos) << outcome.output;
 }
+
+TEST(FullDisks, AGridThatCouldNotBeWrittenIsNotRecordedAsAnArtifact) {
+  difflab::test::TempDir dir;
+  const std::string rerun = killed_after(dir.path(), 1);
+  fs::create_directory(run_folder(dir.path()) / "epoch-002.png");  // the grid's path is taken
+  Outcome outcome = difflab_command(rerun);
+  EXPECT_EQ(outcome.exit_code, 1) << outcome.output;
+  EXPECT_NE(outcome.output.find("epoch-002.png: cannot write the file"), std::string::npos) << outcome.output;
+  SQLite::Database db((dir / "results.sqlite").string(), SQLite::OPEN_READONLY);
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM artifacts WHERE kind = 'sample_grid'").getInt(), 1);  // epoch 1's
+  EXPECT_EQ(db.execAndGet("SELECT COUNT(*) FROM artifacts WHERE path LIKE '%epoch-002.png'").getInt(), 0);
+}
