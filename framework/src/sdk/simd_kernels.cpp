@@ -52,7 +52,9 @@ inline float fast_exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t exponent_bits = (static_cast<int32_t>(n) + 127) << 23;
+  // Shifted as unsigned: a left shift of a negative int is undefined (UBSan found it for NaN
+  // input, where n converts to INT_MIN); the bits are the same for every finite input.
+  const uint32_t exponent_bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &exponent_bits, sizeof scale);
   return p * scale;
