@@ -13,18 +13,30 @@
 
 namespace difflab {
 
-std::vector<OperatorTime> profile_operators(const std::function<void()>& body) {
 #ifdef DIFFLAB_HAS_LEGACY_PROFILER
-  namespace profiler = torch::autograd::profiler;
-  profiler::enableProfilerLegacy(
-      torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU));
+namespace profiler = torch::autograd::profiler;
+namespace {
+
+// The events of every thread while `body` ran under the legacy profiler (CPU), with memory
+// events when `memory`.
+profiler::thread_event_lists profiled(const std::function<void()>& body, bool memory) {
+  profiler::enableProfilerLegacy(torch::profiler::impl::ProfilerConfig(
+      torch::profiler::impl::ProfilerState::CPU, /*report_input_shapes=*/false, /*profile_memory=*/memory));
   try {
     body();
   } catch (...) {
     profiler::disableProfilerLegacy();
     throw;
   }
-  const profiler::thread_event_lists threads = profiler::disableProfilerLegacy();
+  return profiler::disableProfilerLegacy();
+}
+
+}  // namespace
+#endif
+
+std::vector<OperatorTime> profile_operators(const std::function<void()>& body) {
+#ifdef DIFFLAB_HAS_LEGACY_PROFILER
+  const profiler::thread_event_lists threads = profiled(body, /*memory=*/false);
 
   // Ranges nest per thread: self time = a range's time minus its children's.
   std::map<std::string, OperatorTime> by_name;
@@ -65,16 +77,7 @@ std::vector<OperatorTime> profile_operators(const std::function<void()>& body) {
 
 int64_t peak_allocated_bytes(const std::function<void()>& body) {
 #ifdef DIFFLAB_HAS_LEGACY_PROFILER
-  namespace profiler = torch::autograd::profiler;
-  profiler::enableProfilerLegacy(torch::profiler::impl::ProfilerConfig(
-      torch::profiler::impl::ProfilerState::CPU, /*report_input_shapes=*/false, /*profile_memory=*/true));
-  try {
-    body();
-  } catch (...) {
-    profiler::disableProfilerLegacy();
-    throw;
-  }
-  const profiler::thread_event_lists threads = profiler::disableProfilerLegacy();
+  const profiler::thread_event_lists threads = profiled(body, /*memory=*/true);
   std::vector<std::pair<double, int64_t>> changes;  // (time in µs, bytes allocated or, < 0, freed)
   for (const auto& events : threads)
     for (const auto& event : events)
