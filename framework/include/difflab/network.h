@@ -39,4 +39,7 @@ DIFFLAB_API torch::MemoryFormat weight_memory_format(const torch::nn::Module& mo
 // (weights, EMA, gradients, two AdamW moments). No issue when it fits.
 DIFFLAB_API ParamIssue check_unet_size(const Params& params);
 
+// This machine's physical memory in bytes, the bound every size check compares against.
+DIFFLAB_API double machine_memory_bytes();
+
 }  // namespace difflab

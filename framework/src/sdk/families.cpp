@@ -92,6 +92,10 @@ torch::MemoryFormat weight_memory_format(const torch::nn::Module& module) {
   return torch::MemoryFormat::Contiguous;
 }
 
+double machine_memory_bytes() {
+  return static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+}
+
 ParamIssue check_unet_size(const Params& params) {
   const std::vector<int64_t>& widths = params.integers("widths");
   const double depth = static_cast<double>(params.integer("block_depth"));
@@ -100,7 +104,7 @@ ParamIssue check_unet_size(const Params& params) {
   double blocks_term = 0.0;
   for (int64_t width : widths) blocks_term += 2.0 * depth * 2.0 * 9.0 * static_cast<double>(width) * static_cast<double>(width);
   const double bytes = 20.0 * (embedding_term + blocks_term);
-  const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  const double memory = machine_memory_bytes();
   if (bytes <= memory) return {};
   const std::string key = embedding_term > blocks_term ? "embedding_dims" : depth > 16 ? "block_depth" : "widths";
   return {key, fmt::format("the network needs at least {:.3g} parameters, {:.3g} GB to train, and this machine has "

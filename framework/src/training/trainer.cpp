@@ -11,13 +11,13 @@
 #include <optional>
 #include <sys/resource.h>
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include "config/experiment.h"
 #include "config/settings.h"
 #include "difflab/dataset.h"
 #include "difflab/error.h"
 #include "difflab/features.h"
+#include "difflab/network.h"
 #include "model/checkpoint.h"
 #include "model/components.h"
 #include "model/diffusion_model.h"
@@ -136,7 +136,7 @@ void check_batch_fits(const Experiment& experiment, const Settings& settings, Co
   generator.set_state(generator_state);
   if (per_image <= 0) return;
   const double needed = static_cast<double>(per_image) * static_cast<double>(settings.training.batch_size);
-  const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  const double memory = machine_memory_bytes();
   if (needed > memory)
     throw ConfigError(fmt::format("a training step needs about {:.3g} GB for its activations ({:.3g} MB an image "
                                   "× batch_size {}), and this machine has {:.3g} GB of memory",
