@@ -115,7 +115,8 @@ TEST(ResultsStore, MigratesAVersion1DatabaseKeepingItsRuns) {
     store.database().exec(
         "DROP VIEW ablation; DROP VIEW run_summary; DROP TABLE kid; ALTER TABLE runs DROP COLUMN variant; "
         "ALTER TABLE runs DROP COLUMN variant_hash; ALTER TABLE runs DROP COLUMN training_hash; "
-        "ALTER TABLE runs DROP COLUMN trained_by; DELETE FROM schema_info WHERE version > 1");
+        "ALTER TABLE runs DROP COLUMN trained_by; DROP INDEX runs_by_attempt; ALTER TABLE runs DROP COLUMN attempt; "
+        "DELETE FROM schema_info WHERE version > 1");
   }
   ResultsStore migrated(dir / "results.sqlite");
   EXPECT_EQ(migrated.schema_version(), kSchemaVersion);

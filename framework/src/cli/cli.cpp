@@ -11,11 +11,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <iostream>
+#include <unistd.h>
 #include <map>
 #include <sstream>
 #include <torch/torch.h>
 
 #include "cli/new_plugin.h"
+#include "cluster/slurm.h"
 #include "config/experiment.h"
 #include "difflab/dataset.h"
 #include "difflab/error.h"
@@ -25,11 +27,13 @@
 #include "difflab/version.h"
 #include "model/components.h"
 #include "plugin_host/registry.h"
+#include "results/merge.h"
 #include "results/results_report.h"
 #include "results/results_store.h"
 #include "sweep/sweep.h"
 #include "training/image_io.h"
 #include "training/kid.h"
+#include "training/run_trainer.h"
 #include "training/sampling.h"
 #include "training/trainer.h"
 
@@ -48,6 +52,7 @@ struct Command {
   po::options_description options;      // the options, with their documentation
   po::options_description hidden;       // internal options (a sweep worker's --worker)
   std::function<int(const po::variables_map&)> run;
+  bool variadic = false;                // the last positional takes any number of values
 };
 
 const std::vector<Command>& commands();
@@ -117,13 +122,13 @@ po::variables_map parse(const Command& command, int argc, char** argv) {
   }
   const auto given = values.count("argument") ? values["argument"].as<std::vector<std::string>>()
                                               : std::vector<std::string>{};
-  if (given.size() > command.positionals.size())
+  if (given.size() > command.positionals.size() && !command.variadic)
     throw ConfigError("unexpected argument \"" + given[command.positionals.size()] + "\"",
                       ErrorContext::with_hint("usage: difflab " + command.name + " " + command.arguments));
   if (given.size() < command.required)
     throw ConfigError(fmt::format("difflab {}: missing {}", command.name, command.positionals[given.size()]),
                       ErrorContext::with_hint("usage: difflab " + command.name + " " + command.arguments));
-  for (size_t i = 0; i < given.size(); ++i)
+  for (size_t i = 0; i < given.size() && i < command.positionals.size(); ++i)
     values.insert({command.positionals[i], po::variable_value(given[i], false)});
   po::notify(values);
   return values;
@@ -142,22 +147,50 @@ std::vector<std::string> overrides(const po::variables_map& values) {
   return values.count("set") ? values["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
 }
 
-// The test seam of the command line: DIFFLAB_TEST_SIGNAL_AFTER_EPOCH="EPOCH SIGNAL [ONCE_FILE]"
-// raises SIGNAL right after that epoch's checkpoint (9: a power cut; 15: an interrupt, noticed at
-// the next step); with ONCE_FILE, only in the process that creates that file first. The trainer
-// only sees RunOptions::after_epoch.
-std::function<void(int64_t)> after_epoch_from_environment() {
-  const char* hook = std::getenv("DIFFLAB_TEST_SIGNAL_AFTER_EPOCH");
+// The test seams of the command line:
+// - DIFFLAB_TEST_SIGNAL_AFTER_EPOCH="EPOCH SIGNAL [ONCE_FILE]" raises SIGNAL right after that
+//   epoch's checkpoint (9: a power cut; 15: an interrupt, noticed at the next step); with
+//   ONCE_FILE, only in the process that creates that file first.
+// - DIFFLAB_TEST_SIGNAL_AFTER_STEP="STEP SIGNAL [ONCE_FILE]": the same after an optimiser step
+//   (a signal inside an epoch).
+// - DIFFLAB_TEST_PAUSE_AFTER_STEP="STEP FILE": after that step, the process that creates FILE
+//   first writes SLURM_ARRAY_TASK_ID (or "-") into it and waits (at most 120 s) for a signal, so
+//   that a test can send one at a known step (a Slurm preemption); other processes go on.
+// The trainer only sees RunOptions::after_epoch and after_step.
+std::function<void(int64_t)> signal_hook(const char* variable) {
+  const char* hook = std::getenv(variable);
   if (hook == nullptr) return {};
-  int64_t hook_epoch = 0, hook_signal = 0;
+  int64_t hook_at = 0, hook_signal = 0;
   char once[4096] = {};
-  const int fields = std::sscanf(hook, "%ld %ld %4095s", &hook_epoch, &hook_signal, once);
+  const int fields = std::sscanf(hook, "%ld %ld %4095s", &hook_at, &hook_signal, once);
   if (fields < 2) return {};
   const std::string once_file = fields >= 3 ? once : "";
-  return [=](int64_t epoch) {
-    if (epoch != hook_epoch) return;
+  return [=](int64_t at) {
+    if (at != hook_at) return;
     if (!once_file.empty() && open(once_file.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644) < 0) return;
     std::raise(static_cast<int>(hook_signal));
+  };
+}
+
+std::function<void(int64_t)> after_epoch_from_environment() { return signal_hook("DIFFLAB_TEST_SIGNAL_AFTER_EPOCH"); }
+
+std::function<void(int64_t)> after_step_from_environment() {
+  std::function<void(int64_t)> raise = signal_hook("DIFFLAB_TEST_SIGNAL_AFTER_STEP");
+  const char* pause = std::getenv("DIFFLAB_TEST_PAUSE_AFTER_STEP");
+  int64_t pause_at = 0;
+  char file[4096] = {};
+  if (pause == nullptr || std::sscanf(pause, "%ld %4095s", &pause_at, file) != 2) return raise;
+  const std::string marker = file;
+  return [=](int64_t step) {
+    if (raise) raise(step);
+    if (step != pause_at) return;
+    const int created = open(marker.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+    if (created < 0) return;
+    const char* task = std::getenv("SLURM_ARRAY_TASK_ID");
+    const std::string text = std::string(task != nullptr ? task : "-") + "\n";
+    if (write(created, text.data(), text.size()) < 0) std::perror("difflab: test pause marker");
+    close(created);
+    for (int i = 0; i < 1200 && InterruptGuard::received() == 0; ++i) usleep(100000);
   };
 }
 
@@ -175,6 +208,7 @@ int command_run(const po::variables_map& values) {
   options.threads = integer(values, "threads", 0);
   options.workers = integer(values, "workers", 1);
   options.after_epoch = after_epoch_from_environment();
+  options.after_step = after_step_from_environment();
   if (values.count("worker")) return run_sweep_worker(runs, registry, options, values["worker"].as<int64_t>());
   if (runs.size() > 1 || !runs.front().point.empty()) {
     options.worker_command = {"run", file};
@@ -188,6 +222,7 @@ int command_run(const po::variables_map& values) {
   run_options.retry_failed = options.retry_failed;
   run_options.threads = options.threads;
   run_options.after_epoch = options.after_epoch;
+  run_options.after_step = options.after_step;
   const RunResult result = run_experiment(runs.front().experiment, registry, run_options);
   const std::string database = runs.front().experiment.settings().experiment.database;
   switch (result.outcome) {
@@ -325,6 +360,51 @@ int command_results(const po::variables_map& values) {
   return 0;
 }
 
+int command_results_merge(const po::variables_map& values) {
+  const std::vector<std::string> given = values["argument"].as<std::vector<std::string>>();
+  const std::string database = given.front();
+  std::vector<std::filesystem::path> shards(given.begin() + 1, given.end());
+  ResultsStore store(database);
+  const MergeReport report = merge_shards(store, shards);
+  fmt::print("merged {} of {} shards into {}: {} runs added, {} updated, {} unchanged\n", report.shards_merged,
+             shards.size(), database, report.runs_added, report.runs_updated, report.runs_unchanged);
+  for (const auto& problem : report.skipped)
+    fmt::print(stderr, "difflab: skipped shard {}: {}\n", problem.shard.string(), problem.message);
+  return report.skipped.empty() ? 0 : 1;
+}
+
+int command_slurm(const po::variables_map& values) {
+  SlurmSubmitOptions options;
+  options.folder = text(values, "folder");
+  options.partition = text(values, "partition");
+  options.time = text(values, "time");
+  options.gpus_per_task = integer(values, "gpus-per-task", 0);
+  options.cpus_per_task = integer(values, "cpus-per-task", 0);
+  options.array_parallelism = integer(values, "array-parallelism", 0);
+  options.runs_per_task = integer(values, "runs-per-task", 1);
+  options.warning_seconds = integer(values, "warning-seconds", 1);
+  if (values.count("sbatch-arg")) options.sbatch_args = values["sbatch-arg"].as<std::vector<std::string>>();
+  options.dry_run = flag(values, "dry-run");
+  options.retry_failed = flag(values, "retry-failed");
+  PluginRegistry registry;
+  return slurm_submit(text(values, "file"), overrides(values), registry, options);
+}
+
+int command_slurm_task(const po::variables_map& values) {
+  SlurmTaskOptions options;
+  options.folder = text(values, "FOLDER");
+  options.submission = integer(values, "submission", 1);
+  if (values.count("index")) options.index = integer(values, "index", 0);
+  options.threads = integer(values, "threads", 0);
+  options.after_epoch = after_epoch_from_environment();
+  options.after_step = after_step_from_environment();
+  PluginRegistry registry;
+  return slurm_task(options, registry);
+}
+
+int command_slurm_collect(const po::variables_map& values) { return slurm_collect(text(values, "FOLDER")); }
+int command_slurm_status(const po::variables_map& values) { return slurm_status(text(values, "FOLDER")); }
+
 int command_new_plugin(const po::variables_map& values) {
   const std::string family = text(values, "FAMILY"), name = text(values, "NAME");
   const std::string dir = text(values, "DIR", name);
@@ -435,6 +515,46 @@ const std::vector<Command>& commands() {
         ("format", po::value<std::string>()->default_value("table"), "table, csv, json or markdown")
         ("run", po::value<int64_t>()->value_name("ID"), "one run in full: parameters, metrics, KID, artifacts");
 
+    Command& merge = add("results merge", "MAIN_DB SHARD...", "merge shard databases into MAIN_DB in one "
+                         "transaction: every run attempt once (merging twice adds nothing); bad shards are reported "
+                         "and skipped", {"MAIN_DB", "SHARD"}, 2, command_results_merge);
+    merge.variadic = true;
+
+    Command& slurm = add("slurm", "FILE", "submit a sweep to Slurm as a job array (shard databases, preemption "
+                         "with requeue); again: submit only what has not finished", {"file"}, 1, command_slurm);
+    set_option(slurm.options);
+    slurm.options.add_options()
+        ("folder", po::value<std::string>()->value_name("DIR"),
+         "the sweep folder on the shared filesystem (default: <output_dir>/slurm/<name>-<sweep hash>)")
+        ("partition", po::value<std::string>()->value_name("P"), "sbatch --partition")
+        ("time", po::value<std::string>()->value_name("T"), "sbatch --time per task, e.g. 04:00:00")
+        ("gpus-per-task", po::value<int64_t>()->default_value(0)->value_name("G"), "sbatch --gpus-per-task")
+        ("cpus-per-task", po::value<int64_t>()->default_value(0)->value_name("C"),
+         "sbatch --cpus-per-task; a task then uses C LibTorch threads")
+        ("array-parallelism", po::value<int64_t>()->default_value(0)->value_name("K"),
+         "at most K tasks at once (--array=0-M%K; 0: no limit)")
+        ("runs-per-task", po::value<int64_t>()->default_value(1)->value_name("R"),
+         "points trained one after the other by each task")
+        ("warning-seconds", po::value<int64_t>()->default_value(120)->value_name("S"),
+         "--signal=B:USR2@S: the warning before a time limit or preemption, to checkpoint and requeue")
+        ("sbatch-arg", po::value<std::vector<std::string>>()->composing()->value_name("ARG"),
+         "one more sbatch option, e.g. --sbatch-arg=--account=abc (repeatable)")
+        ("retry-failed", po::bool_switch(), "submit points whose last run failed or diverged too")
+        ("dry-run", po::bool_switch(), "write the manifest and the sbatch script, do not submit");
+
+    add("slurm collect", "FOLDER", "merge a Slurm sweep's shard databases into its experiment's database",
+        {"FOLDER"}, 1, command_slurm_collect);
+    add("slurm status", "FOLDER", "every point of a Slurm sweep: finished, running, pending, failed (with its "
+        "message), from the shards and squeue", {"FOLDER"}, 1, command_slurm_status);
+    Command& task = add("slurm task", "FOLDER", "one array task of a Slurm sweep (what job.sbatch runs; also a "
+                        "Kubernetes Indexed Job's command)", {"FOLDER"}, 1, command_slurm_task);
+    task.options.add_options()
+        ("submission", po::value<int64_t>()->default_value(1)->value_name("N"), "the submission (submit-NNN)")
+        ("index", po::value<int64_t>()->value_name("K"),
+         "the task (default: SLURM_ARRAY_TASK_ID, then JOB_COMPLETION_INDEX)")
+        ("threads", po::value<int64_t>()->default_value(0)->value_name("N"),
+         "LibTorch threads (0: SLURM_CPUS_PER_TASK, else the experiment's)");
+
     add("new-plugin", "FAMILY NAME [DIR]", "write a buildable plugin project (CMake, source, test, example "
         "experiment) into DIR (default: NAME)", {"FAMILY", "NAME", "DIR"}, 2, command_new_plugin);
 
@@ -445,14 +565,16 @@ const std::vector<Command>& commands() {
         ("subsets", po::value<int64_t>()->default_value(100)->value_name("K"), "random subsets")
         ("subset-size", po::value<int64_t>()->default_value(1000)->value_name("M"), "rows per subset");
 
-    add("help", "[COMMAND]", "this list, or a command's options", {"COMMAND"}, 0, command_help);
+    add("help", "[COMMAND]", "this list, or a command's options", {"COMMAND"}, 0, command_help).variadic = true;
     return list;
   }();
   return all;
 }
 
 int command_help(const po::variables_map& values) {
-  const std::string name = text(values, "COMMAND");
+  std::string name;  // one word, or two (help slurm collect)
+  if (values.count("argument"))
+    for (const auto& word : values["argument"].as<std::vector<std::string>>()) name += (name.empty() ? "" : " ") + word;
   if (name.empty()) {
     std::cout << usage();
     return 0;
@@ -482,6 +604,17 @@ int run_cli(int argc, char** argv) {
     if (first == "--version") {
       fmt::print("difflab {} (LibTorch {})\n", DIFFLAB_VERSION, TORCH_VERSION);
       return 0;
+    }
+    // Two-word commands: difflab slurm collect FOLDER, difflab results merge DB SHARD...
+    if (argc >= 3) {
+      if (const Command* two = find_command(first + " " + argv[2])) {
+        for (int i = 3; i < argc; ++i)
+          if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+            std::cout << help_text(*two);
+            return 0;
+          }
+        return two->run(parse(*two, argc - 1, argv + 1));
+      }
     }
     const Command* command = find_command(first);
     if (command == nullptr) {

@@ -473,8 +473,11 @@ Experiment load_experiment(const fs::path& file, const std::vector<std::string>&
 }
 
 Experiment parse_experiment(const std::string& toml_text, const std::string& source_name,
-                            const std::vector<std::string>& overrides, PluginRegistry& registry) {
-  return single(parse_sweep(toml_text, source_name, overrides, registry), source_name);
+                            const std::vector<std::string>& overrides, PluginRegistry& registry,
+                            const fs::path& base_dir) {
+  if (base_dir.empty()) return single(parse_sweep(toml_text, source_name, overrides, registry), source_name);
+  return single(expand_root(parse_text(toml_text, source_name), source_name, base_dir, overrides, registry),
+                source_name);
 }
 
 }  // namespace difflab

@@ -76,8 +76,10 @@ std::vector<SweepRun> parse_sweep(const std::string& toml_text, const std::strin
 // are added to `registry` before plugins are looked up.
 Experiment load_experiment(const std::filesystem::path& file,
                            const std::vector<std::string>& overrides, PluginRegistry& registry);
-// The same from TOML text (source_name is used in messages).
+// The same from TOML text (source_name is used in messages); relative plugin_paths are relative
+// to `base_dir` (default: the working directory), as they are to the file's folder in a file.
 Experiment parse_experiment(const std::string& toml_text, const std::string& source_name,
-                            const std::vector<std::string>& overrides, PluginRegistry& registry);
+                            const std::vector<std::string>& overrides, PluginRegistry& registry,
+                            const std::filesystem::path& base_dir = {});
 
 }  // namespace difflab

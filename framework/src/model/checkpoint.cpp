@@ -75,6 +75,11 @@ void save_checkpoint(const fs::path& path, DiffusionModel& model, torch::optim::
   archive.write("step", torch::tensor(state.step));
   archive.write("best_kid", torch::tensor(state.best_kid, torch::kFloat64));
   archive.write("config_toml", c10::IValue(config_toml));
+  if (state.epoch_batches > 0) {
+    archive.write("epoch_batches", torch::tensor(state.epoch_batches));
+    archive.write("epoch_order", state.epoch_order.cpu());
+    archive.write("epoch_sums", torch::tensor(state.epoch_sums, torch::kFloat64));
+  }
   {
     auto generator = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(generator.mutex());
@@ -162,7 +167,16 @@ TrainingState load_checkpoint(const fs::path& path, DiffusionModel& model, torch
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(cuda_rng_state.cpu());
   }
-  return {epoch.item<int64_t>(), step.item<int64_t>(), best_kid.item<double>()};
+  TrainingState state{epoch.item<int64_t>(), step.item<int64_t>(), best_kid.item<double>(), 0, {}, {}};
+  torch::Tensor epoch_batches, epoch_order, epoch_sums;
+  if (archive.try_read("epoch_batches", epoch_batches) && archive.try_read("epoch_order", epoch_order) &&
+      archive.try_read("epoch_sums", epoch_sums)) {
+    state.epoch_batches = epoch_batches.item<int64_t>();
+    state.epoch_order = epoch_order;
+    const torch::Tensor sums = epoch_sums.to(torch::kFloat64).contiguous();
+    state.epoch_sums.assign(sums.data_ptr<double>(), sums.data_ptr<double>() + sums.numel());
+  }
+  return state;
 }
 
 void load_weights(const fs::path& path, DiffusionModel& model) {

@@ -7,6 +7,7 @@
 #include <limits>
 #include <string>
 #include <torch/optim/optimizer.h>
+#include <vector>
 
 #include "difflab/error.h"
 #include "model/diffusion_model.h"
@@ -17,6 +18,13 @@ struct TrainingState {
   int64_t epoch = 0;  // epochs completed
   int64_t step = 0;   // optimiser steps completed
   double best_kid = std::numeric_limits<double>::infinity();
+  // A checkpoint written inside epoch `epoch + 1` (a run stopped by a signal, e.g. a Slurm
+  // preemption warning): the batches of that epoch done so far, its shuffle, and the sums of its
+  // losses so far (loss, noise, image, velocity), so that the epoch continues where it stopped and
+  // ends with the losses it would have had. epoch_batches == 0: the checkpoint of an epoch's end.
+  int64_t epoch_batches = 0;
+  torch::Tensor epoch_order;
+  std::vector<double> epoch_sums;
 };
 
 // Network, EMA network, optimiser, normaliser, state, the default CPU (and CUDA) generator

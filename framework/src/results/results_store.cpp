@@ -9,12 +9,14 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <fstream>
 #include <mutex>
 #include <thread>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "config/experiment.h"
@@ -140,6 +142,14 @@ ALTER TABLE runs ADD COLUMN training_hash TEXT;    -- config hash without [sampl
 ALTER TABLE runs ADD COLUMN trained_by INTEGER;  -- runs.id of the run whose trained network it evaluates
 )SQL";
 
+// Version 7: every run row carries a random attempt id, so that rows made in shard databases
+// (difflab slurm) merge into one database exactly once, whatever their ids were there.
+constexpr const char* kSchemaV7 = R"SQL(
+ALTER TABLE runs ADD COLUMN attempt TEXT;  -- 32 random hex digits, unique across databases
+UPDATE runs SET attempt = lower(hex(randomblob(16))) WHERE attempt IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS runs_by_attempt ON runs (attempt);
+)SQL";
+
 std::string param_type(const ParamValue& value) {
   switch (value.index()) {
     case 0: return "boolean";
@@ -230,6 +240,49 @@ void check_is_difflabs(const fs::path& path) {
 
 }  // namespace
 
+// SQLite's WAL needs shared memory between every process that opens the file, which a network
+// filesystem does not give: two hosts writing one WAL database corrupt it. The f_type values of
+// statfs(2) for the filesystems clusters use.
+std::string network_filesystem_name(int64_t magic) {
+  switch (static_cast<uint32_t>(magic)) {
+    case 0x6969u: return "NFS";
+    case 0x0BD00BD0u: return "Lustre";
+    case 0x47504653u: return "GPFS";
+    case 0xFF534D42u: return "CIFS";
+    case 0xFE534D42u: return "SMB2";
+    case 0x517Bu: return "SMB";
+    case 0x00C36400u: return "CephFS";
+    case 0x5346414Fu: return "AFS";
+    case 0x013111A8u: return "IBRIX";
+    case 0x19830326u: return "BeeGFS";
+    default: return "";
+  }
+}
+
+namespace {
+
+void refuse_network_filesystem(const fs::path& database) {
+  const fs::path folder = database.has_parent_path() ? database.parent_path() : fs::path(".");
+  int64_t magic = 0;
+  if (const char* injected = std::getenv("DIFFLAB_TEST_FILESYSTEM_TYPE")) {
+    magic = static_cast<int64_t>(std::strtoull(injected, nullptr, 0));  // the tests' seam
+  } else {
+    struct statfs info {};
+    if (statfs(folder.c_str(), &info) != 0) return;
+    magic = static_cast<int64_t>(info.f_type);
+  }
+  const std::string name = network_filesystem_name(magic);
+  if (name.empty()) return;
+  throw ConfigError(fmt::format("the results database is on a network filesystem ({}), where SQLite's WAL mode "
+                                "corrupts a database that several hosts write", name),
+                    ErrorContext::in_file(database.string(),
+                                          "give a local path (e.g. under /tmp or the node's scratch), or run the "
+                                          "sweep with difflab slurm, whose tasks write shard databases on local "
+                                          "disks and merge them with difflab slurm collect"));
+}
+
+}  // namespace
+
 ResultsStore::ResultsStore(const fs::path& path, OpenMode mode) : path_(path) {
   try {
     check_is_difflabs(path);
@@ -238,6 +291,7 @@ ResultsStore::ResultsStore(const fs::path& path, OpenMode mode) : path_(path) {
       return;
     }
     if (path.has_parent_path()) fs::create_directories(path.parent_path());
+    refuse_network_filesystem(path);
     db_ = std::make_unique<SQLite::Database>(path.string(),
                                              SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
     db_->setBusyTimeout(30000);
@@ -299,7 +353,7 @@ void ResultsStore::migrate() {
     throw RuntimeError("results database has schema version " + std::to_string(version) +
                        ", newer than this difflab's " + std::to_string(kSchemaVersion) +
                        "; upgrade difflab");
-  const char* migrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5, kSchemaV6};
+  const char* migrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5, kSchemaV6, kSchemaV7};
   for (int next = version + 1; next <= kSchemaVersion; ++next) {
     db_->exec(migrations[next - 1]);
     db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
@@ -361,9 +415,9 @@ int64_t ResultsStore::insert_run(const Experiment& experiment, const std::string
                                  const std::string& variant) {
   SQLite::Statement insert(*db_,
                            "INSERT INTO runs (name, config_hash, config_toml, status, started_at, "
-                           "heartbeat_at, host, pid, versions, variant_hash, variant, training_hash) "
+                           "heartbeat_at, host, pid, versions, variant_hash, variant, training_hash, attempt) "
                            "VALUES (?, ?, ?, 'running', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
-                           "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?, ?, ?, ?)");
+                           "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?, ?, ?, ?, ?, ?, lower(hex(randomblob(16))))");
   insert.bind(1, experiment.settings().experiment.name);
   insert.bind(2, experiment.config_hash());
   insert.bind(3, experiment.to_toml());
@@ -465,6 +519,16 @@ void ResultsStore::fail_run(int64_t run_id, const std::string& status, const std
   update.bind(4, host_name());
   update.bind(5, static_cast<int64_t>(getpid()));
   update.exec();
+}
+
+int64_t ResultsStore::abandon_running(const std::string& config_hash, const std::string& reason) {
+  SQLite::Statement update(*db_,
+                           "UPDATE runs SET status = 'failed', error = ?, "
+                           "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                           "WHERE config_hash = ? AND status = 'running'");
+  update.bind(1, "interrupted: " + reason);
+  update.bind(2, config_hash);
+  return update.exec();
 }
 
 struct RunHeartbeat::State {

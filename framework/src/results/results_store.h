@@ -22,7 +22,7 @@ class Experiment;
 // This machine's host name, as recorded on run rows.
 std::string host_name();
 
-constexpr int kSchemaVersion = 6;
+constexpr int kSchemaVersion = 7;
 
 // A running run's process refreshes its row's heartbeat every kHeartbeatSeconds; a "running" row
 // whose heartbeat is older than kLeaseSeconds (or, on this host, whose process is gone) belongs
@@ -111,11 +111,17 @@ enum class OpenMode {
   read_only,   // readers (results, sample): never write, work in read-only folders and mounts
 };
 
+// The name of a network filesystem from its statfs(2) f_type ("NFS", "Lustre", "GPFS", "CIFS",
+// ...), or "" for a local one. A results database is not opened for writing on one (WAL).
+std::string network_filesystem_name(int64_t magic);
+
 class ResultsStore {
  public:
   // Opens (or, read_write, creates) the database and its folder. A file that is not difflab's
   // (not SQLite, or another application's SQLite database) is refused with a config Error
-  // before anything is written, and left exactly as it was.
+  // before anything is written, and left exactly as it was. Writing a database on a network
+  // filesystem is refused (a config Error naming it; DIFFLAB_TEST_FILESYSTEM_TYPE=0xMAGIC
+  // stands in for statfs in tests).
   explicit ResultsStore(const std::filesystem::path& path, OpenMode mode = OpenMode::read_write);
   ~ResultsStore();
   ResultsStore(const ResultsStore&) = delete;
@@ -144,6 +150,10 @@ class ResultsStore {
   // Close a run; only a row this process owns (host and pid) is changed.
   void finish_run(int64_t run_id);
   void fail_run(int64_t run_id, const std::string& status, const std::string& message);
+  // Closes as interrupted every "running" row of a configuration, whoever owned it: for a caller
+  // that alone owns the configuration (a Slurm task: its runs' other processes are dead, on
+  // whatever host). Returns how many rows it closed.
+  int64_t abandon_running(const std::string& config_hash, const std::string& reason);
 
   // Records one epoch's metrics and artifacts atomically.
   void record_epoch(int64_t run_id, int64_t epoch, int64_t step,

@@ -91,6 +91,7 @@ RunOptions run_options(const SweepOptions& options, const SweepRun& run, const s
   result.variant = run.variant;
   result.announce = announce;
   result.after_epoch = options.after_epoch;
+  result.after_step = options.after_step;
   return result;
 }
 

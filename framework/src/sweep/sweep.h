@@ -23,6 +23,7 @@ struct SweepOptions {
   // is appended.
   std::vector<std::string> worker_command;
   std::function<void(int64_t epoch)> after_epoch;  // passed to every run (RunOptions::after_epoch)
+  std::function<void(int64_t step)> after_step;    // (RunOptions::after_step)
 };
 
 // Runs every point and prints the summary: finished / skipped / failed / diverged / not done, the

@@ -26,25 +26,30 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 std::atomic<int> interrupt_signal{0};
-extern "C" void on_interrupt(int signal) { interrupt_signal = signal; }
+int guard_depth = 0;
+extern "C" void on_interrupt(int signal) {
+  int none = 0;
+  interrupt_signal.compare_exchange_strong(none, signal);
+}
 
 }  // namespace
 
-InterruptGuard::InterruptGuard() {
-  interrupt_signal = 0;
-  previous_int_ = std::signal(SIGINT, on_interrupt);
-  previous_term_ = std::signal(SIGTERM, on_interrupt);
+InterruptGuard::InterruptGuard(std::vector<int> signals) {
+  if (guard_depth++ == 0) interrupt_signal = 0;
+  for (int signal : signals) previous_.emplace_back(signal, std::signal(signal, on_interrupt));
 }
 
 InterruptGuard::~InterruptGuard() {
-  std::signal(SIGINT, previous_int_);
-  std::signal(SIGTERM, previous_term_);
+  for (auto it = previous_.rbegin(); it != previous_.rend(); ++it) std::signal(it->first, it->second);
+  --guard_depth;
 }
 
 void InterruptGuard::check() {
   if (int signal = interrupt_signal.load())
     throw Error(ErrorKind::interrupted, fmt::format("interrupted by signal {}", signal));
 }
+
+int InterruptGuard::received() { return interrupt_signal.load(); }
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -196,21 +201,40 @@ void RunTrainer::resume(torch::Device device) {
     fmt::print("difflab: run {} evaluates the network trained by run {} (same training configuration)\n",
                run_.run_id, *run_.trained_by);
   } else {
-    fmt::print("difflab: resuming run {} after epoch {} (step {}) from {}\n", run_.run_id, state_.epoch,
+    fmt::print("difflab: resuming run {} after epoch {}{} (step {}) from {}\n", run_.run_id, state_.epoch,
+               state_.epoch_batches > 0 ? fmt::format(" and {} batches of epoch {}", state_.epoch_batches, state_.epoch + 1)
+                                        : "",
                state_.step, checkpoint_path_.string());
   }
 }
 
-// One epoch of train steps over a fresh shuffle of the training images.
+// One epoch of train steps over a fresh shuffle of the training images, or the rest of the epoch
+// a checkpoint written inside it had started. A signal stops it after the current step, with a
+// checkpoint of how far it got.
 EpochLosses RunTrainer::train_epoch(int64_t epoch) {
   const auto epoch_start = Clock::now();
   const int64_t batch_size = training_.batch_size, train_count = run_.data.train.size(0);
-  std::vector<torch::Tensor> passes;
-  for (int64_t pass = 0; pass < run_.data.repetitions; ++pass)
-    passes.push_back(torch::randperm(train_count, torch::kLong));
-  const torch::Tensor order = torch::cat(passes);  // reshuffled every epoch
+  torch::Tensor order;
   EpochLosses sums;
-  for (int64_t batch = 0; batch < steps_per_epoch_; ++batch) {
+  int64_t first_batch = 0;
+  if (state_.epoch_batches > 0) {
+    order = state_.epoch_order;
+    first_batch = state_.epoch_batches;
+    sums.loss = state_.epoch_sums.at(0);
+    sums.noise_loss = state_.epoch_sums.at(1);
+    sums.image_loss = state_.epoch_sums.at(2);
+    sums.velocity_loss = state_.epoch_sums.at(3);
+    state_.epoch_batches = 0;
+    state_.epoch_order = torch::Tensor();
+    state_.epoch_sums.clear();
+  } else {
+    std::vector<torch::Tensor> passes;
+    for (int64_t pass = 0; pass < run_.data.repetitions; ++pass)
+      passes.push_back(torch::randperm(train_count, torch::kLong));
+    order = torch::cat(passes);  // reshuffled every epoch
+  }
+  for (int64_t batch = first_batch; batch < steps_per_epoch_; ++batch) {
+    if (InterruptGuard::received() != 0 && batch > first_batch) save_inside_epoch(order, batch, sums);
     InterruptGuard::check();
     if (run_.heartbeat.lost())
       throw RuntimeError(fmt::format("run {} was claimed by another process after this one's lease "
@@ -225,15 +249,29 @@ EpochLosses RunTrainer::train_epoch(int64_t epoch) {
     sums.noise_loss += noise_loss;
     sums.image_loss += losses.image_loss.item<double>();
     sums.velocity_loss += losses.velocity_loss.item<double>();
-    const double images_per_second = (batch + 1) * batch_size / seconds_since(epoch_start);
+    const double images_per_second = (batch + 1 - first_batch) * batch_size / seconds_since(epoch_start);
     const double remaining_steps =
         static_cast<double>((training_.epochs - epoch) * steps_per_epoch_ + steps_per_epoch_ - batch - 1);
     progress_.update(epoch, training_.epochs, batch + 1, steps_per_epoch_, sums.noise_loss / (batch + 1),
                      images_per_second, remaining_steps * batch_size / images_per_second);
+    if (run_.options.after_step) run_.options.after_step(state_.step);
   }
   const double steps = static_cast<double>(steps_per_epoch_);
   return {sums.loss / steps, sums.noise_loss / steps, sums.image_loss / steps, sums.velocity_loss / steps,
           seconds_since(epoch_start)};
+}
+
+void RunTrainer::save_inside_epoch(const torch::Tensor& order, int64_t batches, const EpochLosses& sums) {
+  TrainingState inside = state_;
+  inside.epoch_batches = batches;
+  inside.epoch_order = order;
+  inside.epoch_sums = {sums.loss, sums.noise_loss, sums.image_loss, sums.velocity_loss};
+  save_checkpoint(checkpoint_path_, model_, *optimizer_, inside, run_.experiment.to_toml(),
+                  run_.experiment.training_hash());
+  fmt::print("difflab: run {} stopped by signal {} at step {} ({} of epoch {}'s {} batches); checkpoint {}\n",
+             run_.run_id, InterruptGuard::received(), state_.step, batches, state_.epoch + 1, steps_per_epoch_,
+             checkpoint_path_.string());
+  std::fflush(stdout);
 }
 
 void RunTrainer::fail_diverged(int64_t epoch, double loss, double noise_loss) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -26,19 +27,22 @@
 
 namespace difflab {
 
-// SIGINT/SIGTERM handlers for a run's lifetime, so that an interrupted run is closed as failed
-// ("interrupted") instead of being left running; check() throws once a signal came.
+// Signal handlers for a run's lifetime (SIGINT and SIGTERM, or the given signals), so that an
+// interrupted run is closed as failed ("interrupted") instead of being left running; check()
+// throws once a signal came. Guards nest: an inner guard keeps a signal the outer one caught
+// (a Slurm task holds one over all its points, with its preemption warning signal too).
 class InterruptGuard {
  public:
-  InterruptGuard();
+  explicit InterruptGuard(std::vector<int> signals = {SIGINT, SIGTERM});
   ~InterruptGuard();
   InterruptGuard(const InterruptGuard&) = delete;
   InterruptGuard& operator=(const InterruptGuard&) = delete;
   static void check();
+  // The first signal that came while a guard was held, or 0.
+  static int received();
 
  private:
-  void (*previous_int_)(int);
-  void (*previous_term_)(int);
+  std::vector<std::pair<int, void (*)(int)>> previous_;
 };
 
 // "4m05s", "1h02m", or "?" for a time that is not known yet.
@@ -120,6 +124,8 @@ class RunTrainer {
 
  private:
   void resume(torch::Device device);
+  // The checkpoint of a run stopped inside an epoch (see TrainingState::epoch_batches).
+  void save_inside_epoch(const torch::Tensor& order, int64_t batches, const EpochLosses& sums);
   void validation_losses(EpochEvaluation& evaluated);
   [[noreturn]] void fail_diverged(int64_t epoch, double loss, double noise_loss);
   void print_epoch(int64_t epoch, const EpochLosses& losses, const EpochEvaluation& evaluated) const;

@@ -173,7 +173,9 @@ namespace {
 
 RunResult claim_and_train(const Experiment& experiment, const PluginRegistry& registry, const RunOptions& options) {
   const Settings settings = experiment.settings();
-  const std::string& database = settings.experiment.database;
+  const std::string database = options.database.empty() ? settings.experiment.database : options.database;
+  ExperimentSettings folders = settings.experiment;
+  if (!options.output_dir.empty()) folders.output_dir = options.output_dir;
   const ClaimPolicy policy{options.new_run, options.retry_failed};
   if (std::optional<RunResult> early = skip_early(experiment, database, policy)) return *early;
 
@@ -190,7 +192,7 @@ RunResult claim_and_train(const Experiment& experiment, const PluginRegistry& re
     return *skip;
   if (!options.announce.empty()) fmt::print("{}\n", options.announce);
   const fs::path run_dir =
-      run_folder(experiment, settings.experiment, claim.run_id, claim.outcome == ClaimOutcome::started);
+      run_folder(experiment, folders, claim.run_id, claim.outcome == ClaimOutcome::started);
   fmt::print("difflab: run {} of \"{}\" -> {} (database {})\n", claim.run_id, settings.experiment.name,
              run_dir.string(), database);
   std::fflush(stdout);
@@ -237,7 +239,8 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
     // SQLite's own errors (a full disk under the database, a read-only file) name no file.
     if (!ResultsStore::is_database_error(error)) throw;
     throw RuntimeError("results database: " + describe(error),
-                       ErrorContext::in_file(experiment.settings().experiment.database));
+                       ErrorContext::in_file(options.database.empty() ? experiment.settings().experiment.database
+                                                                       : options.database));
   }
 }
 

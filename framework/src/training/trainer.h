@@ -39,6 +39,13 @@ struct RunOptions {
   std::string announce;       // printed once the run is claimed (a sweep worker's header)
   // Called after each epoch's checkpoint is written (the command line's test seam; see cli.cpp).
   std::function<void(int64_t epoch)> after_epoch;
+  // Called after each optimiser step, with the steps done so far (the same seam).
+  std::function<void(int64_t step)> after_step;
+  // Where the run is recorded and its folder made, instead of the experiment's database and
+  // output_dir (a Slurm task's shard). Neither is part of the run's identity then: the config hash
+  // stays the experiment's.
+  std::string database;
+  std::string output_dir;
 };
 
 // Trains and records the run in the experiment's database. Running the same configuration
