@@ -161,6 +161,43 @@ TEST(Cli, KilledRunResumesFromItsCheckpointWithIdenticalLosses) {
   }
 }
 
+TEST(Cli, InterruptedInsideAnEpochResumesThereWithIdenticalLosses) {
+  difflab::test::TempDir uninterrupted, stopped;
+  ASSERT_EQ(difflab_command(tiny_run(uninterrupted)).exit_code, 0);
+
+  // SIGTERM after step 6: two of epoch 2's four batches are done. The run stops after that step
+  // with a checkpoint of how far the epoch got.
+  Outcome interrupted = difflab_command(tiny_run(stopped), "DIFFLAB_TEST_SIGNAL_AFTER_STEP='6 15'");
+  EXPECT_EQ(interrupted.exit_code, 130) << interrupted.output;
+  EXPECT_NE(interrupted.output.find("stopped by signal 15 at step 6 (2 of epoch 2's 4 batches)"), std::string::npos)
+      << interrupted.output;
+  {
+    SQLite::Database db((stopped / "results.sqlite").string());
+    EXPECT_EQ(db.execAndGet("SELECT error FROM runs").getString().rfind("interrupted", 0), 0u);
+    EXPECT_EQ(db.execAndGet("SELECT MAX(epoch) FROM metrics").getInt(), 1);
+  }
+
+  Outcome resumed = difflab_command(tiny_run(stopped));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resuming run 1 after epoch 1 and 2 batches of epoch 2 (step 6)"), std::string::npos)
+      << resumed.output;
+  for (const char* key : {"n_loss", "i_loss", "val_n_loss", "val_i_loss", "val_kid"}) {
+    std::vector<double> expected = metric_history(uninterrupted / "results.sqlite", key);
+    ASSERT_EQ(expected.size(), 3u) << key;
+    EXPECT_EQ(metric_history(stopped / "results.sqlite", key), expected) << key;
+  }
+}
+
+TEST(Cli, ADatabaseOnANetworkFilesystemIsRefusedBeforeAnythingIsWritten) {
+  difflab::test::TempDir dir;
+  Outcome outcome = difflab_command(tiny_run(dir), "DIFFLAB_TEST_FILESYSTEM_TYPE=0x6969");
+  EXPECT_EQ(outcome.exit_code, 2) << outcome.output;
+  EXPECT_NE(outcome.output.find((dir / "results.sqlite").string() + ": the results database is on a network "
+                                "filesystem (NFS)"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("difflab slurm"), std::string::npos) << outcome.output;
+  EXPECT_FALSE(fs::exists(dir / "results.sqlite"));
+}
+
 TEST(Cli, FinishedRunIsNotRunAgainUnlessAskedFor) {
   difflab::test::TempDir dir;
   ASSERT_EQ(difflab_command(tiny_run(dir)).exit_code, 0);

@@ -14,6 +14,7 @@ packages=(
   libfmt-dev libgtest-dev libstb-dev zlib1g-dev
   dataset-fashion-mnist   # the default dataset, under /usr/share/datasets/fashion-mnist
   python3-torch python3-numpy  # reference benchmark and test-fixture scripts
+  slurm-wlm munge         # difflab slurm; the tests start a single-node Slurm of their own
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -402,7 +402,9 @@ int command_slurm_task(const po::variables_map& values) {
   return slurm_task(options, registry);
 }
 
-int command_slurm_collect(const po::variables_map& values) { return slurm_collect(text(values, "FOLDER")); }
+int command_slurm_collect(const po::variables_map& values) {
+  return slurm_collect(text(values, "FOLDER"), text(values, "database"));
+}
 int command_slurm_status(const po::variables_map& values) { return slurm_status(text(values, "FOLDER")); }
 
 int command_new_plugin(const po::variables_map& values) {
@@ -542,8 +544,11 @@ const std::vector<Command>& commands() {
         ("retry-failed", po::bool_switch(), "submit points whose last run failed or diverged too")
         ("dry-run", po::bool_switch(), "write the manifest and the sbatch script, do not submit");
 
-    add("slurm collect", "FOLDER", "merge a Slurm sweep's shard databases into its experiment's database",
-        {"FOLDER"}, 1, command_slurm_collect);
+    Command& collect = add("slurm collect", "FOLDER", "merge a Slurm sweep's shard databases into its experiment's "
+                           "database", {"FOLDER"}, 1, command_slurm_collect);
+    collect.options.add_options()("database", po::value<std::string>()->value_name("DB"),
+                                  "merge into DB instead (e.g. a local path when the experiment's database is on a "
+                                  "network filesystem)");
     add("slurm status", "FOLDER", "every point of a Slurm sweep: finished, running, pending, failed (with its "
         "message), from the shards and squeue", {"FOLDER"}, 1, command_slurm_status);
     Command& task = add("slurm task", "FOLDER", "one array task of a Slurm sweep (what job.sbatch runs; also a "

@@ -329,12 +329,12 @@ std::vector<fs::path> shard_files(const fs::path& folder) {
   return shards;
 }
 
-int collect(const Manifest& manifest, const fs::path& folder) {
+int collect(const Manifest& manifest, const fs::path& folder, const std::string& database) {
   const std::vector<fs::path> shards = shard_files(folder);
-  ResultsStore main(manifest.database);
+  ResultsStore main(database);
   const MergeReport report = merge_shards(main, shards);
   fmt::print("difflab: collected {} of {} shards into {}: {} runs added, {} updated, {} unchanged\n",
-             report.shards_merged, shards.size(), manifest.database, report.runs_added, report.runs_updated,
+             report.shards_merged, shards.size(), database, report.runs_added, report.runs_updated,
              report.runs_unchanged);
   for (const auto& problem : report.skipped)
     fmt::print(stderr, "difflab: skipped shard {}: {}\n", problem.shard.string(), problem.message);
@@ -349,6 +349,8 @@ struct QueuedTask {
   std::string state, reason;
 };
 
+// Throws a runtime Error when squeue is there but does not answer: without it nobody can tell
+// whether a point is still being trained.
 std::vector<QueuedTask> queued_tasks(const std::vector<Submission>& all) {
   std::vector<QueuedTask> queued;
   std::vector<std::string> ids;
@@ -358,6 +360,11 @@ std::vector<QueuedTask> queued_tasks(const std::vector<Submission>& all) {
   const CommandOutput output =
       run_command({"squeue", "--noheader", "--array", "--jobs", fmt::format("{}", fmt::join(ids, ",")),
                    "--format=%F|%K|%T|%r"});
+  // squeue answers "Invalid job id specified" (exit 1) once every job it is asked about has left
+  // the controller's memory (MinJobAge): nothing is queued then.
+  if (output.code != 0 && output.output.find("Invalid job id") == std::string::npos)
+    throw RuntimeError(fmt::format("squeue failed (exit code {}): {}", output.code, output.output),
+                       ErrorContext::with_hint("is the Slurm controller reachable from here?"));
   std::istringstream lines(output.output);
   for (std::string line; std::getline(lines, line);) {
     std::vector<std::string> fields;
@@ -425,7 +432,15 @@ int slurm_submit(const fs::path& file, const std::vector<std::string>& overrides
                        ErrorContext::in_file(folder.string(), fmt::format("wait for it (difflab slurm status {}) or "
                                                                           "scancel {}, then submit again",
                                                                           folder.string(), queued.front().job_id)));
-  if (!shard_files(folder).empty()) collect(manifest, folder);
+  // What is there first (the points' states come from the shards in any case).
+  if (!shard_files(folder).empty()) {
+    try {
+      collect(manifest, folder, manifest.database);
+    } catch (const Error& error) {
+      fmt::print(stderr, "difflab: warning: the shards were not collected: {}\n  (difflab slurm collect {} "
+                 "--database DB collects them elsewhere)\n", error.what(), folder.string());
+    }
+  }
 
   // The points to submit: not finished, and not failed unless asked.
   const PointStates states(manifest, folder);
@@ -574,6 +589,10 @@ bool run_point(const Manifest& manifest, const fs::path& folder, const Submissio
     else fmt::print("   finished: run {}\n", result.run_id);
   } catch (const Error& error) {
     failure = error.what();
+    if (error.kind() == ErrorKind::interrupted) {
+      fmt::print("difflab: point {} interrupted: {}\n", point.index, failure);
+      failure.clear();
+    }
   } catch (const std::exception& error) {
     failure = describe(error);
   }
@@ -639,9 +658,9 @@ int slurm_task(const SlurmTaskOptions& options, PluginRegistry& registry) {
   return code;
 }
 
-int slurm_collect(const fs::path& folder) {
+int slurm_collect(const fs::path& folder, const std::string& database) {
   const Manifest manifest = read_manifest(fs::absolute(folder));
-  return collect(manifest, fs::absolute(folder));
+  return collect(manifest, fs::absolute(folder), database.empty() ? manifest.database : database);
 }
 
 int slurm_status(const fs::path& folder_argument) {
@@ -654,7 +673,11 @@ int slurm_status(const fs::path& folder_argument) {
     for (size_t task = 0; task < submission.tasks.size(); ++task)
       for (int64_t point : submission.tasks[task]) task_of[point] = {&submission, static_cast<int64_t>(task)};
   std::map<std::pair<std::string, int64_t>, QueuedTask> queue;
-  for (const auto& queued : queued_tasks(all)) queue[{queued.job_id, queued.task}] = queued;
+  try {
+    for (const auto& queued : queued_tasks(all)) queue[{queued.job_id, queued.task}] = queued;
+  } catch (const Error& error) {
+    fmt::print(stderr, "difflab: warning: {}; the states below are the shards' alone\n", error.what());
+  }
 
   const PointStates states(manifest, folder);
   std::map<std::string, int64_t> counts;

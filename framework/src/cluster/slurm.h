@@ -60,8 +60,9 @@ struct SlurmTaskOptions {
 // SIGTERM (scancel, the end itself) it does the same without requeueing. Returns the exit code.
 int slurm_task(const SlurmTaskOptions& options, PluginRegistry& registry);
 
-// Merges the folder's shards into the experiment's database; reports shards it skipped.
-int slurm_collect(const std::filesystem::path& folder);
+// Merges the folder's shards into `database` (default: the experiment's); reports the shards it
+// skipped (exit code 1).
+int slurm_collect(const std::filesystem::path& folder, const std::string& database = "");
 
 // Every point's state (finished / running / pending / interrupted / failed with its message / not
 // submitted) from the shards, the database and squeue (and sacct where the cluster has it).

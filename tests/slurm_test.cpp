@@ -1,0 +1,366 @@
+// Sweeps on Slurm, end to end: difflab slurm submits a real job array to a real single-node
+// Slurm started for the test (slurm_cluster.h); preemption, requeue, cancel and resubmit; shards
+// collected into one database. The submission's files and the Kubernetes Indexed Job contract
+// are tested without Slurm.
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <algorithm>
+#include <fmt/format.h>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "slurm_cluster.h"
+#include "test_support.h"
+
+namespace fs = std::filesystem;
+using difflab::test::difflab_command;
+using difflab::test::Outcome;
+using difflab::test::SlurmCluster;
+using difflab::test::TempDir;
+
+namespace {
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// DIR/sweep.toml: the tiny experiment, one thread, with `sweep` as its [sweep] table (none when
+// empty); returns "DIR/sweep.toml --set ..." with the database and the outputs inside DIR.
+std::string tiny_sweep(const TempDir& dir, const std::string& sweep, const std::string& extra = "") {
+  std::ofstream(dir / "sweep.toml") << read_text(difflab::test::tiny_experiment())
+                                    << (sweep.empty() ? "" : "\n[sweep]\n" + sweep + "\n");
+  return (dir / "sweep.toml").string() + " --set experiment.database=" + (dir / "results.sqlite").string() +
+         " --set experiment.output_dir=" + (dir / "runs").string() + " --set experiment.threads=1" + extra;
+}
+
+// The sweep folder and the job id from difflab slurm's output.
+std::string folder_of(const std::string& output) {
+  std::smatch match;
+  return std::regex_search(output, match, std::regex("folder: (\\S+)")) ? match[1].str() : "";
+}
+std::string job_of(const std::string& output) {
+  std::smatch match;
+  return std::regex_search(output, match, std::regex("submitted job ([0-9]+)")) ? match[1].str() : "";
+}
+
+int64_t count(const fs::path& database, const std::string& sql) {
+  SQLite::Database db(database.string());
+  return db.execAndGet(sql).getInt64();
+}
+
+std::vector<double> history(const fs::path& database, const std::string& key) {
+  SQLite::Database db(database.string());
+  SQLite::Statement query(db, "SELECT value FROM metrics WHERE key = ? ORDER BY epoch");
+  query.bind(1, key);
+  std::vector<double> values;
+  while (query.executeStep()) values.push_back(query.getColumn(0).getDouble());
+  return values;
+}
+
+// Every task log of a sweep folder, concatenated.
+std::string all_logs(const fs::path& folder) {
+  std::string text;
+  for (const auto& submission : fs::directory_iterator(folder))
+    if (fs::is_directory(submission.path() / "logs"))
+      for (const auto& log : fs::directory_iterator(submission.path() / "logs")) text += read_text(log.path());
+  return text;
+}
+
+size_t occurrences(const std::string& text, const std::string& needle) {
+  size_t found = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++found;
+  return found;
+}
+
+// Waits for `path` to hold a full line; its text, or "" after `seconds`.
+std::string wait_for_line(const fs::path& path, double seconds) {
+  for (int i = 0; i < static_cast<int>(seconds * 10); ++i) {
+    const std::string text = read_text(path);
+    if (!text.empty() && text.back() == '\n') return text.substr(0, text.size() - 1);
+    usleep(100000);
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(SlurmSubmit, DryRunWritesTheManifestAndTheScriptAndSubmitsNothing) {
+  TempDir dir;
+  const Outcome outcome = difflab_command(
+      "slurm " + tiny_sweep(dir, "\"loss.plugin\" = [\"mae\", \"mse\"]\nseeds = [1, 2, 3]",
+                            " --array-parallelism 2 --cpus-per-task 1 --partition gpu --time 01:00:00"
+                            " --sbatch-arg=--account=abc --dry-run"));
+  ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
+  const fs::path folder = folder_of(outcome.output);
+  ASSERT_TRUE(fs::is_directory(folder)) << outcome.output;
+  EXPECT_EQ(folder.parent_path(), dir.path() / "runs" / "slurm");
+  const std::string script = read_text(folder / "submit-001" / "job.sbatch");
+  for (const std::string& line : std::vector<std::string>
+       {"#SBATCH --array=0-5%2\n", "#SBATCH --requeue\n", "#SBATCH --signal=B:USR2@120\n", "#SBATCH --open-mode=append\n",
+        "#SBATCH --cpus-per-task=1\n", "#SBATCH --partition=gpu\n", "#SBATCH --time=01:00:00\n",
+        "#SBATCH --account=abc\n", "#SBATCH --output=" + (folder / "submit-001" / "logs").string() + "/task-%a.log\n",
+        "exec '" + std::string(DIFFLAB_TEST_EXECUTABLE) + "' slurm task '" + folder.string() + "' --submission 1\n"})
+    EXPECT_NE(script.find(line), std::string::npos) << line << "\nin\n" << script;
+  // The manifest: every point with the identity `difflab check` gives it.
+  const std::string manifest = read_text(folder / "manifest.toml");
+  EXPECT_EQ(occurrences(manifest, "[[points]]"), 6u);
+  const Outcome check = difflab_command("check " + tiny_sweep(dir, "\"loss.plugin\" = [\"mae\", \"mse\"]\nseeds = [1, 2, 3]"));
+  std::smatch hash;
+  std::string text = check.output;
+  int checked = 0;
+  while (std::regex_search(text, hash, std::regex("config hash ([0-9a-f]{16})"))) {
+    EXPECT_NE(manifest.find("config_hash = '" + hash[1].str() + "'"), std::string::npos) << hash[1];
+    text = hash.suffix();
+    ++checked;
+  }
+  EXPECT_EQ(checked, 6);
+  const std::string tasks = read_text(folder / "submit-001" / "tasks.toml");
+  for (int point = 0; point < 6; ++point)
+    EXPECT_NE(tasks.find(fmt::format("[ {} ]", point)), std::string::npos) << tasks;
+  EXPECT_FALSE(fs::exists(folder / "submit-001" / "job_id"));
+
+  // Packed: four points a task.
+  const Outcome packed = difflab_command(
+      "slurm " + tiny_sweep(dir, "\"loss.plugin\" = [\"mae\", \"mse\"]\nseeds = [1, 2, 3]", " --runs-per-task 4 --dry-run"));
+  ASSERT_EQ(packed.exit_code, 0) << packed.output;
+  EXPECT_NE(read_text(folder / "submit-002" / "job.sbatch").find("#SBATCH --array=0-1\n"), std::string::npos);
+}
+
+TEST(SlurmSubmit, BadInputIsExitTwoAndWritesNothing) {
+  TempDir dir;
+  const Outcome outcome = difflab_command("slurm " + tiny_sweep(dir, "\"training.batch_sise\" = [8, 16]") + " --dry-run");
+  EXPECT_EQ(outcome.exit_code, 2) << outcome.output;
+  EXPECT_NE(outcome.output.find("batch_sise"), std::string::npos) << outcome.output;
+  EXPECT_FALSE(fs::exists(dir / "runs"));
+  EXPECT_FALSE(fs::exists(dir / "results.sqlite"));
+  const Outcome status = difflab_command("slurm status " + dir.path().string());
+  EXPECT_EQ(status.exit_code, 2) << status.output;
+  EXPECT_NE(status.output.find("not a difflab sweep folder"), std::string::npos) << status.output;
+}
+
+// The contract of a task, without Slurm: a Kubernetes Indexed Job runs `difflab slurm task
+// FOLDER --submission N` with JOB_COMPLETION_INDEX set.
+TEST(SlurmTask, IndexedJobContractShardsAndCollect) {
+  TempDir dir;
+  const Outcome submitted = difflab_command("slurm " + tiny_sweep(dir, "seeds = [1, 2]") + " --dry-run");
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.output;
+  const fs::path folder = folder_of(submitted.output);
+  const Outcome no_index = difflab_command("slurm task " + folder.string());
+  EXPECT_EQ(no_index.exit_code, 2) << no_index.output;
+  EXPECT_NE(no_index.output.find("JOB_COMPLETION_INDEX"), std::string::npos) << no_index.output;
+  const Outcome wrong = difflab_command("slurm task " + folder.string() + " --index 2");
+  EXPECT_EQ(wrong.exit_code, 2) << wrong.output;
+
+  const Outcome first = difflab_command("slurm task " + folder.string(), "JOB_COMPLETION_INDEX=1");
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("task 1 start"), std::string::npos) << first.output;
+  const Outcome second = difflab_command("slurm task " + folder.string() + " --index 0");
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_TRUE(fs::exists(folder / "shards" / "point-0000.sqlite"));
+  EXPECT_TRUE(fs::exists(folder / "points" / "0001"));
+  EXPECT_FALSE(fs::exists(dir / "results.sqlite"));  // tasks write shards only
+
+  // A task run again finds its point finished in the shard and trains nothing.
+  const Outcome again = difflab_command("slurm task " + folder.string() + " --index 0");
+  EXPECT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("finished before"), std::string::npos) << again.output;
+
+  const Outcome collected = difflab_command("slurm collect " + folder.string());
+  ASSERT_EQ(collected.exit_code, 0) << collected.output;
+  EXPECT_NE(collected.output.find("2 runs added"), std::string::npos) << collected.output;
+  EXPECT_EQ(count(dir / "results.sqlite", "SELECT COUNT(*) FROM runs WHERE status = 'finished'"), 2);
+  EXPECT_EQ(count(dir / "results.sqlite", "SELECT COUNT(DISTINCT config_hash) FROM runs"), 2);
+  // Twice: nothing added.
+  const Outcome twice = difflab_command("slurm collect " + folder.string());
+  EXPECT_NE(twice.output.find("0 runs added, 0 updated, 2 unchanged"), std::string::npos) << twice.output;
+  const int64_t metrics = count(dir / "results.sqlite", "SELECT COUNT(*) FROM metrics");
+
+  // A damaged shard is reported and skipped; the database stays as it was.
+  fs::resize_file(folder / "shards" / "point-0001.sqlite", 3000);
+  const Outcome damaged = difflab_command("slurm collect " + folder.string());
+  EXPECT_EQ(damaged.exit_code, 1) << damaged.output;
+  EXPECT_NE(damaged.output.find("skipped shard " + (folder / "shards" / "point-0001.sqlite").string()), std::string::npos)
+      << damaged.output;
+  EXPECT_EQ(count(dir / "results.sqlite", "SELECT COUNT(*) FROM runs"), 2);
+  EXPECT_EQ(count(dir / "results.sqlite", "SELECT COUNT(*) FROM metrics"), metrics);
+  SQLite::Database db((dir / "results.sqlite").string());
+  EXPECT_EQ(db.execAndGet("PRAGMA integrity_check").getString(), "ok");
+
+  const Outcome status = difflab_command("slurm status " + folder.string());
+  EXPECT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_NE(status.output.find("2 finished"), std::string::npos) << status.output;
+}
+
+TEST(Slurm, SixPointsTwoAtATimeEachFinishExactlyOnce) {
+  SlurmCluster cluster;
+  if (!cluster.skip_reason().empty()) GTEST_SKIP() << "no local Slurm: " << cluster.skip_reason();
+  TempDir dir;
+  const Outcome submitted = difflab_command(
+      "slurm " + tiny_sweep(dir, "\"loss.plugin\" = [\"mae\", \"mse\"]\nseeds = [1, 2, 3]",
+                            " --array-parallelism 2 --cpus-per-task 1"), cluster.environment());
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.output;
+  const std::string job = job_of(submitted.output);
+  const fs::path folder = folder_of(submitted.output);
+  ASSERT_FALSE(job.empty()) << submitted.output;
+  ASSERT_TRUE(cluster.wait_until_done(job, 300)) << cluster.command("squeue").output << cluster.logs();
+
+  const Outcome collected = difflab_command("slurm collect " + folder.string(), cluster.environment());
+  ASSERT_EQ(collected.exit_code, 0) << collected.output;
+  const fs::path database = dir / "results.sqlite";
+  EXPECT_EQ(count(database, "SELECT COUNT(*) FROM runs"), 6);
+  EXPECT_EQ(count(database, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"), 6);
+  EXPECT_EQ(count(database, "SELECT COUNT(DISTINCT config_hash) FROM runs"), 6);
+  SQLite::Database db(database.string());
+  EXPECT_EQ(db.execAndGet("PRAGMA integrity_check").getString(), "ok");
+  // Merging the shards again adds no rows.
+  const Outcome merged = difflab_command("results merge " + database.string() + " " + (folder / "shards").string() +
+                                         "/point-*.sqlite");
+  EXPECT_EQ(merged.exit_code, 0) << merged.output;
+  EXPECT_NE(merged.output.find("0 runs added, 0 updated, 6 unchanged"), std::string::npos) << merged.output;
+  EXPECT_EQ(count(database, "SELECT COUNT(*) FROM runs"), 6);
+
+  // Each point trained once; never more than two tasks at once (their own start and end times).
+  const std::string logs = all_logs(folder);
+  EXPECT_EQ(occurrences(logs, "   finished: run"), 6u) << logs;
+  std::vector<std::pair<double, int>> events;
+  const std::regex line("difflab: task ([0-9]+) (start|end) ([0-9.]+)");
+  for (auto it = std::sregex_iterator(logs.begin(), logs.end(), line); it != std::sregex_iterator(); ++it)
+    events.emplace_back(std::stod((*it)[3].str()), (*it)[2].str() == "start" ? 1 : -1);
+  ASSERT_EQ(events.size(), 12u) << logs;
+  std::sort(events.begin(), events.end());
+  int running = 0, most = 0;
+  for (const auto& event : events) most = std::max(most, running += event.second);
+  EXPECT_LE(most, 2);
+  EXPECT_GE(most, 1);
+
+  // Submitting again: everything finished, nothing submitted.
+  const Outcome again = difflab_command(
+      "slurm " + tiny_sweep(dir, "\"loss.plugin\" = [\"mae\", \"mse\"]\nseeds = [1, 2, 3]", " --array-parallelism 2"),
+      cluster.environment());
+  EXPECT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("nothing to submit"), std::string::npos) << again.output;
+  EXPECT_FALSE(fs::exists(folder / "submit-002"));
+}
+
+TEST(Slurm, APreemptedTaskRequeuesAloneAndEndsWithTheLossesOfAnUninterruptedRun) {
+  SlurmCluster cluster;
+  if (!cluster.skip_reason().empty()) GTEST_SKIP() << "no local Slurm: " << cluster.skip_reason();
+  TempDir dir, reference;
+  // The reference: the first point, trained uninterrupted by difflab run.
+  const Outcome uninterrupted = difflab_command(
+      "run " + tiny_sweep(reference, "", " --set experiment.seed=1 --set training.epochs=3"));
+  ASSERT_EQ(uninterrupted.exit_code, 0) << uninterrupted.output;
+
+  // Two points; the first task to reach step 6 (two batches into epoch 2) waits there for the
+  // warning signal.
+  const fs::path marker = dir / "paused";
+  const Outcome submitted = difflab_command(
+      "slurm " + tiny_sweep(dir, "seeds = [1, 2]", " --set training.epochs=3 --cpus-per-task 1"),
+      cluster.environment() + " DIFFLAB_TEST_PAUSE_AFTER_STEP='6 " + marker.string() + "'");
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.output;
+  const std::string job = job_of(submitted.output);
+  const fs::path folder = folder_of(submitted.output);
+  const std::string task = wait_for_line(marker, 120);
+  ASSERT_TRUE(task == "0" || task == "1") << "no task paused: " << all_logs(folder);
+  const std::string element = job + "_" + task;
+  const Outcome signal = cluster.command("scancel --signal=USR2 --batch " + element);
+  EXPECT_EQ(signal.exit_code, 0) << signal.output;
+  // The task requeues itself; Slurm holds a requeued job for a while: release it now.
+  const fs::path log = folder / "submit-001" / "logs" / ("task-" + task + ".log");
+  for (int i = 0; i < 300 && read_text(log).find("requeued") == std::string::npos; ++i) usleep(100000);
+  ASSERT_NE(read_text(log).find("requeued " + element), std::string::npos) << read_text(log);
+  for (int i = 0; i < 50; ++i) {
+    if (cluster.command("scontrol update JobId=" + element + " StartTime=now").exit_code == 0) break;
+    usleep(200000);
+  }
+  ASSERT_TRUE(cluster.wait_until_done(job, 240)) << cluster.command("squeue").output << all_logs(folder);
+
+  const std::string text = read_text(log);
+  EXPECT_NE(text.find("stopped by signal 12 at step 6 (2 of epoch 2's 4 batches)"), std::string::npos) << text;
+  EXPECT_NE(text.find("restart 1)"), std::string::npos) << text;
+  EXPECT_NE(text.find("resuming run 1 after epoch 1 and 2 batches of epoch 2 (step 6)"), std::string::npos) << text;
+  // The other task ran once, never requeued.
+  const std::string other = read_text(folder / "submit-001" / "logs" / (task == "0" ? "task-1.log" : "task-0.log"));
+  EXPECT_EQ(occurrences(other, " start "), 1u) << other;
+  EXPECT_EQ(other.find("restart 1"), std::string::npos) << other;
+
+  ASSERT_EQ(difflab_command("slurm collect " + folder.string()).exit_code, 0);
+  const fs::path database = dir / "results.sqlite";
+  EXPECT_EQ(count(database, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"), 2);
+  EXPECT_EQ(count(database, "SELECT COUNT(*) FROM runs"), 2);
+  if (task == "0") {  // the preempted point is the reference's configuration (seed 1)
+    for (const char* key : {"n_loss", "i_loss", "val_n_loss", "val_kid"}) {
+      const std::vector<double> expected = history(reference / "results.sqlite", key);
+      ASSERT_EQ(expected.size(), 3u) << key;
+      SQLite::Database db(database.string());
+      SQLite::Statement query(db, "SELECT m.value FROM metrics m JOIN params p ON p.run_id = m.run_id AND "
+                                  "p.key = 'experiment.seed' AND p.value = '1' WHERE m.key = ? ORDER BY m.epoch");
+      query.bind(1, key);
+      std::vector<double> values;
+      while (query.executeStep()) values.push_back(query.getColumn(0).getDouble());
+      EXPECT_EQ(values, expected) << key;
+    }
+  } else {
+    const Outcome seed2 = difflab_command("run " + tiny_sweep(reference, "", " --set experiment.seed=2 --set "
+                                                                             "training.epochs=3 --new"));
+    ASSERT_EQ(seed2.exit_code, 0) << seed2.output;
+    SQLite::Database db(database.string());
+    SQLite::Statement query(db, "SELECT m.value FROM metrics m JOIN params p ON p.run_id = m.run_id AND "
+                                "p.key = 'experiment.seed' AND p.value = '2' WHERE m.key = 'n_loss' ORDER BY m.epoch");
+    std::vector<double> values;
+    while (query.executeStep()) values.push_back(query.getColumn(0).getDouble());
+    SQLite::Database ref((reference / "results.sqlite").string());
+    SQLite::Statement expected(ref, "SELECT value FROM metrics WHERE run_id = 2 AND key = 'n_loss' ORDER BY epoch");
+    std::vector<double> wanted;
+    while (expected.executeStep()) wanted.push_back(expected.getColumn(0).getDouble());
+    ASSERT_EQ(wanted.size(), 3u);
+    EXPECT_EQ(values, wanted);
+  }
+}
+
+TEST(Slurm, ACancelledArrayResubmittedRunsOnlyItsUnfinishedPoints) {
+  SlurmCluster cluster;
+  if (!cluster.skip_reason().empty()) GTEST_SKIP() << "no local Slurm: " << cluster.skip_reason();
+  TempDir dir;
+  // Three points, two tasks at once: the first task to reach step 6 waits there; the other two
+  // points finish. Then the whole array is cancelled (SIGTERM: a checkpoint, no requeue).
+  const fs::path marker = dir / "paused";
+  const std::string sweep = tiny_sweep(dir, "seeds = [1, 2, 3]", " --set training.epochs=3 --cpus-per-task 1");
+  const Outcome submitted =
+      difflab_command("slurm " + sweep, cluster.environment() + " DIFFLAB_TEST_PAUSE_AFTER_STEP='6 " + marker.string() + "'");
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.output;
+  const std::string job = job_of(submitted.output);
+  const fs::path folder = folder_of(submitted.output);
+  const std::string task = wait_for_line(marker, 120);
+  ASSERT_FALSE(task.empty()) << all_logs(folder);
+  // The other two tasks end (the paused one holds one of the two CPUs).
+  for (int i = 0; i < 1200 && occurrences(all_logs(folder), "   finished: run") < 2; ++i) usleep(100000);
+  ASSERT_EQ(occurrences(all_logs(folder), "   finished: run"), 2u) << all_logs(folder);
+  EXPECT_EQ(cluster.command("scancel " + job).exit_code, 0);
+  ASSERT_TRUE(cluster.wait_until_done(job, 120)) << cluster.command("squeue").output;
+  const std::string cancelled = read_text(folder / "submit-001" / "logs" / ("task-" + task + ".log"));
+  EXPECT_NE(cancelled.find("stopped by signal 15 at step 6"), std::string::npos) << cancelled;
+  EXPECT_EQ(cancelled.find("requeued"), std::string::npos) << cancelled;
+
+  const Outcome status = difflab_command("slurm status " + folder.string(), cluster.environment());
+  EXPECT_NE(status.output.find("2 finished, 1 interrupted"), std::string::npos) << status.output;
+
+  // Submitted again (SLURM state as it is): only the interrupted point, which resumes.
+  const Outcome resubmitted = difflab_command("slurm " + sweep, cluster.environment());
+  ASSERT_EQ(resubmitted.exit_code, 0) << resubmitted.output;
+  EXPECT_NE(resubmitted.output.find("3 points — 2 finished, 0 failed, 1 to run"), std::string::npos)
+      << resubmitted.output;
+  EXPECT_NE(resubmitted.output.find("(1 tasks for 1 points)"), std::string::npos) << resubmitted.output;
+  const std::string job2 = job_of(resubmitted.output);
+  ASSERT_TRUE(cluster.wait_until_done(job2, 240)) << cluster.command("squeue").output;
+  const std::string rerun = read_text(folder / "submit-002" / "logs" / "task-0.log");
+  EXPECT_NE(rerun.find("resuming run 1 after epoch 1 and 2 batches of epoch 2 (step 6)"), std::string::npos) << rerun;
+
+  ASSERT_EQ(difflab_command("slurm collect " + folder.string()).exit_code, 0);
+  const fs::path database = dir / "results.sqlite";
+  EXPECT_EQ(count(database, "SELECT COUNT(*) FROM runs"), 3);
+  EXPECT_EQ(count(database, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"), 3);
+  EXPECT_EQ(occurrences(all_logs(folder), "   finished: run"), 3u) << all_logs(folder);
+}
