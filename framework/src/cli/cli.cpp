@@ -22,11 +22,13 @@
 #include "difflab/dataset.h"
 #include "difflab/error.h"
 #include "difflab/features.h"
+#include "difflab/files.h"
 #include "difflab/network.h"
 #include "difflab/plugin_test.h"
 #include "difflab/version.h"
 #include "model/components.h"
 #include "plugin_host/registry.h"
+#include "report/html_report.h"
 #include "results/merge.h"
 #include "results/results_report.h"
 #include "results/results_store.h"
@@ -360,6 +362,57 @@ int command_results(const po::variables_map& values) {
   return 0;
 }
 
+// The report's folder and file, written through a temporary file renamed over it: a browser
+// that reloads it mid-write sees the old report or the new one.
+void write_report(ResultsStore& store, const ReportOptions& options) {
+  ReportSummary summary;
+  const std::string html = render_report(store, options, &summary);
+  if (options.out.has_parent_path()) std::filesystem::create_directories(options.out.parent_path());
+  write_file_atomically(options.out, html);
+  fmt::print("wrote {} ({:.1f} kB): {} runs, {} charts, {} series, {} images{}\n", options.out.string(),
+             static_cast<double>(html.size()) / 1e3, summary.runs, summary.charts, summary.series, summary.images,
+             summary.missing_images > 0 ? fmt::format(" ({} image files missing)", summary.missing_images) : "");
+  std::fflush(stdout);
+}
+
+int command_report(const po::variables_map& values) {
+  const std::string database = text(values, "DB");
+  ReportOptions options;
+  options.where = text(values, "where");
+  std::stringstream keys(text(values, "group-by"));
+  for (std::string key; std::getline(keys, key, ',');)
+    if (!key.empty()) options.group_by.push_back(key);
+  if (values.count("baseline")) options.baseline = integer(values, "baseline", 1);
+  options.metric = text(values, "metric", "best_kid");
+  options.out = text(values, "out", "report.html");
+  if (flag(values, "embed-images") && flag(values, "link-images"))
+    throw ConfigError("--embed-images and --link-images exclude each other");
+  options.embed_images = !flag(values, "link-images");
+  options.log_y = flag(values, "log-y");
+  options.grid_runs = integer(values, "grid-runs", 0);
+  options.grid_epochs = integer(values, "grid-epochs", 1);
+  const int64_t watch = integer(values, "watch", 0);
+  options.refresh_seconds = watch;
+  if (!std::filesystem::is_regular_file(database))
+    throw ConfigError("results database not found", ErrorContext::in_file(database));
+  if (watch == 0) {
+    ResultsStore store(database, OpenMode::read_only);
+    write_report(store, options);
+    return 0;
+  }
+  // --watch: rewrite the report every `watch` seconds until interrupted; the page reloads itself.
+  InterruptGuard interrupt;
+  fmt::print("difflab: rewriting {} every {} s; Ctrl-C stops\n", options.out.string(), watch);
+  while (InterruptGuard::received() == 0) {
+    {
+      ResultsStore store(database, OpenMode::read_only);
+      write_report(store, options);
+    }
+    for (int64_t tenth = 0; tenth < watch * 10 && InterruptGuard::received() == 0; ++tenth) usleep(100000);
+  }
+  return 0;
+}
+
 int command_results_merge(const po::variables_map& values) {
   const std::vector<std::string> given = values["argument"].as<std::vector<std::string>>();
   const std::string database = given.front();
@@ -516,6 +569,28 @@ const std::vector<Command>& commands() {
         ("limit", po::value<int64_t>()->default_value(0)->value_name("N"), "at most N rows (0: all)")
         ("format", po::value<std::string>()->default_value("table"), "table, csv, json or markdown")
         ("run", po::value<int64_t>()->value_name("ID"), "one run in full: parameters, metrics, KID, artifacts");
+
+    Command& report = add("report", "DB", "one self-contained HTML file: overview, grouped table, learning curves, "
+                          "KID against NFE, effects, parallel coordinates, sample grids, every run", {"DB"}, 1,
+                          command_report);
+    report.options.add_options()
+        ("where", po::value<std::string>()->value_name("FILTER"), "only these runs (as in difflab results)")
+        ("group-by", po::value<std::string>()->value_name("KEY[,KEY]"),
+         "group runs (curves, table) by these parameters; default: every swept one but the seed")
+        ("baseline", po::value<int64_t>()->value_name("RUN"), "compare every run's parameters with this run's "
+         "(default: the best by --metric)")
+        ("metric", po::value<std::string>()->default_value("best_kid")->value_name("KEY"),
+         "for effects and parallel coordinates: best_kid, or the final value of a metric (val_n_loss, ...)")
+        ("out", po::value<std::string>()->default_value("report.html")->value_name("FILE"), "where to write it")
+        ("embed-images", po::bool_switch(), "sample grids as base64 thumbnails inside the file (the default)")
+        ("link-images", po::bool_switch(), "sample grids linked relative to the report instead")
+        ("log-y", po::bool_switch(), "learning curves on logarithmic y axes")
+        ("grid-runs", po::value<int64_t>()->default_value(100)->value_name("N"), "sample grids of at most N runs, "
+         "best first")
+        ("grid-epochs", po::value<int64_t>()->default_value(8)->value_name("N"), "embedded grids per run (evenly "
+         "spaced, the last included)")
+        ("watch", po::value<int64_t>()->default_value(0)->value_name("SECONDS"), "rewrite the report every SECONDS "
+         "(atomically) until Ctrl-C; the page reloads itself");
 
     Command& merge = add("results merge", "MAIN_DB SHARD...", "merge shard databases into MAIN_DB in one "
                          "transaction: every run attempt once (merging twice adds nothing); bad shards are reported "

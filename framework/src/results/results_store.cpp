@@ -1,5 +1,6 @@
 #include "results/results_store.h"
 
+#include <SQLiteCpp/Backup.h>
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <SQLiteCpp/Transaction.h>
 #include <algorithm>
@@ -332,11 +333,14 @@ void ResultsStore::open_read_only() {
   if (version > kSchemaVersion)
     throw RuntimeError(fmt::format("results database has schema version {}, newer than this difflab's {}; upgrade difflab",
                                    version, kSchemaVersion), ErrorContext::in_file(path_.string()));
-  if (version < kSchemaVersion)
-    throw RuntimeError(fmt::format("results database has schema version {}, older than this difflab's {}, and is "
-                                   "opened read-only", version, kSchemaVersion),
-                       ErrorContext::in_file(path_.string(), "run any difflab command that writes it once (e.g. difflab "
-                                                             "run), where the file is writable, to migrate it"));
+  if (version < kSchemaVersion) {
+    // An older database is read through a migrated copy in memory: the file is not written.
+    auto memory = std::make_unique<SQLite::Database>(":memory:", SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    SQLite::Backup(*memory, *db_).executeStep();
+    db_ = std::move(memory);
+    db_->exec("PRAGMA foreign_keys = ON");
+    migrate();
+  }
 }
 
 ResultsStore::~ResultsStore() = default;

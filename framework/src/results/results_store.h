@@ -108,7 +108,8 @@ constexpr uint32_t kApplicationId = 0x44464C42u;
 
 enum class OpenMode {
   read_write,  // create it if absent, migrate it forward, switch to WAL
-  read_only,   // readers (results, sample): never write, work in read-only folders and mounts
+  read_only,   // readers (results, sample, report): never write, work in read-only folders and mounts;
+               // a database of an older schema is read through a copy migrated in memory
 };
 
 // The name of a network filesystem from its statfs(2) f_type ("NFS", "Lustre", "GPFS", "CIFS",

@@ -1,0 +1,767 @@
+#include "report/html_report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <stb_image.h>  // Debian's libstb
+#include <stb_image_resize.h>
+#include <stb_image_write.h>
+
+#include "difflab/error.h"
+#include "difflab/version.h"
+#include "report/svg.h"
+#include "results/results_report.h"
+#include "results/results_store.h"
+
+namespace difflab {
+namespace fs = std::filesystem;
+namespace {
+
+using svg::escape;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Everything the report shows of one run.
+struct RunData {
+  RunRecord record;
+  std::vector<std::pair<std::string, std::string>> params;  // key, TOML text, in schema order
+  std::map<std::string, std::string> param;
+  std::map<std::string, std::map<int64_t, double>> metrics;  // key -> epoch -> value
+  std::vector<std::pair<int64_t, KidRecord>> kid;
+  std::vector<ArtifactRecord> artifacts;
+  double best_kid = kNaN;
+  int64_t best_kid_epoch = 0;
+  std::string group;        // "loss.plugin=mae, schedule.plugin=cosine"
+  std::string group_values; // "mae, cosine": the group's name in charts, whose text names the keys
+  double metric = kNaN;  // options.metric's value
+};
+
+std::optional<double> number(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size()) return std::nullopt;
+  return value;
+}
+
+std::string unquoted(const std::string& toml) {
+  if (toml.size() >= 2 && toml.front() == '"' && toml.back() == '"') return toml.substr(1, toml.size() - 2);
+  return toml;
+}
+
+std::string format_number(double value) {
+  if (!std::isfinite(value)) return std::isnan(value) ? "–" : (value > 0 ? "inf" : "-inf");
+  return fmt::format("{:.4g}", value);
+}
+
+struct MeanStd {
+  double mean = kNaN, std = kNaN;
+  size_t count = 0;
+};
+MeanStd mean_std(const std::vector<double>& values) {
+  MeanStd result;
+  double sum = 0.0;
+  for (double value : values)
+    if (std::isfinite(value)) sum += value, ++result.count;
+  if (result.count == 0) return result;
+  result.mean = sum / static_cast<double>(result.count);
+  if (result.count < 2) return result;
+  double squares = 0.0;
+  for (double value : values)
+    if (std::isfinite(value)) squares += (value - result.mean) * (value - result.mean);
+  result.std = std::sqrt(squares / static_cast<double>(result.count - 1));  // sample standard deviation
+  return result;
+}
+
+std::vector<RunData> load_runs(ResultsStore& store, const ReportOptions& options) {
+  std::set<int64_t> selected;
+  {
+    RunsQuery query;
+    query.where = options.where;
+    const Table table = runs_table(store, query);
+    const auto column = std::find(table.columns.begin(), table.columns.end(), "run_id");
+    if (column != table.columns.end())
+      for (const auto& row : table.rows)
+        if (const auto& id = row[static_cast<size_t>(column - table.columns.begin())]) selected.insert(std::stoll(*id));
+  }
+  std::vector<RunData> runs;
+  for (const RunRecord& record : store.runs()) {
+    if (!selected.count(record.id)) continue;
+    RunData run;
+    run.record = record;
+    run.params = store.params(record.id);
+    for (const auto& [key, value] : run.params) run.param[key] = value;
+    for (const MetricRecord& metric : store.metrics(record.id)) run.metrics[metric.key][metric.epoch] = metric.value;
+    run.kid = store.kid(record.id);
+    for (const auto& [epoch, kid] : run.kid)
+      if (std::isfinite(kid.mean) && !(kid.mean >= run.best_kid)) run.best_kid = kid.mean, run.best_kid_epoch = epoch;
+    run.artifacts = store.artifacts(record.id);
+    runs.push_back(std::move(run));
+  }
+  return runs;
+}
+
+// The parameters whose values differ between the runs, in schema order.
+std::vector<std::string> varying_keys(const std::vector<RunData>& runs) {
+  std::vector<std::string> keys;
+  if (runs.empty()) return keys;
+  std::set<std::string> seen;
+  for (const auto& run : runs)
+    for (const auto& [key, value] : run.params) {
+      if (seen.count(key)) continue;
+      for (const auto& other : runs) {
+        auto it = other.param.find(key);
+        if (it == other.param.end() || it->second != value) {
+          keys.push_back(key);
+          seen.insert(key);
+          break;
+        }
+      }
+    }
+  return keys;
+}
+
+std::string metric_value_label(const std::string& metric) { return metric == "best_kid" ? "best KID" : metric; }
+
+double final_metric(const RunData& run, const std::string& key) {
+  if (key == "best_kid") return run.best_kid;
+  auto it = run.metrics.find(key);
+  if (it == run.metrics.end() || it->second.empty()) return kNaN;
+  return it->second.rbegin()->second;
+}
+
+// Report-wide state while the page is written.
+struct Page {
+  std::string html;
+  ReportSummary summary;
+  void chart(const svg::Rendered& rendered) {
+    html += "<figure class=\"chart-box\">" + rendered.markup + "</figure>\n";
+    ++summary.charts;
+    summary.series += rendered.series_drawn;
+  }
+};
+
+std::string run_link(const RunData& run) { return fmt::format("<a href=\"#run-{0}\">run {0}</a>", run.record.id); }
+
+void overview(Page& page, const std::vector<RunData>& runs, const std::vector<std::string>& varying,
+              const std::string& metric, ResultsStore& store) {
+  page.html += "<section id=\"overview\"><h2>Overview</h2>\n";
+  std::map<std::string, int64_t> counts;
+  std::set<std::string> names;
+  for (const auto& run : runs) ++counts[run.record.status], names.insert(run.record.name);
+  std::string status_text;
+  for (const auto& [status, count] : counts)
+    status_text += fmt::format("<span class=\"status {0}\">{1} {0}</span> ", escape(status), count);
+  page.html += fmt::format("<p>{} runs{} of {} in <code>{}</code>: {}</p>\n", runs.size(),
+                           names.empty() ? "" : fmt::format(" ({})", escape(fmt::format("{}", fmt::join(names, ", ")))),
+                           "difflab", escape(store.path().string()), runs.empty() ? "no runs" : status_text);
+  if (!varying.empty()) {
+    page.html += "<table class=\"params\"><thead><tr><th>swept parameter</th><th>values</th></tr></thead><tbody>\n";
+    for (const auto& key : varying) {
+      std::set<std::string> values;
+      for (const auto& run : runs)
+        if (auto it = run.param.find(key); it != run.param.end()) values.insert(it->second);
+      page.html += fmt::format("<tr><td><code>{}</code></td><td>{}</td></tr>\n", escape(key),
+                               escape(fmt::format("{}", fmt::join(values, ", "))));
+    }
+    page.html += "</tbody></table>\n";
+  }
+  const RunData* best = nullptr;
+  for (const auto& run : runs)
+    if (run.record.status == "finished" && std::isfinite(run.metric) && (!best || run.metric < best->metric)) best = &run;
+  if (best)
+    page.html += fmt::format("<p class=\"best\">Best by {}: {} — {} {}{}</p>\n", escape(metric_value_label(metric)),
+                             run_link(*best), escape(metric_value_label(metric)), format_number(best->metric),
+                             metric == "best_kid" ? fmt::format(" at epoch {}", best->best_kid_epoch) : "");
+  std::string failures;
+  for (const auto& run : runs)
+    if (run.record.status == "failed" || run.record.status == "diverged")
+      failures += fmt::format("<li>{} ({}, {}): {}</li>\n", run_link(run), escape(run.record.status), escape(run.group),
+                              escape(run.record.error));
+  if (!failures.empty()) page.html += "<h3>Failures</h3><ul class=\"failures\">\n" + failures + "</ul>\n";
+  page.html += "</section>\n";
+}
+
+void html_table(Page& page, const Table& table, const std::string& id) {
+  page.html += fmt::format("<table class=\"sortable\" id=\"{}\"><thead><tr>", id);
+  for (size_t c = 0; c < table.columns.size(); ++c)
+    page.html += fmt::format("<th data-numeric=\"{}\">{}</th>", table.numeric[c] ? 1 : 0, escape(table.columns[c]));
+  page.html += "</tr></thead><tbody>\n";
+  for (const auto& row : table.rows) {
+    page.html += "<tr>";
+    for (size_t c = 0; c < row.size(); ++c) {
+      const std::string text = row[c] ? *row[c] : "";
+      if (table.columns[c] == "run_id" && !text.empty())
+        page.html += fmt::format("<td><a href=\"#run-{0}\">{0}</a></td>", escape(text));
+      else
+        page.html += fmt::format("<td{}>{}</td>", table.numeric[c] ? " class=\"num\"" : "", escape(text));
+    }
+    page.html += "</tr>\n";
+  }
+  page.html += "</tbody></table>\n";
+}
+
+void results_table(Page& page, ResultsStore& store, const ReportOptions& options, const std::vector<std::string>& group_by) {
+  page.html += "<section id=\"table\"><h2>Results</h2>\n";
+  RunsQuery query;
+  query.where = options.where;
+  query.group_by = group_by;
+  if (!group_by.empty()) {
+    const Table grouped = runs_table(store, query);
+    page.html += fmt::format("<p>Finished runs grouped by <code>{}</code>: mean ± sample std over each group's runs "
+                             "(the seeds), best (not last) KID. Click a column to sort.</p>\n",
+                             escape(fmt::format("{}", fmt::join(group_by, ", "))));
+    html_table(page, grouped, "grouped");
+  }
+  query.group_by.clear();
+  page.html += "<details" + std::string(group_by.empty() ? " open" : "") + "><summary>Every run</summary>\n";
+  html_table(page, runs_table(store, query), "runs");
+  page.html += "</details></section>\n";
+}
+
+// Groups in order of first appearance: (group, its name in charts).
+std::vector<std::pair<std::string, std::string>> group_names(const std::vector<RunData>& runs) {
+  std::vector<std::pair<std::string, std::string>> names;
+  for (const auto& run : runs)
+    if (std::none_of(names.begin(), names.end(), [&](const auto& name) { return name.first == run.group; }))
+      names.emplace_back(run.group, run.group_values);
+  return names;
+}
+
+void learning_curves(Page& page, const std::vector<RunData>& runs, const ReportOptions& options) {
+  static const std::vector<std::pair<std::string, std::string>> keys = {
+      {"n_loss", "training noise loss"}, {"val_n_loss", "validation noise loss"}, {"i_loss", "training image loss"},
+      {"val_i_loss", "validation image loss"}, {"val_kid", "KID"}, {"loss", "training objective"}};
+  const auto groups = group_names(runs);
+  for (const auto& [key, title] : keys) {
+    bool any = false;
+    for (const auto& run : runs) any |= run.metrics.count(key) > 0;
+    if (!any) continue;
+    svg::Chart chart;
+    chart.id = "curve-" + key;
+    chart.title = title + " (" + key + ")";
+    chart.x_label = "epoch";
+    chart.integer_x = true;
+    chart.y_label = key;
+    chart.log_y = options.log_y;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      std::map<int64_t, std::vector<double>> by_epoch;
+      for (const auto& run : runs) {
+        if (run.group != groups[g].first) continue;
+        if (auto it = run.metrics.find(key); it != run.metrics.end())
+          for (const auto& [epoch, value] : it->second) by_epoch[epoch].push_back(value);
+      }
+      if (by_epoch.empty()) continue;
+      svg::Series series;
+      series.name = groups[g].second;
+      series.color = svg::palette(g);
+      series.style = svg::Style::lines_and_points;
+      bool band = false;
+      for (const auto& [epoch, values] : by_epoch) {
+        const MeanStd stats = mean_std(values);
+        series.x.push_back(static_cast<double>(epoch));
+        series.y.push_back(stats.count > 0 ? stats.mean : values.front());
+        series.lo.push_back(stats.count > 1 ? stats.mean - stats.std : kNaN);
+        series.hi.push_back(stats.count > 1 ? stats.mean + stats.std : kNaN);
+        band |= stats.count > 1;
+      }
+      if (!band) series.lo.clear(), series.hi.clear();
+      chart.series.push_back(std::move(series));
+    }
+    page.chart(svg::render(chart));
+  }
+}
+
+void kid_against_nfe(Page& page, const std::vector<RunData>& runs) {
+  // Each run's last KID estimate, by sampler and network evaluations.
+  std::map<std::string, std::map<int64_t, std::vector<double>>> by_sampler;
+  for (const auto& run : runs) {
+    if (run.kid.empty() || run.record.status != "finished") continue;
+    const KidRecord& last = run.kid.back().second;
+    if (last.nfe > 0) by_sampler[last.sampler][last.nfe].push_back(last.mean);
+  }
+  std::set<int64_t> nfes;
+  for (const auto& [sampler, points] : by_sampler)
+    for (const auto& [nfe, values] : points) nfes.insert(nfe);
+  if (nfes.size() < 2 && by_sampler.size() < 2) return;
+  svg::Chart chart;
+  chart.id = "kid-nfe";
+  chart.title = "KID against network evaluations, by sampler (mean ± std over runs)";
+  chart.x_label = "network evaluations per batch (NFE)";
+  chart.y_label = "KID";
+  chart.log_x = *nfes.rbegin() >= 10 * *nfes.begin();
+  for (const auto& [sampler, points] : by_sampler) {
+    svg::Series series;
+    series.name = sampler;
+    series.color = svg::palette(chart.series.size());
+    series.style = svg::Style::lines_and_points;
+    for (const auto& [nfe, values] : points) {
+      const MeanStd stats = mean_std(values);
+      series.x.push_back(static_cast<double>(nfe));
+      series.y.push_back(stats.mean);
+      series.lo.push_back(stats.count > 1 ? stats.mean - stats.std : kNaN);
+      series.hi.push_back(stats.count > 1 ? stats.mean + stats.std : kNaN);
+    }
+    chart.series.push_back(std::move(series));
+  }
+  page.html += "<section id=\"samplers\"><h2>KID against network evaluations</h2>\n";
+  page.chart(svg::render(chart));
+  page.html += "</section>\n";
+}
+
+// A parameter's values as numbers, or as categories (indices into `categories`).
+struct Coded {
+  std::vector<double> values;
+  std::vector<std::string> categories;
+};
+Coded code(const std::vector<const RunData*>& runs, const std::string& key) {
+  Coded coded;
+  bool numeric = true;
+  for (const RunData* run : runs) {
+    auto it = run->param.find(key);
+    numeric &= it != run->param.end() && number(it->second).has_value();
+  }
+  std::set<std::string> distinct;
+  for (const RunData* run : runs) {
+    auto it = run->param.find(key);
+    const std::string text = it == run->param.end() ? "" : it->second;
+    if (numeric) coded.values.push_back(*number(text));
+    else distinct.insert(unquoted(text));
+  }
+  if (numeric) return coded;
+  coded.categories.assign(distinct.begin(), distinct.end());
+  for (const RunData* run : runs) {
+    auto it = run->param.find(key);
+    const std::string text = unquoted(it == run->param.end() ? "" : it->second);
+    coded.values.push_back(static_cast<double>(
+        std::find(coded.categories.begin(), coded.categories.end(), text) - coded.categories.begin()));
+  }
+  return coded;
+}
+
+// The finished runs that have the report's metric.
+std::vector<const RunData*> measured_runs(const std::vector<RunData>& runs) {
+  std::vector<const RunData*> measured;
+  for (const auto& run : runs)
+    if (run.record.status == "finished" && std::isfinite(run.metric)) measured.push_back(&run);
+  return measured;
+}
+
+void one_factor(Page& page, const std::vector<RunData>& runs, const std::vector<std::string>& axes,
+                const std::string& metric) {
+  const std::vector<const RunData*> subset = measured_runs(runs);
+  if (subset.empty() || axes.empty()) return;
+  page.html += fmt::format("<section id=\"effects\"><h2>One factor at a time: {}</h2>\n<p>Each point is a run; the "
+                           "line joins the means over the runs at each value.</p>\n",
+                           escape(metric_value_label(metric)));
+  for (const auto& key : axes) {
+    const Coded coded = code(subset, key);
+    std::set<double> distinct(coded.values.begin(), coded.values.end());
+    if (distinct.size() < 2) continue;
+    svg::Chart chart;
+    chart.id = "effect-" + key;
+    chart.title = metric_value_label(metric) + " against " + key;
+    chart.x_label = key;
+    chart.y_label = metric_value_label(metric);
+    chart.x_categories = coded.categories;
+    svg::Series points{"runs", svg::palette(0), {}, {}, {}, {}, svg::Style::points};
+    std::map<double, std::vector<double>> by_value;
+    for (size_t i = 0; i < subset.size(); ++i) {
+      points.x.push_back(coded.values[i]);
+      points.y.push_back(subset[i]->metric);
+      by_value[coded.values[i]].push_back(subset[i]->metric);
+    }
+    svg::Series means{"mean", svg::palette(3), {}, {}, {}, {}, svg::Style::lines_and_points};
+    for (const auto& [value, values] : by_value) {
+      means.x.push_back(value);
+      means.y.push_back(mean_std(values).mean);
+    }
+    chart.series = {points, means};
+    page.chart(svg::render(chart));
+  }
+  page.html += "</section>\n";
+}
+
+void parallel_coordinates(Page& page, const std::vector<RunData>& runs, const std::vector<std::string>& axes,
+                          const std::string& metric) {
+  if (axes.size() < 2) return;
+  const std::vector<const RunData*> subset = measured_runs(runs);
+  if (subset.size() < 2) return;
+  std::vector<svg::Dimension> dimensions;
+  for (const auto& key : axes) {
+    const Coded coded = code(subset, key);
+    dimensions.push_back({key, coded.values, coded.categories});
+  }
+  std::vector<double> colors;
+  std::vector<std::string> names;
+  for (const RunData* run : subset) {
+    colors.push_back(run->metric);
+    names.push_back(fmt::format("run {}: {} {}", run->record.id, metric_value_label(metric), format_number(run->metric)));
+  }
+  dimensions.push_back({metric_value_label(metric), colors, {}});
+  page.html += "<section id=\"parallel\"><h2>Parallel coordinates</h2>\n<p>One line per finished run, coloured by " +
+               escape(metric_value_label(metric)) + " (dark: low, yellow: high).</p>\n";
+  page.chart(svg::render_parallel("parallel", "swept parameters and " + metric_value_label(metric), dimensions, colors,
+                                  names));
+  page.html += "</section>\n";
+}
+
+std::string relative_link(const std::string& path, const fs::path& out) {
+  std::error_code error;
+  const fs::path base = fs::absolute(out).parent_path();
+  const fs::path relative = fs::relative(fs::absolute(path), base, error);
+  return error || relative.empty() ? path : relative.generic_string();
+}
+
+void sample_grids(Page& page, const std::vector<RunData>& runs, const ReportOptions& options) {
+  std::vector<const RunData*> with_grids;
+  for (const auto& run : runs)
+    if (std::any_of(run.artifacts.begin(), run.artifacts.end(), [](const ArtifactRecord& a) { return a.kind == "sample_grid"; }))
+      with_grids.push_back(&run);
+  if (with_grids.empty()) return;
+  std::stable_sort(with_grids.begin(), with_grids.end(), [](const RunData* a, const RunData* b) {
+    const bool a_known = std::isfinite(a->metric), b_known = std::isfinite(b->metric);
+    if (a_known != b_known) return a_known;
+    return a_known && a->metric < b->metric;
+  });
+  page.html += "<section id=\"grids\"><h2>Sample grids</h2>\n<p>The EMA network's samples from the same initial noise "
+               "each epoch; move a slider to see a run's epochs (or open the report with <code>#epoch=N</code>); "
+               "click a grid for its full size.</p>\n";
+  const size_t shown = std::min(with_grids.size(), static_cast<size_t>(std::max<int64_t>(0, options.grid_runs)));
+  if (shown < with_grids.size())
+    page.html += fmt::format("<p class=\"note\">The grids of {} of {} runs, best first (--grid-runs; narrow the runs "
+                             "with --where).</p>\n", shown, with_grids.size());
+  page.html += "<div class=\"grid-row\">\n";
+  for (size_t r = 0; r < shown; ++r) {
+    const RunData& run = *with_grids[r];
+    std::vector<const ArtifactRecord*> grids;
+    for (const auto& artifact : run.artifacts)
+      if (artifact.kind == "sample_grid") grids.push_back(&artifact);
+    if (options.embed_images && static_cast<int64_t>(grids.size()) > options.grid_epochs && options.grid_epochs > 0) {
+      std::vector<const ArtifactRecord*> picked;  // evenly spaced, the last one included
+      const size_t count = static_cast<size_t>(options.grid_epochs);
+      for (size_t k = 0; k < count; ++k) {
+        const size_t index = (grids.size() - 1) * (k + 1) / count;
+        if (picked.empty() || picked.back() != grids[index]) picked.push_back(grids[index]);
+      }
+      grids = picked;
+    }
+    std::string images, epochs;
+    for (size_t g = 0; g < grids.size(); ++g) {
+      std::string source;
+      if (options.embed_images) {
+        source = png_data_uri(grids[g]->path, options.thumbnail_width);
+        if (source.empty()) {
+          ++page.summary.missing_images;
+          images += fmt::format("<span class=\"missing\" data-epoch=\"{}\"{}>epoch {}: {} is missing</span>",
+                                grids[g]->epoch, g + 1 == grids.size() ? "" : " hidden", grids[g]->epoch,
+                                escape(grids[g]->path));
+          epochs += fmt::format("{}{}", g ? "," : "", grids[g]->epoch);
+          continue;
+        }
+      } else {
+        source = escape(relative_link(grids[g]->path, options.out));
+      }
+      ++page.summary.images;
+      images += fmt::format("<img class=\"grid\" data-epoch=\"{}\" src=\"{}\" alt=\"run {} epoch {}\"{}>", grids[g]->epoch,
+                            source, run.record.id, grids[g]->epoch, g + 1 == grids.size() ? "" : " hidden");
+      epochs += fmt::format("{}{}", g ? "," : "", grids[g]->epoch);
+    }
+    page.html += fmt::format(
+        "<figure class=\"grids\" data-run=\"{0}\">{1}<figcaption>{2} · {3} · <span class=\"epoch-label\">epoch {4}</span>"
+        "<br><input type=\"range\" class=\"epoch-slider\" min=\"0\" max=\"{5}\" value=\"{5}\" data-epochs=\"{6}\" "
+        "aria-label=\"epoch of run {0}\"></figcaption></figure>\n",
+        run.record.id, images, run_link(run), escape(run.group), grids.back()->epoch, grids.size() - 1, epochs);
+  }
+  page.html += "</div></section>\n";
+}
+
+void run_sections(Page& page, const std::vector<RunData>& runs, const RunData* baseline, const ReportOptions& options) {
+  page.html += "<section id=\"runs\"><h2>Runs</h2>\n";
+  if (baseline)
+    page.html += fmt::format("<p>Parameters that differ from the baseline, {}, are highlighted (--baseline).</p>\n",
+                             run_link(*baseline));
+  for (const auto& run : runs) {
+    page.html += fmt::format("<details class=\"run\" id=\"run-{}\"><summary>run {} · <span class=\"status {}\">{}</span> "
+                             "· {}{}</summary>\n", run.record.id, run.record.id, escape(run.record.status),
+                             escape(run.record.status), escape(run.group),
+                             std::isfinite(run.best_kid) ? fmt::format(" · best KID {}", format_number(run.best_kid)) : "");
+    if (!run.record.error.empty()) page.html += "<p class=\"error\">" + escape(run.record.error) + "</p>\n";
+    page.html += fmt::format("<p>{} → {} on {}; config hash <code>{}</code>{}</p>\n", escape(run.record.started_at),
+                             escape(run.record.finished_at), escape(run.record.host), escape(run.record.config_hash),
+                             run.record.trained_by ? fmt::format("; evaluates the network trained by run {}",
+                                                                 run.record.trained_by) : "");
+    // Final metrics.
+    if (!run.metrics.empty()) {
+      page.html += "<table class=\"metrics\"><thead><tr><th>metric</th><th>last</th><th>epoch</th><th>min</th></tr>"
+                   "</thead><tbody>";
+      for (const auto& [key, values] : run.metrics) {
+        double low = std::numeric_limits<double>::infinity();
+        for (const auto& [epoch, value] : values) low = std::min(low, value);
+        page.html += fmt::format("<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>"
+                                 "<td class=\"num\">{}</td></tr>", escape(key), format_number(values.rbegin()->second),
+                                 values.rbegin()->first, format_number(low));
+      }
+      page.html += "</tbody></table>\n";
+    }
+    page.html += "<table class=\"params\"><thead><tr><th>parameter</th><th>value</th><th>baseline</th></tr></thead><tbody>";
+    for (const auto& [key, value] : run.params) {
+      std::string base;
+      bool differs = false;
+      if (baseline && baseline != &run) {
+        auto it = baseline->param.find(key);
+        base = it == baseline->param.end() ? "(none)" : it->second;
+        differs = base != value;
+      }
+      page.html += fmt::format("<tr{}><td><code>{}</code></td><td>{}</td><td>{}</td></tr>", differs ? " class=\"diff\"" : "",
+                               escape(key), escape(value), differs ? escape(base) : "");
+    }
+    page.html += "</tbody></table>\n";
+    if (!run.artifacts.empty()) {
+      page.html += "<ul class=\"artifacts\">";
+      for (const auto& artifact : run.artifacts)
+        page.html += fmt::format("<li>{} (epoch {}): <a href=\"{}\">{}</a></li>", escape(artifact.kind), artifact.epoch,
+                                 escape(relative_link(artifact.path, options.out)), escape(artifact.path));
+      page.html += "</ul>\n";
+    }
+    page.html += "</details>\n";
+  }
+  page.html += "</section>\n";
+}
+
+constexpr const char* kStyle = R"CSS(
+body { font: 14px/1.4 system-ui, sans-serif; margin: 0 2em 4em; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
+nav a { margin-right: 1em; }
+table { border-collapse: collapse; margin: .5em 0; }
+th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: left; }
+th { background: #f4f4f4; cursor: pointer; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.diff td { background: #fff3b0; }
+.status.finished { color: #1a7f37; } .status.failed, .status.diverged { color: #c62828; } .status.running { color: #8a6d00; }
+.error { color: #c62828; white-space: pre-wrap; }
+.chart-box { display: inline-block; margin: 0 1em 1em 0; }
+svg.chart { background: #fff; font-size: 11px; }
+svg.chart .title { font-size: 13px; font-weight: 600; }
+svg.chart .grid { stroke: #eee; } svg.chart .frame { fill: none; stroke: #999; }
+svg.chart .line { fill: none; stroke-width: 1.8; } svg.chart .band { opacity: .18; stroke: none; }
+svg.chart .errorbar { stroke-width: 1.5; fill: none; } svg.chart .note { fill: #c62828; }
+svg.chart .pc-axis { stroke: #555; } svg.chart .pc-line { fill: none; stroke-width: 1.5; opacity: .8; }
+svg.chart .legend { cursor: pointer; } svg.chart .series.off, svg.chart .legend.off { opacity: .15; }
+.grid-row { display: flex; flex-wrap: wrap; gap: 1em; }
+figure.grids { margin: 0; } figure.grids img { max-width: 256px; image-rendering: pixelated; cursor: zoom-in; display: block; }
+figure.grids img.zoomed { max-width: none; cursor: zoom-out; }
+figure.grids [hidden] { display: none; }
+.missing { color: #c62828; display: block; }
+details.run { margin: .3em 0; } details.run > summary { cursor: pointer; }
+.note { color: #8a6d00; }
+@media print { details.run { display: none; } }
+)CSS";
+
+// Plain JavaScript, no library: sortable tables, series toggled from the legend, the epoch
+// sliders (also set from the page's #epoch=N), grids zoomed on click.
+constexpr const char* kScript = R"JS(
+(function () {
+  'use strict';
+  function sortTable(table, column, numeric, descending) {
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[column].textContent, y = b.cells[column].textContent;
+      if (numeric) {
+        var p = parseFloat(x), q = parseFloat(y);
+        if (isNaN(p)) return 1; if (isNaN(q)) return -1;
+        return descending ? q - p : p - q;
+      }
+      return descending ? y.localeCompare(x) : x.localeCompare(y);
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  }
+  document.querySelectorAll('table.sortable').forEach(function (table) {
+    table.querySelectorAll('th').forEach(function (th, column) {
+      th.addEventListener('click', function () {
+        var descending = th.dataset.sorted === 'asc';
+        table.querySelectorAll('th').forEach(function (other) { delete other.dataset.sorted; });
+        th.dataset.sorted = descending ? 'desc' : 'asc';
+        sortTable(table, column, th.dataset.numeric === '1', descending);
+      });
+    });
+  });
+  document.querySelectorAll('svg.chart').forEach(function (chart) {
+    chart.querySelectorAll('g.legend').forEach(function (entry, index) {
+      entry.addEventListener('click', function () {
+        var series = chart.querySelectorAll('g.series')[index];
+        if (series) series.classList.toggle('off');
+        entry.classList.toggle('off');
+      });
+    });
+  });
+  function showEpoch(slider, index) {
+    var figure = slider.closest('figure');
+    var shown = figure.querySelectorAll('[data-epoch]');
+    shown.forEach(function (item, i) { item.hidden = i !== index; });
+    slider.value = index;
+    figure.querySelector('.epoch-label').textContent = 'epoch ' + shown[index].dataset.epoch;
+  }
+  var sliders = document.querySelectorAll('input.epoch-slider');
+  sliders.forEach(function (slider) {
+    slider.addEventListener('input', function () { showEpoch(slider, Number(slider.value)); });
+  });
+  document.querySelectorAll('figure.grids img').forEach(function (img) {
+    img.addEventListener('click', function () { img.classList.toggle('zoomed'); });
+  });
+  // #epoch=N: every slider at its epoch nearest N.
+  var match = /epoch=(\d+)/.exec(location.hash);
+  if (match) {
+    var wanted = Number(match[1]);
+    sliders.forEach(function (slider) {
+      var epochs = slider.dataset.epochs.split(',').map(Number), best = 0;
+      epochs.forEach(function (epoch, i) { if (Math.abs(epoch - wanted) < Math.abs(epochs[best] - wanted)) best = i; });
+      showEpoch(slider, best);
+    });
+  }
+  document.body.dataset.ready = 'true';
+})();
+)JS";
+
+std::string base64(const std::string& bytes) {
+  static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const uint32_t n = (uint32_t(uint8_t(bytes[i])) << 16) | (uint32_t(uint8_t(bytes[i + 1])) << 8) | uint8_t(bytes[i + 2]);
+    for (int shift : {18, 12, 6, 0}) out += alphabet[(n >> shift) & 63];
+  }
+  if (i + 1 == bytes.size()) {
+    const uint32_t n = uint32_t(uint8_t(bytes[i])) << 16;
+    out += alphabet[(n >> 18) & 63];
+    out += alphabet[(n >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == bytes.size()) {
+    const uint32_t n = (uint32_t(uint8_t(bytes[i])) << 16) | (uint32_t(uint8_t(bytes[i + 1])) << 8);
+    out += alphabet[(n >> 18) & 63];
+    out += alphabet[(n >> 12) & 63];
+    out += alphabet[(n >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string png_data_uri(const fs::path& file, int64_t max_width) {
+  int width = 0, height = 0, channels = 0;
+  std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load(file.c_str(), &width, &height, &channels, 0),
+                                                   stbi_image_free);
+  if (!pixels) return "";
+  const unsigned char* data = pixels.get();
+  std::vector<unsigned char> resized;
+  if (max_width > 0 && width > max_width) {
+    const int new_width = static_cast<int>(max_width);
+    const int new_height = std::max(1, static_cast<int>(std::lround(double(height) * new_width / width)));
+    resized.resize(static_cast<size_t>(new_width) * new_height * channels);
+    if (!stbir_resize_uint8(data, width, height, 0, resized.data(), new_width, new_height, 0, channels)) return "";
+    data = resized.data();
+    width = new_width;
+    height = new_height;
+  }
+  std::string bytes;
+  auto append = [](void* context, void* chunk, int size) {
+    static_cast<std::string*>(context)->append(static_cast<const char*>(chunk), static_cast<size_t>(size));
+  };
+  if (!stbi_write_png_to_func(append, &bytes, width, height, channels, data, width * channels)) return "";
+  return "data:image/png;base64," + base64(bytes);
+}
+
+std::string render_report(ResultsStore& store, const ReportOptions& options, ReportSummary* summary) {
+  std::vector<RunData> runs = load_runs(store, options);
+  const std::vector<std::string> varying = varying_keys(runs);
+  std::vector<std::string> axes;  // the swept parameters but the seed
+  for (const auto& key : varying)
+    if (key != "experiment.seed") axes.push_back(key);
+  std::vector<std::string> group_by = options.group_by.empty() ? axes : options.group_by;
+  for (const auto& key : options.group_by)
+    if (!runs.empty() && !runs.front().param.count(key)) {
+      std::vector<std::string> known;
+      for (const auto& [name, value] : runs.front().params) known.push_back(name);
+      throw ConfigError("unknown --group-by key \"" + key + "\"",
+                        ErrorContext::with_hint(nearest_name(key, known).empty()
+                                                    ? "give parameters as section.key, e.g. loss.plugin"
+                                                    : "did you mean \"" + nearest_name(key, known) + "\"?"));
+    }
+  if (options.metric != "best_kid") {
+    bool known = false;
+    for (const auto& run : runs) known |= run.metrics.count(options.metric) > 0;
+    if (!known && !runs.empty())
+      throw ConfigError("no run has the metric \"" + options.metric + "\"",
+                        ErrorContext::with_hint("best_kid, or a metric key such as val_n_loss"));
+  }
+  for (auto& run : runs) {
+    std::string label, values;
+    for (const auto& key : group_by) {
+      auto it = run.param.find(key);
+      const std::string value = unquoted(it == run.param.end() ? "" : it->second);
+      label += (label.empty() ? "" : ", ") + key + "=" + value;
+      values += (values.empty() ? "" : ", ") + value;
+    }
+    run.group = label.empty() ? "all runs" : label;
+    run.group_values = values.empty() ? "all runs" : values;
+    run.metric = final_metric(run, options.metric);
+  }
+  const RunData* baseline = nullptr;
+  if (options.baseline > 0) {
+    for (const auto& run : runs)
+      if (run.record.id == options.baseline) baseline = &run;
+    if (!baseline)
+      throw ConfigError(fmt::format("--baseline {}: no such run among the report's runs", options.baseline),
+                        ErrorContext::in_file(store.path().string()));
+  } else {
+    for (const auto& run : runs)
+      if (std::isfinite(run.metric) && (!baseline || run.metric < baseline->metric)) baseline = &run;
+    if (!baseline && !runs.empty()) baseline = &runs.front();
+  }
+
+  Page page;
+  page.summary.runs = static_cast<int64_t>(runs.size());
+  std::string names;
+  for (const auto& run : runs)
+    if (names.find(run.record.name) == std::string::npos) names += (names.empty() ? "" : ", ") + run.record.name;
+  const std::string title = "difflab report: " + (names.empty() ? store.path().filename().string() : names);
+  page.html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n";
+  if (options.refresh_seconds > 0)
+    page.html += fmt::format("<meta http-equiv=\"refresh\" content=\"{}\">\n", options.refresh_seconds);
+  page.html += "<meta name=\"generator\" content=\"difflab " + std::string(DIFFLAB_VERSION) + "\">\n<title>" +
+               escape(title) + "</title>\n<style>" + kStyle + "</style>\n</head><body>\n";
+  page.html += "<h1>" + escape(title) + "</h1>\n<nav><a href=\"#overview\">overview</a><a href=\"#table\">results</a>"
+               "<a href=\"#curves\">learning curves</a><a href=\"#samplers\">samplers</a><a href=\"#effects\">effects</a>"
+               "<a href=\"#parallel\">parallel coordinates</a><a href=\"#grids\">sample grids</a><a href=\"#runs\">runs</a>"
+               "</nav>\n";
+  overview(page, runs, varying, options.metric, store);
+  if (!runs.empty()) {
+    results_table(page, store, options, group_by);
+    page.html += "<section id=\"curves\"><h2>Learning curves</h2>\n<p>One line per group (" +
+                 escape(group_by.empty() ? std::string("all runs") : fmt::format("{}", fmt::join(group_by, ", "))) +
+                 "), the mean over its runs; the band is ± one sample standard deviation where a group has two or "
+                 "more runs at an epoch. Click a legend entry to hide its line.</p>\n";
+    learning_curves(page, runs, options);
+    page.html += "</section>\n";
+    kid_against_nfe(page, runs);
+    one_factor(page, runs, axes, options.metric);
+    parallel_coordinates(page, runs, axes, options.metric);
+    sample_grids(page, runs, options);
+    run_sections(page, runs, baseline, options);
+  }
+  page.html += fmt::format("<footer><p>Written by difflab {} from <code>{}</code>{}.</p></footer>\n", DIFFLAB_VERSION,
+                           escape(store.path().string()),
+                           options.refresh_seconds > 0 ? fmt::format("; rewritten every {} s while difflab report "
+                                                                     "--watch runs", options.refresh_seconds) : "");
+  page.html += "<script>" + std::string(kScript) + "</script>\n</body></html>\n";
+  if (summary) *summary = page.summary;
+  return page.html;
+}
+
+}  // namespace difflab
