@@ -15,6 +15,7 @@ packages=(
   dataset-fashion-mnist   # the default dataset, under /usr/share/datasets/fashion-mnist
   python3-torch python3-numpy  # reference benchmark and test-fixture scripts
   slurm-wlm munge         # difflab slurm; the tests start a single-node Slurm of their own
+  chromium                # the tests open difflab report's HTML in a real (headless) browser
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,0 +1,427 @@
+// difflab report: the SVG geometry, the report's views on databases built row by row (empty,
+// failed only, one run, seeds, samplers), bad input, --watch, and the ablation example's report
+// in a real browser (Debian's chromium, headless).
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <cmath>
+#include <fmt/format.h>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <stb_image.h>
+
+#include "config/experiment.h"
+#include "difflab/cache.h"
+#include "difflab/error.h"
+#include "report/html_report.h"
+#include "report/svg.h"
+#include "results/results_store.h"
+#include "test_support.h"
+
+using namespace difflab;
+namespace fs = std::filesystem;
+using difflab::test::difflab_command;
+using difflab::test::Outcome;
+using difflab::test::TempDir;
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+size_t occurrences(const std::string& text, const std::string& needle) {
+  size_t found = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++found;
+  return found;
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+Experiment experiment(const std::vector<std::string>& overrides) {
+  return parse_experiment("[experiment]\nname = \"report-test\"\n", "exp.toml", overrides, difflab::test::registry());
+}
+
+// A finished run with `epochs` epochs: n_loss = base / epoch, val_kid = base / (10 epoch).
+int64_t finished_run(ResultsStore& store, const std::vector<std::string>& overrides, double base, int64_t epochs,
+                     const std::string& sampler = "ddim", int64_t nfe = 0) {
+  const int64_t id = store.start_run(experiment(overrides), "{}");
+  for (int64_t epoch = 1; epoch <= epochs; ++epoch) {
+    const double kid = base / (10.0 * static_cast<double>(epoch));
+    store.record_epoch(id, epoch, epoch * 10, {{"n_loss", base / static_cast<double>(epoch)}, {"val_kid", kid}}, {},
+                       KidRecord{kid, 0.0, "per_batch", "pixels", sampler, nfe, 8, 8, nfe});
+  }
+  store.finish_run(id);
+  return id;
+}
+
+// The charts of a report: (data-chart, its markup). (Plain string search: libstdc++'s std::regex
+// recurses per character and overflows the stack on a page of base64 images.)
+std::vector<std::pair<std::string, std::string>> charts(const std::string& html) {
+  std::vector<std::pair<std::string, std::string>> found;
+  const std::string open = "<svg class=\"chart\" data-chart=\"";
+  for (size_t at = html.find(open); at != std::string::npos; at = html.find(open, at + 1)) {
+    const size_t name = at + open.size();
+    found.emplace_back(html.substr(name, html.find('"', name) - name), html.substr(at, html.find("</svg>", at) - at));
+  }
+  return found;
+}
+
+// The epochs of the grid images shown (not hidden) in a page.
+std::vector<std::string> shown_grid_epochs(const std::string& html) {
+  std::vector<std::string> epochs;
+  const std::string open = "<img class=\"grid\" data-epoch=\"";
+  for (size_t at = html.find(open); at != std::string::npos; at = html.find(open, at + 1)) {
+    const std::string tag = html.substr(at, html.find('>', at) - at);
+    if (tag.find(" hidden") != std::string::npos) continue;
+    const size_t epoch = at + open.size();
+    epochs.push_back(html.substr(epoch, html.find('"', epoch) - epoch));
+  }
+  return epochs;
+}
+
+std::string chart(const std::string& html, const std::string& id) {
+  for (const auto& [name, markup] : charts(html))
+    if (name == id) return markup;
+  return "";
+}
+
+}  // namespace
+
+TEST(Svg, LinearAxisCoversTheValuesWithRoundTicks) {
+  const svg::Axis axis = svg::make_axis({0.13, 0.87, kNaN}, false, "x");
+  EXPECT_LE(axis.lo, 0.13);
+  EXPECT_GE(axis.hi, 0.87);
+  ASSERT_EQ(axis.ticks.size(), 9u);  // a range of 0.74 in about 5 steps: steps of 0.1
+  for (size_t i = 0; i < axis.ticks.size(); ++i) EXPECT_NEAR(axis.ticks[i], 0.1 * static_cast<double>(i + 1), 1e-12);
+  EXPECT_DOUBLE_EQ(axis.fraction(axis.lo), 0.0);
+  EXPECT_DOUBLE_EQ(axis.fraction(axis.hi), 1.0);
+  EXPECT_DOUBLE_EQ(axis.fraction(0.5), 0.5);
+  EXPECT_DOUBLE_EQ(axis.lo, 0.1);
+  EXPECT_DOUBLE_EQ(axis.hi, 0.9);
+  // One value: a range around it; none: [0, 1].
+  const svg::Axis single = svg::make_axis({5.0, 5.0}, false, "x");
+  EXPECT_LT(single.lo, 5.0);
+  EXPECT_GT(single.hi, 5.0);
+  const svg::Axis none = svg::make_axis({kNaN, std::numeric_limits<double>::infinity()}, false, "x");
+  EXPECT_EQ(none.lo, 0.0);
+  EXPECT_EQ(none.hi, 1.0);
+  // Epochs: whole numbers only.
+  const svg::Axis epochs = svg::make_axis({1, 2, 3}, false, "epoch", 5, true);
+  EXPECT_EQ(epochs.ticks, (std::vector<double>{1, 2, 3}));
+}
+
+TEST(Svg, LogAxisSpansDecadesAndLeavesOutNonPositiveValues) {
+  const svg::Axis axis = svg::make_axis({0.002, 0.5, 0.0, -1.0}, true, "y");
+  EXPECT_DOUBLE_EQ(axis.lo, 0.001);
+  EXPECT_DOUBLE_EQ(axis.hi, 1.0);
+  EXPECT_EQ(axis.ticks, (std::vector<double>{0.001, 0.01, 0.1, 1.0}));
+  EXPECT_NEAR(axis.fraction(0.01), 1.0 / 3.0, 1e-12);
+  // Less than three decades: 2 and 5 times each power too.
+  const svg::Axis narrow = svg::make_axis({3.0, 40.0}, true, "y");
+  EXPECT_EQ(narrow.ticks, (std::vector<double>{1, 2, 5, 10, 20, 50, 100}));
+  EXPECT_EQ(svg::tick_text(0.1 + 0.2), "0.3");
+  EXPECT_EQ(svg::tick_text(1e-5), "1e-05");
+}
+
+TEST(Svg, BandsOnlyWhereGivenAndNonFiniteValuesLeftOutWithANote) {
+  svg::Chart chart;
+  chart.id = "c";
+  chart.series.push_back({"with band", "", {1, 2, 3}, {1, 2, 3}, {0.5, 1.5, 2.5}, {1.5, 2.5, 3.5}, svg::Style::lines});
+  chart.series.push_back({"plain", "", {1, 2, 3, 4}, {2, kNaN, std::numeric_limits<double>::infinity(), 4}, {}, {},
+                          svg::Style::lines});
+  const svg::Rendered rendered = svg::render(chart);
+  EXPECT_EQ(rendered.series_drawn, 2);
+  EXPECT_EQ(rendered.bands_drawn, 1);
+  EXPECT_EQ(occurrences(rendered.markup, "class=\"band\""), 1u);
+  EXPECT_EQ(rendered.skipped, 2);
+  EXPECT_NE(rendered.markup.find("2 non-finite values not drawn"), std::string::npos);
+  // The broken line is two pieces: it restarts after the gap.
+  const size_t plain = rendered.markup.find("data-series=\"plain\"");
+  const size_t path = rendered.markup.find("class=\"line\" d=\"", plain);
+  const std::string d = rendered.markup.substr(path, rendered.markup.find('"', path + 16) - path);
+  EXPECT_EQ(occurrences(d, "M"), 2u) << d;
+  // Log axis: zero is not drawable either.
+  chart.log_y = true;
+  chart.series = {{"s", "", {1, 2}, {0.0, 1.0}, {}, {}, svg::Style::points}};
+  EXPECT_NE(svg::render(chart).markup.find("1 non-finite or non-positive value not drawn"), std::string::npos);
+  chart.series = {};
+  EXPECT_NE(svg::render(chart).markup.find("no values to draw"), std::string::npos);
+}
+
+TEST(Svg, PointsAndErrorBarsLandWhereTheAxesPutThem) {
+  svg::Chart chart;
+  chart.id = "p";
+  chart.series.push_back({"s", "#000000", {0, 10}, {0, 10}, {-1, 9}, {1, 11}, svg::Style::points});
+  const svg::Rendered rendered = svg::render(chart, 640, 360);
+  // Plot area: x from 64 to 628, y from 316 (bottom) to 28; axes [0, 12] (ticks at 2s... or the
+  // round range around [-1, 11]).
+  const svg::Axis x = svg::make_axis({0, 10}, false, "");
+  const svg::Axis y = svg::make_axis({0, 10, -1, 9, 1, 11}, false, "");
+  const double cx = 64 + x.fraction(10) * (628 - 64), cy = 316 - y.fraction(10) * (316 - 28);
+  EXPECT_NE(rendered.markup.find(fmt::format("cx=\"{:.1f}\" cy=\"{:.1f}\"", cx, cy)), std::string::npos)
+      << rendered.markup;
+  EXPECT_EQ(occurrences(rendered.markup, "class=\"errorbar\""), 1u);
+}
+
+TEST(Svg, ParallelCoordinatesLeaveOutRowsWithAMissingValue) {
+  const svg::Rendered rendered = svg::render_parallel(
+      "pc", "t", {{"a", {0, 1, 2}, {}}, {"b", {0, 1, kNaN}, {}}, {"c", {1, 0, 0}, {"x", "y"}}}, {0.1, 0.3, 0.2},
+      {"r1", "r2", "r3"});
+  EXPECT_EQ(rendered.series_drawn, 2);
+  EXPECT_EQ(rendered.skipped, 1);
+  EXPECT_NE(rendered.markup.find(svg::colormap(0.0)), std::string::npos);
+  EXPECT_NE(rendered.markup.find(svg::colormap(1.0)), std::string::npos);
+  EXPECT_EQ(svg::colormap(0.0), "#440154");
+  EXPECT_EQ(svg::colormap(1.0), "#fde725");
+}
+
+TEST(Report, AnEmptyDatabaseIsAPageThatSaysSo) {
+  TempDir dir;
+  { ResultsStore create(dir / "empty.sqlite"); }
+  ResultsStore store(dir / "empty.sqlite", OpenMode::read_only);
+  ReportSummary summary;
+  const std::string html = render_report(store, {}, &summary);
+  EXPECT_EQ(summary.runs, 0);
+  EXPECT_EQ(summary.charts, 0);
+  EXPECT_NE(html.find("no runs"), std::string::npos);
+  EXPECT_EQ(html.rfind("</html>\n"), html.size() - 8);
+}
+
+TEST(Report, AFailedOnlyDatabaseListsTheFailuresAndDrawsNothing) {
+  TempDir dir;
+  ResultsStore store(dir / "r.sqlite");
+  for (int seed = 0; seed < 2; ++seed) {
+    const int64_t id = store.start_run(experiment({"experiment.seed=" + std::to_string(seed)}), "{}");
+    store.fail_run(id, "failed", fmt::format("out of memory <{}>", seed));
+  }
+  ReportSummary summary;
+  const std::string html = render_report(store, {}, &summary);
+  EXPECT_EQ(summary.runs, 2);
+  EXPECT_EQ(summary.charts, 0);
+  EXPECT_NE(html.find("Failures"), std::string::npos);
+  EXPECT_NE(html.find("out of memory &lt;1&gt;"), std::string::npos);  // escaped
+  EXPECT_NE(html.find("2 failed"), std::string::npos);
+}
+
+TEST(Report, ASingleRunHasCurvesWithoutBandsAndNoComparisons) {
+  TempDir dir;
+  ResultsStore store(dir / "r.sqlite");
+  finished_run(store, {}, 1.0, 3);
+  ReportSummary summary;
+  const std::string html = render_report(store, {}, &summary);
+  const std::string curve = chart(html, "curve-n_loss");
+  ASSERT_FALSE(curve.empty());
+  EXPECT_EQ(occurrences(curve, "<g class=\"series\""), 1u);
+  EXPECT_EQ(occurrences(html, "class=\"band\""), 0u);
+  EXPECT_EQ(chart(html, "kid-nfe"), "");
+  EXPECT_EQ(chart(html, "parallel"), "");
+  EXPECT_EQ(html.find("id=\"effects\""), std::string::npos);
+}
+
+TEST(Report, GroupsOverSeedsGetABandAndTheSweptAxesTheirCharts) {
+  TempDir dir;
+  ResultsStore store(dir / "r.sqlite");
+  for (const std::string loss : {"mae", "mse"})
+    for (const std::string schedule : {"cosine", "linear"})
+      for (int seed = 0; seed < 2; ++seed)
+        finished_run(store, {"loss.plugin=" + loss, "schedule.plugin=" + schedule, "experiment.seed=" + std::to_string(seed)},
+                     1.0 + (loss == "mse") + 0.1 * seed + (schedule == "linear") * 0.5, 4);
+  ReportSummary summary;
+  const std::string html = render_report(store, {}, &summary);
+  for (const char* key : {"curve-n_loss", "curve-val_kid"}) {
+    const std::string curve = chart(html, key);
+    EXPECT_EQ(occurrences(curve, "<g class=\"series\""), 4u) << key;
+    EXPECT_EQ(occurrences(curve, "class=\"band\""), 4u) << key;
+  }
+  EXPECT_EQ(occurrences(chart(html, "effect-loss.plugin"), "<circle"), 8u + 2u);  // runs and the two means
+  EXPECT_EQ(occurrences(chart(html, "parallel"), "<g class=\"series\""), 8u);
+  // The grouped table: four groups of two.
+  EXPECT_NE(html.find("id=\"grouped\""), std::string::npos);
+  // Grouped by one key only: two lines, bands over four runs each.
+  ReportOptions by_loss;
+  by_loss.group_by = {"loss.plugin"};
+  EXPECT_EQ(occurrences(chart(render_report(store, by_loss), "curve-n_loss"), "<g class=\"series\""), 2u);
+  // The baseline is the best run by KID: run 1 (mae, cosine, seed 0); others' differences are marked.
+  EXPECT_NE(html.find("Best by best KID: <a href=\"#run-1\">run 1</a>"), std::string::npos);
+  EXPECT_GE(occurrences(html, "<tr class=\"diff\">"), 7u);
+  // --where narrows the runs.
+  ReportOptions only_mae;
+  only_mae.where = "loss.plugin = \"mae\"";
+  ReportSummary mae;
+  render_report(store, only_mae, &mae);
+  EXPECT_EQ(mae.runs, 4);
+}
+
+TEST(Report, KidAgainstNetworkEvaluationsHasOneLinePerSamplerWithSeedErrorBars) {
+  TempDir dir;
+  ResultsStore store(dir / "r.sqlite");
+  for (const std::string sampler : {"ddim", "ddpm"})
+    for (int steps : {2, 4, 8})
+      for (int seed = 0; seed < 2; ++seed)
+        finished_run(store, {"sampler.plugin=" + sampler, "evaluation.kid_diffusion_steps=" + std::to_string(steps),
+                             "experiment.seed=" + std::to_string(seed)},
+                     1.0 / steps + 0.01 * seed, 1, sampler, steps);
+  const std::string html = render_report(store, {});
+  const std::string kid = chart(html, "kid-nfe");
+  ASSERT_FALSE(kid.empty());
+  EXPECT_EQ(occurrences(kid, "<g class=\"series\""), 2u);
+  EXPECT_NE(kid.find("data-series=\"ddim\""), std::string::npos);
+  EXPECT_EQ(occurrences(kid, "<circle"), 6u);
+}
+
+TEST(Report, BadOptionsAreConfigErrorsNamingThem) {
+  TempDir dir;
+  ResultsStore store(dir / "r.sqlite");
+  finished_run(store, {}, 1.0, 2);
+  ReportOptions typo;
+  typo.group_by = {"loss.plugn"};
+  try {
+    render_report(store, typo);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("did you mean \"loss.plugin\""), std::string::npos) << error.what();
+  }
+  ReportOptions baseline;
+  baseline.baseline = 99;
+  EXPECT_THROW(render_report(store, baseline), Error);
+  ReportOptions where;
+  where.where = "loss.plugin = ";
+  EXPECT_THROW(render_report(store, where), Error);
+  ReportOptions metric;
+  metric.metric = "val_nothing";
+  EXPECT_THROW(render_report(store, metric), Error);
+}
+
+TEST(ReportCommand, RefusesAFileThatIsNotADatabaseAndReadsOldAndReadOnlyOnesWithoutWriting) {
+  TempDir dir;
+  std::ofstream(dir / "notes.sqlite") << "not a database\n";
+  const Outcome foreign = difflab_command("report " + (dir / "notes.sqlite").string() + " --out " + (dir / "a.html").string());
+  EXPECT_EQ(foreign.exit_code, 2) << foreign.output;
+  EXPECT_FALSE(fs::exists(dir / "a.html"));
+
+  // A version-6 database (before attempt ids), read-only on disk.
+  {
+    ResultsStore store(dir / "old.sqlite");
+    finished_run(store, {}, 1.0, 2);
+    store.database().exec("DROP INDEX runs_by_attempt; ALTER TABLE runs DROP COLUMN attempt; "
+                          "DELETE FROM schema_info WHERE version > 6; PRAGMA wal_checkpoint(TRUNCATE)");
+  }
+  fs::permissions(dir / "old.sqlite", fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  const std::string before = read_text(dir / "old.sqlite");
+  const Outcome old = difflab_command("report " + (dir / "old.sqlite").string() + " --out " + (dir / "b.html").string());
+  ASSERT_EQ(old.exit_code, 0) << old.output;
+  EXPECT_NE(old.output.find("1 runs, 2 charts"), std::string::npos) << old.output;
+  EXPECT_EQ(read_text(dir / "old.sqlite"), before);
+  SQLite::Database db((dir / "old.sqlite").string(), SQLite::OPEN_READONLY);
+  EXPECT_EQ(db.execAndGet("SELECT MAX(version) FROM schema_info").getInt(), 6);
+}
+
+TEST(ReportCommand, WatchRewritesTheReportUntilInterrupted) {
+  TempDir dir;
+  {
+    ResultsStore store(dir / "r.sqlite");
+    finished_run(store, {}, 1.0, 2);
+  }
+  const fs::path out = dir / "watched.html";
+  const Outcome started = difflab::test::shell_command(
+      fmt::format("{} report {} --out {} --watch 1 > {} 2>&1 & echo $!", DIFFLAB_TEST_EXECUTABLE,
+                  (dir / "r.sqlite").string(), out.string(), (dir / "log.txt").string()));
+  const pid_t pid = static_cast<pid_t>(std::stol(started.output));
+  for (int i = 0; i < 100 && occurrences(read_text(dir / "log.txt"), "wrote ") < 2; ++i) usleep(100000);
+  EXPECT_GE(occurrences(read_text(dir / "log.txt"), "wrote "), 2u) << read_text(dir / "log.txt");
+  kill(pid, SIGINT);
+  for (int i = 0; i < 50 && kill(pid, 0) == 0; ++i) usleep(100000);
+  EXPECT_NE(kill(pid, 0), 0) << "still running after SIGINT";
+  const std::string html = read_text(out);
+  EXPECT_NE(html.find("<meta http-equiv=\"refresh\" content=\"1\">"), std::string::npos);
+  EXPECT_EQ(html.rfind("</html>\n"), html.size() - 8);
+  // Only the report itself is in the folder: the rewrites leave no temporary file behind.
+  for (const auto& entry : fs::directory_iterator(dir.path()))
+    EXPECT_TRUE(entry.path().extension() != ".tmp" && entry.path().string().find(".part") == std::string::npos)
+        << entry.path();
+}
+
+namespace {
+
+// Headless chromium: its output (stdout and stderr, with the page's console messages).
+Outcome chromium(const std::string& arguments) {
+  return difflab::test::shell_command("timeout 120 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars "
+                                      "--enable-logging=stderr --v=0 --host-resolver-rules='MAP * ~NOTFOUND' " +
+                                      arguments);
+}
+
+}  // namespace
+
+TEST(ReportBrowser, TheAblationReportWorksOfflineInChromium) {
+  if (difflab::test::shell_command("command -v chromium").exit_code != 0)
+    GTEST_SKIP() << "chromium is not installed (tools/install_deps.sh installs it)";
+  const Outcome blank = chromium("--dump-dom about:blank");
+  if (blank.output.find("<html>") == std::string::npos) GTEST_SKIP() << "chromium cannot start here: " << blank.output;
+  TempDir dir;
+  // The ablation example (loss x schedule x 2 seeds), made tiny.
+  const Outcome trained = difflab_command(
+      "run " + std::string(DIFFLAB_TEST_SOURCE_DIR) + "/experiments/ablation_loss_schedule.toml --set "
+      "experiment.database=" + (dir / "ablation.sqlite").string() + " --set experiment.output_dir=" +
+      (dir / "runs").string() + " --set data.plugin=synthetic --set data.image_size=16 --set features.plugin=pixels "
+      "--set training.steps_per_epoch=2 --set training.epochs=3 --set training.batch_size=16 --set "
+      "evaluation.kid_batches=1 --set evaluation.plot_diffusion_steps=2 --set evaluation.kid_diffusion_steps=2 "
+      "--set evaluation.validation_batches=1 --set network.widths=[8,16] --set network.block_depth=1 "
+      "--set experiment.precision=fp32 --set experiment.channels_last=false --set experiment.threads=1 --workers 2");
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  const fs::path report = dir / "report.html";
+  const Outcome written = difflab_command("report " + (dir / "ablation.sqlite").string() + " --out " + report.string());
+  ASSERT_EQ(written.exit_code, 0) << written.output;
+  const std::string html = read_text(report);
+  // Nothing to fetch: no remote or local resource besides the page (images are data: URIs).
+  EXPECT_EQ(html.find("src=\"http"), std::string::npos);
+  EXPECT_EQ(html.find("href=\"http"), std::string::npos);
+  EXPECT_EQ(html.find("<link"), std::string::npos);
+  EXPECT_EQ(occurrences(html, "src=\"data:image/png;base64,"), 24u);
+
+  const Outcome dom = chromium("--dump-dom file://" + report.string());
+  ASSERT_NE(dom.output.find("data-ready=\"true\""), std::string::npos) << "scripts did not run:\n" << dom.output.substr(0, 3000);
+  EXPECT_EQ(dom.output.find(":CONSOLE"), std::string::npos) << "console messages:\n" << dom.output.substr(0, 3000);
+  // Six learning curves (n_loss, val_n_loss, i_loss, val_i_loss, val_kid, loss) of four groups,
+  // two one-factor charts and the parallel coordinates of eight runs.
+  const auto drawn = charts(dom.output);
+  EXPECT_EQ(drawn.size(), 9u);
+  for (const auto& [id, markup] : drawn) {
+    const size_t series = occurrences(markup, "<g class=\"series\"");
+    if (id.rfind("curve-", 0) == 0) {
+      EXPECT_EQ(series, 4u) << id;
+      EXPECT_EQ(occurrences(markup, "class=\"band\""), 4u) << id;  // two seeds a group
+    } else if (id == "parallel") {
+      EXPECT_EQ(series, 8u) << id;
+    } else {
+      EXPECT_EQ(series, 2u) << id;  // runs and their means
+    }
+  }
+  EXPECT_EQ(occurrences(dom.output, "<figure class=\"grids\""), 8u);
+
+  // The epoch slider's code path, driven by #epoch=1: every run shows its epoch-1 grid.
+  const Outcome first_epoch = chromium("--dump-dom 'file://" + report.string() + "#epoch=1'");
+  EXPECT_EQ(occurrences(first_epoch.output, "epoch-label\">epoch 1<"), 8u);
+  EXPECT_EQ(occurrences(first_epoch.output, "data-epoch=\"1\" src="), 8u);
+  const std::vector<std::string> shown = shown_grid_epochs(first_epoch.output);
+  EXPECT_EQ(shown, std::vector<std::string>(8, "1"));
+  EXPECT_EQ(shown_grid_epochs(dom.output), std::vector<std::string>(8, "3"));  // without it: the last
+
+  // A screenshot that is not blank: many colours, and far from all white.
+  const fs::path shot = dir / "report.png";
+  chromium("--window-size=1400,2400 --screenshot=" + shot.string() + " file://" + report.string());
+  int width = 0, height = 0, channels = 0;
+  unsigned char* pixels = stbi_load(shot.c_str(), &width, &height, &channels, 3);
+  ASSERT_NE(pixels, nullptr) << "no screenshot";
+  size_t not_white = 0;
+  std::set<uint32_t> colours;
+  for (int i = 0; i < width * height; ++i) {
+    const unsigned char* p = pixels + 3 * i;
+    if (p[0] < 240 || p[1] < 240 || p[2] < 240) ++not_white;
+    colours.insert((uint32_t{p[0]} << 16) | (uint32_t{p[1]} << 8) | p[2]);
+  }
+  stbi_image_free(pixels);
+  EXPECT_EQ(width, 1400);
+  EXPECT_GT(static_cast<double>(not_white) / (width * height), 0.03);
+  EXPECT_GT(colours.size(), 50u);
+}
