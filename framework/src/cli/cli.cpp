@@ -391,6 +391,7 @@ int command_report(const po::variables_map& values) {
   options.log_y = flag(values, "log-y");
   options.grid_runs = integer(values, "grid-runs", 0);
   options.grid_epochs = integer(values, "grid-epochs", 1);
+  options.thumbnail_width = integer(values, "thumbnail-width", 16);
   const int64_t watch = integer(values, "watch", 0);
   options.refresh_seconds = watch;
   if (!std::filesystem::is_regular_file(database))
@@ -585,9 +586,11 @@ const std::vector<Command>& commands() {
         ("embed-images", po::bool_switch(), "sample grids as base64 thumbnails inside the file (the default)")
         ("link-images", po::bool_switch(), "sample grids linked relative to the report instead")
         ("log-y", po::bool_switch(), "learning curves on logarithmic y axes")
-        ("grid-runs", po::value<int64_t>()->default_value(100)->value_name("N"), "sample grids of at most N runs, "
+        ("thumbnail-width", po::value<int64_t>()->default_value(256)->value_name("PIXELS"),
+         "embedded grids wider than this are downscaled")
+        ("grid-runs", po::value<int64_t>()->default_value(24)->value_name("N"), "sample grids of at most N runs, "
          "best first")
-        ("grid-epochs", po::value<int64_t>()->default_value(8)->value_name("N"), "embedded grids per run (evenly "
+        ("grid-epochs", po::value<int64_t>()->default_value(6)->value_name("N"), "embedded grids per run (evenly "
          "spaced, the last included)")
         ("watch", po::value<int64_t>()->default_value(0)->value_name("SECONDS"), "rewrite the report every SECONDS "
          "(atomically) until Ctrl-C; the page reloads itself");

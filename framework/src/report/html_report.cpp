@@ -138,6 +138,12 @@ double final_metric(const RunData& run, const std::string& key) {
 struct Page {
   std::string html;
   ReportSummary summary;
+  std::vector<std::pair<std::string, std::string>> sections;  // (id, name) for the navigation bar
+  // Opens a section and lists it in the navigation bar.
+  void section(const std::string& id, const std::string& heading, const std::string& name) {
+    html += fmt::format("<section id=\"{}\"><h2>{}</h2>\n", id, escape(heading));
+    sections.emplace_back(id, name);
+  }
   void chart(const svg::Rendered& rendered) {
     html += "<figure class=\"chart-box\">" + rendered.markup + "</figure>\n";
     ++summary.charts;
@@ -149,7 +155,7 @@ std::string run_link(const RunData& run) { return fmt::format("<a href=\"#run-{0
 
 void overview(Page& page, const std::vector<RunData>& runs, const std::vector<std::string>& varying,
               const std::string& metric, ResultsStore& store) {
-  page.html += "<section id=\"overview\"><h2>Overview</h2>\n";
+  page.section("overview", "Overview", "overview");
   std::map<std::string, int64_t> counts;
   std::set<std::string> names;
   for (const auto& run : runs) ++counts[run.record.status], names.insert(run.record.name);
@@ -169,6 +175,13 @@ void overview(Page& page, const std::vector<RunData>& runs, const std::vector<st
                                escape(fmt::format("{}", fmt::join(values, ", "))));
     }
     page.html += "</tbody></table>\n";
+  }
+  if (!runs.empty()) {
+    page.html += "<details><summary>Parameters every run shares</summary><table class=\"params\"><tbody>\n";
+    for (const auto& [key, value] : runs.front().params)
+      if (std::find(varying.begin(), varying.end(), key) == varying.end())
+        page.html += fmt::format("<tr><td><code>{}</code><td>{}\n", escape(key), escape(value));
+    page.html += "</tbody></table></details>\n";
   }
   const RunData* best = nullptr;
   for (const auto& run : runs)
@@ -206,7 +219,7 @@ void html_table(Page& page, const Table& table, const std::string& id) {
 }
 
 void results_table(Page& page, ResultsStore& store, const ReportOptions& options, const std::vector<std::string>& group_by) {
-  page.html += "<section id=\"table\"><h2>Results</h2>\n";
+  page.section("table", "Results", "results");
   RunsQuery query;
   query.where = options.where;
   query.group_by = group_by;
@@ -232,11 +245,27 @@ std::vector<std::pair<std::string, std::string>> group_names(const std::vector<R
   return names;
 }
 
+// At most this many groups' lines in a learning-curve chart: the best by the report's metric.
+constexpr size_t kMaxCurveGroups = 24;
+
 void learning_curves(Page& page, const std::vector<RunData>& runs, const ReportOptions& options) {
   static const std::vector<std::pair<std::string, std::string>> keys = {
       {"n_loss", "training noise loss"}, {"val_n_loss", "validation noise loss"}, {"i_loss", "training image loss"},
       {"val_i_loss", "validation image loss"}, {"val_kid", "KID"}, {"loss", "training objective"}};
-  const auto groups = group_names(runs);
+  auto groups = group_names(runs);
+  if (groups.size() > kMaxCurveGroups) {
+    std::map<std::string, std::vector<double>> metric;
+    for (const auto& run : runs) metric[run.group].push_back(run.metric);
+    auto score = [&](const std::string& group) {
+      const MeanStd stats = mean_std(metric[group]);
+      return stats.count > 0 ? stats.mean : std::numeric_limits<double>::infinity();
+    };
+    std::stable_sort(groups.begin(), groups.end(), [&](const auto& a, const auto& b) { return score(a.first) < score(b.first); });
+    page.html += fmt::format("<p class=\"note\">The {} best of {} groups by {} are drawn; narrow the runs with --where "
+                             "or group them more coarsely with --group-by for the others.</p>\n",
+                             kMaxCurveGroups, groups.size(), escape(metric_value_label(options.metric)));
+    groups.resize(kMaxCurveGroups);
+  }
   for (const auto& [key, title] : keys) {
     bool any = false;
     for (const auto& run : runs) any |= run.metrics.count(key) > 0;
@@ -308,7 +337,7 @@ void kid_against_nfe(Page& page, const std::vector<RunData>& runs) {
     }
     chart.series.push_back(std::move(series));
   }
-  page.html += "<section id=\"samplers\"><h2>KID against network evaluations</h2>\n";
+  page.section("samplers", "KID against network evaluations", "samplers");
   page.chart(svg::render(chart));
   page.html += "</section>\n";
 }
@@ -355,9 +384,8 @@ void one_factor(Page& page, const std::vector<RunData>& runs, const std::vector<
                 const std::string& metric) {
   const std::vector<const RunData*> subset = measured_runs(runs);
   if (subset.empty() || axes.empty()) return;
-  page.html += fmt::format("<section id=\"effects\"><h2>One factor at a time: {}</h2>\n<p>Each point is a run; the "
-                           "line joins the means over the runs at each value.</p>\n",
-                           escape(metric_value_label(metric)));
+  page.section("effects", "One factor at a time: " + metric_value_label(metric), "effects");
+  page.html += "<p>Each point is a run; the line joins the means over the runs at each value.</p>\n";
   for (const auto& key : axes) {
     const Coded coded = code(subset, key);
     std::set<double> distinct(coded.values.begin(), coded.values.end());
@@ -403,7 +431,8 @@ void parallel_coordinates(Page& page, const std::vector<RunData>& runs, const st
     names.push_back(fmt::format("run {}: {} {}", run->record.id, metric_value_label(metric), format_number(run->metric)));
   }
   dimensions.push_back({metric_value_label(metric), colors, {}});
-  page.html += "<section id=\"parallel\"><h2>Parallel coordinates</h2>\n<p>One line per finished run, coloured by " +
+  page.section("parallel", "Parallel coordinates", "parallel coordinates");
+  page.html += "<p>One line per finished run, coloured by " +
                escape(metric_value_label(metric)) + " (dark: low, yellow: high).</p>\n";
   page.chart(svg::render_parallel("parallel", "swept parameters and " + metric_value_label(metric), dimensions, colors,
                                   names));
@@ -428,7 +457,8 @@ void sample_grids(Page& page, const std::vector<RunData>& runs, const ReportOpti
     if (a_known != b_known) return a_known;
     return a_known && a->metric < b->metric;
   });
-  page.html += "<section id=\"grids\"><h2>Sample grids</h2>\n<p>The EMA network's samples from the same initial noise "
+  page.section("grids", "Sample grids", "sample grids");
+  page.html += "<p>The EMA network's samples from the same initial noise "
                "each epoch; move a slider to see a run's epochs (or open the report with <code>#epoch=N</code>); "
                "click a grid for its full size.</p>\n";
   const size_t shown = std::min(with_grids.size(), static_cast<size_t>(std::max<int64_t>(0, options.grid_runs)));
@@ -480,11 +510,14 @@ void sample_grids(Page& page, const std::vector<RunData>& runs, const ReportOpti
   page.html += "</div></section>\n";
 }
 
-void run_sections(Page& page, const std::vector<RunData>& runs, const RunData* baseline, const ReportOptions& options) {
-  page.html += "<section id=\"runs\"><h2>Runs</h2>\n";
+void run_sections(Page& page, const std::vector<RunData>& runs, const std::vector<std::string>& varying,
+                  const RunData* baseline, const ReportOptions& options) {
+  page.section("runs", "Runs", "runs");
+  page.html += "<p>Each run's parameters that vary between the report's runs "
+               "(the others, the same for every run, are listed once in the overview)";
   if (baseline)
-    page.html += fmt::format("<p>Parameters that differ from the baseline, {}, are highlighted (--baseline).</p>\n",
-                             run_link(*baseline));
+    page.html += fmt::format("; those that differ from the baseline, {}, are highlighted (--baseline)", run_link(*baseline));
+  page.html += ".</p>\n";
   for (const auto& run : runs) {
     page.html += fmt::format("<details class=\"run\" id=\"run-{}\"><summary>run {} · <span class=\"status {}\">{}</span> "
                              "· {}{}</summary>\n", run.record.id, run.record.id, escape(run.record.status),
@@ -510,6 +543,7 @@ void run_sections(Page& page, const std::vector<RunData>& runs, const RunData* b
     }
     page.html += "<table class=\"params\"><thead><tr><th>parameter</th><th>value</th><th>baseline</th></tr></thead><tbody>";
     for (const auto& [key, value] : run.params) {
+      if (std::find(varying.begin(), varying.end(), key) == varying.end()) continue;
       std::string base;
       bool differs = false;
       if (baseline && baseline != &run) {
@@ -522,10 +556,15 @@ void run_sections(Page& page, const std::vector<RunData>& runs, const RunData* b
     }
     page.html += "</tbody></table>\n";
     if (!run.artifacts.empty()) {
+      // One line per kind: its newest file (and how many epochs have one).
+      std::map<std::string, std::vector<const ArtifactRecord*>> by_kind;
+      for (const auto& artifact : run.artifacts) by_kind[artifact.kind].push_back(&artifact);
       page.html += "<ul class=\"artifacts\">";
-      for (const auto& artifact : run.artifacts)
-        page.html += fmt::format("<li>{} (epoch {}): <a href=\"{}\">{}</a></li>", escape(artifact.kind), artifact.epoch,
-                                 escape(relative_link(artifact.path, options.out)), escape(artifact.path));
+      for (const auto& [kind, list] : by_kind)
+        page.html += fmt::format("<li>{}{}: <a href=\"{}\">{}</a> (epoch {})</li>", escape(kind),
+                                 list.size() > 1 ? fmt::format(" ×{}", list.size()) : "",
+                                 escape(relative_link(list.back()->path, options.out)), escape(list.back()->path),
+                                 list.back()->epoch);
       page.html += "</ul>\n";
     }
     page.html += "</details>\n";
@@ -736,14 +775,13 @@ std::string render_report(ResultsStore& store, const ReportOptions& options, Rep
     page.html += fmt::format("<meta http-equiv=\"refresh\" content=\"{}\">\n", options.refresh_seconds);
   page.html += "<meta name=\"generator\" content=\"difflab " + std::string(DIFFLAB_VERSION) + "\">\n<title>" +
                escape(title) + "</title>\n<style>" + kStyle + "</style>\n</head><body>\n";
-  page.html += "<h1>" + escape(title) + "</h1>\n<nav><a href=\"#overview\">overview</a><a href=\"#table\">results</a>"
-               "<a href=\"#curves\">learning curves</a><a href=\"#samplers\">samplers</a><a href=\"#effects\">effects</a>"
-               "<a href=\"#parallel\">parallel coordinates</a><a href=\"#grids\">sample grids</a><a href=\"#runs\">runs</a>"
-               "</nav>\n";
+  page.html += "<h1>" + escape(title) + "</h1>\n";
+  const size_t navigation = page.html.size();  // filled in once the sections are known
   overview(page, runs, varying, options.metric, store);
   if (!runs.empty()) {
     results_table(page, store, options, group_by);
-    page.html += "<section id=\"curves\"><h2>Learning curves</h2>\n<p>One line per group (" +
+    page.section("curves", "Learning curves", "learning curves");
+    page.html += "<p>One line per group (" +
                  escape(group_by.empty() ? std::string("all runs") : fmt::format("{}", fmt::join(group_by, ", "))) +
                  "), the mean over its runs; the band is ± one sample standard deviation where a group has two or "
                  "more runs at an epoch. Click a legend entry to hide its line.</p>\n";
@@ -753,13 +791,16 @@ std::string render_report(ResultsStore& store, const ReportOptions& options, Rep
     one_factor(page, runs, axes, options.metric);
     parallel_coordinates(page, runs, axes, options.metric);
     sample_grids(page, runs, options);
-    run_sections(page, runs, baseline, options);
+    run_sections(page, runs, varying, baseline, options);
   }
   page.html += fmt::format("<footer><p>Written by difflab {} from <code>{}</code>{}.</p></footer>\n", DIFFLAB_VERSION,
                            escape(store.path().string()),
                            options.refresh_seconds > 0 ? fmt::format("; rewritten every {} s while difflab report "
                                                                      "--watch runs", options.refresh_seconds) : "");
   page.html += "<script>" + std::string(kScript) + "</script>\n</body></html>\n";
+  std::string nav = "<nav>";
+  for (const auto& [id, name] : page.sections) nav += fmt::format("<a href=\"#{}\">{}</a>", id, escape(name));
+  page.html.insert(navigation, nav + "</nav>\n");
   if (summary) *summary = page.summary;
   return page.html;
 }

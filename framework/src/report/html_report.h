@@ -23,9 +23,9 @@ struct ReportOptions {
   bool embed_images = true;           // base64 thumbnails in the file; false: links relative to it
   std::filesystem::path out = "report.html";
   bool log_y = false;                 // learning curves on log axes
-  int64_t grid_runs = 100;            // sample grids of at most this many runs (best first)
-  int64_t grid_epochs = 8;            // embedded grids per run, evenly spaced, the last included
-  int64_t thumbnail_width = 320;      // embedded grids wider than this are downscaled
+  int64_t grid_runs = 24;             // sample grids of at most this many runs (best first)
+  int64_t grid_epochs = 6;            // embedded grids per run, evenly spaced, the last included
+  int64_t thumbnail_width = 256;      // embedded grids wider than this are downscaled
   int64_t refresh_seconds = 0;        // > 0: the page reloads itself that often (--watch)
 };
 

@@ -8,6 +8,8 @@
 namespace difflab::svg {
 namespace {
 
+constexpr size_t kMaxMarkers = 40;
+
 bool usable(double value, bool log) { return std::isfinite(value) && (!log || value > 0.0); }
 
 std::string coordinate(double value) { return fmt::format("{:.1f}", value); }
@@ -237,7 +239,9 @@ Rendered render(const Chart& chart, int width, int height) {
     }
     if (series.style != Style::points && !line.empty())
       svg += fmt::format("<path class=\"line\" d=\"{}\" stroke=\"{}\"/>", line, color);
-    if (series.style != Style::lines) svg += points;
+    // Markers on a line only while they can be told apart (and the file stays small).
+    if (series.style == Style::points || (series.style == Style::lines_and_points && series.x.size() <= kMaxMarkers))
+      svg += points;
     svg += "</g>\n";
     ++result.series_drawn;
     if (legend) {

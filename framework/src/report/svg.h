@@ -28,6 +28,7 @@ Axis make_axis(const std::vector<double>& values, bool log, const std::string& l
 // A tick's text: as few significant digits as tell neighbouring ticks apart (0.001, 2.5, 1e-05).
 std::string tick_text(double value);
 
+// lines_and_points: markers only on series of at most 40 points.
 enum class Style { lines, points, lines_and_points };
 
 // One line (or set of points) of a chart, with an optional band (lo, hi) of the same length as
