@@ -305,6 +305,7 @@ TEST(ReportCommand, RefusesAFileThatIsNotADatabaseAndReadsOldAndReadOnlyOnesWith
     ResultsStore store(dir / "old.sqlite");
     finished_run(store, {}, 1.0, 2);
     store.database().exec("DROP INDEX runs_by_attempt; ALTER TABLE runs DROP COLUMN attempt; "
+                          "ALTER TABLE runs DROP COLUMN world_size; ALTER TABLE runs DROP COLUMN backend; "
                           "DELETE FROM schema_info WHERE version > 6; PRAGMA wal_checkpoint(TRUNCATE)");
   }
   fs::permissions(dir / "old.sqlite", fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);

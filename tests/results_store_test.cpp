@@ -116,6 +116,7 @@ TEST(ResultsStore, MigratesAVersion1DatabaseKeepingItsRuns) {
         "DROP VIEW ablation; DROP VIEW run_summary; DROP TABLE kid; ALTER TABLE runs DROP COLUMN variant; "
         "ALTER TABLE runs DROP COLUMN variant_hash; ALTER TABLE runs DROP COLUMN training_hash; "
         "ALTER TABLE runs DROP COLUMN trained_by; DROP INDEX runs_by_attempt; ALTER TABLE runs DROP COLUMN attempt; "
+        "ALTER TABLE runs DROP COLUMN world_size; ALTER TABLE runs DROP COLUMN backend; "
         "DELETE FROM schema_info WHERE version > 1");
   }
   ResultsStore migrated(dir / "results.sqlite");

@@ -44,7 +44,7 @@ struct TinyRun {
   RunOptions options;
 
   RunContext context() {
-    return {experiment, settings, components, data, store, run_id, dir / "run", heartbeat, std::nullopt, options};
+    return {experiment, settings, components, data, &store, run_id, dir / "run", &heartbeat, std::nullopt, options};
   }
   std::vector<std::string> metric_keys(int64_t epoch) {
     std::vector<std::string> keys;

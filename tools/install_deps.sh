@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev            # LibTorch 1.13 (C++ frontend)
+  libgloo-dev             # the Gloo headers for c10d's ProcessGroupGloo (data-parallel training)
   libopenblas0-pthread    # without it LibTorch falls back to reference BLAS (~50x slower)
   libboost-dev            # Boost.DLL (header-only)
   libboost-filesystem-dev # Boost.DLL's filesystem dependency

@@ -13,6 +13,8 @@
 #include <iostream>
 #include <unistd.h>
 #include <map>
+#include <memory>
+#include <thread>
 #include <sstream>
 #include <torch/torch.h>
 
@@ -32,7 +34,9 @@
 #include "results/merge.h"
 #include "results/results_report.h"
 #include "results/results_store.h"
+#include "sweep/processes.h"
 #include "sweep/sweep.h"
+#include "training/distributed.h"
 #include "training/image_io.h"
 #include "training/kid.h"
 #include "training/run_trainer.h"
@@ -58,6 +62,28 @@ struct Command {
 };
 
 const std::vector<Command>& commands();
+
+// This process's command line (argv[1], ...): what --nproc starts again in each rank.
+std::vector<std::string>& command_line() {
+  static std::vector<std::string> words;
+  return words;
+}
+
+// The command line without `--name VALUE` (or --name=VALUE), with `extra` added.
+std::vector<std::string> command_line_without(const std::string& name, const std::vector<std::string>& extra) {
+  std::vector<std::string> words;
+  const std::vector<std::string>& all = command_line();
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (all[i] == "--" + name) {
+      ++i;
+      continue;
+    }
+    if (all[i].rfind("--" + name + "=", 0) == 0) continue;
+    words.push_back(all[i]);
+  }
+  words.insert(words.end(), extra.begin(), extra.end());
+  return words;
+}
 
 const Command* find_command(const std::string& name) {
   for (const auto& command : commands())
@@ -159,9 +185,17 @@ std::vector<std::string> overrides(const po::variables_map& values) {
 //   first writes SLURM_ARRAY_TASK_ID (or "-") into it and waits (at most 120 s) for a signal, so
 //   that a test can send one at a known step (a Slurm preemption); other processes go on.
 // The trainer only sees RunOptions::after_epoch and after_step.
+// DIFFLAB_TEST_HOOK_RANK=R: the hooks act in rank R of a data-parallel run only.
+bool hook_rank_matches() {
+  const char* only = std::getenv("DIFFLAB_TEST_HOOK_RANK");
+  if (only == nullptr) return true;
+  const char* rank = std::getenv("RANK");
+  return std::string(only) == (rank != nullptr ? rank : "0");
+}
+
 std::function<void(int64_t)> signal_hook(const char* variable) {
   const char* hook = std::getenv(variable);
-  if (hook == nullptr) return {};
+  if (hook == nullptr || !hook_rank_matches()) return {};
   int64_t hook_at = 0, hook_signal = 0;
   char once[4096] = {};
   const int fields = std::sscanf(hook, "%ld %ld %4095s", &hook_at, &hook_signal, once);
@@ -178,7 +212,7 @@ std::function<void(int64_t)> after_epoch_from_environment() { return signal_hook
 
 std::function<void(int64_t)> after_step_from_environment() {
   std::function<void(int64_t)> raise = signal_hook("DIFFLAB_TEST_SIGNAL_AFTER_STEP");
-  const char* pause = std::getenv("DIFFLAB_TEST_PAUSE_AFTER_STEP");
+  const char* pause = hook_rank_matches() ? std::getenv("DIFFLAB_TEST_PAUSE_AFTER_STEP") : nullptr;
   int64_t pause_at = 0;
   char file[4096] = {};
   if (pause == nullptr || std::sscanf(pause, "%ld %4095s", &pause_at, file) != 2) return raise;
@@ -200,11 +234,48 @@ std::vector<SweepRun> load_runs(const po::variables_map& values, PluginRegistry&
   return load_sweep(text(values, "file"), overrides(values), registry);
 }
 
+DistributedOptions distributed_options(const po::variables_map& values) {
+  DistributedOptions options;
+  options.backend = text(values, "backend", "auto");
+  if (options.backend != "auto" && options.backend != "gloo" && options.backend != "nccl")
+    throw ConfigError("--backend must be gloo, nccl or auto, not \"" + options.backend + "\"");
+  options.timeout_seconds = static_cast<double>(integer(values, "timeout", 1));
+  options.sync_batchnorm_statistics = flag(values, "sync-bn-stats");
+  return options;
+}
+
+// Threads for each of N ranks on this machine: the cores shared out, unless --threads says.
+int64_t threads_per_rank(const po::variables_map& values, int64_t nproc) {
+  const int64_t threads = integer(values, "threads", 0);
+  if (threads > 0) return threads;
+  return std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()) / nproc);
+}
+
+// This process's rank in a data-parallel job, when a launcher (--nproc, torchrun, srun) started
+// it as one; null in a world of one.
+std::unique_ptr<ProcessGroup> join_process_group(const po::variables_map& values, const Experiment& experiment) {
+  const Rendezvous rendezvous = rendezvous_from_environment();
+  if (rendezvous.world <= 1) return nullptr;
+  return std::make_unique<ProcessGroup>(rendezvous, distributed_options(values),
+                                        select_device(experiment.settings().experiment.device));
+}
+
 int command_run(const po::variables_map& values) {
+  const int64_t nproc = integer(values, "nproc", 1);
+  if (nproc > 1 && rendezvous_from_environment().world <= 1) {
+    if (integer(values, "workers", 1) > 1) throw ConfigError("--nproc and --workers exclude each other");
+    return launch_ranks(nproc, command_line_without("nproc", {"--threads", std::to_string(threads_per_rank(values, nproc))}),
+                        static_cast<double>(integer(values, "timeout", 1)) + 30.0);
+  }
   PluginRegistry registry;
   const std::string file = text(values, "file");
   std::vector<SweepRun> runs = load_runs(values, registry);
+  const std::unique_ptr<ProcessGroup> group = join_process_group(values, runs.front().experiment);
+  const bool leader = group == nullptr || group->rank() == 0;
   SweepOptions options;
+  options.run.distributed = group.get();
+  options.run.report_parameter_checksums = std::getenv("DIFFLAB_TEST_PARAMETER_CHECKSUMS") != nullptr;
+  options.run.perturb_initial_weights_by_rank = std::getenv("DIFFLAB_TEST_PERTURB_WEIGHTS_BY_RANK") != nullptr;
   options.new_run = flag(values, "new");
   options.retry_failed = flag(values, "retry-failed");
   options.threads = integer(values, "threads", 0);
@@ -219,7 +290,7 @@ int command_run(const po::variables_map& values) {
     return run_sweep(runs, registry, options);
   }
   if (options.workers > 1) throw ConfigError("--workers is for sweeps; this experiment has one run", ErrorContext::in_file(file));
-  RunOptions run_options;
+  RunOptions run_options = options.run;
   run_options.new_run = options.new_run;
   run_options.retry_failed = options.retry_failed;
   run_options.threads = options.threads;
@@ -227,6 +298,7 @@ int command_run(const po::variables_map& values) {
   run_options.after_step = options.after_step;
   const RunResult result = run_experiment(runs.front().experiment, registry, run_options);
   const std::string database = runs.front().experiment.settings().experiment.database;
+  if (!leader) return 0;  // rank 0 reports
   switch (result.outcome) {
     case RunOutcome::trained:
       if (result.trained_by > 0)
@@ -271,12 +343,35 @@ int command_bench(const po::variables_map& values) {
   Experiment experiment = load_experiment(text(values, "file"), overrides(values), registry);
   const int64_t steps = integer(values, "steps", 1);
   const bool profile = flag(values, "profile");
-  BenchResult result = bench_experiment(experiment, registry, steps, profile);
+  const int64_t nproc = integer(values, "nproc", 1);
+  if (nproc > 1 && rendezvous_from_environment().world <= 1) {
+    // The reference first, in this process: one rank's batch and threads, alone; then N ranks.
+    const int64_t threads = threads_per_rank(values, nproc);
+    const BenchResult alone = bench_experiment(experiment, registry, steps, false, threads);
+    fmt::print("one process ({} thread{}): train_images_per_second: {:.2f}\n", threads, threads == 1 ? "" : "s",
+               alone.train_images_per_second);
+    std::fflush(stdout);
+    return launch_ranks(nproc, command_line_without("nproc", {"--threads", std::to_string(threads), "--reference",
+                                                              fmt::format("{:.6f}", alone.train_images_per_second)}),
+                        static_cast<double>(integer(values, "timeout", 1)) + 30.0);
+  }
+  const std::unique_ptr<ProcessGroup> group = join_process_group(values, experiment);
+  BenchResult result = bench_experiment(experiment, registry, steps, profile, integer(values, "threads", 0), group.get());
+  if (group && group->rank() != 0) return 0;
   fmt::print("threads: {}\n", torch::get_num_threads());
   fmt::print("batch_shape: {}\n", fmt::join(result.batch_shape, "x"));
   fmt::print("train_images_per_second: {:.2f}\n", result.train_images_per_second);
   fmt::print("sample_images_per_second: {:.2f}\n", result.sample_images_per_second);
   fmt::print("peak_rss_mb: {:.1f}\n", result.peak_rss_mb);
+  if (group) {
+    fmt::print("processes: {} ({})\n", group->world(), group->backend());
+    if (values.count("reference")) {
+      const double alone = values["reference"].as<double>();
+      fmt::print("scaling_efficiency: {:.3f}  ({:.2f} images/s of {} processes over {} x {:.2f} of one)\n",
+                 result.train_images_per_second / (static_cast<double>(group->world()) * alone),
+                 result.train_images_per_second, group->world(), group->world(), alone);
+    }
+  }
   if (profile) {
     fmt::print("\nprofile of {} training steps: {:.1f} ms of operator time per step\n", steps,
                result.profiled_ms_per_step);
@@ -527,6 +622,18 @@ const std::vector<Command>& commands() {
          "N processes claim the sweep's runs from the database")
         ("threads", po::value<int64_t>()->default_value(0)->value_name("N"),
          "LibTorch threads per process (0: the experiment's [experiment] threads)");
+    auto distributed_option_set = [](po::options_description& options) {
+      options.add_options()
+          ("nproc", po::value<int64_t>()->default_value(1)->value_name("N"),
+           "train each run data-parallel in N processes on this machine (c10d; the batch is split)")
+          ("backend", po::value<std::string>()->default_value("auto")->value_name("NAME"),
+           "c10d backend of a data-parallel run: gloo, nccl or auto (nccl on CUDA)")
+          ("timeout", po::value<int64_t>()->default_value(300)->value_name("S"),
+           "a data-parallel run fails when a rank is silent this long")
+          ("sync-bn-stats", po::bool_switch(), "average BatchNorm running statistics over the ranks (default: "
+                                               "rank 0's, as DDP)");
+    };
+    distributed_option_set(run.options);
     run.hidden.add_options()("worker", po::value<int64_t>(), "this process is worker K of run --workers N");
 
     Command& check = add("check", "FILE", "validate FILE (schemas, plugins, data, network) and print the resolved "
@@ -538,7 +645,11 @@ const std::vector<Command>& commands() {
     set_option(bench.options);
     bench.options.add_options()
         ("steps", po::value<int64_t>()->default_value(20)->value_name("N"), "training steps to time (after 3 of warm-up)")
-        ("profile", po::bool_switch(), "then profile N more steps: the slowest operators of a step");
+        ("profile", po::bool_switch(), "then profile N more steps: the slowest operators of a step")
+        ("threads", po::value<int64_t>()->default_value(0)->value_name("N"),
+         "LibTorch threads (0: the experiment's; with --nproc, the cores shared out)");
+    distributed_option_set(bench.options);
+    bench.hidden.add_options()("reference", po::value<double>(), "one process's images per second (--nproc)");
 
     Command& plugins = add("plugins", "", "list plugins with their parameters", {}, 0, command_plugins);
     plugins.options.add_options()("family", po::value<std::string>()->value_name("NAME"),
@@ -671,6 +782,7 @@ int command_help(const po::variables_map& values) {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  command_line().assign(argv + 1, argv + argc);
   // A file-size limit (ulimit -f) then makes a write fail with EFBIG, which closes the run as
   // failed naming the file, instead of killing the process with SIGXFSZ.
   std::signal(SIGXFSZ, SIG_IGN);

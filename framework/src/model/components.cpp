@@ -16,14 +16,6 @@
 namespace difflab {
 namespace {
 
-torch::Device select_device(const std::string& device) {
-  if (device == "cuda" && !torch::cuda::is_available())
-    throw ConfigError("device \"cuda\" requested but no CUDA device is available",
-                      ErrorContext::for_key({}, "experiment.device", "use device = \"cpu\" or \"auto\""));
-  if (device == "cuda" || (device == "auto" && torch::cuda::is_available())) return torch::kCUDA;
-  return torch::kCPU;
-}
-
 void configure_threads(int64_t threads) {
   // LibTorch may start with a single thread: always set the count explicitly.
   int64_t count = threads > 0 ? threads : std::max<int64_t>(1, std::thread::hardware_concurrency());
@@ -85,6 +77,14 @@ Components build_components(const Experiment& experiment, const PluginRegistry& 
   auto model = std::make_unique<DiffusionModel>(network, ema_network, schedule, loss, sampler,
                                                 context.image_size, context.image_channels, objective);
   return {dataset, features, std::move(model), versions};
+}
+
+torch::Device select_device(const std::string& device) {
+  if (device == "cuda" && !torch::cuda::is_available())
+    throw ConfigError("device \"cuda\" requested but no CUDA device is available",
+                      ErrorContext::for_key({}, "experiment.device", "use device = \"cpu\" or \"auto\""));
+  if (device == "cuda" || (device == "auto" && torch::cuda::is_available())) return torch::kCUDA;
+  return torch::kCPU;
 }
 
 torch::Device configure_process(const Experiment& experiment, int64_t threads) {

@@ -30,6 +30,9 @@ Components build_components(const Experiment& experiment, const PluginRegistry& 
 // Sets LibTorch's thread count (`threads` when positive, else [experiment] threads; 0 = all
 // cores, since LibTorch may start with one) and the global seed; returns the device to run on (a config Error when CUDA is
 // asked for and absent).
+// "cpu", "cuda" or "auto" (cuda when available) as a device; a config Error for cuda without one.
+torch::Device select_device(const std::string& device);
+
 torch::Device configure_process(const Experiment& experiment, int64_t threads = 0);
 
 // Moves the model to `device` with [experiment]'s memory format (channels_last) and precision.

@@ -170,7 +170,7 @@ StepLosses DiffusionModel::losses(const torch::Tensor& images, const torch::Tens
 }
 
 StepLosses DiffusionModel::train_step(const torch::Tensor& raw_images,
-                                      torch::optim::Optimizer& optimizer) {
+                                      torch::optim::Optimizer& optimizer, const StepShard* shard) {
   network_->train();
   // Normalize images to have standard deviation 1, like the noises.
   torch::Tensor images = normalize(prepare_input(raw_images));  // [B, C, S, S]
@@ -178,6 +178,12 @@ StepLosses DiffusionModel::train_step(const torch::Tensor& raw_images,
   const int64_t batch_size = images.size(0);
   // Sample uniform random diffusion times.
   torch::Tensor diffusion_times = torch::rand({batch_size, 1, 1, 1}, images.options());
+  if (shard != nullptr && shard->world > 1) {  // this rank's slice of the global batch
+    const int64_t begin = batch_size * shard->rank / shard->world, end = batch_size * (shard->rank + 1) / shard->world;
+    images = images.slice(0, begin, end);
+    noises = noises.slice(0, begin, end);
+    diffusion_times = diffusion_times.slice(0, begin, end);
+  }
   Rates rates = schedule_->rates(diffusion_times);
   // Mix the images with noises accordingly.
   torch::Tensor noisy_images = rates.signal_rates * images + rates.noise_rates * noises;
@@ -188,8 +194,11 @@ StepLosses DiffusionModel::train_step(const torch::Tensor& raw_images,
   StepLosses step = losses(images, noises, rates, predicted);
   optimizer.zero_grad();
   step.loss.backward();
+  StepLosses measured{step.loss.detach(), step.noise_loss.detach(), step.image_loss.detach(),
+                      step.velocity_loss.detach()};
+  if (shard != nullptr && shard->synchronise) shard->synchronise(measured);
   optimizer.step();
-  return {step.loss.detach(), step.noise_loss.detach(), step.image_loss.detach(), step.velocity_loss.detach()};
+  return measured;
 }
 
 StepLosses DiffusionModel::test_step(const torch::Tensor& raw_images) {

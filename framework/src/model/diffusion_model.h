@@ -2,6 +2,7 @@
 // denoise(), train_step(), generate() — on difflab's plugin interfaces.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
@@ -33,6 +34,16 @@ struct Objective {
 
 enum class Precision { fp32, bf16 };
 
+// One rank's part of a data-parallel step: the batch's noise and times are drawn for the whole
+// (global) batch on every rank, exactly as one process draws them, and the rank trains on its
+// slice; `synchronise` (after backward, before the optimiser step) averages the gradients and
+// the losses over the ranks.
+struct StepShard {
+  int64_t rank = 0;
+  int64_t world = 1;
+  std::function<void(StepLosses&)> synchronise;
+};
+
 class DiffusionModel {
  public:
   DiffusionModel(std::shared_ptr<Network> network, std::shared_ptr<Network> ema_network,
@@ -57,7 +68,9 @@ class DiffusionModel {
                    const torch::Tensor& signal_rates, bool training);
 
   // The seed's train_step() on a batch of raw [0, 1] images: forward, backward, optimiser step.
-  StepLosses train_step(const torch::Tensor& images, torch::optim::Optimizer& optimizer);
+  // With `shard`, `images` is the global batch and this rank trains on its slice.
+  StepLosses train_step(const torch::Tensor& images, torch::optim::Optimizer& optimizer,
+                        const StepShard* shard = nullptr);
   // Network evaluations since the last reset (what a sampler spent).
   int64_t evaluations() const { return evaluations_; }
   void reset_evaluations() { evaluations_ = 0; }

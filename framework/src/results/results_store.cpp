@@ -144,8 +144,11 @@ ALTER TABLE runs ADD COLUMN trained_by INTEGER;  -- runs.id of the run whose tra
 )SQL";
 
 // Version 7: every run row carries a random attempt id, so that rows made in shard databases
-// (difflab slurm) merge into one database exactly once, whatever their ids were there.
+// (difflab slurm) merge into one database exactly once, whatever their ids were there; and the
+// processes that trained it (data-parallel: their number and c10d backend).
 constexpr const char* kSchemaV7 = R"SQL(
+ALTER TABLE runs ADD COLUMN world_size INTEGER;  -- processes that trained it (1: one)
+ALTER TABLE runs ADD COLUMN backend TEXT;        -- their c10d backend (gloo, nccl); NULL for one
 ALTER TABLE runs ADD COLUMN attempt TEXT;  -- 32 random hex digits, unique across databases
 UPDATE runs SET attempt = lower(hex(randomblob(16))) WHERE attempt IS NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS runs_by_attempt ON runs (attempt);
@@ -522,6 +525,15 @@ void ResultsStore::fail_run(int64_t run_id, const std::string& status, const std
   update.bind(3, run_id);
   update.bind(4, host_name());
   update.bind(5, static_cast<int64_t>(getpid()));
+  update.exec();
+}
+
+void ResultsStore::set_processes(int64_t run_id, int64_t world_size, const std::string& backend) {
+  SQLite::Statement update(*db_, "UPDATE runs SET world_size = ?, backend = ? WHERE id = ?");
+  update.bind(1, world_size);
+  if (world_size > 1) update.bind(2, backend);
+  else update.bind(2);
+  update.bind(3, run_id);
   update.exec();
 }
 

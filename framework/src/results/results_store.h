@@ -151,6 +151,9 @@ class ResultsStore {
   // Close a run; only a row this process owns (host and pid) is changed.
   void finish_run(int64_t run_id);
   void fail_run(int64_t run_id, const std::string& status, const std::string& message);
+  // Records how many processes train the run (data parallel) and their backend; set again on
+  // every resume, which may use another number.
+  void set_processes(int64_t run_id, int64_t world_size, const std::string& backend);
   // Closes as interrupted every "running" row of a configuration, whoever owned it: for a caller
   // that alone owns the configuration (a Slurm task: its runs' other processes are dead, on
   // whatever host). Returns how many rows it closed.

@@ -20,6 +20,7 @@
 #include "difflab/error.h"
 #include "plugin_host/registry.h"
 #include "results/results_store.h"
+#include "sweep/processes.h"
 #include "training/trainer.h"
 
 namespace difflab {
@@ -84,7 +85,7 @@ int print_summary(const std::vector<SweepRun>& runs, const std::vector<std::opti
 }
 
 RunOptions run_options(const SweepOptions& options, const SweepRun& run, const std::string& announce) {
-  RunOptions result;
+  RunOptions result = options.run;
   result.new_run = options.new_run;
   result.retry_failed = options.retry_failed;
   result.threads = options.threads;
@@ -124,64 +125,13 @@ bool run_point(const std::vector<SweepRun>& runs, size_t i, const PluginRegistry
 std::atomic<int> parent_signal{0};
 extern "C" void on_parent_signal(int signal) { parent_signal = signal; }
 
-struct Worker {
-  int64_t index = 0;
-  pid_t pid = -1;
-  int output = -1;      // read end of the worker's stdout + stderr
-  std::string partial;  // an unfinished line
-};
-
-pid_t spawn(Worker& worker, const SweepOptions& options, int64_t threads) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) throw RuntimeError(std::string("pipe: ") + std::strerror(errno));
-  std::vector<std::string> arguments = {"difflab"};
-  arguments.insert(arguments.end(), options.worker_command.begin(), options.worker_command.end());
-  for (const std::string& extra : {std::string("--worker"), std::to_string(worker.index),
-                                   std::string("--threads"), std::to_string(threads)})
+// A worker: the sweep's command line with --worker K --threads T.
+void spawn(Child& worker, int64_t index, const SweepOptions& options, int64_t threads) {
+  std::vector<std::string> arguments = options.worker_command;
+  for (const std::string& extra : {std::string("--worker"), std::to_string(index), std::string("--threads"),
+                                   std::to_string(threads)})
     arguments.push_back(extra);
-  std::vector<char*> argv;
-  for (auto& argument : arguments) argv.push_back(argument.data());
-  argv.push_back(nullptr);
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const pid_t pid = fork();
-  if (pid < 0) throw RuntimeError(std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) {
-    dup2(fds[1], STDOUT_FILENO);
-    dup2(fds[1], STDERR_FILENO);
-    std::signal(SIGINT, SIG_DFL);
-    std::signal(SIGTERM, SIG_DFL);
-    execv("/proc/self/exe", argv.data());
-    std::fprintf(stderr, "difflab: cannot start a worker: %s\n", std::strerror(errno));
-    _exit(127);
-  }
-  close(fds[1]);
-  worker.pid = pid;
-  worker.output = fds[0];
-  return pid;
-}
-
-// Copies what the workers print to stdout, line by line, prefixed with the worker.
-void forward_output(Worker& worker, bool final) {
-  char buffer[4096];
-  while (true) {
-    const ssize_t count = read(worker.output, buffer, sizeof(buffer));
-    if (count > 0) {
-      worker.partial.append(buffer, static_cast<size_t>(count));
-      size_t newline;
-      while ((newline = worker.partial.find('\n')) != std::string::npos) {
-        fmt::print("[worker {}] {}\n", worker.index, worker.partial.substr(0, newline));
-        worker.partial.erase(0, newline + 1);
-      }
-      std::fflush(stdout);
-      if (!final) return;
-      continue;
-    }
-    if (count < 0 && errno == EINTR) continue;
-    if (final && !worker.partial.empty()) fmt::print("[worker {}] {}\n", worker.index, worker.partial);
-    if (final) worker.partial.clear();
-    return;
-  }
+  start_child(worker, arguments);
 }
 
 int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& registry, const SweepOptions& options) {
@@ -208,14 +158,14 @@ int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& regist
   parent_signal = 0;
   auto previous_int = std::signal(SIGINT, on_parent_signal);
   auto previous_term = std::signal(SIGTERM, on_parent_signal);
-  std::vector<Worker> workers;
+  std::vector<Child> workers;
   for (int64_t k = 1; k <= options.workers; ++k) {
-    workers.push_back({k, -1, -1, ""});
-    spawn(workers.back(), options, threads);
+    workers.push_back({fmt::format("worker {}", k), -1, -1, ""});
+    spawn(workers.back(), k, options, threads);
   }
   int64_t replacements = 0;
   bool interrupted = false, input_error = false, forwarded = false;
-  while (std::any_of(workers.begin(), workers.end(), [](const Worker& w) { return w.pid > 0; })) {
+  while (std::any_of(workers.begin(), workers.end(), [](const Child& w) { return w.pid > 0; })) {
     if (parent_signal != 0 && !forwarded) {
       interrupted = forwarded = true;
       for (const auto& worker : workers)
@@ -238,18 +188,18 @@ int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& regist
         if (code == 130) interrupted = true;
         if (code == 2) input_error = true;
         if (code != 0 && code != 1 && code != 130)
-          fmt::print(stderr, "difflab: worker {} exited with code {}\n", worker.index, code);
+          fmt::print(stderr, "difflab: {} exited with code {}\n", worker.label, code);
         continue;
       }
       const int signal = WTERMSIG(status);
       if (interrupted || parent_signal != 0 || input_error || replacements >= options.workers) {
-        fmt::print(stderr, "difflab: worker {} was killed by signal {}\n", worker.index, signal);
+        fmt::print(stderr, "difflab: {} was killed by signal {}\n", worker.label, signal);
         continue;
       }
       // Its run is left "running" by a dead process: the others, or this replacement, claim it.
       ++replacements;
-      fmt::print(stderr, "difflab: worker {} was killed by signal {}; starting a replacement\n", worker.index, signal);
-      spawn(worker, options, threads);
+      fmt::print(stderr, "difflab: {} was killed by signal {}; starting a replacement\n", worker.label, signal);
+      spawn(worker, static_cast<int64_t>(&worker - workers.data()) + 1, options, threads);
     }
   }
   std::signal(SIGINT, previous_int);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "config/experiment.h"
+#include "training/trainer.h"
 
 namespace difflab {
 
@@ -24,6 +25,7 @@ struct SweepOptions {
   std::vector<std::string> worker_command;
   std::function<void(int64_t epoch)> after_epoch;  // passed to every run (RunOptions::after_epoch)
   std::function<void(int64_t step)> after_step;    // (RunOptions::after_step)
+  RunOptions run;  // what every point's run gets besides the above (data parallel, test seams)
 };
 
 // Runs every point and prints the summary: finished / skipped / failed / diverged / not done, the

@@ -15,6 +15,7 @@
 #include "difflab/features.h"
 #include "model/checkpoint.h"
 #include "difflab/files.h"
+#include "training/distributed.h"
 #include "training/image_io.h"
 
 namespace difflab {
@@ -130,12 +131,15 @@ RunTrainer::RunTrainer(const RunContext& run, torch::Device device)
       evaluation_(run.settings.evaluation),
       checkpoint_path_(run.run_dir / "checkpoint.pt"),
       run_start_(Clock::now()) {
-  fs::create_directories(run.run_dir);
-  if (evaluation_.kid_protocol != "none") run.components.features->prepare(run.data);
+  if (leader()) fs::create_directories(run.run_dir);
+  if (evaluation_.kid_protocol != "none" && leader()) run.components.features->prepare(run.data);
   model_.adapt(run.data.train);
   place_model(model_, run.experiment, device);
   optimizer_ = make_optimizer(model_, run.experiment);
   if (fs::exists(checkpoint_path_) || fs::exists(previous_path(checkpoint_path_))) resume(device);
+  for (const auto& buffer : model_.network().buffers())
+    if (buffer.is_floating_point()) float_buffers_.push_back(buffer);
+  if (run.options.distributed) align_ranks();
   // One epoch = `repetitions` shuffled passes; the incomplete last batch is dropped.
   const int64_t full_steps = run.data.train.size(0) * run.data.repetitions / training_.batch_size;
   steps_per_epoch_ = training_.steps_per_epoch > 0 ? std::min(full_steps, training_.steps_per_epoch) : full_steps;
@@ -154,6 +158,12 @@ RunResult RunTrainer::run() {
     const EpochLosses losses = train_epoch(epoch);
     result.noise_loss = losses.noise_loss;
     result.image_loss = losses.image_loss;
+    if (!leader()) {  // rank 0 evaluates and records; then every rank continues from its random state
+      state_.epoch = epoch;
+      run_.options.distributed->share_random_state();
+      if (run_.options.after_epoch) run_.options.after_epoch(epoch);
+      continue;
+    }
     const EpochEvaluation evaluated = evaluate(epoch);
     record(epoch, evaluated,
            {{"loss", losses.loss},
@@ -164,11 +174,12 @@ RunResult RunTrainer::run() {
             {"epoch_seconds", seconds_since(epoch_start)}});
     result.last_grid = evaluated.grid_path;
     print_epoch(epoch, losses, evaluated);
+    if (run_.options.distributed) run_.options.distributed->share_random_state();
     if (run_.options.after_epoch) run_.options.after_epoch(epoch);
   }
   // A run that reuses another run's trained network (it differs only in sampling or evaluation
   // settings) is evaluated once, after its last epoch; again after a crash if that did not finish.
-  if (run_.trained_by && run_.store.metrics(run_.run_id).empty()) {
+  if (run_.trained_by && leader() && run_.store->metrics(run_.run_id).empty()) {
     const EpochEvaluation evaluated = evaluate(state_.epoch);
     record(state_.epoch, evaluated, {});
     result.last_grid = evaluated.grid_path;
@@ -200,7 +211,7 @@ void RunTrainer::resume(torch::Device device) {
     state_.best_kid = std::numeric_limits<double>::infinity();  // this run's sampler's, not the trainer's
     fmt::print("difflab: run {} evaluates the network trained by run {} (same training configuration)\n",
                run_.run_id, *run_.trained_by);
-  } else {
+  } else if (leader()) {
     fmt::print("difflab: resuming run {} after epoch {}{} (step {}) from {}\n", run_.run_id, state_.epoch,
                state_.epoch_batches > 0 ? fmt::format(" and {} batches of epoch {}", state_.epoch_batches, state_.epoch + 1)
                                         : "",
@@ -234,13 +245,16 @@ EpochLosses RunTrainer::train_epoch(int64_t epoch) {
     order = torch::cat(passes);  // reshuffled every epoch
   }
   for (int64_t batch = first_batch; batch < steps_per_epoch_; ++batch) {
-    if (InterruptGuard::received() != 0 && batch > first_batch) save_inside_epoch(order, batch, sums);
-    InterruptGuard::check();
-    if (run_.heartbeat.lost())
-      throw RuntimeError(fmt::format("run {} was claimed by another process after this one's lease "
-                                     "ran out; stopping without touching it", run_.run_id));
+    if (stop_requested()) {
+      if (run_.heartbeat && run_.heartbeat->lost())
+        throw RuntimeError(fmt::format("run {} was claimed by another process after this one's lease "
+                                       "ran out; stopping without touching it", run_.run_id));
+      if (batch > first_batch && leader()) save_inside_epoch(order, batch, sums);
+      InterruptGuard::check();
+      throw Error(ErrorKind::interrupted, "interrupted: another rank of the run was interrupted");
+    }
     const torch::Tensor indices = order.slice(0, batch * batch_size, (batch + 1) * batch_size);
-    const StepLosses losses = model_.train_step(run_.data.train.index_select(0, indices), *optimizer_);
+    const StepLosses losses = step(run_.data.train.index_select(0, indices));
     model_.update_ema(ema_decay(training_.ema, state_.step, training_.ema_warmup));
     ++state_.step;
     const double loss = losses.loss.item<double>(), noise_loss = losses.noise_loss.item<double>();
@@ -252,13 +266,108 @@ EpochLosses RunTrainer::train_epoch(int64_t epoch) {
     const double images_per_second = (batch + 1 - first_batch) * batch_size / seconds_since(epoch_start);
     const double remaining_steps =
         static_cast<double>((training_.epochs - epoch) * steps_per_epoch_ + steps_per_epoch_ - batch - 1);
-    progress_.update(epoch, training_.epochs, batch + 1, steps_per_epoch_, sums.noise_loss / (batch + 1),
-                     images_per_second, remaining_steps * batch_size / images_per_second);
+    if (leader())
+      progress_.update(epoch, training_.epochs, batch + 1, steps_per_epoch_, sums.noise_loss / (batch + 1),
+                       images_per_second, remaining_steps * batch_size / images_per_second);
     if (run_.options.after_step) run_.options.after_step(state_.step);
   }
   const double steps = static_cast<double>(steps_per_epoch_);
   return {sums.loss / steps, sums.noise_loss / steps, sums.image_loss / steps, sums.velocity_loss / steps,
           seconds_since(epoch_start)};
+}
+
+bool RunTrainer::stop_requested() {
+  bool stop = InterruptGuard::received() != 0 || (run_.heartbeat && run_.heartbeat->lost());
+  ProcessGroup* group = run_.options.distributed;
+  if (group == nullptr) return stop;
+  try {
+    return group->max(stop ? 1 : 0) > 0;
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    throw RuntimeError(group->describe_failure(error));
+  }
+}
+
+StepLosses RunTrainer::step(const torch::Tensor& images) {
+  ProcessGroup* group = run_.options.distributed;
+  if (group == nullptr) return model_.train_step(images, *optimizer_);
+  StepShard shard;
+  shard.rank = group->rank();
+  shard.world = group->world();
+  shard.synchronise = [&](StepLosses& losses) {
+    try {
+      group->average_gradients(model_.network().parameters());
+      torch::Tensor measured = torch::stack({losses.loss.to(torch::kFloat64), losses.noise_loss.to(torch::kFloat64),
+                                             losses.image_loss.to(torch::kFloat64),
+                                             losses.velocity_loss.to(torch::kFloat64)});
+      group->average({measured});
+      losses = {measured[0], measured[1], measured[2], measured[3]};
+    } catch (const std::exception& error) {
+      throw RuntimeError(group->describe_failure(error));
+    }
+  };
+  StepLosses losses = model_.train_step(images, *optimizer_, &shard);
+  try {
+    // BatchNorm statistics: rank 0's on every rank (as DDP's broadcast_buffers), or their mean.
+    if (!float_buffers_.empty()) {
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> flat_parts;
+      for (const auto& buffer : float_buffers_) flat_parts.push_back(buffer.reshape({-1}));
+      torch::Tensor flat = torch::cat(flat_parts);
+      if (group->options().sync_batchnorm_statistics) group->average({flat});
+      else group->broadcast({flat});
+      int64_t offset = 0;
+      for (auto& buffer : float_buffers_) {
+        buffer.copy_(flat.slice(0, offset, offset + buffer.numel()).view_as(buffer));
+        offset += buffer.numel();
+      }
+    }
+  } catch (const std::exception& error) {
+    throw RuntimeError(group->describe_failure(error));
+  }
+  if (run_.options.report_parameter_checksums) {
+    double network = 0.0, ema = 0.0;
+    for (const auto& parameter : model_.network().parameters()) network += parameter.abs().sum().item<double>();
+    for (const auto& parameter : model_.ema_network().parameters()) ema += parameter.abs().sum().item<double>();
+    fmt::print("checksum rank {} step {} network {:.17g} ema {:.17g}\n", group->rank(), state_.step + 1, network, ema);
+    std::fflush(stdout);
+  }
+  return losses;
+}
+
+void RunTrainer::align_ranks() {
+  ProcessGroup& group = *run_.options.distributed;
+  torch::NoGradGuard no_grad;
+  if (run_.options.perturb_initial_weights_by_rank && group.rank() > 0) {
+    auto generator = at::detail::createCPUGenerator(static_cast<uint64_t>(1000 + group.rank()));
+    for (auto& parameter : model_.network().parameters())
+      parameter.add_(torch::randn(parameter.sizes(), generator).to(parameter.device(), parameter.dtype()) * 0.1);
+  }
+  if (run_.options.report_parameter_checksums) {
+    double network = 0.0;
+    for (const auto& parameter : model_.network().parameters()) network += parameter.abs().sum().item<double>();
+    fmt::print("checksum rank {} step {} network {:.17g} (before the broadcast)\n", group.rank(), state_.step, network);
+  }
+  try {
+    std::vector<torch::Tensor> state;
+    for (auto* network : {&model_.network(), &model_.ema_network()}) {
+      for (const auto& parameter : network->parameters()) state.push_back(parameter);
+      for (const auto& buffer : network->buffers()) state.push_back(buffer);
+    }
+    group.broadcast(state);
+    group.share_random_state();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& error) {
+    throw RuntimeError(group.describe_failure(error));
+  }
+  if (run_.options.report_parameter_checksums) {
+    double network = 0.0;
+    for (const auto& parameter : model_.network().parameters()) network += parameter.abs().sum().item<double>();
+    fmt::print("checksum rank {} step {} network {:.17g} (after the broadcast)\n", group.rank(), state_.step, network);
+    std::fflush(stdout);
+  }
 }
 
 void RunTrainer::save_inside_epoch(const torch::Tensor& order, int64_t batches, const EpochLosses& sums) {
@@ -275,7 +384,8 @@ void RunTrainer::save_inside_epoch(const torch::Tensor& order, int64_t batches, 
 }
 
 void RunTrainer::fail_diverged(int64_t epoch, double loss, double noise_loss) {
-  run_.store.fail_run(run_.run_id, "diverged",
+  if (leader())
+    run_.store->fail_run(run_.run_id, "diverged",
                       fmt::format("noise loss is {} (objective {}) at epoch {}, step {}", noise_loss, loss, epoch,
                                   state_.step));
   throw RuntimeError(fmt::format("run {} diverged: noise loss {} (objective {}) at step {}", run_.run_id,
@@ -332,7 +442,7 @@ void RunTrainer::validation_losses(EpochEvaluation& evaluated) {
 // previous checkpoint, and its rows are replaced by the same values, never duplicated.
 void RunTrainer::record(int64_t epoch, const EpochEvaluation& evaluated, std::vector<std::pair<std::string, double>> metrics) {
   metrics.insert(metrics.end(), evaluated.metrics.begin(), evaluated.metrics.end());
-  run_.store.record_epoch(run_.run_id, epoch, state_.step, metrics, evaluated.artifacts, evaluated.kid);
+  run_.store->record_epoch(run_.run_id, epoch, state_.step, metrics, evaluated.artifacts, evaluated.kid);
   state_.epoch = epoch;
   save_checkpoint(checkpoint_path_, model_, *optimizer_, state_, run_.experiment.to_toml(),
                   run_.experiment.training_hash());

@@ -88,16 +88,17 @@ struct EpochEvaluation {
   double val_noise_loss = 0.0, val_image_loss = 0.0;
 };
 
-// Where a run's training happens: everything it reads.
+// Where a run's training happens: everything it reads. `store` and `heartbeat` are null on the
+// ranks of a data-parallel run other than 0 (options.distributed): they record nothing.
 struct RunContext {
   const Experiment& experiment;
   const Settings& settings;
   Components& components;
   const ImageSplits& data;
-  ResultsStore& store;
+  ResultsStore* store;
   int64_t run_id;
   std::filesystem::path run_dir;
-  const RunHeartbeat& heartbeat;
+  const RunHeartbeat* heartbeat;
   std::optional<int64_t> trained_by;  // the run whose trained network this one only evaluates
   const RunOptions& options;
 };
@@ -124,6 +125,13 @@ class RunTrainer {
 
  private:
   void resume(torch::Device device);
+  bool leader() const { return run_.store != nullptr; }
+  // Data parallel: rank 0's weights, statistics and random state on every rank.
+  void align_ranks();
+  // One optimiser step on this rank's part of `images` (all of it in one process).
+  StepLosses step(const torch::Tensor& images);
+  // Whether any rank was interrupted (or lost its lease), agreed by all.
+  bool stop_requested();
   // The checkpoint of a run stopped inside an epoch (see TrainingState::epoch_batches).
   void save_inside_epoch(const torch::Tensor& order, int64_t batches, const EpochLosses& sums);
   void validation_losses(EpochEvaluation& evaluated);
@@ -141,6 +149,7 @@ class RunTrainer {
   int64_t steps_per_epoch_ = 0;
   torch::Tensor grid_noise_;
   Progress progress_;
+  std::vector<torch::Tensor> float_buffers_;  // BatchNorm statistics, kept equal across ranks
 };
 
 }  // namespace difflab

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <sys/resource.h>
 #include <torch/torch.h>
 
@@ -26,6 +27,7 @@
 #include "results/results_store.h"
 #include "training/image_io.h"
 #include "training/kid.h"
+#include "training/distributed.h"
 #include "training/op_profile.h"
 #include "training/run_trainer.h"
 
@@ -171,54 +173,128 @@ void check_before_running(const std::vector<SweepRun>& runs, const PluginRegistr
 
 namespace {
 
+// What rank 0 tells the other ranks of a data-parallel run, through the store: "skip OUTCOME
+// RUN_ID DETAIL", "train RUN_ID TRAINED_BY RUN_DIR" or "error MESSAGE".
+std::string decision_text(const RunResult& skip) {
+  return fmt::format("skip {} {} {}", static_cast<int>(skip.outcome), skip.run_id, skip.detail);
+}
+
+torch::Device rank_device(torch::Device device, const RunOptions& options) {
+  if (!device.is_cuda() || options.distributed == nullptr) return device;
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(rendezvous_from_environment().local_rank % std::max<int64_t>(1, count)));
+}
+
+// A rank other than 0: builds the same components and data, then does what rank 0 decided.
+RunResult follow(const Experiment& experiment, const PluginRegistry& registry, const RunOptions& options) {
+  const Settings settings = experiment.settings();
+  const torch::Device device = rank_device(configure_process(experiment, options.threads), options);
+  Components components = build_components(experiment, registry);
+  const ImageSplits data = load_data(experiment, settings, components);
+  ProcessGroup& group = *options.distributed;
+  const std::string decision = group.share("");
+  std::istringstream words(decision);
+  std::string verb;
+  words >> verb;
+  if (verb == "error") throw RuntimeError("rank 0 stopped before training: " + decision.substr(6));
+  RunResult result;
+  if (verb == "skip") {
+    int outcome = 0;
+    words >> outcome >> result.run_id;
+    result.outcome = static_cast<RunOutcome>(outcome);
+    std::getline(words, result.detail);
+    return result;
+  }
+  int64_t run_id = 0, trained_by = 0;
+  std::string run_dir;
+  words >> run_id >> trained_by;
+  std::getline(words >> std::ws, run_dir);
+  InterruptGuard interrupt_guard;
+  const RunContext run{experiment, settings, components, data, nullptr, run_id, run_dir, nullptr,
+                       trained_by > 0 ? std::optional<int64_t>(trained_by) : std::nullopt, options};
+  result = RunTrainer(run, device).run();
+  result.run_id = run_id;
+  return result;
+}
+
 RunResult claim_and_train(const Experiment& experiment, const PluginRegistry& registry, const RunOptions& options) {
+  ProcessGroup* group = options.distributed;
+  if (group != nullptr && group->rank() != 0) return follow(experiment, registry, options);
   const Settings settings = experiment.settings();
   const std::string database = options.database.empty() ? settings.experiment.database : options.database;
   ExperimentSettings folders = settings.experiment;
   if (!options.output_dir.empty()) folders.output_dir = options.output_dir;
   const ClaimPolicy policy{options.new_run, options.retry_failed};
-  if (std::optional<RunResult> early = skip_early(experiment, database, policy)) return *early;
+  // Rank 0 of a data-parallel run tells the others what it decided, or why it stopped.
+  bool told = false;
+  auto tell = [&](const std::string& decision) {
+    if (group != nullptr && !told) group->share(decision);
+    told = true;
+  };
+  std::optional<Claim> claim;
+  std::optional<ResultsStore> store;
+  torch::Device device = torch::kCPU;
+  std::optional<Components> components;
+  std::optional<ImageSplits> data;
+  try {
+    if (std::optional<RunResult> early = skip_early(experiment, database, policy)) {
+      tell(decision_text(*early));
+      return *early;
+    }
+    device = rank_device(configure_process(experiment, options.threads), options);
+    components.emplace(build_components(experiment, registry));
+    data.emplace(load_data(experiment, settings, *components));
+    check_batch_fits(experiment, settings, *components);
 
-  const torch::Device device = configure_process(experiment, options.threads);
-  Components components = build_components(experiment, registry);
-  const ImageSplits data = load_data(experiment, settings, components);
-  check_batch_fits(experiment, settings, components);
-
-  // The claim is atomic: of several processes working through the same configurations, one
-  // trains each (another may have taken it while this one loaded the data).
-  ResultsStore store(database);
-  const Claim claim = store.claim_run(experiment, components.versions_json, policy, options.variant);
-  if (std::optional<RunResult> skip = skip_result(claim.outcome, claim.previous, experiment.config_hash()))
-    return *skip;
+    // The claim is atomic: of several processes working through the same configurations, one
+    // trains each (another may have taken it while this one loaded the data).
+    store.emplace(database);
+    claim = store->claim_run(experiment, components->versions_json, policy, options.variant);
+    if (std::optional<RunResult> skip = skip_result(claim->outcome, claim->previous, experiment.config_hash())) {
+      tell(decision_text(*skip));
+      return *skip;
+    }
+  } catch (const std::exception& error) {
+    tell("error " + describe(error));
+    throw;
+  }
   if (!options.announce.empty()) fmt::print("{}\n", options.announce);
   const fs::path run_dir =
-      run_folder(experiment, folders, claim.run_id, claim.outcome == ClaimOutcome::started);
-  fmt::print("difflab: run {} of \"{}\" -> {} (database {})\n", claim.run_id, settings.experiment.name,
-             run_dir.string(), database);
+      run_folder(experiment, folders, claim->run_id, claim->outcome == ClaimOutcome::started);
+  fmt::print("difflab: run {} of \"{}\" -> {} (database {}{})\n", claim->run_id, settings.experiment.name,
+             run_dir.string(), database,
+             group ? fmt::format("; {} processes, {}", group->world(), group->backend()) : "");
   std::fflush(stdout);
-  const std::optional<int64_t> trained_by =
-      reuse_trained_network(experiment, claim, options.new_run, store, run_dir);
+  std::optional<int64_t> trained_by;
+  try {
+    trained_by = reuse_trained_network(experiment, *claim, options.new_run, *store, run_dir);
+    store->set_processes(claim->run_id, group ? group->world() : 1, group ? group->backend() : "");
+  } catch (const std::exception& error) {
+    tell("error " + describe(error));
+    throw;
+  }
+  tell(fmt::format("train {} {} {}", claim->run_id, trained_by.value_or(0), run_dir.string()));
 
   // From here on the run row is ours: it ends finished, or failed with the error's message.
   InterruptGuard interrupt_guard;
-  RunHeartbeat heartbeat(database, claim.run_id);
+  RunHeartbeat heartbeat(database, claim->run_id);
   try {
-    const RunContext run{experiment, settings, components, data, store, claim.run_id, run_dir, heartbeat, trained_by,
-                         options};
+    const RunContext run{experiment, settings, *components, *data, &*store, claim->run_id, run_dir, &heartbeat,
+                         trained_by, options};
     RunResult result = RunTrainer(run, device).run();
     result.trained_by = trained_by.value_or(0);
-    store.finish_run(claim.run_id);
+    store->finish_run(claim->run_id);
     return result;
   } catch (const std::exception& error) {
     // A run stopped by a full disk or a file-size limit is closed like an interrupted one: its
     // last checkpoint is intact, and the same command resumes it once there is room. When the
     // database itself cannot be written, the row stays "running" and the next run takes it back.
     try {
-      auto record = store.run(claim.run_id);
+      auto record = store->run(claim->run_id);
       if (record && record->status == "running" && !heartbeat.lost())
-        store.fail_run(claim.run_id, "failed", (is_out_of_space(error) ? "interrupted: " : "") + describe(error));
+        store->fail_run(claim->run_id, "failed", (is_out_of_space(error) ? "interrupted: " : "") + describe(error));
     } catch (const std::exception& recording) {
-      fmt::print(stderr, "difflab: warning: could not record the failure of run {}: {}\n", claim.run_id,
+      fmt::print(stderr, "difflab: warning: could not record the failure of run {}: {}\n", claim->run_id,
                  describe(recording));
     }
     // Exit code 2 means nothing was written; this run's row now says failed, so a bad input
@@ -245,9 +321,11 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
 }
 
 BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry& registry,
-                             int64_t steps, bool profile) {
+                             int64_t steps, bool profile, int64_t threads, ProcessGroup* distributed) {
   const Settings settings = experiment.settings();
-  const torch::Device device = configure_process(experiment);
+  RunOptions placement;
+  placement.distributed = distributed;
+  const torch::Device device = rank_device(configure_process(experiment, threads), placement);
   Components components = build_components(experiment, registry);
   DiffusionModel& model = *components.model;
   const int64_t batch_size = settings.training.batch_size;
@@ -260,9 +338,13 @@ BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry&
   auto synchronize = [&] {
     if (device.is_cuda()) torch::cuda::synchronize();
   };
+  // Data parallel: each rank a batch of its own (the same batch size as one process), gradients
+  // averaged as a run averages them.
+  StepShard shard;
+  shard.synchronise = [&](StepLosses&) { distributed->average_gradients(model.network().parameters()); };
   auto train = [&](int64_t count) {
     for (int64_t i = 0; i < count; ++i) {
-      model.train_step(images, *optimizer);
+      model.train_step(images, *optimizer, distributed ? &shard : nullptr);
       model.update_ema(settings.training.ema);
     }
     synchronize();
@@ -272,8 +354,10 @@ BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry&
   train(steps);
   BenchResult result;
   result.batch_shape = images.sizes().vec();
+  const int64_t world = distributed ? distributed->world() : 1;
   result.train_images_per_second =
-      steps * batch_size / std::chrono::duration<double>(Clock::now() - start).count();
+      world * steps * batch_size / std::chrono::duration<double>(Clock::now() - start).count();
+  if (distributed && distributed->rank() != 0) return result;  // rank 0 samples and reports
 
   const int64_t plot_steps = settings.evaluation.plot_diffusion_steps;
   model.generate(batch_size, 1);  // warm-up

@@ -11,6 +11,7 @@ namespace difflab {
 
 class Experiment;
 class PluginRegistry;
+class ProcessGroup;
 struct Settings;
 struct SweepRun;
 
@@ -46,6 +47,14 @@ struct RunOptions {
   // stays the experiment's.
   std::string database;
   std::string output_dir;
+  // Data-parallel training: this process is one rank of the group. Rank 0 alone reads and writes
+  // the database, checkpoints, grids and KID; the others follow its decisions.
+  ProcessGroup* distributed = nullptr;
+  // Test seams (set by the command line from the environment): print every rank's parameter
+  // checksums after each step; make each rank's initial weights differ before rank 0's are
+  // broadcast.
+  bool report_parameter_checksums = false;
+  bool perturb_initial_weights_by_rank = false;
 };
 
 // Trains and records the run in the experiment's database. Running the same configuration
@@ -92,8 +101,11 @@ struct BenchResult {
 
 // Times `steps` training steps (after warm-up) and one sampling pass of the experiment's
 // network on random images of the experiment's shape. With `profile`, then profiles `steps` more
-// training steps operator by operator. Writes nothing.
+// training steps operator by operator. Writes nothing. With `distributed`, every rank trains on a
+// batch of its own (the experiment's batch size) with averaged gradients; the images per second
+// are all the ranks', and only rank 0 samples.
 BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry& registry,
-                             int64_t steps, bool profile = false);
+                             int64_t steps, bool profile = false, int64_t threads = 0,
+                             ProcessGroup* distributed = nullptr);
 
 }  // namespace difflab
