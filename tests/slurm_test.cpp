@@ -364,3 +364,25 @@ TEST(Slurm, ACancelledArrayResubmittedRunsOnlyItsUnfinishedPoints) {
   EXPECT_EQ(count(database, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"), 3);
   EXPECT_EQ(occurrences(all_logs(folder), "   finished: run"), 3u) << all_logs(folder);
 }
+
+TEST(Slurm, EachPointOfASweepTaskTrainsDataParallelAcrossTheTasksSrunStarts) {
+  SlurmCluster cluster;
+  if (!cluster.skip_reason().empty()) GTEST_SKIP() << "no local Slurm: " << cluster.skip_reason();
+  TempDir dir;
+  // Two points, one task at a time, each task two processes (srun) that train one run together.
+  const Outcome submitted = difflab_command(
+      "slurm " + tiny_sweep(dir, "seeds = [1, 2]", " --ntasks-per-node 2 --cpus-per-task 1 --array-parallelism 1"),
+      cluster.environment());
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.output;
+  const fs::path folder = folder_of(submitted.output);
+  const std::string script = read_text(folder / "submit-001" / "job.sbatch");
+  EXPECT_NE(script.find("#SBATCH --ntasks-per-node=2\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("#SBATCH --signal=USR2@120\n"), std::string::npos) << script;
+  EXPECT_NE(script.find("exec srun --kill-on-bad-exit=1 "), std::string::npos) << script;
+  ASSERT_TRUE(cluster.wait_until_done(job_of(submitted.output), 240)) << cluster.command("squeue").output << all_logs(folder);
+  const std::string logs = all_logs(folder);
+  EXPECT_EQ(occurrences(logs, "2 processes, gloo"), 2u) << logs;
+  ASSERT_EQ(difflab_command("slurm collect " + folder.string()).exit_code, 0);
+  EXPECT_EQ(count(dir / "results.sqlite", "SELECT COUNT(*) FROM runs WHERE status = 'finished' AND world_size = 2 "
+                                          "AND backend = 'gloo'"), 2);
+}

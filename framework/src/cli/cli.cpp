@@ -532,6 +532,9 @@ int command_slurm(const po::variables_map& values) {
   options.array_parallelism = integer(values, "array-parallelism", 0);
   options.runs_per_task = integer(values, "runs-per-task", 1);
   options.warning_seconds = integer(values, "warning-seconds", 1);
+  options.nodes = integer(values, "nodes", 1);
+  options.gpus_per_node = integer(values, "gpus-per-node", 0);
+  options.tasks_per_node = integer(values, "ntasks-per-node", 0);
   if (values.count("sbatch-arg")) options.sbatch_args = values["sbatch-arg"].as<std::vector<std::string>>();
   options.dry_run = flag(values, "dry-run");
   options.retry_failed = flag(values, "retry-failed");
@@ -545,6 +548,7 @@ int command_slurm_task(const po::variables_map& values) {
   options.submission = integer(values, "submission", 1);
   if (values.count("index")) options.index = integer(values, "index", 0);
   options.threads = integer(values, "threads", 0);
+  options.timeout_seconds = static_cast<double>(integer(values, "timeout", 1));
   options.after_epoch = after_epoch_from_environment();
   options.after_step = after_step_from_environment();
   PluginRegistry registry;
@@ -730,6 +734,12 @@ const std::vector<Command>& commands() {
          "--signal=B:USR2@S: the warning before a time limit or preemption, to checkpoint and requeue")
         ("sbatch-arg", po::value<std::vector<std::string>>()->composing()->value_name("ARG"),
          "one more sbatch option, e.g. --sbatch-arg=--account=abc (repeatable)")
+        ("nodes", po::value<int64_t>()->default_value(1)->value_name("N"),
+         "data parallel: each point's run across N nodes (srun, c10d)")
+        ("gpus-per-node", po::value<int64_t>()->default_value(0)->value_name("G"),
+         "data parallel: G GPUs a node, one process each")
+        ("ntasks-per-node", po::value<int64_t>()->default_value(0)->value_name("P"),
+         "data parallel: P processes a node (default: --gpus-per-node, or 1)")
         ("retry-failed", po::bool_switch(), "submit points whose last run failed or diverged too")
         ("dry-run", po::bool_switch(), "write the manifest and the sbatch script, do not submit");
 
@@ -747,7 +757,9 @@ const std::vector<Command>& commands() {
         ("index", po::value<int64_t>()->value_name("K"),
          "the task (default: SLURM_ARRAY_TASK_ID, then JOB_COMPLETION_INDEX)")
         ("threads", po::value<int64_t>()->default_value(0)->value_name("N"),
-         "LibTorch threads (0: SLURM_CPUS_PER_TASK, else the experiment's)");
+         "LibTorch threads (0: SLURM_CPUS_PER_TASK, else the experiment's)")
+        ("timeout", po::value<int64_t>()->default_value(300)->value_name("S"),
+         "data parallel: a rank silent this long fails the run");
 
     add("new-plugin", "FAMILY NAME [DIR]", "write a buildable plugin project (CMake, source, test, example "
         "experiment) into DIR (default: NAME)", {"FAMILY", "NAME", "DIR"}, 2, command_new_plugin);

@@ -23,6 +23,8 @@
 #include "plugin_host/registry.h"
 #include "results/merge.h"
 #include "results/results_store.h"
+#include "model/components.h"
+#include "training/distributed.h"
 #include "training/run_trainer.h"
 #include "training/trainer.h"
 
@@ -291,10 +293,18 @@ std::string sbatch_script(const Manifest& manifest, const fs::path& folder, cons
   text += fmt::format("# Task K trains the points listed under K in {}.\n", tasks_path(folder, submission.number).string());
   text += fmt::format("#SBATCH --job-name=difflab-{}\n", manifest.name);
   text += fmt::format("#SBATCH --array={}\n", array);
-  text += "#SBATCH --ntasks=1\n";
+  const int64_t per_node = options.tasks_per_node > 0 ? options.tasks_per_node : std::max<int64_t>(1, options.gpus_per_node);
+  const bool parallel = options.nodes * per_node > 1;
+  if (parallel) {
+    text += fmt::format("#SBATCH --nodes={}\n#SBATCH --ntasks-per-node={}\n", options.nodes, per_node);
+    if (options.gpus_per_node > 0) text += fmt::format("#SBATCH --gpus-per-node={}\n", options.gpus_per_node);
+  } else {
+    text += "#SBATCH --ntasks=1\n";
+  }
   text += "#SBATCH --requeue\n";
-  // The warning goes to the batch shell, which is difflab itself (exec below).
-  text += fmt::format("#SBATCH --signal=B:USR2@{}\n", options.warning_seconds);
+  // One process: the warning goes to the batch shell, which is difflab itself (exec below).
+  // Several: to every process of the step srun starts; they agree to stop at the same step.
+  text += fmt::format("#SBATCH --signal={}USR2@{}\n", parallel ? "" : "B:", options.warning_seconds);
   text += "#SBATCH --open-mode=append\n";
   text += fmt::format("#SBATCH --output={}/task-%a.log\n", logs.string());
   text += fmt::format("#SBATCH --chdir={}\n", fs::current_path().string());
@@ -303,8 +313,8 @@ std::string sbatch_script(const Manifest& manifest, const fs::path& folder, cons
   if (!options.partition.empty()) text += fmt::format("#SBATCH --partition={}\n", options.partition);
   if (!options.time.empty()) text += fmt::format("#SBATCH --time={}\n", options.time);
   for (const auto& argument : options.sbatch_args) text += fmt::format("#SBATCH {}\n", argument);
-  text += fmt::format("exec {} slurm task {} --submission {}\n", shell_quote(executable_path()),
-                      shell_quote(folder.string()), submission.number);
+  text += fmt::format("exec {}{} slurm task {} --submission {}\n", parallel ? "srun --kill-on-bad-exit=1 " : "",
+                      shell_quote(executable_path()), shell_quote(folder.string()), submission.number);
   return text;
 }
 
@@ -536,9 +546,7 @@ void requeue_self() {
   else fmt::print(stderr, "difflab: scontrol requeue {} failed: {}\n", job, output.output);
 }
 
-// Trains one point into a local shard that starts as the shared one; returns whether it finished.
-bool run_point(const Manifest& manifest, const fs::path& folder, const Submission& submission,
-               const ManifestPoint& point, const SlurmTaskOptions& options, PluginRegistry& registry) {
+Experiment point_experiment(const Manifest& manifest, const ManifestPoint& point, PluginRegistry& registry) {
   const std::string source = fmt::format("{} (point {})", manifest.path.string(), point.index);
   Experiment experiment = parse_experiment(point.config, source, {}, registry, manifest.base_dir);
   if (experiment.config_hash() != point.config_hash)
@@ -546,6 +554,34 @@ bool run_point(const Manifest& manifest, const fs::path& folder, const Submissio
                                   "schema or defaults changed since the sweep was submitted",
                                   point.index, experiment.config_hash(), point.config_hash),
                       ErrorContext::in_file(manifest.path.string(), "submit the sweep again into a new --folder"));
+  return experiment;
+}
+
+// A rank other than 0 of a data-parallel task: trains the point with rank 0, which alone keeps
+// its shard.
+bool follow_point(const Manifest& manifest, const ManifestPoint& point, const SlurmTaskOptions& options,
+                  PluginRegistry& registry, ProcessGroup& group) {
+  const Experiment experiment = point_experiment(manifest, point, registry);
+  RunOptions run;
+  run.threads = options.threads;
+  run.variant = point.variant;
+  run.distributed = &group;
+  run.after_epoch = options.after_epoch;
+  run.after_step = options.after_step;
+  try {
+    const RunResult result = run_experiment(experiment, registry, run);
+    return result.outcome == RunOutcome::trained || result.outcome == RunOutcome::finished_before;
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "difflab: rank {}: point {} stopped: {}\n", group.rank(), point.index, describe(error));
+    return false;
+  }
+}
+
+// Trains one point into a local shard that starts as the shared one; returns whether it finished.
+bool run_point(const Manifest& manifest, const fs::path& folder, const Submission& submission,
+               const ManifestPoint& point, const SlurmTaskOptions& options, PluginRegistry& registry,
+               ProcessGroup* group) {
+  Experiment experiment = point_experiment(manifest, point, registry);
   const fs::path shared = shard_path(folder, point.index);
   const fs::path local = local_shard_folder() / fmt::format("difflab-{}-point-{:04}-{}.sqlite",
                                                             manifest.sweep_hash.substr(0, 8), point.index, getpid());
@@ -573,6 +609,7 @@ bool run_point(const Manifest& manifest, const fs::path& folder, const Submissio
   run.variant = point.variant;
   run.database = local.string();
   run.output_dir = point_folder(folder, point.index).string();
+  run.distributed = group;
   run.after_epoch = [&](int64_t epoch) {
     snapshot_database(local, shared);  // what a killed task leaves: the point up to this epoch
     if (options.after_epoch) options.after_epoch(epoch);
@@ -634,18 +671,35 @@ int slurm_task(const SlurmTaskOptions& options, PluginRegistry& registry) {
   if (task.threads == 0) task.threads = environment_integer("SLURM_CPUS_PER_TASK").value_or(0);
 
   const std::vector<int64_t>& points = submission->tasks[static_cast<size_t>(*index)];
-  fmt::print("difflab: task {} start {:.3f} on {} (points {}, restart {})\n", *index, unix_time(), host_name(),
-             fmt::join(points, ","), environment_integer("SLURM_RESTART_COUNT").value_or(0));
-  int64_t finished = 0;
-  for (int64_t point : points) {
-    if (InterruptGuard::received() != 0) break;
+  for (int64_t point : points)
     if (point < 0 || point >= static_cast<int64_t>(manifest.points.size()))
       throw ConfigError(fmt::format("task {} names point {}, and the manifest has {}", *index, point,
                                     manifest.points.size()),
                         ErrorContext::in_file(tasks_path(folder, options.submission).string()));
-    finished += run_point(manifest, folder, *submission, manifest.points[static_cast<size_t>(point)], task, registry);
+  // Several processes (srun --ntasks-per-node, --nodes): one data-parallel run a point.
+  std::unique_ptr<ProcessGroup> group;
+  const Rendezvous rendezvous = rendezvous_from_environment();
+  if (rendezvous.world > 1 && !points.empty()) {
+    const Experiment first = point_experiment(manifest, manifest.points[static_cast<size_t>(points.front())], registry);
+    DistributedOptions distributed;
+    distributed.timeout_seconds = options.timeout_seconds;
+    group = std::make_unique<ProcessGroup>(rendezvous, distributed, select_device(first.settings().experiment.device));
   }
-  const int signal = InterruptGuard::received();
+  const bool leader = !group || group->rank() == 0;
+  if (leader)
+    fmt::print("difflab: task {} start {:.3f} on {} (points {}, restart {}{})\n", *index, unix_time(), host_name(),
+               fmt::join(points, ","), environment_integer("SLURM_RESTART_COUNT").value_or(0),
+               group ? fmt::format(", {} processes", group->world()) : "");
+  int64_t finished = 0;
+  for (int64_t point : points) {
+    const bool stop = group ? group->max(InterruptGuard::received() != 0 ? 1 : 0) > 0 : InterruptGuard::received() != 0;
+    if (stop) break;
+    const ManifestPoint& entry = manifest.points[static_cast<size_t>(point)];
+    finished += leader ? run_point(manifest, folder, *submission, entry, task, registry, group.get())
+                       : follow_point(manifest, entry, task, registry, *group);
+  }
+  int signal = InterruptGuard::received();
+  if (!leader) return signal != 0 ? 130 : (finished == static_cast<int64_t>(points.size()) ? 0 : 1);
   int code = finished == static_cast<int64_t>(points.size()) ? 0 : 1;
   if (signal == kWarningSignal) {
     fmt::print("difflab: task {} warned by signal {} (a time limit or a preemption is near)\n", *index, signal);

@@ -32,6 +32,11 @@ struct SlurmSubmitOptions {
   int64_t array_parallelism = 0;  // at most K tasks at once (--array=...%K); 0: no limit
   int64_t runs_per_task = 1;      // points packed into one task, trained one after the other
   int64_t warning_seconds = 120;  // --signal=B:USR2@N: the preemption and time-limit warning
+  // Data parallel: each task is one run across nodes x tasks_per_node processes, started by srun
+  // (one per GPU with gpus_per_node), which meet through c10d (see training/distributed.h).
+  int64_t nodes = 1;
+  int64_t gpus_per_node = 0;
+  int64_t tasks_per_node = 0;  // 0: gpus_per_node, or 1
   std::vector<std::string> sbatch_args;  // more "#SBATCH" options, e.g. --account=abc
   bool dry_run = false;                  // write the script, do not submit
   bool retry_failed = false;             // submit points whose last run failed or diverged too
@@ -50,6 +55,7 @@ struct SlurmTaskOptions {
   int64_t submission = 1;
   std::optional<int64_t> index;  // the task; default SLURM_ARRAY_TASK_ID, then JOB_COMPLETION_INDEX
   int64_t threads = 0;           // 0: SLURM_CPUS_PER_TASK, else the experiment's threads
+  double timeout_seconds = 300;  // data parallel: a rank silent this long fails the run
   std::function<void(int64_t)> after_epoch;  // the command line's test seams (RunOptions)
   std::function<void(int64_t)> after_step;
 };
