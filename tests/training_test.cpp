@@ -196,7 +196,7 @@ TEST(Checkpoint, RoundTripRestoresWeightsOptimiserNormaliserStateAndGenerator) {
   model->train_step(images, optimizer);
   model->update_ema(0.5);
   torch::manual_seed(11);
-  save_checkpoint(dir / "checkpoint.pt", *model, optimizer, {3, 42, 0.25}, "[experiment]\nname = \"x\"\n", "hash-a");
+  save_checkpoint(dir / "checkpoint.pt", *model, optimizer, TrainingState{3, 42, 0.25, 0, {}, {}}, "[experiment]\nname = \"x\"\n", "hash-a");
   torch::Tensor next_draw = torch::rand({4});
 
   auto restored = tiny_model();

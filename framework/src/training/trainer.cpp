@@ -185,8 +185,19 @@ torch::Device rank_device(torch::Device device, const RunOptions& options) {
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(rendezvous_from_environment().local_rank % std::max<int64_t>(1, count)));
 }
 
+// The global batch is split evenly across the ranks.
+void check_batch_splits(const Experiment& experiment, const RunOptions& options) {
+  if (options.distributed == nullptr) return;
+  const int64_t batch_size = experiment.settings().training.batch_size, world = options.distributed->world();
+  if (batch_size % world != 0)
+    throw ConfigError(fmt::format("batch_size {} does not split evenly across {} processes", batch_size, world),
+                      ErrorContext::for_key(experiment.file.string(), "training.batch_size",
+                                            "a multiple of the number of processes"));
+}
+
 // A rank other than 0: builds the same components and data, then does what rank 0 decided.
 RunResult follow(const Experiment& experiment, const PluginRegistry& registry, const RunOptions& options) {
+  check_batch_splits(experiment, options);
   const Settings settings = experiment.settings();
   const torch::Device device = rank_device(configure_process(experiment, options.threads), options);
   Components components = build_components(experiment, registry);
@@ -237,6 +248,7 @@ RunResult claim_and_train(const Experiment& experiment, const PluginRegistry& re
   std::optional<Components> components;
   std::optional<ImageSplits> data;
   try {
+    check_batch_splits(experiment, options);
     if (std::optional<RunResult> early = skip_early(experiment, database, policy)) {
       tell(decision_text(*early));
       return *early;
