@@ -18,6 +18,7 @@ namespace {
 
 using difflab::test::difflab_command;
 using difflab::test::Outcome;
+using difflab::test::metric_history;
 using difflab::test::tiny_experiment;
 
 
@@ -113,15 +114,6 @@ TEST(Cli, TrainsATinyRunAndRecordsItInTheDatabase) {
 }
 
 namespace {
-
-std::vector<double> metric_history(const fs::path& database, const std::string& key) {
-  SQLite::Database db(database.string());
-  SQLite::Statement query(db, "SELECT value FROM metrics WHERE key = ? ORDER BY epoch");
-  query.bind(1, key);
-  std::vector<double> values;
-  while (query.executeStep()) values.push_back(query.getColumn(0).getDouble());
-  return values;
-}
 
 std::string tiny_run(const difflab::test::TempDir& dir, const std::string& extra = "") {
   return "run " + tiny_experiment() + " --set training.epochs=3 --set experiment.database=" +

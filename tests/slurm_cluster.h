@@ -5,17 +5,15 @@
 // daemons do not come up), skip_reason() says why.
 #pragma once
 
-#include <arpa/inet.h>
 #include <chrono>
 #include <csignal>
 #include <fmt/format.h>
 #include <fstream>
-#include <netinet/in.h>
 #include <string>
-#include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 
+#include "sweep/processes.h"
 #include "test_support.h"
 
 namespace difflab::test {
@@ -41,7 +39,7 @@ class SlurmCluster {
     std::filesystem::create_directories(d / "spool");
     std::string host = shell_command("hostname -s").output;
     host = host.substr(0, host.find('\n'));
-    const int controller_port = free_port(), node_port = free_port();
+    const int controller_port = difflab::free_port(), node_port = difflab::free_port();
     std::ofstream(d / "slurm.conf") << fmt::format(
         "ClusterName=difflab-test\nSlurmctldHost={host}\nSlurmUser=root\nSlurmctldPort={cp}\nSlurmdPort={np}\n"
         "AuthType=auth/munge\nAuthInfo=socket={d}/munge.socket\nStateSaveLocation={d}/state\n"
@@ -104,21 +102,6 @@ class SlurmCluster {
   }
 
  private:
-  static int free_port() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    address.sin_port = 0;
-    socklen_t length = sizeof(address);
-    int port = 0;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-        getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0)
-      port = ntohs(address.sin_port);
-    close(fd);
-    return port;
-  }
-
   // SIGTERM to the pid in `pid_file`, SIGKILL after 10 s.
   static void stop(const std::filesystem::path& pid_file) {
     std::ifstream in(pid_file);

@@ -50,15 +50,6 @@ int64_t count(const fs::path& database, const std::string& sql) {
   return db.execAndGet(sql).getInt64();
 }
 
-std::vector<double> history(const fs::path& database, const std::string& key) {
-  SQLite::Database db(database.string());
-  SQLite::Statement query(db, "SELECT value FROM metrics WHERE key = ? ORDER BY epoch");
-  query.bind(1, key);
-  std::vector<double> values;
-  while (query.executeStep()) values.push_back(query.getColumn(0).getDouble());
-  return values;
-}
-
 // Every task log of a sweep folder, concatenated.
 std::string all_logs(const fs::path& folder) {
   std::string text;
@@ -292,7 +283,7 @@ TEST(Slurm, APreemptedTaskRequeuesAloneAndEndsWithTheLossesOfAnUninterruptedRun)
   EXPECT_EQ(count(database, "SELECT COUNT(*) FROM runs"), 2);
   if (task == "0") {  // the preempted point is the reference's configuration (seed 1)
     for (const char* key : {"n_loss", "i_loss", "val_n_loss", "val_kid"}) {
-      const std::vector<double> expected = history(reference / "results.sqlite", key);
+      const std::vector<double> expected = difflab::test::metric_history(reference / "results.sqlite", key);
       ASSERT_EQ(expected.size(), 3u) << key;
       SQLite::Database db(database.string());
       SQLite::Statement query(db, "SELECT m.value FROM metrics m JOIN params p ON p.run_id = m.run_id AND "

@@ -2,6 +2,7 @@
 // float64 tensors.
 #pragma once
 
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <filesystem>
 #include <gtest/gtest.h>
 #include <array>
@@ -83,6 +84,16 @@ inline Outcome shell_command(const std::string& command) {
 inline Outcome difflab_command(const std::string& arguments, const std::string& environment = "") {
   return shell_command((environment.empty() ? "" : "env " + environment + " ") + std::string(DIFFLAB_TEST_EXECUTABLE) +
                        " " + arguments);
+}
+
+// A metric's values over the epochs, in a database of one run.
+inline std::vector<double> metric_history(const std::filesystem::path& database, const std::string& key) {
+  SQLite::Database db(database.string());
+  SQLite::Statement query(db, "SELECT value FROM metrics WHERE key = ? ORDER BY epoch");
+  query.bind(1, key);
+  std::vector<double> values;
+  while (query.executeStep()) values.push_back(query.getColumn(0).getDouble());
+  return values;
 }
 
 // The tiny synthetic experiment every end-to-end test trains (seconds on two cores).

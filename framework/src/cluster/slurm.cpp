@@ -505,15 +505,6 @@ int slurm_submit(const fs::path& file, const std::vector<std::string>& overrides
 
 namespace {
 
-std::optional<int64_t> environment_integer(const char* name) {
-  const char* text = std::getenv(name);
-  if (text == nullptr || *text == '\0') return std::nullopt;
-  char* end = nullptr;
-  const long long value = std::strtoll(text, &end, 10);
-  if (*end != '\0') return std::nullopt;
-  return value;
-}
-
 double unix_time() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }

@@ -23,8 +23,6 @@
 #include "results/results_store.h"
 
 namespace difflab {
-namespace {
-
 std::optional<int64_t> environment_integer(const char* name) {
   const char* text = std::getenv(name);
   if (text == nullptr || *text == '\0') return std::nullopt;
@@ -34,6 +32,8 @@ std::optional<int64_t> environment_integer(const char* name) {
     throw ConfigError(fmt::format("the environment variable {} is \"{}\", not an integer", name, text));
   return value;
 }
+
+namespace {
 
 std::string environment_text(const char* name, const std::string& otherwise) {
   const char* text = std::getenv(name);
@@ -238,28 +238,18 @@ std::string ProcessGroup::share(const std::string& text) {
 }
 
 void ProcessGroup::share_random_state() {
-  auto generator = at::detail::getDefaultCPUGenerator();
-  torch::Tensor state;
-  {
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    state = generator.get_state();
-  }
-  broadcast({state});
-  {
+  auto share = [&](at::Generator generator) {
+    torch::Tensor state;
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      state = generator.get_state();
+    }
+    broadcast({state});
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(state);
-  }
-  if (impl_->device.is_cuda()) {
-    auto cuda = at::globalContext().defaultGenerator(impl_->device);
-    torch::Tensor cuda_state;
-    {
-      std::lock_guard<std::mutex> lock(cuda.mutex());
-      cuda_state = cuda.get_state();
-    }
-    broadcast({cuda_state});
-    std::lock_guard<std::mutex> lock(cuda.mutex());
-    cuda.set_state(cuda_state);
-  }
+  };
+  share(at::detail::getDefaultCPUGenerator());
+  if (impl_->device.is_cuda()) share(at::globalContext().defaultGenerator(impl_->device));
 }
 
 std::string ProcessGroup::describe_failure(const std::exception& error) const {

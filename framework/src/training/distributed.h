@@ -6,11 +6,16 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <torch/types.h>
 #include <vector>
 
 namespace difflab {
+
+// An integer environment variable: nothing when unset or empty; a config Error naming it when it
+// does not parse.
+std::optional<int64_t> environment_integer(const char* name);
 
 // Where this process stands in a job of several, and how the processes find each other.
 struct Rendezvous {
