@@ -210,3 +210,19 @@ TEST(DataParallel, TwoJobsAtOnceOnOneMachineDoNotCollide) {
   for (const TempDir* dir : {&a, &b})
     EXPECT_EQ(count(*dir / "r.sqlite", "SELECT COUNT(*) FROM runs WHERE status = 'finished' AND world_size = 2"), 1);
 }
+
+TEST(DataParallel, PerRankBatchesMakeAGlobalBatchOfNTimesTheSize) {
+  if (!distributed_available()) GTEST_SKIP() << "built without c10d Gloo (libgloo-dev)";
+  TempDir dir;
+  const Outcome split = difflab_command(tiny(dir, " --nproc 2 --set training.epochs=1"));
+  ASSERT_EQ(split.exit_code, 0) << split.output;
+  const Outcome per_rank = difflab_command(tiny(dir, " --nproc 2 --set training.epochs=1 --per-rank-batch"));
+  ASSERT_EQ(per_rank.exit_code, 0) << per_rank.output;
+  // Two runs: the experiment's batch of 16 split in two, and two batches of 16 (recorded as 32).
+  SQLite::Database db((dir / "r.sqlite").string());
+  SQLite::Statement query(db, "SELECT p.value FROM runs r JOIN params p ON p.run_id = r.id AND "
+                              "p.key = 'training.batch_size' ORDER BY r.id");
+  std::vector<std::string> sizes;
+  while (query.executeStep()) sizes.push_back(query.getColumn(0).getString());
+  EXPECT_EQ(sizes, (std::vector<std::string>{"16", "32"}));
+}

@@ -272,6 +272,13 @@ int command_run(const po::variables_map& values) {
   std::vector<SweepRun> runs = load_runs(values, registry);
   const std::unique_ptr<ProcessGroup> group = join_process_group(values, runs.front().experiment);
   const bool leader = group == nullptr || group->rank() == 0;
+  // --per-rank-batch: every rank a batch of the experiment's size, so a global batch N times it
+  // (another experiment: its identity has the global batch).
+  if (flag(values, "per-rank-batch") && group)
+    for (auto& run : runs) {
+      Params& training = run.experiment.section("training").params;
+      training.set("batch_size", training.integer("batch_size") * group->world());
+    }
   SweepOptions options;
   options.run.distributed = group.get();
   options.run.report_parameter_checksums = std::getenv("DIFFLAB_TEST_PARAMETER_CHECKSUMS") != nullptr;
@@ -637,6 +644,9 @@ const std::vector<Command>& commands() {
           ("sync-bn-stats", po::bool_switch(), "average BatchNorm running statistics over the ranks (default: "
                                                "rank 0's, as DDP)");
     };
+    run.options.add_options()("per-rank-batch", po::bool_switch(),
+                              "data parallel: each process trains on batch_size images (the global batch is N times "
+                              "batch_size; recorded as such)");
     distributed_option_set(run.options);
     run.hidden.add_options()("worker", po::value<int64_t>(), "this process is worker K of run --workers N");
 
