@@ -18,5 +18,5 @@ cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 cmake --build "$build_dir" --parallel "$(nproc)"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_odr_violation=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" -E "${1:-^(cli|sdk|architecture)\\.|^Cli\\.|Databases\\.|Checkpoints\\.|FullDisks\\.|Check\\.|^Slurm|^ReportCommand\\.|^ReportBrowser\\.}"
+ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" -E "${1:-^(cli|sdk|architecture)\\.|^Cli\\.|Databases\\.|Checkpoints\\.|FullDisks\\.|Check\\.|^Slurm|^DataParallel\\.|^ReportCommand\\.|^ReportBrowser\\.}"
 echo "sanitize.sh: the unit tests pass under AddressSanitizer and UndefinedBehaviorSanitizer"

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <torch/torch.h>
+#include <torch/version.h>
 #include <unistd.h>
 
 #ifdef USE_C10D_GLOO
@@ -92,13 +93,21 @@ Rendezvous rendezvous_from_environment() {
 
 bool distributed_available() { return true; }
 
+// LibTorch 2 splits c10d's process groups into a ProcessGroup of backends; the collectives used
+// here have the same signatures on either.
+#if TORCH_VERSION_MAJOR >= 2
+using CollectiveGroup = c10d::Backend;
+#else
+using CollectiveGroup = c10d::ProcessGroup;
+#endif
+
 struct ProcessGroup::Impl {
   Rendezvous rendezvous;
   DistributedOptions options;
   torch::Device device = torch::kCPU;
   std::string backend;
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  c10::intrusive_ptr<CollectiveGroup> group;
   std::vector<std::pair<std::string, int64_t>> members;  // each rank's host and pid
   int64_t shared = 0;
 
