@@ -426,3 +426,22 @@ TEST(ReportBrowser, TheAblationReportWorksOfflineInChromium) {
   EXPECT_GT(static_cast<double>(not_white) / (width * height), 0.03);
   EXPECT_GT(colours.size(), 50u);
 }
+
+TEST(ReportCommand, RunWritesItsReportAfterEveryEpochAndAtTheEnd) {
+  TempDir dir;
+  const std::string run = "run " + difflab::test::tiny_experiment() + " --set experiment.database=" +
+                          (dir / "r.sqlite").string() + " --set experiment.output_dir=" + (dir / "runs").string() +
+                          " --report " + (dir / "live.html").string();
+  // Killed right after epoch 1: the report of epoch 1 is there, reloading itself.
+  const Outcome killed = difflab_command(run, "DIFFLAB_TEST_SIGNAL_AFTER_EPOCH='1 9'");
+  EXPECT_NE(killed.exit_code, 0);
+  const std::string live = read_text(dir / "live.html");
+  EXPECT_NE(live.find("<meta http-equiv=\"refresh\" content=\"30\">"), std::string::npos);
+  EXPECT_EQ(occurrences(chart(live, "curve-n_loss"), "<circle"), 1u);
+  // Resumed to the end: two epochs, and the last report stays still.
+  const Outcome finished = difflab_command(run);
+  ASSERT_EQ(finished.exit_code, 0) << finished.output;
+  const std::string last = read_text(dir / "live.html");
+  EXPECT_EQ(last.find("http-equiv=\"refresh\""), std::string::npos);
+  EXPECT_EQ(occurrences(chart(last, "curve-n_loss"), "<circle"), 2u);
+}

@@ -234,6 +234,48 @@ std::vector<SweepRun> load_runs(const po::variables_map& values, PluginRegistry&
   return load_sweep(text(values, "file"), overrides(values), registry);
 }
 
+// The report's folder and file, written through a temporary file renamed over it: a browser
+// that reloads it mid-write sees the old report or the new one.
+void write_report(ResultsStore& store, const ReportOptions& options, bool quiet = false) {
+  ReportSummary summary;
+  const std::string html = render_report(store, options, &summary);
+  if (options.out.has_parent_path()) std::filesystem::create_directories(options.out.parent_path());
+  write_file_atomically(options.out, html);
+  if (quiet) return;
+  fmt::print("wrote {} ({:.1f} kB): {} runs, {} charts, {} series, {} images{}\n", options.out.string(),
+             static_cast<double>(html.size()) / 1e3, summary.runs, summary.charts, summary.series, summary.images,
+             summary.missing_images > 0 ? fmt::format(" ({} image files missing)", summary.missing_images) : "");
+  std::fflush(stdout);
+}
+
+// run --report FILE: the report of the run's database, rewritten after every epoch (a live view
+// with --workers comes from difflab report --watch) and when the command ends. A report that
+// cannot be written is a warning: it never stops a run.
+// While the command runs, the page reloads itself every 30 s; the last one stays still.
+std::function<void(bool)> report_writer(const po::variables_map& values, const std::string& database) {
+  if (!values.count("report")) return {};
+  ReportOptions options;
+  options.out = text(values, "report");
+  return [options, database](bool last) mutable {
+    try {
+      if (!std::filesystem::is_regular_file(database)) return;
+      ResultsStore store(database, OpenMode::read_only);
+      options.refresh_seconds = last ? 0 : 30;
+      write_report(store, options, true);
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "difflab: warning: the report {} was not written: {}\n", options.out.string(), describe(error));
+    }
+  };
+}
+
+// Calls a function when the scope ends, however it ends.
+struct AtExit {
+  std::function<void()> action;
+  ~AtExit() {
+    if (action) action();
+  }
+};
+
 DistributedOptions distributed_options(const po::variables_map& values) {
   DistributedOptions options;
   options.backend = text(values, "backend", "auto");
@@ -287,8 +329,17 @@ int command_run(const po::variables_map& values) {
   options.retry_failed = flag(values, "retry-failed");
   options.threads = integer(values, "threads", 0);
   options.workers = integer(values, "workers", 1);
-  options.after_epoch = after_epoch_from_environment();
   options.after_step = after_step_from_environment();
+  const std::function<void(bool)> report =
+      leader && !values.count("worker") ? report_writer(values, runs.front().experiment.settings().experiment.database)
+                                        : std::function<void(bool)>();
+  const AtExit final_report{[report] {
+    if (report) report(true);
+  }};
+  options.after_epoch = [hook = after_epoch_from_environment(), report](int64_t epoch) {
+    if (report) report(false);
+    if (hook) hook(epoch);
+  };
   if (values.count("worker")) return run_sweep_worker(runs, registry, options, values["worker"].as<int64_t>());
   if (runs.size() > 1 || !runs.front().point.empty()) {
     options.worker_command = {"run", file};
@@ -464,19 +515,6 @@ int command_results(const po::variables_map& values) {
   return 0;
 }
 
-// The report's folder and file, written through a temporary file renamed over it: a browser
-// that reloads it mid-write sees the old report or the new one.
-void write_report(ResultsStore& store, const ReportOptions& options) {
-  ReportSummary summary;
-  const std::string html = render_report(store, options, &summary);
-  if (options.out.has_parent_path()) std::filesystem::create_directories(options.out.parent_path());
-  write_file_atomically(options.out, html);
-  fmt::print("wrote {} ({:.1f} kB): {} runs, {} charts, {} series, {} images{}\n", options.out.string(),
-             static_cast<double>(html.size()) / 1e3, summary.runs, summary.charts, summary.series, summary.images,
-             summary.missing_images > 0 ? fmt::format(" ({} image files missing)", summary.missing_images) : "");
-  std::fflush(stdout);
-}
-
 int command_report(const po::variables_map& values) {
   const std::string database = text(values, "DB");
   ReportOptions options;
@@ -644,6 +682,8 @@ const std::vector<Command>& commands() {
           ("sync-bn-stats", po::bool_switch(), "average BatchNorm running statistics over the ranks (default: "
                                                "rank 0's, as DDP)");
     };
+    run.options.add_options()("report", po::value<std::string>()->value_name("FILE.html"),
+                              "write the database's report (difflab report) after every epoch and at the end");
     run.options.add_options()("per-rank-batch", po::bool_switch(),
                               "data parallel: each process trains on batch_size images (the global batch is N times "
                               "batch_size; recorded as such)");
