@@ -243,7 +243,7 @@ std::string state_of(const RunRecord& run) {
 
 class PointStates {
  public:
-  explicit PointStates(const Manifest& manifest, const fs::path& folder) : manifest_(manifest), folder_(folder) {
+  PointStates(const Manifest& manifest, const fs::path& folder) : folder_(folder) {
     if (fs::is_regular_file(manifest.database)) database_ = std::make_unique<ResultsStore>(manifest.database, OpenMode::read_only);
   }
   PointState of(const ManifestPoint& point, std::string* shard_problem_text = nullptr) const {
@@ -264,7 +264,6 @@ class PointStates {
   }
 
  private:
-  const Manifest& manifest_;
   fs::path folder_;
   std::unique_ptr<ResultsStore> database_;
 };

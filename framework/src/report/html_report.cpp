@@ -77,17 +77,13 @@ MeanStd mean_std(const std::vector<double>& values) {
   return result;
 }
 
-std::vector<RunData> load_runs(ResultsStore& store, const ReportOptions& options) {
+// The runs of `table` (runs_table's rows for the report's --where), read in full.
+std::vector<RunData> load_runs(ResultsStore& store, const Table& table) {
   std::set<int64_t> selected;
-  {
-    RunsQuery query;
-    query.where = options.where;
-    const Table table = runs_table(store, query);
-    const auto column = std::find(table.columns.begin(), table.columns.end(), "run_id");
-    if (column != table.columns.end())
-      for (const auto& row : table.rows)
-        if (const auto& id = row[static_cast<size_t>(column - table.columns.begin())]) selected.insert(std::stoll(*id));
-  }
+  const auto column = std::find(table.columns.begin(), table.columns.end(), "run_id");
+  if (column != table.columns.end())
+    for (const auto& row : table.rows)
+      if (const auto& id = row[static_cast<size_t>(column - table.columns.begin())]) selected.insert(std::stoll(*id));
   std::vector<RunData> runs;
   for (const RunRecord& record : store.runs()) {
     if (!selected.count(record.id)) continue;
@@ -218,7 +214,8 @@ void html_table(Page& page, const Table& table, const std::string& id) {
   page.html += "</tbody></table>\n";
 }
 
-void results_table(Page& page, ResultsStore& store, const ReportOptions& options, const std::vector<std::string>& group_by) {
+void results_table(Page& page, ResultsStore& store, const ReportOptions& options, const std::vector<std::string>& group_by,
+                   const Table& every_run) {
   page.section("table", "Results", "results");
   RunsQuery query;
   query.where = options.where;
@@ -230,9 +227,8 @@ void results_table(Page& page, ResultsStore& store, const ReportOptions& options
                              escape(fmt::format("{}", fmt::join(group_by, ", "))));
     html_table(page, grouped, "grouped");
   }
-  query.group_by.clear();
   page.html += "<details" + std::string(group_by.empty() ? " open" : "") + "><summary>Every run</summary>\n";
-  html_table(page, runs_table(store, query), "runs");
+  html_table(page, every_run, "runs");
   page.html += "</details></section>\n";
 }
 
@@ -717,7 +713,10 @@ std::string png_data_uri(const fs::path& file, int64_t max_width) {
 }
 
 std::string render_report(ResultsStore& store, const ReportOptions& options, ReportSummary* summary) {
-  std::vector<RunData> runs = load_runs(store, options);
+  RunsQuery selection;
+  selection.where = options.where;
+  const Table every_run = runs_table(store, selection);  // one row per run that passes --where
+  std::vector<RunData> runs = load_runs(store, every_run);
   const std::vector<std::string> varying = varying_keys(runs);
   std::vector<std::string> axes;  // the swept parameters but the seed
   for (const auto& key : varying)
@@ -779,7 +778,7 @@ std::string render_report(ResultsStore& store, const ReportOptions& options, Rep
   const size_t navigation = page.html.size();  // filled in once the sections are known
   overview(page, runs, varying, options.metric, store);
   if (!runs.empty()) {
-    results_table(page, store, options, group_by);
+    results_table(page, store, options, group_by, every_run);
     page.section("curves", "Learning curves", "learning curves");
     page.html += "<p>One line per group (" +
                  escape(group_by.empty() ? std::string("all runs") : fmt::format("{}", fmt::join(group_by, ", "))) +

@@ -174,6 +174,7 @@ ProcessGroup::~ProcessGroup() = default;
 
 int64_t ProcessGroup::rank() const { return impl_->rendezvous.rank; }
 int64_t ProcessGroup::world() const { return impl_->rendezvous.world; }
+int64_t ProcessGroup::local_rank() const { return impl_->rendezvous.local_rank; }
 const std::string& ProcessGroup::backend() const { return impl_->backend; }
 const DistributedOptions& ProcessGroup::options() const { return impl_->options; }
 
@@ -188,7 +189,7 @@ void ProcessGroup::broadcast(std::vector<torch::Tensor> tensors) {
 
 void ProcessGroup::average_gradients(const std::vector<torch::Tensor>& parameters) {
   torch::NoGradGuard no_grad;
-  const double world = static_cast<double>(world_size_for_average());
+  const double world = static_cast<double>(this->world());
   std::vector<torch::Tensor> bucket;
   int64_t bytes = 0;
   auto flush = [&] {
@@ -217,7 +218,6 @@ void ProcessGroup::average_gradients(const std::vector<torch::Tensor>& parameter
   flush();
 }
 
-int64_t ProcessGroup::world_size_for_average() const { return impl_->rendezvous.world; }
 
 void ProcessGroup::average(std::vector<torch::Tensor> tensors) {
   torch::NoGradGuard no_grad;
@@ -296,6 +296,7 @@ ProcessGroup::ProcessGroup(const Rendezvous&, const DistributedOptions&, torch::
 ProcessGroup::~ProcessGroup() = default;
 int64_t ProcessGroup::rank() const { return 0; }
 int64_t ProcessGroup::world() const { return 1; }
+int64_t ProcessGroup::local_rank() const { return 0; }
 const std::string& ProcessGroup::backend() const {
   static const std::string none;
   return none;
@@ -306,7 +307,6 @@ const DistributedOptions& ProcessGroup::options() const {
 }
 void ProcessGroup::broadcast(std::vector<torch::Tensor>) {}
 void ProcessGroup::average_gradients(const std::vector<torch::Tensor>&) {}
-int64_t ProcessGroup::world_size_for_average() const { return 1; }
 void ProcessGroup::average(std::vector<torch::Tensor>) {}
 int64_t ProcessGroup::max(int64_t value) { return value; }
 std::string ProcessGroup::share(const std::string& text) { return text; }

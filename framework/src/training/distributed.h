@@ -56,6 +56,7 @@ class ProcessGroup {
 
   int64_t rank() const;
   int64_t world() const;
+  int64_t local_rank() const;  // this process's GPU on its node
   const std::string& backend() const;
   const DistributedOptions& options() const;
 
@@ -78,7 +79,6 @@ class ProcessGroup {
   std::string describe_failure(const std::exception& error) const;
 
  private:
-  int64_t world_size_for_average() const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

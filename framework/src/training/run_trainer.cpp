@@ -26,6 +26,13 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
+// The sum of a network's absolute parameter values (the data-parallel test seam's checksum).
+double checksum(Network& network) {
+  double sum = 0.0;
+  for (const auto& parameter : network.parameters()) sum += parameter.abs().sum().item<double>();
+  return sum;
+}
+
 std::atomic<int> interrupt_signal{0};
 int guard_depth = 0;
 extern "C" void on_interrupt(int signal) {
@@ -327,10 +334,8 @@ StepLosses RunTrainer::step(const torch::Tensor& images) {
     throw RuntimeError(group->describe_failure(error));
   }
   if (run_.options.report_parameter_checksums) {
-    double network = 0.0, ema = 0.0;
-    for (const auto& parameter : model_.network().parameters()) network += parameter.abs().sum().item<double>();
-    for (const auto& parameter : model_.ema_network().parameters()) ema += parameter.abs().sum().item<double>();
-    fmt::print("checksum rank {} step {} network {:.17g} ema {:.17g}\n", group->rank(), state_.step + 1, network, ema);
+    fmt::print("checksum rank {} step {} network {:.17g} ema {:.17g}\n", group->rank(), state_.step + 1,
+               checksum(model_.network()), checksum(model_.ema_network()));
     std::fflush(stdout);
   }
   return losses;
@@ -345,9 +350,8 @@ void RunTrainer::align_ranks() {
       parameter.add_(torch::randn(parameter.sizes(), generator).to(parameter.device(), parameter.dtype()) * 0.1);
   }
   if (run_.options.report_parameter_checksums) {
-    double network = 0.0;
-    for (const auto& parameter : model_.network().parameters()) network += parameter.abs().sum().item<double>();
-    fmt::print("checksum rank {} step {} network {:.17g} (before the broadcast)\n", group.rank(), state_.step, network);
+    fmt::print("checksum rank {} step {} network {:.17g} (before the broadcast)\n", group.rank(), state_.step,
+               checksum(model_.network()));
   }
   try {
     std::vector<torch::Tensor> state;
@@ -363,9 +367,8 @@ void RunTrainer::align_ranks() {
     throw RuntimeError(group.describe_failure(error));
   }
   if (run_.options.report_parameter_checksums) {
-    double network = 0.0;
-    for (const auto& parameter : model_.network().parameters()) network += parameter.abs().sum().item<double>();
-    fmt::print("checksum rank {} step {} network {:.17g} (after the broadcast)\n", group.rank(), state_.step, network);
+    fmt::print("checksum rank {} step {} network {:.17g} (after the broadcast)\n", group.rank(), state_.step,
+               checksum(model_.network()));
     std::fflush(stdout);
   }
 }

@@ -182,7 +182,8 @@ std::string decision_text(const RunResult& skip) {
 torch::Device rank_device(torch::Device device, const RunOptions& options) {
   if (!device.is_cuda() || options.distributed == nullptr) return device;
   const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
-  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(rendezvous_from_environment().local_rank % std::max<int64_t>(1, count)));
+  return torch::Device(torch::kCUDA,
+                       static_cast<c10::DeviceIndex>(options.distributed->local_rank() % std::max<int64_t>(1, count)));
 }
 
 // The global batch is split evenly across the ranks.
