@@ -543,12 +543,17 @@ TEST(Cli, BenchPrintsThroughputAndMemory) {
   Outcome outcome = difflab_command("bench " + tiny_experiment() + " --steps 2");
   ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
   // Each figure is a positive number; the batch is the experiment's.
-  for (const char* key : {"train_images_per_second", "sample_images_per_second", "peak_rss_mb"}) {
+  for (const char* key : {"train_images_per_second", "optimizer_share", "sample_images_per_second",
+                          "kid_sample_images_per_second", "forward_sample_images_per_second", "peak_rss_mb"}) {
     std::smatch value;
-    ASSERT_TRUE(std::regex_search(outcome.output, value, std::regex(std::string(key) + ": ([0-9.]+)\n")))
+    ASSERT_TRUE(std::regex_search(outcome.output, value, std::regex(std::string("\n") + key + ": ([0-9.]+)[ \n]")))
         << key << "\n" << outcome.output;
     EXPECT_GT(std::stod(value[1].str()), 0.0) << key;
+    if (std::string(key) == "optimizer_share") EXPECT_LT(std::stod(value[1].str()), 1.0);
   }
+  // Sampling says with how many steps it was timed: the experiment's plot and KID steps.
+  EXPECT_NE(outcome.output.find("(3 steps, plot_diffusion_steps, batches of 16"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("(5 steps, kid_diffusion_steps)"), std::string::npos) << outcome.output;
   EXPECT_NE(outcome.output.find("batch_shape: 16x1x16x16"), std::string::npos) << outcome.output;
   EXPECT_NE(outcome.output.find("threads: "), std::string::npos) << outcome.output;
 }
@@ -560,12 +565,19 @@ TEST(Cli, BenchProfileListsTheOperatorsOfATrainingStep) {
   ASSERT_NE(table, std::string::npos) << outcome.output;
   // Every step runs the network's convolutions forward and backward, 2 steps' worth per step.
   std::smatch row;
-  const std::string rest = outcome.output.substr(table);
+  const size_t sampling = outcome.output.find("profile of sampling 16 images with 3 steps (per network evaluation): ");
+  ASSERT_NE(sampling, std::string::npos) << outcome.output;
+  const std::string rest = outcome.output.substr(table, sampling - table);
   ASSERT_TRUE(std::regex_search(rest, row, std::regex(R"(([0-9.]+) +([0-9.]+) +([0-9.]+)  aten::convolution_backward)")))
       << rest;
   EXPECT_GT(std::stod(row[1].str()), 0.0);
   EXPECT_GT(std::stod(row[3].str()), 1.0);  // calls per step: one per convolution
   const size_t rows = static_cast<size_t>(std::count(rest.begin(), rest.end(), '\n'));
   EXPECT_GE(rows, 10u);
-  EXPECT_LE(rows, 27u);  // header lines + at most 25 operators
+  EXPECT_LE(rows, 28u);  // header lines + at most 25 operators
+  // The sampling table: the network's convolutions, once per evaluation, and no backward pass.
+  const std::string sampling_table = outcome.output.substr(sampling);
+  EXPECT_EQ(sampling_table.find("backward"), std::string::npos) << sampling_table;
+  EXPECT_TRUE(std::regex_search(sampling_table, row, std::regex(R"(([0-9.]+) +([0-9.]+) +([0-9.]+)  \S*conv)")))
+      << sampling_table;
 }

@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev            # LibTorch 1.13 (C++ frontend)
+  libdnnl-dev             # oneDNN's headers (Debian's LibTorch links its libdnnl): the inference path
   libgloo-dev             # the Gloo headers for c10d's ProcessGroupGloo (data-parallel training)
   libopenblas0-pthread    # without it LibTorch falls back to reference BLAS (~50x slower)
   libboost-dev            # Boost.DLL (header-only)

@@ -5,8 +5,11 @@
 // UpSampling2D -> align_corners=false; Conv2D kernels glorot-uniform, biases zero.
 #include <torch/torch.h>
 
+#include <optional>
+
 #include "difflab/embedding.h"
 #include "difflab/error.h"
+#include "difflab/inference.h"
 #include "difflab/network.h"
 #include "difflab/plugin.h"
 #include "difflab/precision.h"
@@ -40,6 +43,40 @@ struct ResidualBlockImpl : torch::nn::Module {
   torch::nn::BatchNorm2d norm{nullptr};
 };
 TORCH_MODULE(ResidualBlock);
+
+namespace inf = difflab::inference;
+
+// A residual block on the inference path: norm(x) -> conv1 + swish -> conv2 added to the residual,
+// which the block's output buffer holds first (x itself, or its 1x1 convolution).
+struct InferenceBlock {
+  explicit InferenceBlock(ResidualBlockImpl& block)
+      : norm(*block.norm),
+        conv1(*block.conv1, inf::Conv::Post::swish),
+        conv2(*block.conv2, inf::Conv::Post::add_to_output) {
+    if (!block.residual_conv.is_empty()) residual_conv.emplace(*block.residual_conv);
+  }
+
+  // out = block(x), x the concatenation of `parts`; `normalised`, `joined` (x's channels, used for
+  // a residual convolution of several parts) and `hidden` (out's channels) are scratch buffers.
+  void operator()(const std::vector<inf::Activation>& parts, const inf::Activation& out,
+                  const inf::Activation& normalised, const inf::Activation& joined, const inf::Activation& hidden) {
+    if (!residual_conv) {
+      norm(parts, normalised, &out);
+    } else if (parts.size() == 1) {
+      norm(parts, normalised);
+      (*residual_conv)(parts[0], out);
+    } else {
+      norm(parts, normalised, &joined);
+      (*residual_conv)(joined, out);
+    }
+    conv1(normalised, hidden);
+    conv2(hidden, out);
+  }
+
+  inf::Normalise norm;
+  inf::Conv conv1, conv2;
+  std::optional<inf::Conv> residual_conv;
+};
 
 }  // namespace
 
@@ -109,6 +146,8 @@ class ResidualUNet : public Network {
     return {};
   }
 
+  std::unique_ptr<InferenceNetwork> prepare_inference() override;
+
   torch::Tensor forward(const torch::Tensor& noisy_images,
                         const torch::Tensor& noise_variances) override {
     // [B, E, 1, 1] -> [B, E, H, W]: nearest upsampling of a 1x1 map is a broadcast.
@@ -148,7 +187,153 @@ class ResidualUNet : public Network {
   double embedding_max_frequency_;
   torch::nn::Conv2d input_conv_{nullptr}, output_conv_{nullptr};
   torch::nn::ModuleList down_blocks_, mid_blocks_, up_blocks_;
+  friend class ResidualUNetInference;
 };
+
+// forward() on the inference path (difflab/inference.h), every activation bf16 NHWC in buffers
+// made once per input shape. A concatenation [x, skip] is never built on its own: the block that
+// reads it normalises both parts in one pass, writing their concatenation only where a residual
+// convolution needs it.
+class ResidualUNetInference : public InferenceNetwork {
+ public:
+  explicit ResidualUNetInference(ResidualUNet& net)
+      : widths_(net.widths_),
+        block_depth_(net.block_depth_),
+        embedding_dims_(net.embedding_dims_),
+        embedding_max_frequency_(net.embedding_max_frequency_),
+        input_conv_(*net.input_conv_),
+        output_conv_(*net.output_conv_) {
+    for (auto* list : {&net.down_blocks_, &net.mid_blocks_, &net.up_blocks_})
+      for (const auto& block : **list) blocks_.emplace_back(*block->as<ResidualBlock>());
+  }
+
+  torch::Tensor forward(const torch::Tensor& noisy_images, const torch::Tensor& noise_variances) override {
+    torch::NoGradGuard no_grad;
+    Plan& plan = plan_for(noisy_images.sizes().vec());
+    inf::write(noisy_images.to(torch::kCPU, torch::kFloat32), plan.input);
+    input_conv_(plan.input, plan.features);
+    inf::write(sinusoidal_embedding(noise_variances.to(torch::kCPU, torch::kFloat32), embedding_dims_,
+                                    embedding_max_frequency_),
+               plan.embedding);
+    size_t block = 0;
+    for (const Step& step : plan.steps) {
+      if (step.kind == Step::Kind::block) {
+        blocks_[block++](step.parts, step.to, step.normalised, step.joined, step.hidden);
+      } else if (step.kind == Step::Kind::pool) {
+        inf::average_pool_2x(step.parts[0], step.to);
+      } else {
+        inf::upsample_bilinear_2x(step.parts[0], step.to);
+      }
+    }
+    const inf::Activation& last = plan.steps.back().to;
+    torch::Tensor out = torch::empty({last.batch(), last.height(), last.width(), output_conv_.out_channels()});
+    output_conv_(last, out);
+    return out.permute({0, 3, 1, 2});
+  }
+
+ private:
+  struct Step {
+    enum class Kind { block, pool, upsample } kind;
+    std::vector<inf::Activation> parts;  // the input: a block's concatenated parts, or one
+    inf::Activation to, normalised, joined, hidden;
+  };
+  struct Plan {
+    std::vector<int64_t> shape;
+    inf::Activation input, features, embedding;
+    std::vector<Step> steps;
+    std::vector<torch::Tensor> scratch;  // per resolution: the blocks' normalised, joined and hidden buffers
+  };
+
+  Plan& plan_for(const std::vector<int64_t>& shape) {
+    for (Plan& plan : plans_)
+      if (plan.shape == shape) return plan;
+    plans_.push_back(build(shape));
+    return plans_.back();
+  }
+
+  Plan build(const std::vector<int64_t>& shape) const {
+    const int64_t batch = shape[0], levels = static_cast<int64_t>(widths_.size());
+    auto allocate = [&](int64_t level, int64_t channels) {
+      return inf::allocate(batch, shape[2] >> level, shape[3] >> level, channels);
+    };
+    Plan plan;
+    plan.shape = shape;
+    plan.input = allocate(0, shape[1]);
+    plan.features = allocate(0, widths_[0]);
+    plan.embedding = allocate(0, embedding_dims_);
+    std::vector<std::pair<int64_t, Step>> blocks;  // (level, step) before the scratch is known
+    auto block = [&](int64_t level, std::vector<inf::Activation> parts, int64_t width) {
+      Step step{Step::Kind::block, std::move(parts), allocate(level, width), {}, {}, {}};
+      blocks.emplace_back(level, step);
+      plan.steps.push_back(step);
+      return step.to;
+    };
+
+    std::vector<inf::Activation> skips;
+    std::vector<inf::Activation> x{plan.features, plan.embedding};
+    for (int64_t level = 0; level + 1 < levels; ++level) {
+      for (int64_t depth = 0; depth < block_depth_; ++depth) {
+        skips.push_back(block(level, x, widths_[level]));
+        x = {skips.back()};
+      }
+      const inf::Activation pooled = allocate(level + 1, widths_[level]);
+      plan.steps.push_back({Step::Kind::pool, x, pooled, {}, {}, {}});
+      x = {pooled};
+    }
+    for (int64_t depth = 0; depth < block_depth_; ++depth) x = {block(levels - 1, x, widths_.back())};
+    for (int64_t level = levels - 1; level-- > 0;) {
+      const inf::Activation upsampled = allocate(level, x[0].channels);
+      plan.steps.push_back({Step::Kind::upsample, x, upsampled, {}, {}, {}});
+      x = {upsampled};
+      for (int64_t depth = 0; depth < block_depth_; ++depth) {
+        x.push_back(skips.back());
+        skips.pop_back();
+        x = {block(level, x, widths_[level])};
+      }
+    }
+
+    // Scratch: each resolution's widest need, the blocks' buffers dense views at its start.
+    std::vector<int64_t> widest(static_cast<size_t>(levels), 0);
+    for (const auto& [level, step] : blocks) {
+      int64_t in = 0;
+      for (const auto& part : step.parts) in += part.channels;
+      widest[level] = std::max(widest[level], 2 * in + step.to.channels);
+    }
+    for (int64_t level = 0; level < levels; ++level)
+      plan.scratch.push_back(torch::empty({batch * (shape[2] >> level) * (shape[3] >> level) * widest[level]},
+                                          torch::dtype(torch::kBFloat16)));
+    size_t index = 0;
+    for (Step& step : plan.steps) {
+      if (step.kind != Step::Kind::block) continue;
+      const int64_t level = blocks[index++].first;
+      const int64_t pixels = batch * step.to.height() * step.to.width();
+      int64_t in = 0;
+      for (const auto& part : step.parts) in += part.channels;
+      const torch::Tensor& scratch = plan.scratch[level];
+      auto view = [&](int64_t first, int64_t channels) {
+        return inf::Activation{scratch.narrow(0, pixels * first, pixels * channels)
+                                   .view({batch, step.to.height(), step.to.width(), channels}),
+                               0, channels};
+      };
+      step.normalised = view(0, in);
+      step.joined = view(in, in);
+      step.hidden = view(2 * in, step.to.channels);
+    }
+    return plan;
+  }
+
+  std::vector<int64_t> widths_;
+  int64_t block_depth_, embedding_dims_;
+  double embedding_max_frequency_;
+  inf::Conv input_conv_, output_conv_;
+  std::vector<InferenceBlock> blocks_;
+  std::vector<Plan> plans_;
+};
+
+std::unique_ptr<InferenceNetwork> ResidualUNet::prepare_inference() {
+  if (!inference::available() || is_training() || !input_conv_->weight.is_cpu()) return nullptr;
+  return std::make_unique<ResidualUNetInference>(*this);
+}
 
 DIFFLAB_PLUGIN(network, "residual_unet", ResidualUNet, "1.0.0",
                "the seed's residual U-Net with a sinusoidal noise-variance embedding")

@@ -8,17 +8,22 @@
 #include <torch/types.h>
 
 #include "difflab/component.h"
+#include "difflab/inference.h"
 
 namespace difflab {
 
 class DIFFLAB_API Network : public Component, public torch::nn::Module {
  public:
   // Bump when a virtual function of this interface changes (plugin.h checks it).
-  static constexpr uint32_t interface_version = 1;
+  static constexpr uint32_t interface_version = 2;
   ~Network() override;
   // noisy_images [B, C, H, W], noise_variances [B, 1, 1, 1] -> [B, C, H, W]
   virtual torch::Tensor forward(const torch::Tensor& noisy_images,
                                 const torch::Tensor& noise_variances) = 0;
+  // Optional: this network's evaluation-only form with its current weights (inference.h), for
+  // sampling and KID; called once per evaluation, on the EMA network, in evaluation mode. nullptr
+  // (the default, and whenever inference::available() is false) means evaluation calls forward().
+  virtual std::unique_ptr<InferenceNetwork> prepare_inference() { return nullptr; }
 };
 
 // Helpers for U-Net-like network plugins:

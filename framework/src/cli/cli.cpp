@@ -419,7 +419,15 @@ int command_bench(const po::variables_map& values) {
   fmt::print("threads: {}\n", torch::get_num_threads());
   fmt::print("batch_shape: {}\n", fmt::join(result.batch_shape, "x"));
   fmt::print("train_images_per_second: {:.2f}\n", result.train_images_per_second);
-  fmt::print("sample_images_per_second: {:.2f}\n", result.sample_images_per_second);
+  fmt::print("optimizer_share: {:.3f}  (AdamW step and EMA update, of a training step)\n", result.optimizer_share);
+  fmt::print("sample_images_per_second: {:.2f}  ({} steps, plot_diffusion_steps, batches of {}, {})\n",
+             result.sample_images_per_second, result.plot_steps,
+             result.sample_batch_size > 0 ? std::to_string(result.sample_batch_size) : "all",
+             result.inference_path ? "inference path" : "forward()");
+  fmt::print("kid_sample_images_per_second: {:.2f}  ({} steps, kid_diffusion_steps)\n",
+             result.kid_sample_images_per_second, result.kid_steps);
+  fmt::print("forward_sample_images_per_second: {:.2f}  ({} steps through forward() in one batch)\n",
+             result.forward_sample_images_per_second, result.plot_steps);
   fmt::print("peak_rss_mb: {:.1f}\n", result.peak_rss_mb);
   if (group) {
     fmt::print("processes: {} ({})\n", group->world(), group->backend());
@@ -431,14 +439,17 @@ int command_bench(const po::variables_map& values) {
     }
   }
   if (profile) {
-    fmt::print("\nprofile of {} training steps: {:.1f} ms of operator time per step\n", steps,
-               result.profiled_ms_per_step);
-    fmt::print("{:>10} {:>6} {:>8}  {}\n", "ms/step", "%", "calls", "operator");
-    for (size_t i = 0; i < result.profile.size() && i < 25; ++i) {
-      const auto& op = result.profile[i];
-      fmt::print("{:>10.2f} {:>6.1f} {:>8.1f}  {}\n", op.self_ms_per_step,
-                 100.0 * op.self_ms_per_step / result.profiled_ms_per_step, op.calls_per_step, op.name);
-    }
+    auto print_profile = [](const std::string& title, const std::vector<BenchResult::Operator>& ops, double total) {
+      fmt::print("\n{}: {:.1f} ms of operator time per step\n", title, total);
+      fmt::print("{:>10} {:>6} {:>8}  {}\n", "ms/step", "%", "calls", "operator");
+      for (size_t i = 0; i < ops.size() && i < 25; ++i)
+        fmt::print("{:>10.2f} {:>6.1f} {:>8.1f}  {}\n", ops[i].self_ms_per_step, 100.0 * ops[i].self_ms_per_step / total,
+                   ops[i].calls_per_step, ops[i].name);
+    };
+    print_profile(fmt::format("profile of {} training steps", steps), result.profile, result.profiled_ms_per_step);
+    print_profile(fmt::format("profile of sampling {} images with {} steps (per network evaluation)",
+                              result.batch_shape[0], result.plot_steps),
+                  result.sample_profile, result.profiled_ms_per_sample_step);
   }
   return 0;
 }
@@ -694,7 +705,7 @@ const std::vector<Command>& commands() {
                          "experiment, or the sweep's runs", {"file"}, 1, command_check);
     set_option(check.options);
 
-    Command& bench = add("bench", "FILE", "time training steps and one sampling pass of the experiment's network",
+    Command& bench = add("bench", "FILE", "time training steps, the optimiser's share, and sampling as evaluation samples",
                          {"file"}, 1, command_bench);
     set_option(bench.options);
     bench.options.add_options()

@@ -91,6 +91,11 @@ const std::map<std::string, std::vector<Field>>& section_fields() {
            field(&Settings::evaluation, &EvaluationSettings::kid_diffusion_steps, ParamSpec::integer("kid_diffusion_steps", 5, "sampling steps for KID").at_least(1)),
            field(&Settings::evaluation, &EvaluationSettings::plot_diffusion_steps, ParamSpec::integer("plot_diffusion_steps", 20, "sampling steps for the image grid")
                .at_least(1)),
+           field(&Settings::evaluation, &EvaluationSettings::sample_batch_size, ParamSpec::integer("sample_batch_size", 16,
+                              "images per sampling batch for KID, grids and difflab sample, independent of "
+                              "training.batch_size (16: the fastest on a 2-core AMX CPU, README \"Evaluation speed\"); "
+                              "0 = all at once")
+               .at_least(0)),
            field(&Settings::evaluation, &EvaluationSettings::grid_rows, ParamSpec::integer("grid_rows", 3, "rows of the per-epoch image grid").at_least(1).at_most(100)),
            field(&Settings::evaluation, &EvaluationSettings::grid_cols, ParamSpec::integer("grid_cols", 6, "columns of the per-epoch image grid").at_least(1).at_most(100)),
            field(&Settings::evaluation, &EvaluationSettings::grid_scale, ParamSpec::integer("grid_scale", 2, "pixel upscaling of the grid PNG").at_least(1).at_most(16)),

@@ -50,6 +50,7 @@ struct TrainingSettings {
 struct EvaluationSettings {
   int64_t kid_diffusion_steps = 0;
   int64_t plot_diffusion_steps = 0;
+  int64_t sample_batch_size = 0;  // images per sampling batch; 0 = all at once
   int64_t grid_rows = 0;
   int64_t grid_cols = 0;
   int64_t grid_scale = 0;

@@ -99,6 +99,7 @@ void place_model(DiffusionModel& model, const Experiment& experiment, torch::Dev
   const ExperimentSettings settings = experiment.settings().experiment;
   model.to(device, settings.channels_last);
   model.set_precision(settings.precision == "bf16" ? Precision::bf16 : Precision::fp32);
+  model.set_sample_batch_size(experiment.settings().evaluation.sample_batch_size);
 }
 
 std::unique_ptr<torch::optim::AdamW> make_optimizer(DiffusionModel& model, const Experiment& experiment) {

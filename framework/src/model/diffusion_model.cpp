@@ -133,7 +133,9 @@ Decomposition DiffusionModel::predict(const torch::Tensor& noisy_images, const t
   // The EMA weights are used at evaluation.
   Network& network = training ? *network_ : *ema_network_;
   torch::Tensor predictions;
-  {
+  if (!training && sampling_network_ != nullptr) {
+    predictions = sampling_network_->forward(noisy_images, noise_rates.pow(2));
+  } else {
     AutocastGuard autocast(device_, precision_ == Precision::bf16);
     predictions = network.forward(noisy_images, noise_rates.pow(2));
   }
@@ -237,10 +239,38 @@ torch::Tensor DiffusionModel::generate(int64_t num_images, int64_t diffusion_ste
   return generate_from(initial_noise, diffusion_steps);
 }
 
+InferenceNetwork* DiffusionModel::inference_network() {
+  if (!inference_path_ || precision_ != Precision::bf16 || !device_.is_cpu()) return nullptr;
+  std::vector<std::pair<const void*, int64_t>> weights;
+  for (const auto& tensors : {ema_network_->parameters(), ema_network_->buffers()})
+    for (const auto& tensor : tensors) weights.emplace_back(tensor.data_ptr(), static_cast<int64_t>(tensor._version()));
+  if (weights != inference_weights_ || !inference_) {
+    inference_ = ema_network_->prepare_inference();
+    inference_weights_ = std::move(weights);
+  }
+  return inference_.get();
+}
+
 torch::Tensor DiffusionModel::generate_from(const torch::Tensor& initial_noise,
                                             int64_t diffusion_steps) {
   torch::NoGradGuard no_grad;
   ema_network_->eval();
+  sampling_network_ = inference_network();
+  used_inference_path_ = sampling_network_ != nullptr;
+  struct Reset {
+    InferenceNetwork*& network;
+    ~Reset() { network = nullptr; }
+  } reset{sampling_network_};
+  const int64_t count = initial_noise.size(0);
+  if (sample_batch_size_ <= 0 || count <= sample_batch_size_) return sample_batch(initial_noise, diffusion_steps);
+  std::vector<torch::Tensor> batches;
+  for (int64_t first = 0; first < count; first += sample_batch_size_)
+    batches.push_back(sample_batch(initial_noise.slice(0, first, std::min(count, first + sample_batch_size_)),
+                                   diffusion_steps));
+  return torch::cat(batches);
+}
+
+torch::Tensor DiffusionModel::sample_batch(const torch::Tensor& initial_noise, int64_t diffusion_steps) {
   Denoiser denoiser = [this](const torch::Tensor& noisy_images, const torch::Tensor& noise_rates,
                              const torch::Tensor& signal_rates) {
     return denoise(noisy_images, noise_rates, signal_rates, /*training=*/false);

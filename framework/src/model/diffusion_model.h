@@ -4,6 +4,8 @@
 
 #include <functional>
 #include <memory>
+#include <utility>
+#include <vector>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 #include <torch/types.h>
@@ -81,10 +83,16 @@ class DiffusionModel {
   // Keras does over network.weights, BatchNorm moving statistics included).
   void update_ema(double decay);
 
-  // The seed's generate(): initial noise -> sampler with the EMA network -> [0, 1] images.
+  // The seed's generate(): initial noise -> sampler with the EMA network -> [0, 1] images, in
+  // batches of at most `sample_batch_size` (set_sample_batch_size; 0 = all at once).
   torch::Tensor generate(int64_t num_images, int64_t diffusion_steps);
   // The same from a given initial noise [N, C, S, S] (on any device).
   torch::Tensor generate_from(const torch::Tensor& initial_noise, int64_t diffusion_steps);
+  void set_sample_batch_size(int64_t size) { sample_batch_size_ = size; }
+  // Whether sampling may use the EMA network's inference path (Network::prepare_inference; on by
+  // default, used where the network offers it), and whether the last sampling pass did.
+  void set_inference_path(bool enabled) { inference_path_ = enabled; }
+  bool used_inference_path() const { return used_inference_path_; }
 
   Network& network() { return *network_; }
   Network& ema_network() { return *ema_network_; }
@@ -99,6 +107,10 @@ class DiffusionModel {
                         const torch::Tensor& signal_rates, bool training);
   StepLosses losses(const torch::Tensor& images, const torch::Tensor& noises, const Rates& rates,
                     const Decomposition& predicted) const;
+  // The EMA network's inference path, prepared again when any EMA weight has changed since (by
+  // its tensors' version counters and addresses); nullptr where the network has none.
+  InferenceNetwork* inference_network();
+  torch::Tensor sample_batch(const torch::Tensor& initial_noise, int64_t diffusion_steps);
 
   std::shared_ptr<Network> network_;
   std::shared_ptr<Network> ema_network_;
@@ -114,6 +126,12 @@ class DiffusionModel {
   Precision precision_ = Precision::fp32;
   Objective objective_;
   int64_t evaluations_ = 0;
+  int64_t sample_batch_size_ = 0;
+  bool inference_path_ = true;
+  bool used_inference_path_ = false;
+  std::unique_ptr<InferenceNetwork> inference_;
+  std::vector<std::pair<const void*, int64_t>> inference_weights_;  // what inference_ was made from
+  InferenceNetwork* sampling_network_ = nullptr;                     // set while sampling with it
 };
 
 // EMA decay with warm-up, as diffusers does: min(ema, (1 + step) / (10 + step)). Without it an

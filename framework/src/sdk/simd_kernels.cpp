@@ -216,4 +216,64 @@ DIFFLAB_SIMD_CLONES void float_to_bf16(const float* __restrict x, bf16_bits* __r
   for (int64_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
 }
 
+DIFFLAB_SIMD_CLONES void scale_shift_pixels(const bf16_bits* __restrict x, int64_t x_stride, int64_t pixels,
+                                            int64_t channels, const float* __restrict scale,
+                                            const float* __restrict shift, bf16_bits* __restrict y,
+                                            int64_t y_stride, bf16_bits* __restrict copy, int64_t copy_stride) {
+  // Blocks of 16 channels with a fixed trip count, one vector each under AVX-512: a pixel has only
+  // 32 to 224 channels, and a loop of unknown length would spend more on its set-up and remainder
+  // than on the work.
+  constexpr int64_t kBlock = 16;
+  const int64_t blocked = channels - channels % kBlock;
+  for (int64_t p = 0; p < pixels; ++p) {
+    const bf16_bits* in = x + p * x_stride;
+    bf16_bits* out = y + p * y_stride;
+    bf16_bits* copied = copy != nullptr ? copy + p * copy_stride : nullptr;
+    for (int64_t c0 = 0; c0 < blocked; c0 += kBlock) {
+      for (int64_t k = 0; k < kBlock; ++k)
+        out[c0 + k] = to_bf16(from_bf16(in[c0 + k]) * scale[c0 + k] + shift[c0 + k]);
+      if (copied != nullptr)
+        for (int64_t k = 0; k < kBlock; ++k) copied[c0 + k] = in[c0 + k];
+    }
+    for (int64_t c = blocked; c < channels; ++c) {
+      out[c] = to_bf16(from_bf16(in[c]) * scale[c] + shift[c]);
+      if (copied != nullptr) copied[c] = in[c];
+    }
+  }
+}
+
+DIFFLAB_SIMD_CLONES void average_pool2x_row(const bf16_bits* __restrict image, int64_t in_stride, int64_t width,
+                                            int64_t channels, int64_t out_y, bf16_bits* __restrict out_row,
+                                            int64_t out_stride) {
+  const bf16_bits* top = image + 2 * out_y * width * in_stride;
+  const bf16_bits* bottom = top + width * in_stride;
+  for (int64_t out_x = 0; out_x < width / 2; ++out_x) {
+    const bf16_bits* a = top + 2 * out_x * in_stride;
+    const bf16_bits* b = bottom + 2 * out_x * in_stride;
+    bf16_bits* out = out_row + out_x * out_stride;
+    for (int64_t k = 0; k < channels; ++k)
+      out[k] = to_bf16(0.25f * ((from_bf16(a[k]) + from_bf16(a[k + in_stride])) +
+                                (from_bf16(b[k]) + from_bf16(b[k + in_stride]))));
+  }
+}
+
+DIFFLAB_SIMD_CLONES void upsample2x_bf16_row(const bf16_bits* __restrict image, int64_t in_stride, int64_t height,
+                                             int64_t width, int64_t channels, int64_t out_y,
+                                             bf16_bits* __restrict out_row, int64_t out_stride) {
+  const Taps y = taps(out_y, height);
+  const bf16_bits* near_row = image + y.near * width * in_stride;
+  const bf16_bits* far_row = image + y.far * width * in_stride;
+  for (int64_t out_x = 0; out_x < 2 * width; ++out_x) {
+    const Taps x = taps(out_x, width);
+    const bf16_bits* a = near_row + x.near * in_stride;
+    const bf16_bits* b = near_row + x.far * in_stride;
+    const bf16_bits* c = far_row + x.near * in_stride;
+    const bf16_bits* d = far_row + x.far * in_stride;
+    bf16_bits* out = out_row + out_x * out_stride;
+    for (int64_t k = 0; k < channels; ++k)
+      out[k] = to_bf16(y.near_weight * (x.near_weight * from_bf16(a[k]) + x.far_weight * from_bf16(b[k])) +
+                       y.far_weight * (x.near_weight * from_bf16(c[k]) + x.far_weight * from_bf16(d[k])));
+  }
+}
+
 }  // namespace difflab::simd

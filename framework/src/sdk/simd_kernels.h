@@ -41,4 +41,17 @@ void upsample2x_backward_row(const float* grad, int64_t pixel_stride, int64_t he
 // out = bf16(x), rounding to nearest even.
 void float_to_bf16(const float* x, bf16_bits* out, int64_t n);
 
+// The inference path (inference.cpp): bf16 NHWC pixels whose channels are contiguous and which lie
+// `*_stride` values apart (>= channels: a channel slice of a wider buffer).
+// y = bf16(x * scale + shift) per channel over `pixels` pixels, and copy = x unless null.
+void scale_shift_pixels(const bf16_bits* x, int64_t x_stride, int64_t pixels, int64_t channels,
+                        const float* scale, const float* shift, bf16_bits* y, int64_t y_stride,
+                        bf16_bits* copy, int64_t copy_stride);
+// Output row out_y of a 2x2 average pooling of one image [height, width] (out: width / 2 pixels).
+void average_pool2x_row(const bf16_bits* image, int64_t in_stride, int64_t width, int64_t channels,
+                        int64_t out_y, bf16_bits* out_row, int64_t out_stride);
+// Output row out_y of a 2x bilinear upsampling (align_corners = false) of one image, in bf16.
+void upsample2x_bf16_row(const bf16_bits* image, int64_t in_stride, int64_t height, int64_t width,
+                         int64_t channels, int64_t out_y, bf16_bits* out_row, int64_t out_stride);
+
 }  // namespace difflab::simd

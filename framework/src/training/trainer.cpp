@@ -370,19 +370,46 @@ BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry&
   const int64_t world = distributed ? distributed->world() : 1;
   result.train_images_per_second =
       world * steps * batch_size / std::chrono::duration<double>(Clock::now() - start).count();
+  {  // the optimiser's share: its step and the EMA update alone, on the last step's gradients
+    const auto optimizer_start = Clock::now();
+    for (int64_t i = 0; i < steps; ++i) {
+      optimizer->step();
+      model.update_ema(settings.training.ema);
+    }
+    synchronize();
+    const double optimizer_seconds = std::chrono::duration<double>(Clock::now() - optimizer_start).count();
+    result.optimizer_share = optimizer_seconds * result.train_images_per_second / static_cast<double>(world * steps * batch_size);
+  }
   if (distributed && distributed->rank() != 0) return result;  // rank 0 samples and reports
 
-  const int64_t plot_steps = settings.evaluation.plot_diffusion_steps;
-  model.generate(batch_size, 1);  // warm-up
-  synchronize();
-  start = Clock::now();
-  model.generate(batch_size, plot_steps);
-  synchronize();
-  result.sample_images_per_second =
-      batch_size / std::chrono::duration<double>(Clock::now() - start).count();
+  result.plot_steps = settings.evaluation.plot_diffusion_steps;
+  result.kid_steps = settings.evaluation.kid_diffusion_steps;
+  result.sample_batch_size = settings.evaluation.sample_batch_size;
+  auto images_per_second = [&](int64_t diffusion_steps) {
+    model.generate(batch_size, 1);  // warm-up: buffers and primitives for this batch shape
+    synchronize();
+    const auto sample_start = Clock::now();
+    model.generate(batch_size, diffusion_steps);
+    synchronize();
+    return static_cast<double>(batch_size) / std::chrono::duration<double>(Clock::now() - sample_start).count();
+  };
+  result.sample_images_per_second = images_per_second(result.plot_steps);
+  result.inference_path = model.used_inference_path();
+  result.kid_sample_images_per_second = images_per_second(result.kid_steps);
+  model.set_inference_path(false);
+  model.set_sample_batch_size(0);
+  result.forward_sample_images_per_second = images_per_second(result.plot_steps);
+  model.set_inference_path(true);
+  model.set_sample_batch_size(result.sample_batch_size);
   result.peak_rss_mb = peak_rss_mb();
 
   if (profile) {
+    model.reset_evaluations();
+    for (const OperatorTime& op : profile_operators([&] { model.generate(batch_size, result.plot_steps); })) {
+      const double evaluations = static_cast<double>(std::max<int64_t>(1, model.evaluations()));
+      result.sample_profile.push_back({op.name, op.self_ms / evaluations, static_cast<double>(op.calls) / evaluations});
+      result.profiled_ms_per_sample_step += op.self_ms / evaluations;
+    }
     for (const OperatorTime& op : profile_operators([&] { train(steps); })) {
       result.profile.push_back({op.name, op.self_ms / static_cast<double>(steps),
                                 static_cast<double>(op.calls) / static_cast<double>(steps)});

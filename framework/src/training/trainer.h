@@ -86,7 +86,17 @@ void check_before_running(const std::vector<SweepRun>& runs, const PluginRegistr
 struct BenchResult {
   std::vector<int64_t> batch_shape;  // [batch, channels, height, width]
   double train_images_per_second = 0.0;
+  // The share of a training step that the optimiser step and the EMA update take (timed alone,
+  // repeated on the last step's gradients).
+  double optimizer_share = 0.0;
+  // Sampling as evaluation samples (batches of evaluation.sample_batch_size, the inference path
+  // where the network has one), with plot_diffusion_steps and kid_diffusion_steps; and with
+  // plot_diffusion_steps through Network::forward in one batch (what sampling was before).
+  int64_t plot_steps = 0, kid_steps = 0, sample_batch_size = 0;
+  bool inference_path = false;
   double sample_images_per_second = 0.0;
+  double kid_sample_images_per_second = 0.0;
+  double forward_sample_images_per_second = 0.0;
   double peak_rss_mb = 0.0;
   // With `profile`: the operators that took the most time per training step (name, self ms
   // per step, calls per step), slowest first.
@@ -95,8 +105,9 @@ struct BenchResult {
     double self_ms_per_step = 0.0;
     double calls_per_step = 0.0;
   };
-  std::vector<Operator> profile;
-  double profiled_ms_per_step = 0.0;  // all operators' self time per step
+  std::vector<Operator> profile, sample_profile;  // per training step; per sampling step
+  double profiled_ms_per_step = 0.0;         // all operators' self time per training step
+  double profiled_ms_per_sample_step = 0.0;  // per network evaluation while sampling
 };
 
 // Times `steps` training steps (after warm-up) and one sampling pass of the experiment's
