@@ -36,6 +36,17 @@ std::shared_ptr<Network> trained_looking(const Params& params, BuildContext cont
   return network;
 }
 
+// A DiffusionModel of two small residual_unets (network and EMA) for 16x16x1 images, with DDIM.
+DiffusionModel small_model(std::vector<int64_t> widths, uint64_t network_seed, uint64_t ema_seed) {
+  Params params;
+  params.set("widths", widths);
+  params.set("block_depth", int64_t{1});
+  params.set("embedding_dims", int64_t{8});
+  return DiffusionModel(trained_looking(params, {16, 1}, network_seed), trained_looking(params, {16, 1}, ema_seed),
+                        make<Schedule>(Family::schedule, "cosine"), make<Loss>(Family::loss, "mae"),
+                        make<Sampler>(Family::sampler, "ddim"), 16, 1);
+}
+
 // max |a - b| / max |b|
 double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>() /
@@ -123,13 +134,7 @@ TEST(InferencePath, BuffersAreMadeOncePerShape) {
 // the forward pass's up to bf16 rounding, and it follows the EMA weights when they change.
 TEST(InferencePath, SamplingFollowsTheEmaWeightsAndMatchesTheForwardPass) {
   SKIP_WITHOUT_INFERENCE_PATH();
-  Params params;
-  params.set("widths", std::vector<int64_t>{16, 32});
-  params.set("block_depth", int64_t{1});
-  params.set("embedding_dims", int64_t{8});
-  DiffusionModel model(trained_looking(params, {16, 1}, 3), trained_looking(params, {16, 1}, 4),
-                       make<Schedule>(Family::schedule, "cosine"), make<Loss>(Family::loss, "mae"),
-                       make<Sampler>(Family::sampler, "ddim"), 16, 1);
+  DiffusionModel model = small_model({16, 32}, 3, 4);
   model.set_precision(Precision::bf16);
   model.update_ema(0.0);  // EMA = network (seed 3)
   torch::Tensor noise = torch::randn({8, 1, 16, 16});
@@ -161,13 +166,7 @@ TEST(InferencePath, SamplingFollowsTheEmaWeightsAndMatchesTheForwardPass) {
 
 // Sampling in batches: a deterministic sampler gives the same images for any sampling batch size.
 TEST(InferencePath, SampleBatchSizeDoesNotChangeDeterministicSamples) {
-  Params params;
-  params.set("widths", std::vector<int64_t>{8, 16});
-  params.set("block_depth", int64_t{1});
-  params.set("embedding_dims", int64_t{8});
-  DiffusionModel model(trained_looking(params, {16, 1}, 5), trained_looking(params, {16, 1}, 5),
-                       make<Schedule>(Family::schedule, "cosine"), make<Loss>(Family::loss, "mae"),
-                       make<Sampler>(Family::sampler, "ddim"), 16, 1);
+  DiffusionModel model = small_model({8, 16}, 5, 5);
   torch::Tensor noise = torch::randn({10, 1, 16, 16});
   model.set_sample_batch_size(0);
   const torch::Tensor whole = model.generate_from(noise, 4);

@@ -119,44 +119,46 @@ void Normalise::operator()(const std::vector<Activation>& parts, const Activatio
   });
 }
 
-void average_pool_2x(const Activation& x, const Activation& y) {
-  RECORD_FUNCTION("difflab::inference::average_pool_2x", std::vector<c10::IValue>());
-  check_activation(x, "inference::average_pool_2x");
-  check_activation(y, "inference::average_pool_2x");
-  TORCH_CHECK(y.channels == x.channels && y.batch() == x.batch() && x.height() == 2 * y.height() &&
-                  x.width() == 2 * y.width(),
-              "inference::average_pool_2x: the output must be half the input's size");
-  const int64_t rows = y.batch() * y.height();
+namespace {
+
+// Runs row(image, out_y, input image, output row) for every output row of y, y's size `scale`
+// times x's (1/2 for pooling, 2 for upsampling), after checking both.
+template <typename Row>
+void for_each_output_row(const Activation& x, const Activation& y, double scale, const char* what, Row row) {
+  check_activation(x, what);
+  check_activation(y, what);
+  TORCH_CHECK(y.channels == x.channels && y.batch() == x.batch() &&
+                  y.height() == static_cast<int64_t>(scale * static_cast<double>(x.height())) &&
+                  y.width() == static_cast<int64_t>(scale * static_cast<double>(x.width())),
+              what, ": expected an output of ", scale, " times the input's size");
   const int64_t in_image = x.height() * x.width() * x.stride(), out_image = y.height() * y.width() * y.stride();
   const bf16_bits* in = data(x);
   bf16_bits* out = mutable_data(y);
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, y.batch() * y.height(), 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t image = r / y.height(), out_y = r % y.height();
-      simd::average_pool2x_row(in + image * in_image, x.stride(), x.width(), x.channels, out_y,
-                               out + image * out_image + out_y * y.width() * y.stride(), y.stride());
+      row(out_y, in + image * in_image, out + image * out_image + out_y * y.width() * y.stride());
     }
   });
 }
 
+}  // namespace
+
+void average_pool_2x(const Activation& x, const Activation& y) {
+  RECORD_FUNCTION("difflab::inference::average_pool_2x", std::vector<c10::IValue>());
+  for_each_output_row(x, y, 0.5, "inference::average_pool_2x",
+                      [&](int64_t out_y, const bf16_bits* image, bf16_bits* out_row) {
+                        simd::average_pool2x_row(image, x.stride(), x.width(), x.channels, out_y, out_row, y.stride());
+                      });
+}
+
 void upsample_bilinear_2x(const Activation& x, const Activation& y) {
   RECORD_FUNCTION("difflab::inference::upsample_bilinear_2x", std::vector<c10::IValue>());
-  check_activation(x, "inference::upsample_bilinear_2x");
-  check_activation(y, "inference::upsample_bilinear_2x");
-  TORCH_CHECK(y.channels == x.channels && y.batch() == x.batch() && y.height() == 2 * x.height() &&
-                  y.width() == 2 * x.width(),
-              "inference::upsample_bilinear_2x: the output must be twice the input's size");
-  const int64_t rows = y.batch() * y.height();
-  const int64_t in_image = x.height() * x.width() * x.stride(), out_image = y.height() * y.width() * y.stride();
-  const bf16_bits* in = data(x);
-  bf16_bits* out = mutable_data(y);
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t image = r / y.height(), out_y = r % y.height();
-      simd::upsample2x_bf16_row(in + image * in_image, x.stride(), x.height(), x.width(), x.channels, out_y,
-                                out + image * out_image + out_y * y.width() * y.stride(), y.stride());
-    }
-  });
+  for_each_output_row(x, y, 2.0, "inference::upsample_bilinear_2x",
+                      [&](int64_t out_y, const bf16_bits* image, bf16_bits* out_row) {
+                        simd::upsample2x_bf16_row(image, x.stride(), x.height(), x.width(), x.channels, out_y,
+                                                  out_row, y.stride());
+                      });
 }
 
 // ---- convolutions --------------------------------------------------------------------------
