@@ -113,6 +113,41 @@ TEST(FusedBatchNorm, ResidualBranchGetsTheInputAndAddsItsGradient) {
   }
 }
 
+// A U-Net's [x, skip]: normalised as two parts, exactly what normalising their concatenation gives
+// (outputs, running statistics), and each part gets its slice of the concatenation's gradient.
+TEST(FusedBatchNorm, TwoPartsAreTheirConcatenation) {
+  torch::Tensor x = activations(4, 24, 8).requires_grad_();
+  torch::Tensor skip = (activations(4, 8, 8) * 3 + 1).contiguous(kChannelsLast).requires_grad_();
+  torch::Tensor joined = torch::cat({x.detach(), skip.detach()}, 1).contiguous(kChannelsLast).requires_grad_();
+  auto parts_norm = seed_norm(32), joined_norm = seed_norm(32);
+  BlockInput parts, whole;
+  {
+    AutocastGuard autocast(torch::kCPU, true);
+    parts = normalise_block_input(*parts_norm, x, skip, /*residual_conv=*/true);
+    whole = normalise_block_input(*joined_norm, joined, /*residual_conv=*/true);
+  }
+  EXPECT_TRUE(torch::equal(parts.normalised, whole.normalised));
+  EXPECT_TRUE(torch::equal(parts.residual, whole.residual));
+  EXPECT_TRUE(parts.normalised.is_contiguous(kChannelsLast));
+  EXPECT_TRUE(torch::equal(parts_norm->running_mean, joined_norm->running_mean));
+  EXPECT_TRUE(torch::equal(parts_norm->running_var, joined_norm->running_var));
+  EXPECT_EQ(parts_norm->num_batches_tracked.item<int64_t>(), 1);
+  torch::manual_seed(3);
+  const torch::Tensor weights = torch::randn_like(joined), residual_weights = torch::randn_like(joined);
+  auto objective = [&](const BlockInput& in) {
+    return (in.normalised.to(torch::kFloat32) * weights).sum() + (in.residual.to(torch::kFloat32) * residual_weights).sum();
+  };
+  objective(parts).backward();
+  objective(whole).backward();
+  EXPECT_TRUE(torch::equal(x.grad(), joined.grad().slice(1, 0, 24)));
+  EXPECT_TRUE(torch::equal(skip.grad(), joined.grad().slice(1, 24, 32)));
+  EXPECT_GT(skip.grad().abs().max().item<double>(), 0.1);
+  // Outside autocast it is the plain concatenation through LibTorch's BatchNorm.
+  BlockInput plain = normalise_block_input(*parts_norm, x, skip, /*residual_conv=*/true);
+  EXPECT_EQ(plain.normalised.scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::equal(plain.residual, joined));
+}
+
 TEST(FusedBatchNorm, EvaluationUsesRunningStatistics) {
   torch::Tensor x = activations(4, 8, 8);
   auto norm = seed_norm(8);

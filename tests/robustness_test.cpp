@@ -230,8 +230,8 @@ TEST(FullDisks, AFullOutputFolderStopsTheRunCleanlyAndARunWithRoomResumesIt) {
 
 TEST(FullDisks, AFileSizeLimitFailsTheRunInsteadOfKillingIt) {
   difflab::test::TempDir dir;
-  // bash counts ulimit -f in KiB: the database fits in 200 KiB, a checkpoint (~220 KB) does not.
-  Outcome limited = difflab::test::shell_command("bash -c 'ulimit -f 200; " + std::string(DIFFLAB_TEST_EXECUTABLE) +
+  // bash counts ulimit -f in KiB: the database (64 KiB) fits in 150 KiB, a checkpoint (~200 KB) does not.
+  Outcome limited = difflab::test::shell_command("bash -c 'ulimit -f 150; " + std::string(DIFFLAB_TEST_EXECUTABLE) +
                                                  " " + quick_run(dir.path()) + "'");
   EXPECT_EQ(limited.exit_code, 1) << limited.output;  // not 153 (SIGXFSZ)
   EXPECT_NE(limited.output.find("File too large"), std::string::npos) << limited.output;

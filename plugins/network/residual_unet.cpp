@@ -32,8 +32,9 @@ struct ResidualBlockImpl : torch::nn::Module {
   // The precision.h helpers keep this block at one pass per activation under CPU bf16 autocast
   // (the convolutions' inputs and outputs stay bf16, the residual stream float32); elsewhere they
   // are norm(x), torch::silu and +.
-  torch::Tensor forward(const torch::Tensor& input) {
-    const BlockInput in = normalise_block_input(*norm, input, /*residual_conv=*/!residual_conv.is_empty());
+  // block([input, skip]) where skip (a U-Net's skip connection) is defined.
+  torch::Tensor forward(const torch::Tensor& input, const torch::Tensor& skip = {}) {
+    const BlockInput in = normalise_block_input(*norm, input, skip, /*residual_conv=*/!residual_conv.is_empty());
     const torch::Tensor residual = residual_conv ? residual_conv(in.residual) : in.residual;
     const torch::Tensor x = swish(conv1(in.normalised));
     return add_as_float(conv2(x), residual);
@@ -153,10 +154,15 @@ class ResidualUNet : public Network {
     // [B, E, 1, 1] -> [B, E, H, W]: nearest upsampling of a 1x1 map is a broadcast.
     torch::Tensor e = sinusoidal_embedding(noise_variances, embedding_dims_, embedding_max_frequency_)
                           .expand({-1, -1, noisy_images.size(2), noisy_images.size(3)});
-    torch::Tensor x = float_activations(input_conv_(noisy_images));
-    // A one-channel input gives a contiguous x even under channels_last; the blocks' fused
-    // operations (precision.h) need their configured layout.
-    x = torch::cat({x, e.to(x.scalar_type())}, /*dim=*/1).contiguous(weight_memory_format(*this));
+    // [features, e] in the layout the blocks' fused operations (precision.h) need: both parts in
+    // it first (a one-channel input gives contiguous features even under channels_last; the cast
+    // to float32 and the change of layout are one pass), so that the concatenation is the only
+    // other pass.
+    const auto format = weight_memory_format(*this);
+    torch::Tensor features = input_conv_(noisy_images);
+    features = features.to(features.is_cpu() ? torch::kFloat32 : features.scalar_type(), /*non_blocking=*/false,
+                           /*copy=*/false, format);
+    torch::Tensor x = torch::cat({features, e.to(features.scalar_type()).contiguous(format)}, /*dim=*/1);
 
     std::vector<torch::Tensor> skips;
     size_t block = 0;
@@ -172,9 +178,8 @@ class ResidualUNet : public Network {
     for (size_t level = widths_.size() - 1; level-- > 0;) {
       x = upsample_bilinear_2x(x);
       for (int64_t depth = 0; depth < block_depth_; ++depth) {
-        x = torch::cat({x, skips.back()}, /*dim=*/1);
+        x = up_blocks_[block++]->as<ResidualBlock>()->forward(x, skips.back());
         skips.pop_back();
-        x = up_blocks_[block++]->as<ResidualBlock>()->forward(x);
       }
     }
     return output_conv_(x);

@@ -48,6 +48,12 @@ struct BlockInput {
 };
 DIFFLAB_API BlockInput normalise_block_input(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& x,
                                  bool residual_conv);
+// The same for the channel concatenation [x, skip] (a U-Net's up block), without building it in
+// float32: fused, both are normalised in one pass into the bf16 concatenation, and each gets its
+// own gradient back. The residual branch must be a convolution (it reads the bf16
+// concatenation); without fusion it is normalise_block_input(norm, torch::cat({x, skip}, 1)).
+DIFFLAB_API BlockInput normalise_block_input(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& x,
+                                             const torch::Tensor& skip, bool residual_conv);
 
 // x * sigmoid(x) (swish, SiLU). A bf16 CPU input gives a bf16 output computed in float32 (it
 // saturates below x = -80, where it is -1e-33 rather than smaller); other inputs use torch::silu.

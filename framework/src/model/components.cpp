@@ -11,6 +11,7 @@
 #include "config/experiment.h"
 #include "difflab/error.h"
 #include "difflab/version.h"
+#include "model/fused_adamw.h"
 #include "plugin_host/registry.h"
 
 namespace difflab {
@@ -104,9 +105,10 @@ void place_model(DiffusionModel& model, const Experiment& experiment, torch::Dev
 
 std::unique_ptr<torch::optim::AdamW> make_optimizer(DiffusionModel& model, const Experiment& experiment) {
   const TrainingSettings training = experiment.settings().training;
-  return std::make_unique<torch::optim::AdamW>(
-      model.network().parameters(),
-      torch::optim::AdamWOptions(training.learning_rate).weight_decay(training.weight_decay).eps(1e-7));
+  auto options = torch::optim::AdamWOptions(training.learning_rate).weight_decay(training.weight_decay).eps(1e-7);
+  if (!fused_optimizer_enabled())
+    return std::make_unique<torch::optim::AdamW>(model.network().parameters(), options);
+  return std::make_unique<FusedAdamW>(model.network().parameters(), options);
 }
 
 }  // namespace difflab

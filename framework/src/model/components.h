@@ -39,7 +39,8 @@ torch::Device configure_process(const Experiment& experiment, int64_t threads = 
 void place_model(DiffusionModel& model, const Experiment& experiment, torch::Device device);
 
 // AdamW with [training]'s learning rate and weight decay, and Keras' other defaults
-// (beta_1 0.9, beta_2 0.999, epsilon 1e-7), over the network's parameters.
+// (beta_1 0.9, beta_2 0.999, epsilon 1e-7), over the network's parameters: a FusedAdamW
+// (fused_adamw.h), or LibTorch's own where DIFFLAB_FUSED_OPTIMIZER=0.
 std::unique_ptr<torch::optim::AdamW> make_optimizer(DiffusionModel& model, const Experiment& experiment);
 
 }  // namespace difflab

@@ -4,12 +4,27 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include "model/fused_adamw.h"
+
 namespace difflab {
 namespace {
 
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
 #define DIFFLAB_DEVICE_AUTOCAST_API 1
 #endif
+
+// ema = decay * ema + (1 - decay) * value, tensor by tensor; a copy for integer tensors
+// (num_batches_tracked) and at decay 0.
+void lerp_ema(const std::vector<torch::Tensor>& values, const std::vector<torch::Tensor>& emas, double decay) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < values.size(); ++i) {
+    torch::Tensor ema = emas[i];
+    if (!torch::isFloatingType(ema.scalar_type()) || decay == 0.0)
+      ema.copy_(values[i]);
+    else
+      ema.lerp_(values[i], 1.0 - decay);
+  }
+}
 
 void set_memory_format(torch::nn::Module& module, bool channels_last) {
   if (!channels_last) return;
@@ -171,8 +186,8 @@ StepLosses DiffusionModel::losses(const torch::Tensor& images, const torch::Tens
   return result;
 }
 
-StepLosses DiffusionModel::train_step(const torch::Tensor& raw_images,
-                                      torch::optim::Optimizer& optimizer, const StepShard* shard) {
+StepLosses DiffusionModel::train_step(const torch::Tensor& raw_images, torch::optim::Optimizer& optimizer,
+                                      const StepShard* shard, std::optional<double> ema_decay) {
   network_->train();
   // Normalize images to have standard deviation 1, like the noises.
   torch::Tensor images = normalize(prepare_input(raw_images));  // [B, C, S, S]
@@ -194,13 +209,26 @@ StepLosses DiffusionModel::train_step(const torch::Tensor& raw_images,
   // other losses are only metrics.
   Decomposition predicted = predict(noisy_images, rates.noise_rates, rates.signal_rates, true);
   StepLosses step = losses(images, noises, rates, predicted);
-  optimizer.zero_grad();
+  if (auto* fused = dynamic_cast<FusedAdamW*>(&optimizer))
+    fused->zero_gradients();  // in place: the gradients stay views of its flat buffer
+  else
+    optimizer.zero_grad();
   step.loss.backward();
   StepLosses measured{step.loss.detach(), step.noise_loss.detach(), step.image_loss.detach(),
                       step.velocity_loss.detach()};
   if (shard != nullptr && shard->synchronise) shard->synchronise(measured);
-  optimizer.step();
+  step_optimizer(optimizer, ema_decay);
   return measured;
+}
+
+void DiffusionModel::step_optimizer(torch::optim::Optimizer& optimizer, std::optional<double> ema_decay) {
+  auto* fused = dynamic_cast<FusedAdamW*>(&optimizer);
+  if (fused != nullptr && ema_decay) {
+    fused->step_with_ema(ema_network_->parameters(), *ema_decay);
+    return;
+  }
+  optimizer.step();
+  if (ema_decay) lerp_ema(network_->parameters(), ema_network_->parameters(), *ema_decay);
 }
 
 StepLosses DiffusionModel::test_step(const torch::Tensor& raw_images) {
@@ -216,21 +244,12 @@ StepLosses DiffusionModel::test_step(const torch::Tensor& raw_images) {
 }
 
 void DiffusionModel::update_ema(double decay) {
-  torch::NoGradGuard no_grad;
-  auto weights = network_->parameters();
-  auto ema_weights = ema_network_->parameters();
-  auto buffers = network_->buffers();
-  auto ema_buffers = ema_network_->buffers();
-  weights.insert(weights.end(), buffers.begin(), buffers.end());
-  ema_weights.insert(ema_weights.end(), ema_buffers.begin(), ema_buffers.end());
-  for (size_t i = 0; i < weights.size(); ++i) {
-    if (!torch::isFloatingType(ema_weights[i].scalar_type()) || decay == 0.0) {
-      ema_weights[i].copy_(weights[i]);
-    } else {
-      // ema_weight = decay * ema_weight + (1 - decay) * weight
-      ema_weights[i].lerp_(weights[i], 1.0 - decay);
-    }
-  }
+  lerp_ema(network_->parameters(), ema_network_->parameters(), decay);
+  update_ema_buffers(decay);
+}
+
+void DiffusionModel::update_ema_buffers(double decay) {
+  lerp_ema(network_->buffers(), ema_network_->buffers(), decay);
 }
 
 torch::Tensor DiffusionModel::generate(int64_t num_images, int64_t diffusion_steps) {

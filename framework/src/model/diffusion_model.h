@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 #include <torch/nn/module.h>
@@ -70,9 +71,14 @@ class DiffusionModel {
                    const torch::Tensor& signal_rates, bool training);
 
   // The seed's train_step() on a batch of raw [0, 1] images: forward, backward, optimiser step.
-  // With `shard`, `images` is the global batch and this rank trains on its slice.
+  // With `shard`, `images` is the global batch and this rank trains on its slice. With
+  // `ema_decay`, the step also moves the EMA parameters (step_optimizer); update_ema_buffers then
+  // completes the EMA update.
   StepLosses train_step(const torch::Tensor& images, torch::optim::Optimizer& optimizer,
-                        const StepShard* shard = nullptr);
+                        const StepShard* shard = nullptr, std::optional<double> ema_decay = std::nullopt);
+  // optimizer.step(), and with `ema_decay` the EMA update of the parameters (not the buffers): in
+  // the same pass where the optimiser is a FusedAdamW (fused_adamw.h).
+  void step_optimizer(torch::optim::Optimizer& optimizer, std::optional<double> ema_decay);
   // Network evaluations since the last reset (what a sampler spent).
   int64_t evaluations() const { return evaluations_; }
   void reset_evaluations() { evaluations_ = 0; }
@@ -82,6 +88,8 @@ class DiffusionModel {
   // ema_weight = decay * ema_weight + (1 - decay) * weight, over parameters and buffers (as
   // Keras does over network.weights, BatchNorm moving statistics included).
   void update_ema(double decay);
+  // The same over the buffers alone (BatchNorm's running statistics), after step_optimizer.
+  void update_ema_buffers(double decay);
 
   // The seed's generate(): initial noise -> sampler with the EMA network -> [0, 1] images, in
   // batches of at most `sample_batch_size` (set_sample_batch_size; 0 = all at once).

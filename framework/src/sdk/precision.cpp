@@ -75,40 +75,51 @@ std::pair<std::vector<double>, std::vector<double>> channel_sums(int64_t rows, i
 }
 
 // BatchNorm without affine parameters on a float32 NHWC tensor x, with bf16 output y, and the
-// block's residual input r: x itself, or x in bf16 when it feeds a 1x1 convolution. Batch
-// statistics in training (biased variance to normalise, unbiased to update the running variance,
-// as torch.nn.BatchNorm2d), running statistics in evaluation. The backward pass adds r's gradient
-// to the normalisation's in the same pass, so neither a cast nor autograd's separate gradient
-// accumulation touches x's gradient again.
+// block's residual input r: x itself, or x in bf16 when it feeds a 1x1 convolution. x is the
+// channel concatenation of `first` and `second` (which may be empty: autograd functions take no
+// undefined tensors): a U-Net's [x, skip],
+// normalised without building it in float32. Batch statistics in training (biased variance to
+// normalise, unbiased to update the running variance, as torch.nn.BatchNorm2d), running statistics
+// in evaluation. The backward pass adds r's gradient to the normalisation's in the same pass, so
+// neither a cast nor autograd's separate gradient accumulation touches x's gradient again.
 struct NormaliseBlockInput : torch::autograd::Function<NormaliseBlockInput> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* context,
-                                                const torch::Tensor& x, torch::Tensor running_mean,
-                                                torch::Tensor running_var, bool training, double momentum,
-                                                double eps, bool residual_bf16) {
-    const int64_t channels = x.size(1);
-    const int64_t rows = x.numel() / channels;
-    const float* data = x.data_ptr<float>();
+                                                const torch::Tensor& first, const torch::Tensor& second,
+                                                torch::Tensor running_mean, torch::Tensor running_var,
+                                                bool training, double momentum, double eps, bool residual_bf16) {
+    std::vector<torch::Tensor> parts{first};
+    if (second.numel() > 0) parts.push_back(second);
+    TORCH_CHECK(parts.size() == 1 || residual_bf16, "batch_norm: a concatenation needs a residual convolution");
+    int64_t channels = 0;
+    for (const auto& part : parts) channels += part.size(1);
+    const int64_t rows = first.numel() / first.size(1);
     std::vector<float> mean(static_cast<size_t>(channels));
-    torch::Tensor inverse_std = torch::empty({channels}, x.options());
+    torch::Tensor inverse_std = torch::empty({channels}, first.options());
     float* inverse_std_data = inverse_std.data_ptr<float>();
     if (training) {
       TORCH_CHECK(rows > 1, "batch_norm: expected more than 1 value per channel when training");
-      std::vector<float> shift(data, data + channels);
-      auto [sum, square_sum] =
-          channel_sums(rows, channels, [&](int64_t first, int64_t count, float* s, float* q) {
-            shifted_sums(data + first * channels, count, channels, shift.data(), s, q);
-          });
-      torch::Tensor batch_mean = torch::empty({channels}, x.options().dtype(torch::kFloat64));
-      torch::Tensor batch_var = torch::empty({channels}, x.options().dtype(torch::kFloat64));
-      for (int64_t c = 0; c < channels; ++c) {
-        const double mean_shifted = sum[c] / static_cast<double>(rows);
-        const double variance =
-            std::max(0.0, square_sum[c] / static_cast<double>(rows) - mean_shifted * mean_shifted);
-        batch_mean.data_ptr<double>()[c] = shift[c] + mean_shifted;
-        batch_var.data_ptr<double>()[c] =
-            variance * static_cast<double>(rows) / static_cast<double>(rows - 1);
-        mean[c] = static_cast<float>(shift[c] + mean_shifted);
-        inverse_std_data[c] = static_cast<float>(1.0 / std::sqrt(variance + eps));
+      torch::Tensor batch_mean = torch::empty({channels}, first.options().dtype(torch::kFloat64));
+      torch::Tensor batch_var = torch::empty({channels}, first.options().dtype(torch::kFloat64));
+      int64_t first_channel = 0;
+      for (const auto& part : parts) {
+        const int64_t part_channels = part.size(1);
+        const float* data = part.data_ptr<float>();
+        std::vector<float> shift(data, data + part_channels);
+        auto [sum, square_sum] =
+            channel_sums(rows, part_channels, [&](int64_t first_row, int64_t count, float* s, float* q) {
+              shifted_sums(data + first_row * part_channels, part_channels, count, part_channels, shift.data(), s, q);
+            });
+        for (int64_t c = 0; c < part_channels; ++c) {
+          const int64_t k = first_channel + c;
+          const double mean_shifted = sum[c] / static_cast<double>(rows);
+          const double variance =
+              std::max(0.0, square_sum[c] / static_cast<double>(rows) - mean_shifted * mean_shifted);
+          batch_mean.data_ptr<double>()[k] = shift[c] + mean_shifted;
+          batch_var.data_ptr<double>()[k] = variance * static_cast<double>(rows) / static_cast<double>(rows - 1);
+          mean[k] = static_cast<float>(shift[c] + mean_shifted);
+          inverse_std_data[k] = static_cast<float>(1.0 / std::sqrt(variance + eps));
+        }
+        first_channel += part_channels;
       }
       running_mean.mul_(1.0 - momentum).add_(batch_mean.to(running_mean.scalar_type()), momentum);
       running_var.mul_(1.0 - momentum).add_(batch_var.to(running_var.scalar_type()), momentum);
@@ -117,22 +128,31 @@ struct NormaliseBlockInput : torch::autograd::Function<NormaliseBlockInput> {
       std::copy_n(running.data_ptr<float>(), channels, mean.begin());
       inverse_std.copy_(torch::rsqrt(running_var.to(torch::kFloat64) + eps));
     }
-    torch::Tensor y = at::empty_like(x, x.options().dtype(torch::kBFloat16));
-    torch::Tensor residual = residual_bf16 ? at::empty_like(y) : x;
+    torch::Tensor y = torch::empty({first.size(0), channels, first.size(2), first.size(3)},
+                                   first.options().dtype(torch::kBFloat16).memory_format(torch::MemoryFormat::ChannelsLast));
+    torch::Tensor residual = residual_bf16 ? at::empty_like(y) : first;
     bf16_bits* y_data = bf16_data(y);
     bf16_bits* residual_data = residual_bf16 ? bf16_data(residual) : nullptr;
     at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / channels), [&](int64_t begin, int64_t end) {
-      normalise_rows(data + begin * channels, end - begin, channels, mean.data(), inverse_std_data,
-                     y_data + begin * channels, residual_data ? residual_data + begin * channels : nullptr);
+      int64_t first_channel = 0;
+      for (const auto& part : parts) {
+        const int64_t part_channels = part.size(1);
+        const int64_t out = begin * channels + first_channel;
+        normalise_rows(part.data_ptr<float>() + begin * part_channels, part_channels, end - begin, part_channels,
+                       mean.data() + first_channel, inverse_std_data + first_channel, y_data + out,
+                       residual_data ? residual_data + out : nullptr, channels);
+        first_channel += part_channels;
+      }
     });
     context->save_for_backward({y, inverse_std});
     context->saved_data["training"] = training;
+    context->saved_data["first_channels"] = first.size(1);
     return {y, residual};
   }
 
   // dx = inverse_std (g - mean(g) - y mean(g y)) + g_residual in training (Ioffe & Szegedy 2015,
   // sec. 3, without gamma; y = x_hat, the bf16 output the convolution saw), inverse_std g +
-  // g_residual in evaluation.
+  // g_residual in evaluation; split back into the two parts' gradients.
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
                                                  torch::autograd::variable_list grad_outputs) {
     const auto saved = context->get_saved_variables();
@@ -171,15 +191,27 @@ struct NormaliseBlockInput : torch::autograd::Function<NormaliseBlockInput> {
       else
         residual_float = g_residual.data_ptr<float>();
     }
-    torch::Tensor dx = at::empty_like(y, y.options().dtype(torch::kFloat32));
-    float* dx_data = dx.data_ptr<float>();
+    const int64_t first_channels = context->saved_data["first_channels"].toInt();
+    std::vector<torch::Tensor> dx;
+    for (const int64_t part_channels : {first_channels, channels - first_channels})
+      if (part_channels > 0)
+        dx.push_back(torch::empty({y.size(0), part_channels, y.size(2), y.size(3)},
+                                  y.options().dtype(torch::kFloat32).memory_format(torch::MemoryFormat::ChannelsLast)));
     at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / channels), [&](int64_t begin, int64_t end) {
-      const int64_t first = begin * channels;
-      normalise_backward_rows(g_data + first, y_data + first, end - begin, channels, inverse_std,
-                              offset.data(), slope.data(), residual_float ? residual_float + first : nullptr,
-                              residual_bf16 ? residual_bf16 + first : nullptr, dx_data + first);
+      int64_t first_channel = 0;
+      for (auto& part : dx) {
+        const int64_t part_channels = part.size(1);
+        const int64_t in = begin * channels + first_channel;
+        normalise_backward_rows(g_data + in, y_data + in, channels, end - begin, part_channels,
+                                inverse_std + first_channel, offset.data() + first_channel,
+                                slope.data() + first_channel, residual_float ? residual_float + in : nullptr,
+                                residual_bf16 ? residual_bf16 + in : nullptr,
+                                part.data_ptr<float>() + begin * part_channels, part_channels);
+        first_channel += part_channels;
+      }
     });
-    return {dx,
+    return {dx[0],
+            dx.size() > 1 ? dx[1] : torch::Tensor(),
             torch::Tensor(),
             torch::Tensor(),
             torch::Tensor(),
@@ -319,15 +351,29 @@ bool fusable_cpu(const torch::Tensor& x, torch::ScalarType dtype) {
 
 BlockInput normalise_block_input(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& x,
                                  bool residual_conv) {
+  return normalise_block_input(norm, x, torch::Tensor(), residual_conv);
+}
+
+BlockInput normalise_block_input(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& x, const torch::Tensor& skip,
+                                 bool residual_conv) {
   const auto& options = norm.options;
-  const bool fused = cpu_bf16_autocast() && fusable_cpu(x, torch::kFloat32) && x.dim() == 4 &&
-                     x.is_contiguous(torch::MemoryFormat::ChannelsLast) && !options.affine() &&
-                     options.track_running_stats() && options.momentum().has_value();
-  if (!fused) return {norm.forward(x), x};
-  TORCH_CHECK(x.size(1) == options.num_features(), "batch_norm: expected ", options.num_features(),
-              " channels, got ", x.size(1));
+  auto fusable_part = [](const torch::Tensor& part) {
+    return fusable_cpu(part, torch::kFloat32) && part.dim() == 4 && part.is_contiguous(torch::MemoryFormat::ChannelsLast);
+  };
+  const bool fused = cpu_bf16_autocast() && fusable_part(x) &&
+                     (!skip.defined() || (residual_conv && fusable_part(skip) && skip.size(0) == x.size(0) &&
+                                          skip.size(2) == x.size(2) && skip.size(3) == x.size(3))) &&
+                     !options.affine() && options.track_running_stats() && options.momentum().has_value();
+  if (!fused) {
+    const torch::Tensor joined = skip.defined() ? torch::cat({x, skip}, /*dim=*/1) : x;
+    return {norm.forward(joined), joined};
+  }
+  const int64_t channels = x.size(1) + (skip.defined() ? skip.size(1) : 0);
+  TORCH_CHECK(channels == options.num_features(), "batch_norm: expected ", options.num_features(),
+              " channels, got ", channels);
   if (norm.is_training()) norm.num_batches_tracked += 1;
-  auto outputs = NormaliseBlockInput::apply(x, norm.running_mean, norm.running_var, norm.is_training(),
+  const torch::Tensor second = skip.defined() ? skip : torch::empty({0}, x.options());
+  auto outputs = NormaliseBlockInput::apply(x, second, norm.running_mean, norm.running_var, norm.is_training(),
                                             *options.momentum(), options.eps(), residual_conv);
   return {outputs[0], outputs[1]};
 }

@@ -76,11 +76,11 @@ inline Taps taps(int64_t out, int64_t size) {
 
 }  // namespace
 
-DIFFLAB_SIMD_CLONES void shifted_sums(const float* __restrict x, int64_t rows, int64_t channels,
+DIFFLAB_SIMD_CLONES void shifted_sums(const float* __restrict x, int64_t x_stride, int64_t rows, int64_t channels,
                                       const float* __restrict shift, float* __restrict sum,
                                       float* __restrict square_sum) {
   for (int64_t r = 0; r < rows; ++r) {
-    const float* row = x + r * channels;
+    const float* row = x + r * x_stride;
     for (int64_t c = 0; c < channels; ++c) {
       const float d = row[c] - shift[c];
       sum[c] += d;
@@ -89,18 +89,25 @@ DIFFLAB_SIMD_CLONES void shifted_sums(const float* __restrict x, int64_t rows, i
   }
 }
 
-DIFFLAB_SIMD_CLONES void normalise_rows(const float* __restrict x, int64_t rows, int64_t channels,
+DIFFLAB_SIMD_CLONES void normalise_rows(const float* __restrict x, int64_t x_stride, int64_t rows, int64_t channels,
                                         const float* __restrict mean, const float* __restrict inverse_std,
-                                        bf16_bits* __restrict y, bf16_bits* __restrict x_bf16) {
+                                        bf16_bits* __restrict y, bf16_bits* __restrict x_bf16, int64_t y_stride) {
   if (x_bf16 == nullptr) {
-    for (int64_t i = 0; i < rows * channels; i += channels)
-      for (int64_t c = 0; c < channels; ++c) y[i + c] = to_bf16((x[i + c] - mean[c]) * inverse_std[c]);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* in = x + r * x_stride;
+      bf16_bits* out = y + r * y_stride;
+      for (int64_t c = 0; c < channels; ++c) out[c] = to_bf16((in[c] - mean[c]) * inverse_std[c]);
+    }
   } else {
-    for (int64_t i = 0; i < rows * channels; i += channels)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* in = x + r * x_stride;
+      bf16_bits* out = y + r * y_stride;
+      bf16_bits* copy = x_bf16 + r * y_stride;
       for (int64_t c = 0; c < channels; ++c) {
-        y[i + c] = to_bf16((x[i + c] - mean[c]) * inverse_std[c]);
-        x_bf16[i + c] = to_bf16(x[i + c]);
+        out[c] = to_bf16((in[c] - mean[c]) * inverse_std[c]);
+        copy[c] = to_bf16(in[c]);
       }
+    }
   }
 }
 
@@ -116,24 +123,28 @@ DIFFLAB_SIMD_CLONES void gradient_sums(const bf16_bits* __restrict g, const bf16
 }
 
 DIFFLAB_SIMD_CLONES void normalise_backward_rows(
-    const bf16_bits* __restrict g, const bf16_bits* __restrict y, int64_t rows, int64_t channels,
+    const bf16_bits* __restrict g, const bf16_bits* __restrict y, int64_t stride, int64_t rows, int64_t channels,
     const float* __restrict scale, const float* __restrict offset, const float* __restrict slope,
-    const float* __restrict residual_float, const bf16_bits* __restrict residual_bf16, float* __restrict dx) {
+    const float* __restrict residual_float, const bf16_bits* __restrict residual_bf16, float* __restrict dx,
+    int64_t dx_stride) {
   // One loop per case, so that each vectorises.
-  if (residual_float != nullptr) {
-    for (int64_t i = 0; i < rows * channels; i += channels)
+  for (int64_t r = 0; r < rows; ++r) {
+    const bf16_bits* g_row = g + r * stride;
+    const bf16_bits* y_row = y + r * stride;
+    float* out = dx + r * dx_stride;
+    if (residual_float != nullptr) {
+      const float* residual = residual_float + r * stride;
       for (int64_t c = 0; c < channels; ++c)
-        dx[i + c] = scale[c] * from_bf16(g[i + c]) - offset[c] - slope[c] * from_bf16(y[i + c]) +
-                    residual_float[i + c];
-  } else if (residual_bf16 != nullptr) {
-    for (int64_t i = 0; i < rows * channels; i += channels)
+        out[c] = scale[c] * from_bf16(g_row[c]) - offset[c] - slope[c] * from_bf16(y_row[c]) + residual[c];
+    } else if (residual_bf16 != nullptr) {
+      const bf16_bits* residual = residual_bf16 + r * stride;
       for (int64_t c = 0; c < channels; ++c)
-        dx[i + c] = scale[c] * from_bf16(g[i + c]) - offset[c] - slope[c] * from_bf16(y[i + c]) +
-                    from_bf16(residual_bf16[i + c]);
-  } else {
-    for (int64_t i = 0; i < rows * channels; i += channels)
+        out[c] = scale[c] * from_bf16(g_row[c]) - offset[c] - slope[c] * from_bf16(y_row[c]) +
+                 from_bf16(residual[c]);
+    } else {
       for (int64_t c = 0; c < channels; ++c)
-        dx[i + c] = scale[c] * from_bf16(g[i + c]) - offset[c] - slope[c] * from_bf16(y[i + c]);
+        out[c] = scale[c] * from_bf16(g_row[c]) - offset[c] - slope[c] * from_bf16(y_row[c]);
+    }
   }
 }
 

@@ -9,19 +9,24 @@ namespace difflab::simd {
 
 using bf16_bits = uint16_t;
 
-// Adds, per channel, sum(x - shift) and sum((x - shift)^2) over the rows to `sum`, `square_sum`.
-void shifted_sums(const float* x, int64_t rows, int64_t channels, const float* shift, float* sum,
-                  float* square_sum);
-// y = bf16((x - mean) * inverse_std), per channel, and x_bf16 = bf16(x) unless it is null.
-void normalise_rows(const float* x, int64_t rows, int64_t channels, const float* mean,
-                    const float* inverse_std, bf16_bits* y, bf16_bits* x_bf16);
+// Adds, per channel, sum(x - shift) and sum((x - shift)^2) over the rows (x_stride values apart) to
+// `sum`, `square_sum`.
+void shifted_sums(const float* x, int64_t x_stride, int64_t rows, int64_t channels, const float* shift,
+                  float* sum, float* square_sum);
+// y = bf16((x - mean) * inverse_std), per channel, and x_bf16 = bf16(x) unless it is null; the rows
+// of x lie x_stride values apart, those of y and x_bf16 y_stride apart (a channel slice of the
+// concatenation of several inputs).
+void normalise_rows(const float* x, int64_t x_stride, int64_t rows, int64_t channels, const float* mean,
+                    const float* inverse_std, bf16_bits* y, bf16_bits* x_bf16, int64_t y_stride);
 // Adds, per channel, sum(g) and sum(g * y) to `g_sum`, `g_y_sum`.
 void gradient_sums(const bf16_bits* g, const bf16_bits* y, int64_t rows, int64_t channels, float* g_sum,
                    float* g_y_sum);
-// dx = scale * g - offset - slope * y (+ residual_float or residual_bf16, where not null), per channel.
-void normalise_backward_rows(const bf16_bits* g, const bf16_bits* y, int64_t rows, int64_t channels,
-                             const float* scale, const float* offset, const float* slope,
-                             const float* residual_float, const bf16_bits* residual_bf16, float* dx);
+// dx = scale * g - offset - slope * y (+ residual_float or residual_bf16, where not null), per channel;
+// the rows of g, y and the residual lie `stride` values apart, those of dx dx_stride apart.
+void normalise_backward_rows(const bf16_bits* g, const bf16_bits* y, int64_t stride, int64_t rows,
+                             int64_t channels, const float* scale, const float* offset, const float* slope,
+                             const float* residual_float, const bf16_bits* residual_bf16, float* dx,
+                             int64_t dx_stride);
 // y = bf16(x * sigmoid(x)) and its gradient dx = bf16(g * s * (1 + x * (1 - s))).
 void silu_forward(const bf16_bits* x, bf16_bits* y, int64_t n);
 void silu_backward(const bf16_bits* g, const bf16_bits* x, bf16_bits* dx, int64_t n);

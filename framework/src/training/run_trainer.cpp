@@ -261,8 +261,9 @@ EpochLosses RunTrainer::train_epoch(int64_t epoch) {
       throw Error(ErrorKind::interrupted, "interrupted: another rank of the run was interrupted");
     }
     const torch::Tensor indices = order.slice(0, batch * batch_size, (batch + 1) * batch_size);
-    const StepLosses losses = step(run_.data.train.index_select(0, indices));
-    model_.update_ema(ema_decay(training_.ema, state_.step, training_.ema_warmup));
+    const double decay = ema_decay(training_.ema, state_.step, training_.ema_warmup);
+    const StepLosses losses = step(run_.data.train.index_select(0, indices), decay);
+    model_.update_ema_buffers(decay);  // after the statistics are synchronised
     ++state_.step;
     const double loss = losses.loss.item<double>(), noise_loss = losses.noise_loss.item<double>();
     if (!std::isfinite(loss) || !std::isfinite(noise_loss)) fail_diverged(epoch, loss, noise_loss);
@@ -296,9 +297,9 @@ bool RunTrainer::stop_requested() {
   }
 }
 
-StepLosses RunTrainer::step(const torch::Tensor& images) {
+StepLosses RunTrainer::step(const torch::Tensor& images, double ema_decay) {
   ProcessGroup* group = run_.options.distributed;
-  if (group == nullptr) return model_.train_step(images, *optimizer_);
+  if (group == nullptr) return model_.train_step(images, *optimizer_, nullptr, ema_decay);
   StepShard shard;
   shard.rank = group->rank();
   shard.world = group->world();
@@ -314,7 +315,7 @@ StepLosses RunTrainer::step(const torch::Tensor& images) {
       throw RuntimeError(group->describe_failure(error));
     }
   };
-  StepLosses losses = model_.train_step(images, *optimizer_, &shard);
+  StepLosses losses = model_.train_step(images, *optimizer_, &shard, ema_decay);
   try {
     // BatchNorm statistics: rank 0's on every rank (as DDP's broadcast_buffers), or their mean.
     if (!float_buffers_.empty()) {

@@ -128,8 +128,9 @@ class RunTrainer {
   bool leader() const { return run_.store != nullptr; }
   // Data parallel: rank 0's weights, statistics and random state on every rank.
   void align_ranks();
-  // One optimiser step on this rank's part of `images` (all of it in one process).
-  StepLosses step(const torch::Tensor& images);
+  // One optimiser step and EMA parameter update on this rank's part of `images` (all of it in one
+  // process).
+  StepLosses step(const torch::Tensor& images, double ema_decay);
   // Whether any rank was interrupted (or lost its lease), agreed by all.
   bool stop_requested();
   // The checkpoint of a run stopped inside an epoch (see TrainingState::epoch_batches).

@@ -357,8 +357,8 @@ BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry&
   shard.synchronise = [&](StepLosses&) { distributed->average_gradients(model.network().parameters()); };
   auto train = [&](int64_t count) {
     for (int64_t i = 0; i < count; ++i) {
-      model.train_step(images, *optimizer, distributed ? &shard : nullptr);
-      model.update_ema(settings.training.ema);
+      model.train_step(images, *optimizer, distributed ? &shard : nullptr, settings.training.ema);
+      model.update_ema_buffers(settings.training.ema);
     }
     synchronize();
   };
@@ -373,8 +373,8 @@ BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry&
   {  // the optimiser's share: its step and the EMA update alone, on the last step's gradients
     const auto optimizer_start = Clock::now();
     for (int64_t i = 0; i < steps; ++i) {
-      optimizer->step();
-      model.update_ema(settings.training.ema);
+      model.step_optimizer(*optimizer, settings.training.ema);
+      model.update_ema_buffers(settings.training.ema);
     }
     synchronize();
     const double optimizer_seconds = std::chrono::duration<double>(Clock::now() - optimizer_start).count();
