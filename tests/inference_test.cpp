@@ -169,9 +169,13 @@ TEST(InferencePath, SampleBatchSizeDoesNotChangeDeterministicSamples) {
   DiffusionModel model = small_model({8, 16}, 5, 5);
   torch::Tensor noise = torch::randn({10, 1, 16, 16});
   model.set_sample_batch_size(0);
+  model.reset_evaluations();
   const torch::Tensor whole = model.generate_from(noise, 4);
+  EXPECT_EQ(model.evaluations(), 4);  // DDIM: one network evaluation a step
   model.set_sample_batch_size(3);  // 3 + 3 + 3 + 1
+  model.reset_evaluations();
   const torch::Tensor batched = model.generate_from(noise, 4);
+  EXPECT_EQ(model.evaluations(), 4);  // per image, as kid.nfe records it: not 4 batches x 4
   EXPECT_EQ(batched.sizes(), whole.sizes());
   EXPECT_LT((batched - whole).abs().max().item<double>(), 1e-5);
 }

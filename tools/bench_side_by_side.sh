@@ -3,7 +3,7 @@
 # python3-torch, tools/bench_reference.py) for the same network, batch and image size, run
 # alternately ROUNDS times so that both see the same machine load; prints every run, the medians,
 # the ratio of the medians and the median of each round's ratio (difflab as written against the
-# float32 reference run right after it).
+# float32 reference run right after it), and the sampling speed-ups (ratios of the medians).
 #
 #   tools/bench_side_by_side.sh [--rounds N] [--steps N] [--threads N] [--build DIR]
 #                               [--experiment FILE] [-- difflab --set overrides...]
@@ -69,3 +69,6 @@ ratios=$(paste -d' ' <(tr ';' '\n' <<<"${results[${names[0]}]}" | awk 'NF { prin
          awk '{ printf "%.2f;", $1 / $2 }')
 echo "train_speedup_per_round: ${ratios//;/ }"
 echo "train_speedup_median_of_rounds: $(median 1 <<<"$ratios")"
+difflab_sample=$(median 2 <<<"${results[${names[0]}]}")
+awk -v a="$difflab_sample" -v b="$(median 2 <<<"${results[${names[2]}]}")" -v c="$(median 2 <<<"${results[${names[3]}]}")" \
+  'BEGIN { printf "sample_speedup_vs_fp32_reference: %.2f\nsample_speedup_vs_bf16_reference: %.2f (ratios of the medians)\n", a / b, a / c }'

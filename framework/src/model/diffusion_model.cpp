@@ -282,10 +282,17 @@ torch::Tensor DiffusionModel::generate_from(const torch::Tensor& initial_noise,
   } reset{sampling_network_};
   const int64_t count = initial_noise.size(0);
   if (sample_batch_size_ <= 0 || count <= sample_batch_size_) return sample_batch(initial_noise, diffusion_steps);
+  // Every batch runs the same trajectory: the evaluations count once, not once per batch.
+  const int64_t before = evaluations_;
+  int64_t per_trajectory = 0;
   std::vector<torch::Tensor> batches;
-  for (int64_t first = 0; first < count; first += sample_batch_size_)
+  for (int64_t first = 0; first < count; first += sample_batch_size_) {
+    evaluations_ = before;
     batches.push_back(sample_batch(initial_noise.slice(0, first, std::min(count, first + sample_batch_size_)),
                                    diffusion_steps));
+    per_trajectory = std::max(per_trajectory, evaluations_ - before);
+  }
+  evaluations_ = before + per_trajectory;
   return torch::cat(batches);
 }
 

@@ -79,7 +79,8 @@ class DiffusionModel {
   // optimizer.step(), and with `ema_decay` the EMA update of the parameters (not the buffers): in
   // the same pass where the optimiser is a FusedAdamW (fused_adamw.h).
   void step_optimizer(torch::optim::Optimizer& optimizer, std::optional<double> ema_decay);
-  // Network evaluations since the last reset (what a sampler spent).
+  // Network evaluations since the last reset (what a sampler spent on each image: generating in
+  // several batches counts the trajectory once, as kid.nfe means it).
   int64_t evaluations() const { return evaluations_; }
   void reset_evaluations() { evaluations_ = 0; }
   // Validation losses with the EMA network (the seed's test_step without KID).

@@ -406,7 +406,10 @@ BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry&
   if (profile) {
     model.reset_evaluations();
     for (const OperatorTime& op : profile_operators([&] { model.generate(batch_size, result.plot_steps); })) {
-      const double evaluations = static_cast<double>(std::max<int64_t>(1, model.evaluations()));
+      // Per network call: evaluations per image times the batches the images were sampled in.
+      const int64_t batches =
+          result.sample_batch_size > 0 ? (batch_size + result.sample_batch_size - 1) / result.sample_batch_size : 1;
+      const double evaluations = static_cast<double>(std::max<int64_t>(1, model.evaluations() * batches));
       result.sample_profile.push_back({op.name, op.self_ms / evaluations, static_cast<double>(op.calls) / evaluations});
       result.profiled_ms_per_sample_step += op.self_ms / evaluations;
     }
