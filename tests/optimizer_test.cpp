@@ -248,9 +248,9 @@ TEST(FusedAdamW, TrainsTheModelLikeAdamWWithTheEmaInTheSamePass) {
     reference_model->update_ema(decay);
   }
   EXPECT_EQ(fused.flattenings(), 1);
-  EXPECT_LT(max_relative_difference(fused_model->network().parameters(), reference_model->network().parameters()), 1e-5);
-  EXPECT_LT(max_relative_difference(fused_model->ema_network().parameters(), reference_model->ema_network().parameters()),
-            1e-5);
-  EXPECT_LT(max_relative_difference(fused_model->ema_network().buffers(), reference_model->ema_network().buffers()),
-            1e-5);
+  Network &net = fused_model->network(), &ema = fused_model->ema_network();
+  Network &reference_net = reference_model->network(), &reference_ema = reference_model->ema_network();
+  EXPECT_LT(max_relative_difference(net.parameters(), reference_net.parameters()), 1e-5);
+  EXPECT_LT(max_relative_difference(ema.parameters(), reference_ema.parameters()), 1e-5);
+  EXPECT_LT(max_relative_difference(ema.buffers(), reference_ema.buffers()), 1e-5);
 }

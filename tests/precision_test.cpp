@@ -135,7 +135,8 @@ TEST(FusedBatchNorm, TwoPartsAreTheirConcatenation) {
   torch::manual_seed(3);
   const torch::Tensor weights = torch::randn_like(joined), residual_weights = torch::randn_like(joined);
   auto objective = [&](const BlockInput& in) {
-    return (in.normalised.to(torch::kFloat32) * weights).sum() + (in.residual.to(torch::kFloat32) * residual_weights).sum();
+    return (in.normalised.to(torch::kFloat32) * weights).sum() +
+           (in.residual.to(torch::kFloat32) * residual_weights).sum();
   };
   objective(parts).backward();
   objective(whole).backward();

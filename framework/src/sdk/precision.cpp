@@ -76,12 +76,12 @@ std::pair<std::vector<double>, std::vector<double>> channel_sums(int64_t rows, i
 
 // BatchNorm without affine parameters on a float32 NHWC tensor x, with bf16 output y, and the
 // block's residual input r: x itself, or x in bf16 when it feeds a 1x1 convolution. x is the
-// channel concatenation of `first` and `second` (which may be empty: autograd functions take no
-// undefined tensors): a U-Net's [x, skip],
-// normalised without building it in float32. Batch statistics in training (biased variance to
-// normalise, unbiased to update the running variance, as torch.nn.BatchNorm2d), running statistics
-// in evaluation. The backward pass adds r's gradient to the normalisation's in the same pass, so
-// neither a cast nor autograd's separate gradient accumulation touches x's gradient again.
+// channel concatenation of `first` and `second` (empty for none: autograd functions take no
+// undefined tensors), a U-Net's [x, skip], normalised without being built in float32. Batch
+// statistics in training (biased variance to normalise, unbiased to update the running variance,
+// as torch.nn.BatchNorm2d), running statistics in evaluation. The backward pass adds r's gradient
+// to the normalisation's in the same pass, so neither a cast nor autograd's separate gradient
+// accumulation touches x's gradient again.
 struct NormaliseBlockInput : torch::autograd::Function<NormaliseBlockInput> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* context,
                                                 const torch::Tensor& first, const torch::Tensor& second,
@@ -128,8 +128,9 @@ struct NormaliseBlockInput : torch::autograd::Function<NormaliseBlockInput> {
       std::copy_n(running.data_ptr<float>(), channels, mean.begin());
       inverse_std.copy_(torch::rsqrt(running_var.to(torch::kFloat64) + eps));
     }
+    const auto nhwc = torch::MemoryFormat::ChannelsLast;
     torch::Tensor y = torch::empty({first.size(0), channels, first.size(2), first.size(3)},
-                                   first.options().dtype(torch::kBFloat16).memory_format(torch::MemoryFormat::ChannelsLast));
+                                   first.options().dtype(torch::kBFloat16).memory_format(nhwc));
     torch::Tensor residual = residual_bf16 ? at::empty_like(y) : first;
     bf16_bits* y_data = bf16_data(y);
     bf16_bits* residual_data = residual_bf16 ? bf16_data(residual) : nullptr;
@@ -358,7 +359,8 @@ BlockInput normalise_block_input(torch::nn::BatchNorm2dImpl& norm, const torch::
                                  bool residual_conv) {
   const auto& options = norm.options;
   auto fusable_part = [](const torch::Tensor& part) {
-    return fusable_cpu(part, torch::kFloat32) && part.dim() == 4 && part.is_contiguous(torch::MemoryFormat::ChannelsLast);
+    return fusable_cpu(part, torch::kFloat32) && part.dim() == 4 &&
+           part.is_contiguous(torch::MemoryFormat::ChannelsLast);
   };
   const bool fused = cpu_bf16_autocast() && fusable_part(x) &&
                      (!skip.defined() || (residual_conv && fusable_part(skip) && skip.size(0) == x.size(0) &&
