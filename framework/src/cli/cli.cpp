@@ -419,7 +419,7 @@ int command_bench(const po::variables_map& values) {
   fmt::print("threads: {}\n", torch::get_num_threads());
   fmt::print("batch_shape: {}\n", fmt::join(result.batch_shape, "x"));
   fmt::print("train_images_per_second: {:.2f}\n", result.train_images_per_second);
-  fmt::print("optimizer_share: {:.4f}  (AdamW step and EMA update, of a training step)\n", result.optimizer_share);
+  fmt::print("optimizer_share: {:.6f}  (AdamW step and EMA update, of a training step)\n", result.optimizer_share);
   fmt::print("sample_images_per_second: {:.2f}  ({} steps, plot_diffusion_steps, batches of {}, {})\n",
              result.sample_images_per_second, result.plot_steps,
              result.sample_batch_size > 0 ? std::to_string(result.sample_batch_size) : "all",
