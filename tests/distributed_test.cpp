@@ -69,11 +69,11 @@ TEST(Rendezvous, ReadsTorchrunAndSlurmVariables) {
   for (const char* name : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_NTASKS"})
     unsetenv(name);
   EXPECT_EQ(rendezvous_from_environment().world, 1);
-  setenv("SLURM_NTASKS", "4", 1);
-  setenv("SLURM_PROCID", "3", 1);
-  setenv("SLURM_LOCALID", "1", 1);
-  setenv("SLURM_JOB_NODELIST", "gpu[12-13]", 1);
-  setenv("SLURM_JOB_ID", "123456", 1);
+  auto set = [](std::initializer_list<std::pair<const char*, const char*>> variables) {
+    for (const auto& [name, value] : variables) setenv(name, value, 1);
+  };
+  set({{"SLURM_NTASKS", "4"}, {"SLURM_PROCID", "3"}, {"SLURM_LOCALID", "1"}, {"SLURM_JOB_NODELIST", "gpu[12-13]"},
+       {"SLURM_JOB_ID", "123456"}});
   Rendezvous slurm = rendezvous_from_environment();
   EXPECT_EQ(slurm.source, "slurm");
   EXPECT_EQ(slurm.world, 4);
@@ -84,10 +84,7 @@ TEST(Rendezvous, ReadsTorchrunAndSlurmVariables) {
   setenv("SLURM_JOB_ID", "123457", 1);
   EXPECT_NE(rendezvous_from_environment().port, slurm.port);  // another job, another port
   // torchrun's variables win.
-  setenv("WORLD_SIZE", "2", 1);
-  setenv("RANK", "1", 1);
-  setenv("MASTER_ADDR", "10.0.0.1", 1);
-  setenv("MASTER_PORT", "29600", 1);
+  set({{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29600"}});
   Rendezvous torchrun = rendezvous_from_environment();
   EXPECT_EQ(torchrun.source, "torchrun");
   EXPECT_EQ(torchrun.rank, 1);

@@ -90,20 +90,30 @@ bool FusedAdamW::fusable(const std::vector<torch::Tensor>* ema) const {
 }
 
 bool FusedAdamW::intact(const std::vector<torch::Tensor>* ema) const {
+  if (param_groups().size() != 1 ||
+      static_cast<const AdamWOptions&>(param_groups().front().options()).amsgrad())
+    return false;
   const auto& parameters = param_groups().front().params();
-  if (offsets_.size() != parameters.size() || (ema != nullptr && !ema_flat_.defined())) return false;
+  if (offsets_.size() != parameters.size() || states_.size() != parameters.size() ||
+      (ema != nullptr && (!ema_flat_.defined() || ema->size() != parameters.size())))
+    return false;
   for (size_t i = 0; i < parameters.size(); ++i) {
     const int64_t offset = offsets_[i];
-    auto it = state().find(state_key(state(), parameters[i]));
-    if (it == state().end()) return false;
-    const auto& adam = static_cast<const AdamWParamState&>(*it->second);
-    if (!lies_in(parameters[i], parameters_flat_, offset) || !lies_in(parameters[i].grad(), gradients_flat_, offset) ||
-        parameters[i].grad().strides() != parameters[i].strides() ||
-        !lies_in(adam.exp_avg(), first_moments_, offset) || !lies_in(adam.exp_avg_sq(), second_moments_, offset) ||
+    const torch::Tensor& gradient = parameters[i].grad();
+    if (!lies_in(parameters[i], parameters_flat_, offset) || !lies_in(gradient, gradients_flat_, offset) ||
+        gradient.strides() != parameters[i].strides() || !lies_in(states_[i]->exp_avg(), first_moments_, offset) ||
+        !lies_in(states_[i]->exp_avg_sq(), second_moments_, offset) ||
         (ema != nullptr && !lies_in((*ema)[i], ema_flat_, offset)))
       return false;
   }
   return true;
+}
+
+void FusedAdamW::load(torch::serialize::InputArchive& archive) {
+  torch::optim::AdamW::load(archive);
+  // New state objects: the buffers are rebuilt from them at the next step.
+  offsets_.clear();
+  states_.clear();
 }
 
 void FusedAdamW::flatten(const std::vector<torch::Tensor>* ema) {
@@ -111,6 +121,7 @@ void FusedAdamW::flatten(const std::vector<torch::Tensor>* ema) {
   const auto& parameters = param_groups().front().params();
   ++flattenings_;
   offsets_.clear();
+  states_.clear();
   total_ = 0;
   for (const auto& parameter : parameters) {
     offsets_.push_back(total_);
@@ -145,6 +156,7 @@ void FusedAdamW::flatten(const std::vector<torch::Tensor>* ema) {
     auto& adam = static_cast<AdamWParamState&>(*slot);
     adam.exp_avg(first);
     adam.exp_avg_sq(second);
+    states_.push_back(&adam);
     if (ema != nullptr) {
       torch::Tensor twin = (*ema)[i];
       torch::Tensor ema_values = view_of(ema_flat_, parameter, offset);
@@ -157,16 +169,17 @@ void FusedAdamW::flatten(const std::vector<torch::Tensor>* ema) {
 }
 
 bool FusedAdamW::fused_step(const std::vector<torch::Tensor>* ema, double decay) {
-  if (!fusable(ema)) return false;
-  if (!intact(ema)) flatten(ema);
+  if (!intact(ema)) {  // the first step, or something replaced a tensor's storage
+    if (!fusable(ema)) return false;
+    flatten(ema);
+  }
   torch::NoGradGuard no_grad;
   const auto& options = static_cast<const AdamWOptions&>(param_groups().front().options());
   const auto& parameters = param_groups().front().params();
   int64_t step = 0;
-  for (const auto& parameter : parameters) {
-    auto& adam = static_cast<AdamWParamState&>(*state()[state_key(state(), parameter)]);
-    adam.step(adam.step() + 1);
-    step = adam.step();
+  for (AdamWParamState* adam : states_) {
+    adam->step(adam->step() + 1);
+    step = adam->step();
   }
   // LibTorch's AdamW::step computes these in double; its float32 kernels apply them as float.
   const double lr = options.lr(), weight_decay = options.weight_decay();

@@ -25,6 +25,8 @@ class FusedAdamW : public torch::optim::AdamW {
   FusedAdamW(std::vector<torch::Tensor> parameters, torch::optim::AdamWOptions options);
 
   torch::Tensor step(LossClosure closure = nullptr) override;
+  // AdamW's load; the buffers are rebuilt from the loaded state at the next step.
+  void load(torch::serialize::InputArchive& archive) override;
   // The step, then ema = lerp(ema, parameter, 1 - decay) for each parameter and its EMA twin
   // (`ema_parameters`, in the parameters' order and shapes), in the same pass where fused.
   void step_with_ema(const std::vector<torch::Tensor>& ema_parameters, double decay);
@@ -40,12 +42,17 @@ class FusedAdamW : public torch::optim::AdamW {
   void use_tensor_operations(bool enabled) { tensor_operations_ = enabled; }
 
  private:
+  // Whether the tensors allow a fused step at all (checked only when the buffers are not intact).
   bool fusable(const std::vector<torch::Tensor>* ema) const;
+  // Whether every tensor is still the view of its part that flatten() made.
   bool intact(const std::vector<torch::Tensor>* ema) const;
   void flatten(const std::vector<torch::Tensor>* ema);
   bool fused_step(const std::vector<torch::Tensor>* ema, double decay);
 
   std::vector<int64_t> offsets_;  // each parameter's first value in the flat buffers
+  // Each parameter's AdamW state, as flatten() left it (load() replaces the state objects and
+  // clears this), so that a step finds them without the state map's string keys.
+  std::vector<torch::optim::AdamWParamState*> states_;
   int64_t total_ = 0;
   torch::Tensor parameters_flat_, gradients_flat_, first_moments_, second_moments_, ema_flat_;
   int64_t flattenings_ = 0;
