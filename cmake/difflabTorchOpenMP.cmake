@@ -1,0 +1,31 @@
+# An OpenMP LibTorch (ATen/Config.h: AT_PARALLEL_OPENMP 1, as Debian's and the pip wheels are)
+# implements at::parallel_for as a header template around `#pragma omp parallel`, instantiated in
+# the code that calls it. Compiled without -fopenmp, _OPENMP is undefined and every parallel_for in
+# that code silently runs on the calling thread: difflab's fused kernels ran on one of the two
+# cores until this was found (perf: the second thread spun in libgomp). So everything that links
+# `torch` compiles and links with OpenMP, LibTorch's precompiled header included. Used by difflab's
+# own tree and by find_package(difflab), for out-of-tree plugins; sets DIFFLAB_TORCH_OPENMP when
+# it applies.
+include_guard(GLOBAL)
+
+function(difflab_torch_openmp)
+  find_file(_difflab_aten_config ATen/Config.h PATHS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH NO_CACHE)
+  if(NOT _difflab_aten_config)
+    return()
+  endif()
+  file(STRINGS "${_difflab_aten_config}" _openmp REGEX "define AT_PARALLEL_OPENMP 1")
+  if(NOT _openmp)
+    return()
+  endif()
+  find_package(OpenMP COMPONENTS CXX)
+  if(NOT OpenMP_CXX_FOUND)
+    message(WARNING "difflab: LibTorch parallelises with OpenMP but this compiler has none: "
+                    "at::parallel_for in difflab's code runs on one thread")
+    return()
+  endif()
+  get_target_property(_links torch INTERFACE_LINK_LIBRARIES)
+  if(NOT "OpenMP::OpenMP_CXX" IN_LIST _links)
+    set_property(TARGET torch APPEND PROPERTY INTERFACE_LINK_LIBRARIES OpenMP::OpenMP_CXX)
+  endif()
+  set(DIFFLAB_TORCH_OPENMP ON PARENT_SCOPE)
+endfunction()
