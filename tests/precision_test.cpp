@@ -208,7 +208,7 @@ TEST(FusedSwish, MatchesFloat64SwishAndItsDerivative) {
   torch::Tensor x64 = x.detach().to(torch::kFloat64);
   torch::Tensor s = torch::sigmoid(x64);
   torch::Tensor expected = x64 * s;
-  // Relative to 1e-6 at least: swish saturates at x = -80 (sigmoid(-80) = 1.8e-35, not smaller).
+  // Relative to 1e-6 at least: results below FLT_MIN are 0.
   EXPECT_LT(((y.to(torch::kFloat64) - expected).abs() / expected.abs().clamp_min(1e-6)).max().item<double>(),
             1.0 / 256);
   torch::Tensor g = torch::linspace(-1.0, 1.0, x.numel()).to(torch::kBFloat16);
@@ -220,6 +220,36 @@ TEST(FusedSwish, MatchesFloat64SwishAndItsDerivative) {
   // float32 input: LibTorch's silu, unchanged.
   torch::Tensor x32 = torch::randn({100});
   EXPECT_TRUE(torch::equal(swish(x32), torch::silu(x32)));
+}
+
+// Every bf16 input: swish is the nearest bf16 to the float64 value (neither neighbouring bf16 is
+// closer), and its gradient is the float64 derivative s (1 + x (1 - s)) to within bf16 rounding.
+TEST(FusedSwish, IsTheNearestBf16ForEveryInput) {
+  auto as_bf16 = [](const torch::Tensor& bits) { return bits.to(torch::kInt16).view(torch::kBFloat16); };
+  torch::Tensor x = as_bf16(torch::arange(1 << 16, torch::kInt32)).requires_grad_();
+  torch::Tensor y = swish(x);
+  y.backward(torch::ones_like(y));
+  torch::Tensor x64 = x.detach().to(torch::kFloat64);
+  torch::Tensor s = torch::sigmoid(x64);
+  torch::Tensor expected = x64 * s;
+  const torch::Tensor checked = torch::isfinite(x64) & (expected.abs() >= 1.2e-38);
+  ASSERT_GT(checked.sum().item<int64_t>(), 45000);  // all but NaNs, infinities and x below ~ -88
+  torch::Tensor bits = y.detach().view(torch::kInt16).to(torch::kInt32);
+  auto distance = [&](const torch::Tensor& b) { return (as_bf16(b).to(torch::kFloat64) - expected).abs(); };
+  const torch::Tensor own = distance(bits);
+  const torch::Tensor closer_neighbour = (distance(bits + 1) < own) | (distance(bits - 1) < own);
+  EXPECT_EQ((closer_neighbour & checked).sum().item<int64_t>(), 0);
+  torch::Tensor derivative = s * (1.0 + x64 * torch::sigmoid(-x64));
+  torch::Tensor error = (x.grad().to(torch::kFloat64) - derivative).abs() / derivative.abs().clamp_min(1e-30);
+  EXPECT_LT(error.masked_select(checked & (derivative.abs() >= 1.2e-38)).max().item<double>(), 1.0 / 256);
+  // The limits: swish(-inf) = 0 and swish(inf) = inf, with derivatives 0 and 1.
+  torch::Tensor infinities = torch::tensor({-INFINITY, INFINITY}).to(torch::kBFloat16).requires_grad_();
+  torch::Tensor at_infinity = swish(infinities);
+  at_infinity.backward(torch::ones_like(at_infinity));
+  EXPECT_EQ(at_infinity[0].item<float>(), 0.0f);
+  EXPECT_EQ(at_infinity[1].item<float>(), INFINITY);
+  EXPECT_EQ(infinities.grad()[0].item<float>(), 0.0f);
+  EXPECT_EQ(infinities.grad()[1].item<float>(), 1.0f);
 }
 
 TEST(FusedAdd, AddsInFloat32AndReturnsEachGradientInItsInputsDtype) {

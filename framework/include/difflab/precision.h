@@ -55,8 +55,9 @@ DIFFLAB_API BlockInput normalise_block_input(torch::nn::BatchNorm2dImpl& norm, c
 DIFFLAB_API BlockInput normalise_block_input(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& x,
                                              const torch::Tensor& skip, bool residual_conv);
 
-// x * sigmoid(x) (swish, SiLU). A bf16 CPU input gives a bf16 output computed in float32 (it
-// saturates below x = -80, where it is -1e-33 rather than smaller); other inputs use torch::silu.
+// x * sigmoid(x) (swish, SiLU). A bf16 CPU input gives the bf16 nearest to its float64 value (a
+// table of every bf16 input; magnitudes below FLT_MIN are 0, -inf gives 0), and a gradient from the
+// float64 derivative; other inputs use torch::silu.
 DIFFLAB_API torch::Tensor swish(const torch::Tensor& x);
 
 // Bilinear 2x upsampling with align_corners = false (Keras' UpSampling2D(interpolation="bilinear")).

@@ -250,6 +250,18 @@ struct Conv::State {
   }
 
   void run(Entry& e, void* src, void* dst) {
+    convolve(e, src, dst);
+    if (post == Post::swish) {
+      RECORD_FUNCTION("difflab::inference::swish", std::vector<c10::IValue>());
+      const auto* before = reinterpret_cast<const bf16_bits*>(e.before_swish.data_ptr<at::BFloat16>());
+      auto* after = static_cast<bf16_bits*>(dst);
+      at::parallel_for(0, e.before_swish.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
+        simd::silu_forward(before + begin, after + begin, end - begin);
+      });
+    }
+  }
+
+  void convolve(Entry& e, void* src, void* dst) {
     RECORD_FUNCTION(kernel == 1 ? "difflab::inference::conv1x1" : "difflab::inference::conv", std::vector<c10::IValue>());
     e.src.set_data_handle(src);
     e.dst.set_data_handle(post == Post::swish ? e.before_swish.data_ptr() : dst);
@@ -259,13 +271,6 @@ struct Conv::State {
                                  {DNNL_ARG_DST, e.dst},
                                  {DNNL_ARG_SCRATCHPAD, e.scratchpad}});
     stream.wait();
-    if (post == Post::swish) {
-      const auto* before = reinterpret_cast<const bf16_bits*>(e.before_swish.data_ptr<at::BFloat16>());
-      auto* after = static_cast<bf16_bits*>(dst);
-      at::parallel_for(0, e.before_swish.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
-        simd::silu_forward(before + begin, after + begin, end - begin);
-      });
-    }
   }
 };
 

@@ -2,12 +2,14 @@
 // LibTorch, written so that the compiler vectorises them. Each is compiled three times (x86-64-v4 =
 // AVX-512, v3 = AVX2 + FMA, baseline) and picked when the library loads, so one binary runs on any
 // x86-64 CPU. This file is built with -fno-math-errno -fno-trapping-math (as LibTorch is), without
-// which GCC neither inlines floor nor if-converts the clamps, and nothing vectorises.
+// which GCC does not if-convert comparisons such as to_bf16's NaN test, and those loops do not
+// vectorise.
 #include "simd_kernels.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define DIFFLAB_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -32,35 +34,60 @@ inline bf16_bits to_bf16(float f) {
   return static_cast<bf16_bits>(f != f ? 0x7FC0u : rounded);              // keep NaN a NaN
 }
 
-// exp(x) for float32, branch-free so that it vectorises: Cody-Waite range reduction x = n ln2 + r,
-// |r| <= ln2/2, and the Cephes degree-6 polynomial for e^r (relative error ~1e-7, far below bf16's
-// 4e-3), scaled by 2^n through the exponent bits.
-inline float fast_exp(float x) {
-  // Clamped to |x| <= 80 with ternaries (fmin/fmax do not vectorise), so that neither e^x nor
-  // sigmoid(x) = 1 / (1 + e^-x) is ever subnormal: the compiler evaluates the clamped case on every
-  // lane, and arithmetic on subnormal floats takes a microcode assist (it made swish 5x slower).
-  // sigmoid(-80) = 1.8e-35 is 0 for every purpose here.
-  x = x < -80.0f ? -80.0f : x;
-  x = x > 80.0f ? 80.0f : x;
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  float r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  // Shifted as unsigned: a left shift of a negative int is undefined (UBSan found it for NaN
-  // input, where n converts to INT_MIN); the bits are the same for every finite input.
-  const uint32_t exponent_bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &exponent_bits, sizeof scale);
-  return p * scale;
+// The bf16 value nearest to v (ties to even): the float32 nearest to v, rounded again to bf16,
+// can miss it by one unit when the first rounding lands on a bf16 midpoint.
+bf16_bits nearest_bf16(double v) {
+  if (v != v) return 0x7FC0u;
+  const float f = static_cast<float>(v);
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  const auto toward_zero = static_cast<bf16_bits>(bits >> 16);  // sign-magnitude: truncation
+  if (std::isinf(f)) return toward_zero;
+  const auto away = static_cast<bf16_bits>(toward_zero + 1);
+  const double below = std::fabs(v - static_cast<double>(from_bf16(toward_zero)));
+  const double above = std::fabs(v - static_cast<double>(from_bf16(away)));
+  if (below != above) return below < above ? toward_zero : away;
+  return (toward_zero & 1u) == 0 ? toward_zero : away;
 }
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
+// Magnitudes below FLT_MIN become zero: a subnormal float costs a microcode assist in every
+// float32 operation that reads it later.
+double flush_subnormal(double v) { return std::fabs(v) < 1.1754943508222875e-38 ? 0.0 * v : v; }
+
+// Swish and its derivative for each of the 65536 bf16 inputs, computed in float64: a table lookup
+// is cheaper than even a polynomial exp, and exact. swish(x) = x s, s = 1 / (1 + e^-x); swish'(x) =
+// s (1 + x (1 - s)), with 1 - s = e^-x / (1 + e^-x), free of cancellation; the limits at -inf
+// (0 and 0) and +inf (inf and 1) stand for the expressions' inf * 0.
+struct SwishTables {
+  // bf16 bits widened to 32: GCC vectorises a gather of 32-bit entries (vpgatherdd), not of 16-bit
+  // ones, and the 256 KiB table stays in L2.
+  std::vector<uint32_t> value;
+  std::vector<float> derivative;
+
+  SwishTables() : value(1u << 16), derivative(1u << 16) {
+    for (uint32_t h = 0; h < (1u << 16); ++h) {
+      const double x = from_bf16(static_cast<bf16_bits>(h));
+      double swish = NAN, slope = NAN;
+      if (std::isinf(x)) {
+        swish = x > 0 ? x : -0.0;
+        slope = x > 0 ? 1.0 : 0.0;
+      } else if (!std::isnan(x)) {
+        const double e = std::exp(-x);  // inf below x = -709: s = 0, 1 - s = 1
+        const double s = std::isinf(e) ? 0.0 : 1.0 / (1.0 + e);
+        const double one_minus_s = std::isinf(e) ? 1.0 : e / (1.0 + e);
+        swish = x * s;
+        slope = s * (1.0 + x * one_minus_s);
+      }
+      value[h] = nearest_bf16(flush_subnormal(swish));
+      derivative[h] = static_cast<float>(flush_subnormal(slope));
+    }
+  }
+};
+
+const SwishTables& swish_tables() {
+  static const SwishTables tables;
+  return tables;
+}
 
 // The two input indices and weights of output index `out` of a 2x bilinear upsampling with
 // align_corners = false: source coordinate (out + 0.5) / 2 - 0.5, clamped to [0, size - 1].
@@ -149,19 +176,14 @@ DIFFLAB_SIMD_CLONES void normalise_backward_rows(
 }
 
 DIFFLAB_SIMD_CLONES void silu_forward(const bf16_bits* __restrict x, bf16_bits* __restrict y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = from_bf16(x[i]);
-    y[i] = to_bf16(v * sigmoid(v));
-  }
+  const uint32_t* __restrict table = swish_tables().value.data();
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<bf16_bits>(table[x[i]]);
 }
 
 DIFFLAB_SIMD_CLONES void silu_backward(const bf16_bits* __restrict g, const bf16_bits* __restrict x,
                                        bf16_bits* __restrict dx, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = from_bf16(x[i]);
-    const float s = sigmoid(v);
-    dx[i] = to_bf16(from_bf16(g[i]) * s * (1.0f + v * (1.0f - s)));
-  }
+  const float* __restrict slope = swish_tables().derivative.data();
+  for (int64_t i = 0; i < n; ++i) dx[i] = to_bf16(from_bf16(g[i]) * slope[x[i]]);
 }
 
 DIFFLAB_SIMD_CLONES void add_bf16_bf16(const bf16_bits* __restrict a, const bf16_bits* __restrict b,

@@ -27,7 +27,8 @@ void normalise_backward_rows(const bf16_bits* g, const bf16_bits* y, int64_t str
                              int64_t channels, const float* scale, const float* offset, const float* slope,
                              const float* residual_float, const bf16_bits* residual_bf16, float* dx,
                              int64_t dx_stride);
-// y = bf16(x * sigmoid(x)) and its gradient dx = bf16(g * s * (1 + x * (1 - s))).
+// y = swish(x) = x sigmoid(x), the bf16 nearest to its float64 value, and its gradient dx =
+// bf16(g * swish'(x)), swish'(x) in float32: both looked up in tables of every bf16 input.
 void silu_forward(const bf16_bits* x, bf16_bits* y, int64_t n);
 void silu_backward(const bf16_bits* g, const bf16_bits* x, bf16_bits* dx, int64_t n);
 // out = a + b in float32.
