@@ -154,21 +154,24 @@ class ResidualUNet : public Network {
     // [B, E, 1, 1] -> [B, E, H, W]: nearest upsampling of a 1x1 map is a broadcast.
     torch::Tensor e = sinusoidal_embedding(noise_variances, embedding_dims_, embedding_max_frequency_)
                           .expand({-1, -1, noisy_images.size(2), noisy_images.size(3)});
-    // [features, e] in the layout the blocks' fused operations (precision.h) need: both parts in
-    // it first (a one-channel input gives contiguous features even under channels_last; the cast
-    // to float32 and the change of layout are one pass), so that the concatenation is the only
-    // other pass.
+    // The first block's input [features, e], never concatenated: the block takes both parts as a
+    // U-Net's up block takes [x, skip] (its residual branch is a convolution, as features + e is
+    // wider than widths[0]). Both are first put in the layout the fused operations (precision.h)
+    // need: a one-channel input gives contiguous features even under channels_last, and the cast
+    // to float32 and the change of layout are one pass.
     const auto format = weight_memory_format(*this);
     torch::Tensor features = input_conv_(noisy_images);
     features = features.to(features.is_cpu() ? torch::kFloat32 : features.scalar_type(), /*non_blocking=*/false,
                            /*copy=*/false, format);
-    torch::Tensor x = torch::cat({features, e.to(features.scalar_type()).contiguous(format)}, /*dim=*/1);
+    e = e.to(features.scalar_type()).contiguous(format);
 
+    torch::Tensor x;
     std::vector<torch::Tensor> skips;
     size_t block = 0;
     for (size_t level = 0; level + 1 < widths_.size(); ++level) {
       for (int64_t depth = 0; depth < block_depth_; ++depth) {
-        x = down_blocks_[block++]->as<ResidualBlock>()->forward(x);
+        auto& down = *down_blocks_[block++]->as<ResidualBlock>();
+        x = block == 1 ? down.forward(features, e) : down.forward(x);
         skips.push_back(x);
       }
       x = F::avg_pool2d(x, F::AvgPool2dFuncOptions(2));
