@@ -89,7 +89,7 @@ class DIFFLAB_API Conv {
   // dst (bf16 activation of out_channels) = post(conv(src)).
   void operator()(const Activation& src, const Activation& dst);
   // The same into a float32 NHWC tensor [B, H, W, out_channels] (a network's output).
-  void operator()(const Activation& src, const torch::Tensor& dst_float);
+  void operator()(const Activation& src, const torch::Tensor& dst_float);  // Post::none only
 
  private:
   struct State;

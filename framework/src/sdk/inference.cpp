@@ -198,7 +198,7 @@ struct Conv::State {
     dnnl::memory weights;  // reordered for this primitive
     dnnl::memory src, dst, bias, scratchpad;  // src and dst get their data pointers at each call
     torch::Tensor scratchpad_storage;
-    torch::Tensor before_swish;  // the convolution's output, for Post::swish
+    int64_t values = 0;  // in the output
   };
   torch::Tensor weight;  // bf16 [OC, IC, KH, KW] contiguous
   torch::Tensor bias;    // float32 [OC]
@@ -244,19 +244,18 @@ struct Conv::State {
     const auto scratchpad_bytes = static_cast<int64_t>(pd.scratchpad_desc().get_size());
     e.scratchpad_storage = torch::empty({std::max<int64_t>(scratchpad_bytes, 1)}, torch::kUInt8);
     e.scratchpad = dnnl::memory(pd.scratchpad_desc(), cpu_engine(), e.scratchpad_storage.data_ptr());
-    if (post == Post::swish) e.before_swish = torch::empty({batch, height, width, out_channels}, torch::kBFloat16);
+    e.values = batch * height * width * out_channels;
     entries.push_back(std::move(e));
     return entries.back();
   }
 
   void run(Entry& e, void* src, void* dst) {
     convolve(e, src, dst);
-    if (post == Post::swish) {
+    if (post == Post::swish) {  // in place, while the convolution's output is in cache
       RECORD_FUNCTION("difflab::inference::swish", std::vector<c10::IValue>());
-      const auto* before = reinterpret_cast<const bf16_bits*>(e.before_swish.data_ptr<at::BFloat16>());
-      auto* after = static_cast<bf16_bits*>(dst);
-      at::parallel_for(0, e.before_swish.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
-        simd::silu_forward(before + begin, after + begin, end - begin);
+      auto* values = static_cast<bf16_bits*>(dst);
+      at::parallel_for(0, e.values, 1 << 15, [&](int64_t begin, int64_t end) {
+        simd::silu_in_place(values + begin, end - begin);
       });
     }
   }
@@ -264,7 +263,7 @@ struct Conv::State {
   void convolve(Entry& e, void* src, void* dst) {
     RECORD_FUNCTION(kernel == 1 ? "difflab::inference::conv1x1" : "difflab::inference::conv", std::vector<c10::IValue>());
     e.src.set_data_handle(src);
-    e.dst.set_data_handle(post == Post::swish ? e.before_swish.data_ptr() : dst);
+    e.dst.set_data_handle(dst);
     e.primitive.execute(stream, {{DNNL_ARG_SRC, e.src},
                                  {DNNL_ARG_WEIGHTS, e.weights},
                                  {DNNL_ARG_BIAS, e.bias},
@@ -311,6 +310,7 @@ void Conv::operator()(const Activation& src, const torch::Tensor& dst) {
   TORCH_CHECK(dst.scalar_type() == torch::kFloat32 && dst.is_contiguous() && dst.dim() == 4 &&
                   dst.size(3) == state_->out_channels && dst.sizes().slice(0, 3) == src.storage.sizes().slice(0, 3),
               "inference::Conv: expected a float32 output [B, H, W, ", state_->out_channels, "]");
+  TORCH_CHECK(state_->post == Post::none, "inference::Conv: a float32 output takes no post-operation");
   State::Entry& e = state_->entry(src.batch(), src.height(), src.width(), src.stride(), state_->out_channels,
                                   dnnl::memory::data_type::f32);
   state_->run(e, const_cast<bf16_bits*>(data(src)), dst.data_ptr());

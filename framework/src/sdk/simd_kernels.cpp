@@ -180,6 +180,11 @@ DIFFLAB_SIMD_CLONES void silu_forward(const bf16_bits* __restrict x, bf16_bits* 
   for (int64_t i = 0; i < n; ++i) y[i] = static_cast<bf16_bits>(table[x[i]]);
 }
 
+DIFFLAB_SIMD_CLONES void silu_in_place(bf16_bits* x, int64_t n) {
+  const uint32_t* __restrict table = swish_tables().value.data();
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<bf16_bits>(table[x[i]]);
+}
+
 DIFFLAB_SIMD_CLONES void silu_backward(const bf16_bits* __restrict g, const bf16_bits* __restrict x,
                                        bf16_bits* __restrict dx, int64_t n) {
   const float* __restrict slope = swish_tables().derivative.data();

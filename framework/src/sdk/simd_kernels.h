@@ -30,6 +30,7 @@ void normalise_backward_rows(const bf16_bits* g, const bf16_bits* y, int64_t str
 // y = swish(x) = x sigmoid(x), the bf16 nearest to its float64 value, and its gradient dx =
 // bf16(g * swish'(x)), swish'(x) in float32: both looked up in tables of every bf16 input.
 void silu_forward(const bf16_bits* x, bf16_bits* y, int64_t n);
+void silu_in_place(bf16_bits* x, int64_t n);  // x = swish(x)
 void silu_backward(const bf16_bits* g, const bf16_bits* x, bf16_bits* dx, int64_t n);
 // out = a + b in float32.
 void add_bf16_bf16(const bf16_bits* a, const bf16_bits* b, float* out, int64_t n);
