@@ -170,8 +170,8 @@ class ResidualUNet : public Network {
     size_t block = 0;
     for (size_t level = 0; level + 1 < widths_.size(); ++level) {
       for (int64_t depth = 0; depth < block_depth_; ++depth) {
-        auto& down = *down_blocks_[block++]->as<ResidualBlock>();
-        x = block == 1 ? down.forward(features, e) : down.forward(x);
+        auto& down = *down_blocks_[block]->as<ResidualBlock>();
+        x = block++ == 0 ? down.forward(features, e) : down.forward(x);
         skips.push_back(x);
       }
       x = F::avg_pool2d(x, F::AvgPool2dFuncOptions(2));
