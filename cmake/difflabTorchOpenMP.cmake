@@ -9,11 +9,13 @@
 include_guard(GLOBAL)
 
 function(difflab_torch_openmp)
-  find_file(_difflab_aten_config ATen/Config.h PATHS ${TORCH_INCLUDE_DIRS} NO_DEFAULT_PATH NO_CACHE)
-  if(NOT _difflab_aten_config)
-    return()
-  endif()
-  file(STRINGS "${_difflab_aten_config}" _openmp REGEX "define AT_PARALLEL_OPENMP 1")
+  set(_openmp "")
+  foreach(_dir IN LISTS TORCH_INCLUDE_DIRS)  # not find_file: its NO_CACHE needs CMake 3.21
+    if(EXISTS "${_dir}/ATen/Config.h")
+      file(STRINGS "${_dir}/ATen/Config.h" _openmp REGEX "define AT_PARALLEL_OPENMP 1")
+      break()
+    endif()
+  endforeach()
   if(NOT _openmp)
     return()
   endif()

@@ -198,7 +198,6 @@ struct Conv::State {
     dnnl::memory weights;  // reordered for this primitive
     dnnl::memory src, dst, bias, scratchpad;  // src and dst get their data pointers at each call
     torch::Tensor scratchpad_storage;
-    int64_t values = 0;  // in the output
   };
   torch::Tensor weight;  // bf16 [OC, IC, KH, KW] contiguous
   torch::Tensor bias;    // float32 [OC]
@@ -244,7 +243,6 @@ struct Conv::State {
     const auto scratchpad_bytes = static_cast<int64_t>(pd.scratchpad_desc().get_size());
     e.scratchpad_storage = torch::empty({std::max<int64_t>(scratchpad_bytes, 1)}, torch::kUInt8);
     e.scratchpad = dnnl::memory(pd.scratchpad_desc(), cpu_engine(), e.scratchpad_storage.data_ptr());
-    e.values = batch * height * width * out_channels;
     entries.push_back(std::move(e));
     return entries.back();
   }
@@ -254,7 +252,8 @@ struct Conv::State {
     if (post == Post::swish) {  // in place, while the convolution's output is in cache
       RECORD_FUNCTION("difflab::inference::swish", std::vector<c10::IValue>());
       auto* values = static_cast<bf16_bits*>(dst);
-      at::parallel_for(0, e.values, 1 << 15, [&](int64_t begin, int64_t end) {
+      const int64_t count = e.key[0] * e.key[1] * e.key[2] * out_channels;  // batch, height, width
+      at::parallel_for(0, count, 1 << 15, [&](int64_t begin, int64_t end) {
         simd::silu_in_place(values + begin, end - begin);
       });
     }
