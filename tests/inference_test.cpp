@@ -3,6 +3,7 @@
 // the EMA moves, buffers made once per shape, and the building blocks' own checks.
 #include <torch/torch.h>
 
+#include "difflab/cpu.h"
 #include "difflab/inference.h"
 #include "difflab/network.h"
 #include "model/diffusion_model.h"
@@ -93,6 +94,32 @@ TEST(InferencePath, ResidualUNetMatchesTheFloat32ForwardPass) {
     EXPECT_GT(error, 0.0);  // it does run in bf16
     // A second call with the same shape reuses the plan and gives the same numbers.
     EXPECT_TRUE(torch::equal(fast->forward(images, variances), output));
+  }
+}
+
+// The path's own loops (normalisation, swish, pooling, upsampling) give the same prediction, bit
+// for bit, at every instruction set this CPU has (difflab/cpu.h); the convolutions are oneDNN's
+// and the same at every level.
+TEST(InferencePath, GivesTheSameBitsAtEveryLevelOfDifflabsLoops) {
+  SKIP_WITHOUT_INFERENCE_PATH();
+  Params params;
+  params.set("widths", std::vector<int64_t>{12, 20, 32});
+  params.set("block_depth", int64_t{2});
+  params.set("embedding_dims", int64_t{6});
+  auto network = trained_looking(params, {16, 3}, 9);
+  torch::manual_seed(2);
+  const torch::Tensor images = torch::randn({3, 3, 16, 16}), variances = torch::rand({3, 1, 1, 1});
+  auto predict = [&](KernelIsa isa) {
+    ScopedKernelIsa level(isa);
+    return network->prepare_inference()->forward(images, variances);
+  };
+  const torch::Tensor baseline = predict(KernelIsa::baseline);
+  for (KernelIsa isa : {KernelIsa::avx2, KernelIsa::avx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(best_kernel_isa())) {
+      std::printf("this CPU has no %s: not compared\n", kernel_isa_name(isa));
+      continue;
+    }
+    EXPECT_TRUE(torch::equal(predict(isa), baseline)) << kernel_isa_name(isa);
   }
 }
 

@@ -62,6 +62,7 @@ TEST(ResidualUNet, OutputDependsOnInputAndNoiseLevelOnceTrained) {
 // channels_last give the float32 network's output and gradients up to bf16 rounding, and the
 // one-channel input is put back into channels_last (weight_memory_format) so that every block fuses.
 TEST(ResidualUNet, Bf16ChannelsLastMatchesFloat32) {
+  DIFFLAB_SKIP_WITHOUT_CPU_BF16();
   auto make_network = [] {
     torch::manual_seed(3);
     auto network = make<Network>(Family::network, "residual_unet", {}, {32, 1});

@@ -2,8 +2,11 @@
 // values, gradients, running statistics, the layouts they accept and the fallbacks they take.
 #include "difflab/precision.h"
 
+#include <cstdio>
+
 #include <torch/torch.h>
 
+#include "difflab/cpu.h"
 #include "model/diffusion_model.h"
 #include "test_support.h"
 
@@ -291,5 +294,40 @@ TEST(FusedUpsample, MatchesLibTorchsBilinearInterpolationAndItsGradient) {
     (torch::cat({y, skip}, 1) * weights.to(torch::kFloat32)).sum().backward();
     (expected * weights.narrow(1, 0, 6)).sum().backward();
     EXPECT_LT(max_error(x.grad(), x_plain.grad()), 1e-4) << "size " << size;
+  }
+}
+
+// difflab's loops give the same bits at every instruction set this CPU has (difflab/cpu.h): the
+// batch norm, swish, addition and upsampling, forward and backward, at each level against the
+// baseline x86-64 loops.
+TEST(FusedKernels, GiveTheSameBitsAtEveryLevel) {
+  auto run = [] {
+    std::vector<torch::Tensor> out;
+    torch::Tensor x = activations(4, 24, 9).requires_grad_();
+    torch::Tensor skip = activations(4, 8, 18).requires_grad_();
+    auto norm = seed_norm(24);
+    AutocastGuard autocast(torch::kCPU, true);
+    torch::Tensor y = swish(batch_norm(*norm, x));
+    torch::Tensor up = upsample_bilinear_2x(y);
+    torch::Tensor sum = add_as_float(up.narrow(1, 0, 8), skip.to(torch::kBFloat16));
+    torch::manual_seed(3);
+    (sum * torch::randn_like(sum)).sum().backward();
+    for (const torch::Tensor& t : {y, up, sum, x.grad(), skip.grad(), norm->running_mean, norm->running_var})
+      out.push_back(t.detach().to(torch::kFloat32).clone());
+    return out;
+  };
+  const std::vector<torch::Tensor> baseline = [&] {
+    ScopedKernelIsa level(KernelIsa::baseline);
+    return run();
+  }();
+  for (KernelIsa isa : {KernelIsa::avx2, KernelIsa::avx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(best_kernel_isa())) {
+      std::printf("this CPU has no %s: not compared\n", kernel_isa_name(isa));
+      continue;
+    }
+    ScopedKernelIsa level(isa);
+    const std::vector<torch::Tensor> results = run();
+    for (size_t i = 0; i < results.size(); ++i)
+      EXPECT_TRUE(torch::equal(results[i], baseline[i])) << kernel_isa_name(isa) << ", output " << i;
   }
 }

@@ -3,6 +3,9 @@
 // lost or changed that should not be.
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <cstdlib>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <fstream>
 #include <iterator>
 #include <utility>
@@ -245,7 +248,67 @@ namespace {
 // `difflab check` of the tiny experiment with `sets` (--set arguments).
 Outcome check_with(const std::string& sets) { return difflab_command("check " + tiny_experiment() + " " + sets); }
 
+// The peak resident memory (KB) and exit code of `difflab ARGUMENTS`, its output to /dev/null.
+std::pair<long, int> peak_memory_kb(const std::string& arguments) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string command = "exec " + std::string(DIFFLAB_TEST_EXECUTABLE) + " " + arguments + " > /dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  struct rusage usage {};
+  wait4(pid, &status, 0, &usage);
+  return {usage.ru_maxrss, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
 }  // namespace
+
+// `difflab check` reads the data sets' headers (counts and shapes), not their images, on every
+// shipped experiment that has its data here and on one that leaves [data] at its defaults
+// (Fashion-MNIST at 64x64). The bound tells the two apart on any machine: loading Debian's
+// LibTorch alone takes ~160 MB (`difflab --version`), decoding would add at least 70,000 x 32^2 x
+// 4 bytes = 287 MB at 32x32 (1.15 GB at 64x64); measured here: 197-198 MB, 217 MB for the
+// defaults.
+TEST(Check, ReadsTheDataSetsHeadersNotTheirImages) {
+  if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "no Fashion-MNIST (Debian's dataset-fashion-mnist)";
+  difflab::test::TempDir dir;
+  std::ofstream(dir / "defaults.toml") << "[experiment]\nname = \"defaults\"\n";
+  const std::string experiments = std::string(DIFFLAB_TEST_SOURCE_DIR) + "/experiments/";
+  for (const std::string& file : {experiments + "quickstart.toml", experiments + "ablation_loss_schedule.toml",
+                                  experiments + "sampler_comparison.toml", (dir / "defaults.toml").string()}) {
+    const auto [kilobytes, exit_code] = peak_memory_kb("check " + file);
+    EXPECT_EQ(exit_code, 0) << file;
+    EXPECT_LT(kilobytes, 250 * 1024) << file;
+    std::printf("difflab check %s: peak %.0f MB\n", fs::path(file).filename().c_str(), kilobytes / 1024.0);
+  }
+}
+
+// An image size whose data cannot fit is a bad input naming data.image_size and the memory it
+// would need, found from the headers before anything is allocated; so is one whose training
+// step cannot fit, extrapolated from smaller sizes before the full size is tried.
+TEST(Check, AnImageSizeBeyondMemoryIsABadInputNamingTheKey) {
+  if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "no Fashion-MNIST (Debian's dataset-fashion-mnist)";
+  const std::string quickstart = std::string(DIFFLAB_TEST_SOURCE_DIR) + "/experiments/quickstart.toml";
+  for (const std::string& command : {"check " + quickstart + " --set data.image_size=4096",
+                                     "run " + quickstart + " --set data.image_size=4096 --set experiment.database=" +
+                                         (fs::temp_directory_path() / "never-written.sqlite").string()}) {
+    Outcome outcome = difflab_command(command);
+    EXPECT_EQ(outcome.exit_code, 2) << outcome.output;
+    EXPECT_NE(outcome.output.find("data.image_size: the data set's 70000 images at image_size 4096 need 4.7e+03 GB"),
+              std::string::npos)
+        << outcome.output;
+    EXPECT_EQ(outcome.output.find("allocate"), std::string::npos) << outcome.output;
+  }
+  EXPECT_FALSE(fs::exists(fs::temp_directory_path() / "never-written.sqlite"));
+  Outcome synthetic = check_with("--set data.image_size=4096");  // tiny data, tiny network, batch 16
+  EXPECT_EQ(synthetic.exit_code, 2) << synthetic.output;
+  EXPECT_NE(synthetic.output.find("training.batch_size: a training step needs about"), std::string::npos)
+      << synthetic.output;
+  EXPECT_NE(synthetic.output.find("extrapolated from sides 128 and 64"), std::string::npos) << synthetic.output;
+}
 
 TEST(Check, RefusesNetworksThatCannotFitBeforeAllocatingThem) {
   for (const auto& [set, message] : std::vector<std::pair<std::string, std::string>>{

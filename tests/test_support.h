@@ -14,9 +14,16 @@
 #include <string>
 #include <torch/torch.h>
 
+#include "difflab/cpu.h"
 #include "plugin_host/registry.h"
 
 namespace difflab::test {
+
+// bf16 autocast on the CPU needs oneDNN's bf16 convolutions (AVX-512 and up); below, a test of it
+// is skipped and says why.
+#define DIFFLAB_SKIP_WITHOUT_CPU_BF16()                                                                  \
+  if (::difflab::cpu_bf16_support() == ::difflab::Bf16Support::none)                                     \
+  GTEST_SKIP() << "this CPU has no bf16 convolutions (oneDNN needs AVX-512): " << ::difflab::cpu_description()
 
 // The build's plugins (one registry per test process; libraries stay loaded anyway).
 inline PluginRegistry& registry() {

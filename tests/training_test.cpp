@@ -171,6 +171,7 @@ TEST(DiffusionModel, GeneratesImagesOfTheDataShape) {
 }
 
 TEST(DiffusionModel, Bf16AutocastTrainsCloseToFloat32AndRestoresState) {
+  DIFFLAB_SKIP_WITHOUT_CPU_BF16();
   torch::Tensor images = synthetic_images(32);
   double losses[2];
   for (int i = 0; i < 2; ++i) {

@@ -8,7 +8,10 @@
 #   tools/bench_side_by_side.sh [--rounds N] [--steps N] [--threads N] [--build DIR]
 #                               [--experiment FILE] [-- difflab --set overrides...]
 # The reference runs in fp32 and in bf16 + channels_last; difflab runs the experiment as written
-# (experiments/quickstart.toml: bf16 + channels_last) and with --set experiment.precision=fp32.
+# (experiments/quickstart.toml: precision auto + channels_last) and with --set experiment.precision=fp32.
+# It prints the CPU, its bf16 support and the paths difflab and PyTorch chose on it; to measure
+# another CPU's paths on this one, set ONEDNN_MAX_CPU_ISA (AVX512_CORE_BF16: no AMX; AVX2: no
+# AVX-512) and ATEN_CPU_CAPABILITY for both.
 set -euo pipefail
 rounds=3 steps=30 threads=$(nproc) build=build experiment=experiments/quickstart.toml
 while [[ $# -gt 0 ]]; do
@@ -36,6 +39,11 @@ measure() {  # NAME COMMAND... -> appends "train sample rss" to results[NAME]
   if [[ -z ${batch_size:-} ]]; then
     IFS=x read -r batch_size channels image_size _ <<<"$(awk '/^batch_shape:/ { print $2 }' <<<"$out")"
     echo "# batch ${batch_size}x${channels}x${image_size}x${image_size}, $steps steps, $threads threads, $rounds rounds"
+    # The CPU and the paths difflab chose on it (difflab/cpu.h), and the precision it ran.
+    sed -n 's/^cpu: /# cpu: /p; s/^precision: /# difflab precision: /p' <<<"$out"
+    echo "# reference: PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), CPU capability" \
+         "$(/usr/bin/python3 -c 'import torch; print([l.split(": ")[1] for l in torch.__config__.show().splitlines() if "capability" in l][0])')" \
+         "${ATEN_CPU_CAPABILITY:+(ATEN_CPU_CAPABILITY=$ATEN_CPU_CAPABILITY)}${ONEDNN_MAX_CPU_ISA:+ (ONEDNN_MAX_CPU_ISA=$ONEDNN_MAX_CPU_ISA)}"
   fi
   printf '%-34s train %7.2f img/s  sample %6.2f img/s  peak %6.1f MB\n' "$name" "$train" "$sample" "$rss"
   results[$name]+="$train $sample $rss;"

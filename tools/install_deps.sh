@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package difflab needs to build, test and run (as root).
-# Nothing else is downloaded: LibTorch, the datasets and all libraries come from Debian.
+# Installs the Debian 12 packages difflab needs (as root): to build and run it, and with --tests
+# also what the test suite starts (Slurm with munge, Chromium, Python's torch for the reference
+# scripts). Nothing else is downloaded: LibTorch, the datasets and all libraries come from Debian.
+#   bash tools/install_deps.sh [--tests]
 set -euo pipefail
 
 packages=(
@@ -15,10 +17,18 @@ packages=(
   libtomlplusplus-dev libsqlitecpp-dev libsqlite3-dev sqlite3
   libfmt-dev libgtest-dev libstb-dev zlib1g-dev
   dataset-fashion-mnist   # the default dataset, under /usr/share/datasets/fashion-mnist
+)
+test_packages=(
   python3-torch python3-numpy  # reference benchmark and test-fixture scripts
   slurm-wlm munge         # difflab slurm; the tests start a single-node Slurm of their own
   chromium                # the tests open difflab report's HTML in a real (headless) browser
 )
+
+case "${1:-}" in
+  --tests) packages+=("${test_packages[@]}") ;;
+  "") ;;
+  *) echo "install_deps.sh: unknown option $1 (--tests adds what the test suite needs)" >&2; exit 2 ;;
+esac
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "install_deps.sh: run as root (it calls apt-get)" >&2

@@ -6,6 +6,9 @@
 #include <torch/torch.h>
 #include <zlib.h>
 
+#include <optional>
+#include <tuple>
+
 #include "difflab/dataset.h"
 #include "difflab/error.h"
 #include "difflab/plugin.h"
@@ -27,10 +30,10 @@ uint32_t big_endian(const unsigned char* bytes) {
 }
 
 // LeCun's idx format of unsigned bytes: magic 0x000008DD (DD = number of dimensions), one
-// big-endian 32-bit size per dimension, then the data. Reads the first `limit` items (0 = all):
-// [count, sizes...] uint8.
-torch::Tensor read_idx(const fs::path& path, int64_t dimensions, int64_t limit) {
-  gzFile file = gzopen(path.c_str(), "rb");
+// big-endian 32-bit size per dimension, then the data. Opens `path` and reads its header: the
+// sizes, the first at most `limit` (0 = all). The caller closes the file.
+std::vector<int64_t> read_idx_header(const fs::path& path, int64_t dimensions, int64_t limit, gzFile& file) {
+  file = gzopen(path.c_str(), "rb");
   if (file == nullptr) throw ConfigError("cannot open", ErrorContext::for_key(path.string(), "data.path"));
   std::vector<unsigned char> header(static_cast<size_t>(4 + 4 * dimensions));
   const int header_read = gzread(file, header.data(), static_cast<unsigned>(header.size()));
@@ -42,6 +45,24 @@ torch::Tensor read_idx(const fs::path& path, int64_t dimensions, int64_t limit) 
   std::vector<int64_t> sizes;
   for (int64_t d = 0; d < dimensions; ++d) sizes.push_back(big_endian(header.data() + 4 + 4 * d));
   if (limit > 0) sizes[0] = std::min(sizes[0], limit);
+  return sizes;
+}
+
+// The header's sizes alone, checked against Fashion-MNIST's shapes (28x28 images).
+std::vector<int64_t> idx_sizes(const fs::path& path, int64_t dimensions, int64_t limit) {
+  gzFile file = nullptr;
+  std::vector<int64_t> sizes = read_idx_header(path, dimensions, limit, file);
+  gzclose(file);
+  if (dimensions == 3 && (sizes[1] != kSide || sizes[2] != kSide))
+    throw RuntimeError(fmt::format("images of {}x{}, not Fashion-MNIST's {}x{}", sizes[1], sizes[2], kSide, kSide),
+                       ErrorContext::for_key(path.string(), "data.path"));
+  return sizes;
+}
+
+// The first `limit` items (0 = all): [count, sizes...] uint8.
+torch::Tensor read_idx(const fs::path& path, int64_t dimensions, int64_t limit) {
+  gzFile file = nullptr;
+  const std::vector<int64_t> sizes = read_idx_header(path, dimensions, limit, file);
   torch::Tensor data = torch::empty(sizes, torch::kUInt8);
   const auto bytes = static_cast<unsigned>(data.numel());
   const int read = gzread(file, data.data_ptr<uint8_t>(), bytes);
@@ -82,6 +103,22 @@ class FashionMnist : public Dataset {
                           ErrorContext::for_key((path_ / name).string(), "data.path", "install Debian's dataset-fashion-mnist (apt-get install "
                            "dataset-fashion-mnist, or tools/install_deps.sh) or set data.path"));
     }
+  }
+
+  // From the four files' headers: image and label counts must agree (a mismatch is what load()
+  // would meet too).
+  std::optional<SplitCounts> counts() const override {
+    check_available();
+    SplitCounts counts;
+    for (auto [images, labels, limit, count] :
+         {std::tuple{kTrainFile, kTrainLabels, train_limit_, &counts.train},
+          std::tuple{kTestFile, kTestLabels, validation_limit_, &counts.validation}}) {
+      *count = idx_sizes(path_ / images, 3, limit)[0];
+      if (const int64_t labelled = idx_sizes(path_ / labels, 1, limit)[0]; labelled != *count)
+        throw RuntimeError(fmt::format("{} labels for {} images in {}", labelled, *count, images),
+                           ErrorContext::for_key((path_ / labels).string(), "data.path"));
+    }
+    return counts;
   }
 
   ImageSplits load() const override {

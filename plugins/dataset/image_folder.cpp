@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <future>
+#include <optional>
 #include <stb_image.h>
 #include <sstream>
 #include <thread>
@@ -84,16 +85,33 @@ class ImageFolder : public Dataset {
 
   void check_available() const override { image_files(); }
 
+  // From the file names and each file's header (stbi_info: the format, the size; no pixels):
+  // a file whose header cannot be read is left out, or with strict = true is an error, as load()
+  // treats a file it cannot decode.
+  std::optional<SplitCounts> counts() const override {
+    const std::vector<fs::path> files = image_files();
+    SplitCounts counts;
+    std::string first_problem;
+    for (const auto& file : files) {
+      int width = 0, height = 0, file_channels = 0;
+      if (stbi_info(file.c_str(), &width, &height, &file_channels) == 0) {
+        if (strict_)
+          throw ConfigError(std::string("unreadable image (") + stbi_failure_reason() + ")",
+                            ErrorContext::for_key(file.string(), "data.path", "remove it, or set data.strict = false to skip it"));
+        if (first_problem.empty()) first_problem = file.string() + " (" + stbi_failure_reason() + ")";
+        continue;
+      }
+      ++(in_validation_split(file) ? counts.validation : counts.train);
+    }
+    if (counts.train + counts.validation == 0)
+      throw ConfigError("none of the images could be read", ErrorContext::for_key(path_.string(), "data.path", first_problem));
+    return counts;
+  }
+
   ImageSplits load() const override {
     const std::vector<fs::path> files = image_files();
-    // The split depends only on each file's relative path and the seed: adding images to the
-    // folder never moves an existing image between the splits.
     std::vector<fs::path> train_files, validation_files;
-    for (const auto& file : files) {
-      const uint64_t hash = fnv1a(fs::relative(file, path_).generic_string(), fnv1a(std::to_string(split_seed_)));
-      const double position = static_cast<double>(hash >> 11) / static_cast<double>(1ull << 53);
-      (position < validation_fraction_ ? validation_files : train_files).push_back(file);
-    }
+    for (const auto& file : files) (in_validation_split(file) ? validation_files : train_files).push_back(file);
     DecodedFolder folder = cached_or_decoded(files);
     if (strict_) {  // also when the cache was written by a non-strict run
       for (size_t i = 0; i < files.size(); ++i)
@@ -116,6 +134,14 @@ class ImageFolder : public Dataset {
   }
 
  private:
+  // The split depends only on each file's relative path and the seed: adding images to the
+  // folder never moves an existing image between the splits.
+  bool in_validation_split(const fs::path& file) const {
+    const uint64_t hash = fnv1a(fs::relative(file, path_).generic_string(), fnv1a(std::to_string(split_seed_)));
+    const double position = static_cast<double>(hash >> 11) / static_cast<double>(1ull << 53);
+    return position < validation_fraction_;
+  }
+
   std::vector<fs::path> image_files() const {
     if (path_.empty())
       throw ConfigError("no image folder given", ErrorContext::for_key({}, "data.path", "set data.path to a folder of JPEG/PNG images"));

@@ -2,6 +2,7 @@
 // background, position, radius and colour drawn from a seeded generator. The same parameters
 // give the same pixels on every machine. Label: 0 for a small disc, 1 for a large one.
 #include <cmath>
+#include <optional>
 #include <random>
 #include <tuple>
 #include <torch/torch.h>
@@ -31,6 +32,7 @@ class SyntheticImages : public Dataset {
 
   int64_t channels() const override { return channels_; }
   void check_available() const override {}
+  std::optional<SplitCounts> counts() const override { return SplitCounts{train_count_, validation_count_}; }
 
   ImageSplits load() const override {
     std::mt19937_64 generator(static_cast<uint64_t>(seed_));

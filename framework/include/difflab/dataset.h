@@ -5,6 +5,8 @@
 
 #include <torch/types.h>
 
+#include <optional>
+
 #include "difflab/component.h"
 
 namespace difflab {
@@ -21,10 +23,16 @@ struct ImageSplits {
   torch::Tensor validation_labels = {};
 };
 
+// How many images each split of load() holds, found without decoding them.
+struct SplitCounts {
+  int64_t train = 0;
+  int64_t validation = 0;
+};
+
 class DIFFLAB_API Dataset : public Component {
  public:
   // Bump when a virtual function of this interface changes (plugin.h checks it).
-  static constexpr uint32_t interface_version = 1;
+  static constexpr uint32_t interface_version = 2;
   ~Dataset() override;
   // Channels of the images, known before loading (a network is built from it).
   virtual int64_t channels() const = 0;
@@ -32,6 +40,11 @@ class DIFFLAB_API Dataset : public Component {
   virtual ImageSplits load() const = 0;
   // Cheap check that the data is there (used by `difflab check`); throws like load().
   virtual void check_available() const = 0;
+  // The sizes load() would return, from file headers, file counts or a cache, without decoding
+  // the images: `difflab check` validates with them in well under a second. std::nullopt (the
+  // default) where only load() can tell; check then loads the data, and says so. Throws like
+  // load() where what it reads is unreadable.
+  virtual std::optional<SplitCounts> counts() const;
 };
 
 }  // namespace difflab

@@ -8,10 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "difflab/component.h"
 #include "difflab/export.h"
-#include "difflab/plugin.h"
 
 namespace difflab {
+
+struct AbiRecord;  // difflab/plugin.h: this header stays free of LibTorch for the host's sake
 
 // The plugin's metadata, or a runtime Error naming the file and why it was refused (no ABI
 // record, wrong magic, record version, LibTorch version, or the structs whose layouts differ).

@@ -105,6 +105,7 @@ inline constexpr LayoutFingerprint kLayouts[] = {
     DIFFLAB_LAYOUT(ImageSplits, DIFFLAB_FIELD(ImageSplits, train), DIFFLAB_FIELD(ImageSplits, validation),
                    DIFFLAB_FIELD(ImageSplits, repetitions), DIFFLAB_FIELD(ImageSplits, train_labels),
                    DIFFLAB_FIELD(ImageSplits, validation_labels)),
+    DIFFLAB_LAYOUT(SplitCounts, DIFFLAB_FIELD(SplitCounts, train), DIFFLAB_FIELD(SplitCounts, validation)),
     DIFFLAB_LAYOUT(Rates, DIFFLAB_FIELD(Rates, noise_rates), DIFFLAB_FIELD(Rates, signal_rates)),
     DIFFLAB_LAYOUT(NoisePowerEnds, DIFFLAB_FIELD(NoisePowerEnds, start), DIFFLAB_FIELD(NoisePowerEnds, end)),
     DIFFLAB_LAYOUT(Denoised, DIFFLAB_FIELD(Denoised, pred_noises), DIFFLAB_FIELD(Denoised, pred_images)),

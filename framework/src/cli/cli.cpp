@@ -386,8 +386,15 @@ int command_check(const po::variables_map& values) {
   // What `run` would refuse, found now: the data, the components, the split sizes.
   check_before_running(runs, registry);
   if (runs.size() == 1 && runs.front().point.empty()) {
-    fmt::print("# {}: valid; resolved experiment (config hash {}):\n{}", file,
-               runs.front().experiment.config_hash(), runs.front().experiment.to_toml());
+    const Experiment& experiment = runs.front().experiment;
+    fmt::print("# {}: valid; resolved experiment (config hash {}):\n{}", file, experiment.config_hash(),
+               experiment.to_toml());
+    if (experiment.settings().experiment.precision == "auto") {
+      const ResolvedPrecision precision =
+          resolve_precision(experiment, select_device(experiment.settings().experiment.device));
+      fmt::print("# precision here: {} ({})\n", precision.precision == Precision::bf16 ? "bf16" : "fp32",
+                 precision.reason);
+    }
     return 0;
   }
   fmt::print("# {}: valid; the sweep expands to {} runs:\n", file, runs.size());
@@ -416,6 +423,8 @@ int command_bench(const po::variables_map& values) {
   const std::unique_ptr<ProcessGroup> group = join_process_group(values, experiment);
   BenchResult result = bench_experiment(experiment, registry, steps, profile, integer(values, "threads", 0), group.get());
   if (group && group->rank() != 0) return 0;
+  fmt::print("cpu: {}\n", result.cpu);
+  fmt::print("precision: {}\n", result.precision);
   fmt::print("threads: {}\n", torch::get_num_threads());
   fmt::print("batch_shape: {}\n", fmt::join(result.batch_shape, "x"));
   fmt::print("train_images_per_second: {:.2f}\n", result.train_images_per_second);

@@ -45,8 +45,10 @@ const std::map<std::string, std::vector<Field>>& section_fields() {
            field(&Settings::experiment, &ExperimentSettings::seed, ParamSpec::integer("seed", 42, "seed of every random generator").at_least(0)),
            field(&Settings::experiment, &ExperimentSettings::device, ParamSpec::string("device", "auto", "where to train; auto = cuda when available")
                .one_of({"auto", "cpu", "cuda"})),
-           field(&Settings::experiment, &ExperimentSettings::precision, ParamSpec::string("precision", "fp32", "bf16 = bfloat16 autocast (AMX on recent CPUs)")
-               .one_of({"fp32", "bf16"})),
+           field(&Settings::experiment, &ExperimentSettings::precision, ParamSpec::string("precision", "auto",
+                             "bf16 = bfloat16 autocast on the CPU; auto = bf16 where the CPU computes it natively "
+                             "(AVX512-BF16, AMX), else fp32")
+               .one_of({"auto", "fp32", "bf16"})),
            field(&Settings::experiment, &ExperimentSettings::channels_last, ParamSpec::boolean("channels_last", false, "NHWC memory format for conv speed")),
            field(&Settings::experiment, &ExperimentSettings::threads, ParamSpec::integer("threads", 0, "CPU threads; 0 = all cores").at_least(0)),
            field(&Settings::experiment, &ExperimentSettings::plugin_paths, ParamSpec::strings("plugin_paths", {},

@@ -17,7 +17,7 @@ struct ExperimentSettings {
   std::string output_dir;
   int64_t seed = 0;
   std::string device;     // auto | cpu | cuda
-  std::string precision;  // fp32 | bf16
+  std::string precision;  // auto | fp32 | bf16 (model/components.h: resolve_precision)
   bool channels_last = false;
   int64_t threads = 0;  // 0 = all cores
   std::vector<std::string> plugin_paths;

@@ -1,58 +1,45 @@
+// adamw_kernel.inc, compiled for three instruction sets as src/sdk/simd_kernels.cpp compiles its
+// loops, and with -ffp-contract=off (framework/CMakeLists.txt): every level rounds each operation
+// alike, so the pass gives the same bits on every CPU (tests/optimizer_test.cpp).
 #include "model/adamw_kernel.h"
 
 #include <cmath>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DIFFLAB_ADAMW_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DIFFLAB_ADAMW_CLONES
-#endif
+#include "difflab/cpu.h"
 
 namespace difflab {
 namespace {
 
-// Inlined into each clone below, so that every clone's copy is compiled for its instruction set.
-template <bool kEma>
-[[gnu::always_inline]] inline void pass(float* __restrict p, const float* __restrict g, float* __restrict m,
-                                        float* __restrict v, float* __restrict ema, int64_t n,
-                                        const AdamWScalars s) {
-  const bool near_start = s.ema_weight < 0.5f;  // at::lerp's two forms, chosen by the weight
-  for (int64_t i = 0; i < n; ++i) {
-    const float gradient = g[i];
-    float parameter = p[i] * s.decay_factor;
-    const float first = m[i] * s.beta1 + s.one_minus_beta1 * gradient;
-    const float second = v[i] * s.beta2 + s.one_minus_beta2 * gradient * gradient;
-    const float denominator = std::sqrt(second) / s.bias_correction2_sqrt + s.eps;
-    parameter = parameter + s.step_size * first / denominator;
-    p[i] = parameter;
-    m[i] = first;
-    v[i] = second;
-    if constexpr (kEma) {
-      const float old = ema[i];
-      ema[i] = near_start ? old + s.ema_weight * (parameter - old)
-                          : parameter - (parameter - old) * (1.0f - s.ema_weight);
-    }
-  }
-}
+namespace baseline {
+#include "adamw_kernel.inc"
+}  // namespace baseline
 
-DIFFLAB_ADAMW_CLONES void pass_with_ema(float* p, const float* g, float* m, float* v, float* ema, int64_t n,
-                                        const AdamWScalars s) {
-  pass<true>(p, g, m, v, ema, n, s);
-}
-
-DIFFLAB_ADAMW_CLONES void pass_without_ema(float* p, const float* g, float* m, float* v, int64_t n,
-                                           const AdamWScalars s) {
-  pass<false>(p, g, m, v, nullptr, n, s);
-}
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DIFFLAB_ADAMW_LEVELS 1
+#pragma GCC push_options
+#pragma GCC target("avx,avx2,bmi,bmi2,f16c,fma,lzcnt,movbe,xsave")
+namespace avx2 {
+#include "adamw_kernel.inc"
+}  // namespace avx2
+#pragma GCC target("avx,avx2,bmi,bmi2,f16c,fma,lzcnt,movbe,xsave,avx512f,avx512bw,avx512cd,avx512dq,avx512vl")
+namespace avx512 {
+#include "adamw_kernel.inc"
+}  // namespace avx512
+#pragma GCC pop_options
+#endif
 
 }  // namespace
 
 void adamw_ema_pass(float* p, const float* g, float* m, float* v, float* ema, int64_t n,
                     const AdamWScalars& s) {
-  if (ema != nullptr)
-    pass_with_ema(p, g, m, v, ema, n, s);
-  else
-    pass_without_ema(p, g, m, v, n, s);
+#ifdef DIFFLAB_ADAMW_LEVELS
+  switch (kernel_isa()) {
+    case KernelIsa::avx512: return avx512::run(p, g, m, v, ema, n, s);
+    case KernelIsa::avx2: return avx2::run(p, g, m, v, ema, n, s);
+    case KernelIsa::baseline: break;
+  }
+#endif
+  baseline::run(p, g, m, v, ema, n, s);
 }
 
 }  // namespace difflab

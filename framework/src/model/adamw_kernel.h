@@ -1,6 +1,6 @@
 // The loop of FusedAdamW (fused_adamw.h): one pass of AdamW and the EMA update over flat float32
-// arrays, no LibTorch, written to vectorise (compiled for AVX-512, AVX2 and baseline x86-64 and
-// picked when the program starts, as the SDK's simd_kernels).
+// arrays, no LibTorch, written to vectorise (compiled for AVX-512, AVX2 and baseline x86-64; the
+// level difflab/cpu.h's kernel_isa() names runs, and every level gives the same bits).
 #pragma once
 
 #include <cstdint>

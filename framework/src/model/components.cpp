@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "config/experiment.h"
+#include "difflab/cpu.h"
 #include "difflab/error.h"
 #include "difflab/version.h"
 #include "model/fused_adamw.h"
@@ -96,10 +97,28 @@ torch::Device configure_process(const Experiment& experiment, int64_t threads) {
   return select_device(settings.device);
 }
 
+ResolvedPrecision resolve_precision(const Experiment& experiment, torch::Device device) {
+  const std::string& setting = experiment.settings().experiment.precision;
+  if (device.is_cuda()) {
+    if (setting == "auto") return {Precision::fp32, "auto: fp32 on CUDA"};
+    return {setting == "bf16" ? Precision::bf16 : Precision::fp32, setting + " as set"};
+  }
+  const Bf16Support support = cpu_bf16_support();
+  if (setting == "bf16" && support == Bf16Support::none)
+    throw ConfigError("precision \"bf16\": this CPU has no bf16 convolutions (oneDNN needs AVX-512; it runs " +
+                          cpu_description() + ")",
+                      ErrorContext::for_key(experiment.file.string(), "experiment.precision",
+                                            "use precision = \"auto\" or \"fp32\""));
+  if (setting != "auto") return {setting == "bf16" ? Precision::bf16 : Precision::fp32, setting + " as set"};
+  if (support == Bf16Support::amx || support == Bf16Support::avx512_bf16)
+    return {Precision::bf16, fmt::format("auto: this CPU computes bf16 natively ({})", bf16_support_name(support))};
+  return {Precision::fp32, fmt::format("auto: this CPU has no native bf16 ({})", bf16_support_name(support))};
+}
+
 void place_model(DiffusionModel& model, const Experiment& experiment, torch::Device device) {
   const ExperimentSettings settings = experiment.settings().experiment;
   model.to(device, settings.channels_last);
-  model.set_precision(settings.precision == "bf16" ? Precision::bf16 : Precision::fp32);
+  model.set_precision(resolve_precision(experiment, device).precision);
   model.set_sample_batch_size(experiment.settings().evaluation.sample_batch_size);
 }
 

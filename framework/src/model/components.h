@@ -35,6 +35,19 @@ torch::Device select_device(const std::string& device);
 
 torch::Device configure_process(const Experiment& experiment, int64_t threads = 0);
 
+// [experiment] precision for `device`, and why:
+//   - "auto": bf16 on a CPU whose oneDNN computes in bf16 natively (AVX512-BF16 or AMX), where
+//     it is the faster choice; fp32 on other CPUs (bf16 would be converted to float32 for every
+//     operation) and on CUDA (the networks here are too small to gain from it);
+//   - "bf16" on a CPU whose oneDNN has no bf16 convolutions at all (below AVX-512: AVX2 laptops,
+//     or ONEDNN_MAX_CPU_ISA=AVX2) is a config Error naming experiment.precision: LibTorch would
+//     fail at the first convolution ("could not create a primitive descriptor iterator").
+struct ResolvedPrecision {
+  Precision precision;
+  std::string reason;  // "auto: this CPU computes bf16 natively (avx512_bf16)", ...
+};
+ResolvedPrecision resolve_precision(const Experiment& experiment, torch::Device device);
+
 // Moves the model to `device` with [experiment]'s memory format (channels_last) and precision.
 void place_model(DiffusionModel& model, const Experiment& experiment, torch::Device device);
 

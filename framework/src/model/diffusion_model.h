@@ -64,6 +64,7 @@ class DiffusionModel {
   // Moves everything to `device`; channels_last applies to 4-d weights and to inputs.
   void to(torch::Device device, bool channels_last);
   void set_precision(Precision precision) { precision_ = precision; }
+  Precision precision() const { return precision_; }
 
   // The seed's denoise(): the network predicts its quantity (the noise, in the seed), the others
   // follow (parameterisation.h).

@@ -109,6 +109,14 @@ bool FusedAdamW::intact(const std::vector<torch::Tensor>* ema) const {
   return true;
 }
 
+std::pair<torch::Tensor, torch::Tensor> FusedAdamW::moments(size_t index) const {
+  const torch::Tensor& parameter = param_groups().front().params().at(index);
+  const auto it = state().find(state_key(state(), parameter));
+  if (it == state().end()) return {};
+  const auto& adam = static_cast<const AdamWParamState&>(*it->second);
+  return {adam.exp_avg(), adam.exp_avg_sq()};
+}
+
 void FusedAdamW::load(torch::serialize::InputArchive& archive) {
   torch::optim::AdamW::load(archive);
   // New state objects: the buffers are rebuilt from them at the next step.

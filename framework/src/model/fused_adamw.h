@@ -16,6 +16,7 @@
 
 #include <torch/optim/adamw.h>
 
+#include <utility>
 #include <vector>
 
 namespace difflab {
@@ -38,6 +39,9 @@ class FusedAdamW : public torch::optim::AdamW {
   bool last_step_fused() const { return last_step_fused_; }
   int64_t flat_size() const { return total_; }
   int64_t flattenings() const { return flattenings_; }
+  // AdamW's moments (exp_avg, exp_avg_sq) of parameter `index` of the first group; undefined
+  // tensors before its first step.
+  std::pair<torch::Tensor, torch::Tensor> moments(size_t index) const;
   // The CPU loop (default) or the whole-buffer tensor operations other devices use (for tests).
   void use_tensor_operations(bool enabled) { tensor_operations_ = enabled; }
 

@@ -19,6 +19,7 @@ Loss::~Loss() = default;
 Sampler::~Sampler() = default;
 Network::~Network() = default;
 Dataset::~Dataset() = default;
+std::optional<SplitCounts> Dataset::counts() const { return std::nullopt; }
 FeatureExtractor::~FeatureExtractor() = default;
 void FeatureExtractor::prepare(const ImageSplits&) {}
 

@@ -1,6 +1,8 @@
 // Loading one plugin library: the ABI record first, then the plugin's metadata.
 #include "difflab/loader.h"
 
+#include "difflab/plugin.h"
+
 #include <algorithm>
 #include <boost/dll/shared_library.hpp>
 #include <cstring>

@@ -16,7 +16,6 @@
 #include <thread>
 #include <unistd.h>
 
-#include "difflab/dataset.h"
 #include "difflab/error.h"
 #include "plugin_host/registry.h"
 #include "results/results_store.h"
@@ -142,11 +141,7 @@ int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& regist
       throw ConfigError("with --workers, every run of the sweep must use one database",
                         ErrorContext::for_key(run.experiment.file.string(), "experiment.database", fmt::format("\"{}\" and \"{}\" differ", database_of(runs.front()), database_of(run))));
   // Bad input fails here, once, rather than in every worker.
-  for (const auto& run : runs) {
-    const Section& data = run.experiment.section("data");
-    registry.create<Dataset>(Family::dataset, data.plugin, data.params, run.experiment.build_context(0))
-        ->check_available();
-  }
+  check_data_available(runs, registry);
   const std::vector<std::optional<RunRecord>> before = latest_runs(runs);
   { ResultsStore create(database_of(runs.front())); }  // created once, not raced by the workers
 

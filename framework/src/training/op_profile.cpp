@@ -75,25 +75,29 @@ std::vector<OperatorTime> profile_operators(const std::function<void()>& body) {
 #endif
 }
 
-int64_t peak_allocated_bytes(const std::function<void()>& body) {
-#ifdef DIFFLAB_HAS_LEGACY_PROFILER
-  const profiler::thread_event_lists threads = profiled(body, /*memory=*/true);
-  std::vector<std::pair<double, int64_t>> changes;  // (time in µs, bytes allocated or, < 0, freed)
-  for (const auto& events : threads)
-    for (const auto& event : events)
-      if (event.kindStr() == "memory_alloc") changes.emplace_back(event.cpuUs(), event.cpuMemoryUsage());
-  std::stable_sort(changes.begin(), changes.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
-  int64_t held = 0, peak = 0;
-  for (const auto& [time, bytes] : changes) {
+namespace {
+
+// The bytes LibTorch's allocators hand out and take back on this thread while it is installed
+// (c10's memory-reporting hook, which the profiler itself uses), and their peak: no event lists,
+// so `difflab check` stays small.
+struct PeakCounter final : c10::MemoryReportingInfoBase {
+  void reportMemoryUsage(void*, int64_t bytes, int64_t, int64_t, c10::Device) override {
     held += bytes;
     peak = std::max(peak, held);
   }
-  return peak;
-#else
-  body();
-  return -1;
-#endif
+  bool memoryProfilingEnabled() const override { return true; }
+  int64_t held = 0, peak = 0;
+};
+
+}  // namespace
+
+int64_t peak_allocated_bytes(const std::function<void()>& body) {
+  auto counter = std::make_shared<PeakCounter>();
+  {
+    c10::DebugInfoGuard guard(c10::DebugInfoKind::PROFILER_STATE, counter);
+    body();
+  }
+  return counter->peak;
 }
 
 }  // namespace difflab

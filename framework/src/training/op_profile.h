@@ -20,9 +20,8 @@ struct OperatorTime {
 // this LibTorch has no profiler API that difflab knows.
 std::vector<OperatorTime> profile_operators(const std::function<void()>& body);
 
-// The most CPU memory that tensors allocated while `body` ran held at one time, in bytes, from
-// the profiler's allocation events (every thread); -1 when this LibTorch has no profiler API that
-// difflab knows.
+// The most memory that tensors allocated on this thread while `body` ran held at one time, in
+// bytes (c10's allocation reports, as the profiler receives them).
 int64_t peak_allocated_bytes(const std::function<void()>& body);
 
 }  // namespace difflab

@@ -142,6 +142,9 @@ RunTrainer::RunTrainer(const RunContext& run, torch::Device device)
   if (evaluation_.kid_protocol != "none" && leader()) run.components.features->prepare(run.data);
   model_.adapt(run.data.train);
   place_model(model_, run.experiment, device);
+  if (leader() && run.settings.experiment.precision == "auto")
+    fmt::print("difflab: precision {} ({})\n", model_.precision() == Precision::bf16 ? "bf16" : "fp32",
+               resolve_precision(run.experiment, device).reason);
   optimizer_ = make_optimizer(model_, run.experiment);
   if (fs::exists(checkpoint_path_) || fs::exists(previous_path(checkpoint_path_))) resume(device);
   for (const auto& buffer : model_.network().buffers())

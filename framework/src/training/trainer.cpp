@@ -9,12 +9,17 @@
 #include <fmt/format.h>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <sys/resource.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <torch/torch.h>
 
 #include "config/experiment.h"
 #include "config/settings.h"
+#include "difflab/cpu.h"
 #include "difflab/dataset.h"
 #include "difflab/error.h"
 #include "difflab/features.h"
@@ -79,6 +84,8 @@ std::optional<RunResult> skip_early(const Experiment& experiment, const std::str
 // The components and the data. Everything that can fail because of the user's input fails here,
 // before the database is touched.
 ImageSplits load_data(const Experiment& experiment, const Settings& settings, const Components& components) {
+  if (const std::optional<SplitCounts> counts = components.dataset->counts())
+    check_data_memory(experiment, settings, components.dataset->channels(), *counts);
   ImageSplits data = components.dataset->load();
   check_data_fits(experiment, settings, data.train.size(0), data.validation.size(0));
   return data;
@@ -115,59 +122,157 @@ void check_data_fits(const Experiment& experiment, const Settings& settings, int
                                             "kid_protocol = \"none\""));
 }
 
-void check_batch_fits(const Experiment& experiment, const Settings& settings, Components& components) {
-  // One forward and backward pass of the network on one image, with the allocator's traffic
-  // recorded; everything it touches (batch statistics, the random generator, gradients) is put
-  // back, so that the run's numbers do not depend on the check.
-  Network& network = components.model->network();
+void check_data_memory(const Experiment& experiment, const Settings& settings, int64_t channels,
+                       const SplitCounts& counts) {
+  const int64_t size = settings.data.image_size;
+  const double images = static_cast<double>(counts.train + counts.validation);
+  const double needed = images * static_cast<double>(channels) * static_cast<double>(size) * static_cast<double>(size) * 4.0;
+  const double memory = machine_memory_bytes();
+  if (needed > memory)
+    throw ConfigError(fmt::format("the data set's {:.0f} images at image_size {} need {:.3g} GB as float32 ({:.0f} x {} "
+                                  "x {} x {} x 4 bytes), and this machine has {:.3g} GB of memory",
+                                  images, size, needed / 1e9, images, channels, size, size, memory / 1e9),
+                      ErrorContext::for_key(experiment.file.string(), "data.image_size",
+                                            "lower image_size, or data.train_limit / data.validation_limit"));
+}
+
+namespace {
+
+// The peak bytes one forward and backward pass of the network on one image of side `size`
+// allocates; everything it touches (batch statistics, the random generator, gradients) is put
+// back, so that the run's numbers do not depend on the check.
+// The parameters' gradients are left out (the input's gradient takes the whole backward pass
+// through the activations): they are the same for any batch, and the network's size is checked
+// on its own (check_unet_size).
+int64_t training_bytes_per_image(Network& network, int64_t channels, int64_t size) {
   std::vector<torch::Tensor> buffers;
   for (const auto& buffer : network.buffers()) buffers.push_back(buffer.clone());
   auto generator = at::detail::getDefaultCPUGenerator();
   const torch::Tensor generator_state = generator.get_state();
-  const int64_t channels = components.dataset->channels(), size = settings.data.image_size;
-  const int64_t per_image = peak_allocated_bytes([&] {
-    const torch::Tensor noisy_images = torch::randn({1, channels, size, size});
-    network.forward(noisy_images, torch::full({1, 1, 1, 1}, 0.5)).abs().mean().backward();
-  });
-  {
+  std::vector<torch::Tensor> trained;
+  for (auto& parameter : network.parameters())
+    if (parameter.requires_grad()) trained.push_back(parameter.requires_grad_(false));
+  auto restore = [&] {
     torch::NoGradGuard no_grad;
     const auto now = network.buffers();
     for (size_t i = 0; i < buffers.size(); ++i) now[i].copy_(buffers[i]);
-    for (auto& parameter : network.parameters()) parameter.mutable_grad() = torch::Tensor();
+    for (auto& parameter : trained) parameter.requires_grad_(true);
+    generator.set_state(generator_state);
+  };
+  try {
+    const int64_t bytes = peak_allocated_bytes([&] {
+      const torch::Tensor noisy_images = torch::randn({1, channels, size, size}).requires_grad_();
+      network.forward(noisy_images, torch::full({1, 1, 1, 1}, 0.5)).abs().mean().backward();
+    });
+    restore();
+    return bytes;
+  } catch (...) {
+    restore();
+    throw;
   }
-  generator.set_state(generator_state);
-  if (per_image <= 0) return;
-  const double needed = static_cast<double>(per_image) * static_cast<double>(settings.training.batch_size);
-  const double memory = machine_memory_bytes();
-  if (needed > memory)
-    throw ConfigError(fmt::format("a training step needs about {:.3g} GB for its activations ({:.3g} MB an image "
-                                  "× batch_size {}), and this machine has {:.3g} GB of memory",
-                                  needed / 1e9, static_cast<double>(per_image) / 1e6, settings.training.batch_size,
-                                  memory / 1e9),
-                      ErrorContext::for_key(experiment.file.string(), "training.batch_size",
-                                            "lower batch_size, image_size or the network's widths"));
 }
 
-void check_before_running(const std::vector<SweepRun>& runs, const PluginRegistry& registry) {
-  // Data that is not there first (without data nothing else matters), then the components (a
-  // network that cannot be built for this image size, a missing feature model), then the data
-  // itself, loaded once per distinct [data]: unreadable files, splits too small for a batch.
-  std::map<std::string, std::pair<int64_t, int64_t>> split_sizes;  // [data] -> (train, validation)
+// Above this side, an image's training memory is first extrapolated from two smaller sides
+// (activations grow with the pixels, bytes = a + b side^2), so that a size that cannot fit is
+// refused without trying to allocate it.
+constexpr int64_t kLargestMeasuredSide = 128;
+
+}  // namespace
+
+void check_batch_fits(const Experiment& experiment, const Settings& settings, Components& components) {
+  Network& network = components.model->network();
+  const int64_t channels = components.dataset->channels(), size = settings.data.image_size;
+  const double memory = machine_memory_bytes(), batch_size = static_cast<double>(settings.training.batch_size);
+  auto refuse = [&](double per_image, const std::string& how) {
+    if (per_image > memory)
+      throw ConfigError(fmt::format("one image of side {} needs about {:.3g} GB to train{}, and this machine has {:.3g} "
+                                    "GB of memory", size, per_image / 1e9, how, memory / 1e9),
+                        ErrorContext::for_key(experiment.file.string(), "data.image_size",
+                                              "lower image_size or the network's widths"));
+    if (per_image * batch_size > memory)
+      throw ConfigError(fmt::format("a training step needs about {:.3g} GB for its activations ({:.3g} MB an image{} "
+                                    "× batch_size {}), and this machine has {:.3g} GB of memory",
+                                    per_image * batch_size / 1e9, per_image / 1e6, how.empty() ? how : how + ",",
+                                    settings.training.batch_size, memory / 1e9),
+                        ErrorContext::for_key(experiment.file.string(), "training.batch_size",
+                                              "lower batch_size, image_size or the network's widths"));
+  };
+  if (size > kLargestMeasuredSide && size % 4 == 0) {
+    int64_t large = size;
+    while (large > kLargestMeasuredSide && large % 4 == 0) large /= 2;
+    const int64_t small = large / 2;
+    std::optional<double> estimate;
+    try {  // a network may refuse the smaller sides (downsampling): then it is measured as it is
+      const double at_large = static_cast<double>(training_bytes_per_image(network, channels, large));
+      const double at_small = static_cast<double>(training_bytes_per_image(network, channels, small));
+      const double slope = (at_large - at_small) / static_cast<double>(large * large - small * small);
+      estimate = at_large + slope * static_cast<double>(size * size - large * large);
+    } catch (const std::exception&) {
+    }
+    if (estimate) refuse(*estimate, fmt::format(", extrapolated from sides {} and {}", large, small));
+  }
+  const int64_t per_image = training_bytes_per_image(network, channels, size);
+  if (per_image > 0) refuse(static_cast<double>(per_image), "");
+}
+
+void check_data_available(const std::vector<SweepRun>& runs, const PluginRegistry& registry) {
   for (const auto& run : runs) {
     const Section& data = run.experiment.section("data");
     registry.create<Dataset>(Family::dataset, data.plugin, data.params, run.experiment.build_context(0))
         ->check_available();
-    Components components = build_components(run.experiment, registry);
-    std::string data_key = data.plugin;
-    for (const auto& [key, value] : data.params.items()) data_key += "\n" + key + "=" + format_value(value);
-    auto sizes = split_sizes.find(data_key);
-    if (sizes == split_sizes.end()) {
-      const ImageSplits splits = components.dataset->load();
-      sizes = split_sizes.emplace(data_key, std::make_pair(splits.train.size(0), splits.validation.size(0))).first;
-    }
+  }
+}
+
+void check_before_running(const std::vector<SweepRun>& runs, const PluginRegistry& registry) {
+  // Data that is not there first (without data nothing else matters), then the components (a
+  // network that cannot be built for this image size, a missing feature model), then the data's
+  // split sizes, once per distinct [data]: from the dataset's headers where it can tell, else
+  // loaded (unreadable files, splits too small for a batch). Points of a sweep that train the same
+  // network (the same training hash: a sampler or KID sweep) build and measure it once, and make
+  // only the components of their own sections.
+  std::map<std::string, std::pair<int64_t, int64_t>> split_sizes;  // [data] -> (train, validation)
+  std::set<std::string> trainings_checked;
+  for (const auto& run : runs) {
+    const Section& data = run.experiment.section("data");
+    auto dataset = registry.create<Dataset>(Family::dataset, data.plugin, data.params, run.experiment.build_context(0));
+    dataset->check_available();
+    resolve_precision(run.experiment, select_device(run.experiment.settings().experiment.device));
     const Settings settings = run.experiment.settings();
-    check_data_fits(run.experiment, settings, sizes->second.first, sizes->second.second);
-    check_batch_fits(run.experiment, settings, components);
+    std::string data_key = data.plugin + "\nimage_size=" + std::to_string(settings.data.image_size);
+    for (const auto& [key, value] : data.params.items()) data_key += "\n" + key + "=" + format_value(value);
+    if (!trainings_checked.insert(run.experiment.training_hash()).second) {
+      const BuildContext context = run.experiment.build_context(dataset->channels());
+      for (const std::string& name : section_names()) {
+        Family family;
+        if (section_defines_training(name) || !section_has_plugin(name, &family)) continue;
+        const Section& section = run.experiment.section(name);
+        registry.create<Component>(family, section.plugin, section.params, context);
+      }
+      const auto& [train, validation] = split_sizes.at(data_key);
+      check_data_fits(run.experiment, settings, train, validation);
+      continue;
+    }
+    {
+      Components components = build_components(run.experiment, registry);
+      auto sizes = split_sizes.find(data_key);
+      if (sizes == split_sizes.end()) {
+        std::optional<SplitCounts> counts = dataset->counts();
+        if (counts) {
+          check_data_memory(run.experiment, settings, dataset->channels(), *counts);
+        } else {
+          fmt::print(stderr, "difflab: decoding the {} data to count its images (the plugin cannot tell without)\n",
+                     data.plugin);
+          const ImageSplits splits = dataset->load();
+          counts = SplitCounts{splits.train.size(0), splits.validation.size(0)};
+        }
+        sizes = split_sizes.emplace(data_key, std::make_pair(counts->train, counts->validation)).first;
+      }
+      check_data_fits(run.experiment, settings, sizes->second.first, sizes->second.second);
+      check_batch_fits(run.experiment, settings, components);
+    }
+#if defined(__GLIBC__)
+    malloc_trim(0);  // a sweep's points one after another, not the sum of their heaps
+#endif
   }
 }
 
@@ -255,6 +360,7 @@ RunResult claim_and_train(const Experiment& experiment, const PluginRegistry& re
       return *early;
     }
     device = rank_device(configure_process(experiment, options.threads), options);
+    resolve_precision(experiment, device);  // bf16 where the CPU has none: a config Error, now
     components.emplace(build_components(experiment, registry));
     data.emplace(load_data(experiment, settings, *components));
     check_batch_fits(experiment, settings, *components);
@@ -367,6 +473,9 @@ BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry&
   train(steps);
   BenchResult result;
   result.batch_shape = images.sizes().vec();
+  const ResolvedPrecision precision = resolve_precision(experiment, device);
+  result.precision = fmt::format("{} ({})", precision.precision == Precision::bf16 ? "bf16" : "fp32", precision.reason);
+  result.cpu = device.is_cuda() ? "CUDA device " + std::to_string(device.index()) : cpu_description();
   const int64_t world = distributed ? distributed->world() : 1;
   result.train_images_per_second =
       world * steps * batch_size / std::chrono::duration<double>(Clock::now() - start).count();

@@ -14,6 +14,7 @@ class PluginRegistry;
 class ProcessGroup;
 struct Settings;
 struct SweepRun;
+struct SplitCounts;
 
 enum class RunOutcome {
   trained,          // trained (from scratch, or resumed) to the end
@@ -72,19 +73,31 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
 void check_data_fits(const Experiment& experiment, const Settings& settings, int64_t train_count,
                      int64_t validation_count);
 
+// That the data, decoded to float32 at image_size, fits in this machine's memory: a config Error
+// naming data.image_size otherwise, with the bytes it would need (before anything is allocated).
+void check_data_memory(const Experiment& experiment, const Settings& settings, int64_t channels,
+                       const SplitCounts& counts);
+
 // That one training step's activations (measured on one image, times the batch size) fit in this
 // machine's memory; a config Error naming training.batch_size otherwise. Leaves the network, its
 // statistics and the random generator as they were.
 struct Components;
 void check_batch_fits(const Experiment& experiment, const Settings& settings, Components& components);
 
+// That every run's data is there (Dataset::check_available: files, folders; nothing decoded).
+// Throws a config Error naming the key.
+void check_data_available(const std::vector<SweepRun>& runs, const PluginRegistry& registry);
+
 // Everything `run` checks before it writes anything, for every run of a sweep: the data is there
-// and loads, the components build, the splits hold a batch. Throws a config Error naming the
+// and its splits' sizes (from the dataset's counts(), without decoding, where it can tell; else
+// loaded) fit in memory and hold a batch, the components build, a training step fits. Throws a config Error naming the
 // key (difflab check; a sweep runs it before its first point).
 void check_before_running(const std::vector<SweepRun>& runs, const PluginRegistry& registry);
 
 struct BenchResult {
   std::vector<int64_t> batch_shape;  // [batch, channels, height, width]
+  std::string precision;             // "bf16 (auto: ...)": what ran, and why
+  std::string cpu;                   // difflab/cpu.h's cpu_description(): the paths chosen at run time
   double train_images_per_second = 0.0;
   // The share of a training step that the optimiser step and the EMA update take (timed alone,
   // repeated on the last step's gradients).
