@@ -228,7 +228,7 @@ TEST(PluginRegistry, ScanRecordsRefusedLibrariesAndNamesThemWhenAPluginIsMissing
 }
 
 TEST(PluginRegistry, PluginPathEnvironmentVariableIsSearched) {
-  setenv("DIFFLAB_PLUGIN_PATH", "/nonexistent:" DIFFLAB_TEST_BAD_PLUGIN_DIR, 1);
+  setenv("DIFFLAB_PLUGIN_PATH", ("/nonexistent:" + DIFFLAB_TEST_BAD_PLUGIN_DIR).c_str(), 1);
   std::vector<fs::path> dirs = PluginRegistry::default_search_dirs();
   unsetenv("DIFFLAB_PLUGIN_PATH");
   ASSERT_EQ(dirs.size(), 3u);  // this build's plugin folder, then the two of the variable

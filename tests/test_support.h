@@ -4,6 +4,8 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <gtest/gtest.h>
 #include <array>
 #include <chrono>
@@ -18,6 +20,23 @@
 #include "plugin_host/registry.h"
 
 namespace difflab::test {
+
+// The build's paths, from this test executable's place (<build>/tests/) and the source folder
+// that CMake wrote beside it.
+inline const std::filesystem::path& test_binary_dir() {
+  static const std::filesystem::path dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+  return dir;
+}
+inline std::string source_dir() {
+  static const std::string dir = [] {
+    std::ifstream in(test_binary_dir() / "source_dir.txt");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
+  return dir;
+}
+#define DIFFLAB_TEST_SOURCE_DIR ::difflab::test::source_dir()
+#define DIFFLAB_TEST_EXECUTABLE (::difflab::test::test_binary_dir().parent_path() / "bin" / "difflab").string()
+#define DIFFLAB_TEST_BAD_PLUGIN_DIR (::difflab::test::test_binary_dir() / "bad_plugins").string()
 
 // bf16 autocast on the CPU needs oneDNN's bf16 convolutions (AVX-512 and up); below, a test of it
 // is skipped and says why.
