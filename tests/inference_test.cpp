@@ -114,11 +114,7 @@ TEST(InferencePath, GivesTheSameBitsAtEveryLevelOfDifflabsLoops) {
     return network->prepare_inference()->forward(images, variances);
   };
   const torch::Tensor baseline = predict(KernelIsa::baseline);
-  for (KernelIsa isa : {KernelIsa::avx2, KernelIsa::avx512}) {
-    if (static_cast<int>(isa) > static_cast<int>(best_kernel_isa())) {
-      std::printf("this CPU has no %s: not compared\n", kernel_isa_name(isa));
-      continue;
-    }
+  for (KernelIsa isa : test::higher_kernel_isas()) {
     EXPECT_TRUE(torch::equal(predict(isa), baseline)) << kernel_isa_name(isa);
   }
 }

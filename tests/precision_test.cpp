@@ -320,11 +320,7 @@ TEST(FusedKernels, GiveTheSameBitsAtEveryLevel) {
     ScopedKernelIsa level(KernelIsa::baseline);
     return run();
   }();
-  for (KernelIsa isa : {KernelIsa::avx2, KernelIsa::avx512}) {
-    if (static_cast<int>(isa) > static_cast<int>(best_kernel_isa())) {
-      std::printf("this CPU has no %s: not compared\n", kernel_isa_name(isa));
-      continue;
-    }
+  for (KernelIsa isa : test::higher_kernel_isas()) {
     ScopedKernelIsa level(isa);
     const std::vector<torch::Tensor> results = run();
     for (size_t i = 0; i < results.size(); ++i)

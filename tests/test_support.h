@@ -14,6 +14,7 @@
 #include <ftw.h>
 #include <unistd.h>
 #include <string>
+#include <vector>
 #include <torch/torch.h>
 
 #include "difflab/cpu.h"
@@ -37,6 +38,19 @@ inline std::string source_dir() {
 #define DIFFLAB_TEST_SOURCE_DIR ::difflab::test::source_dir()
 #define DIFFLAB_TEST_EXECUTABLE (::difflab::test::test_binary_dir().parent_path() / "bin" / "difflab").string()
 #define DIFFLAB_TEST_BAD_PLUGIN_DIR (::difflab::test::test_binary_dir() / "bad_plugins").string()
+
+// The instruction sets above baseline that difflab's loops can run at on this CPU (for tests that
+// compare every level with the baseline); prints those it lacks, which are not compared.
+inline std::vector<KernelIsa> higher_kernel_isas() {
+  std::vector<KernelIsa> levels;
+  for (KernelIsa isa : {KernelIsa::avx2, KernelIsa::avx512}) {
+    if (static_cast<int>(isa) <= static_cast<int>(best_kernel_isa()))
+      levels.push_back(isa);
+    else
+      std::printf("this CPU has no %s: not compared\n", kernel_isa_name(isa));
+  }
+  return levels;
+}
 
 // bf16 autocast on the CPU needs oneDNN's bf16 convolutions (AVX-512 and up); below, a test of it
 // is skipped and says why.

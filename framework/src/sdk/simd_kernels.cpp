@@ -1,7 +1,7 @@
 // The hot loops of the fused bf16 operations (precision.cpp) and of the inference path: plain C++
 // over raw pointers, no LibTorch, written so that the compiler vectorises them. simd_kernels.inc
-// holds them; it is compiled three times here, for AVX-512 (x86-64-v4's features), AVX2 + FMA
-// (x86-64-v3's) and baseline x86-64, and each call runs the copy of the level kernel_isa() chose
+// holds them; isa_levels.inc compiles it three times here, for AVX-512 (x86-64-v4's features),
+// AVX2 + FMA (x86-64-v3's) and baseline x86-64, and each call runs the copy of the level kernel_isa() chose
 // (difflab/cpu.h), so one binary runs on any x86-64 CPU and a test or a user can force any level
 // the CPU has. This file is built with -fno-math-errno -fno-trapping-math (as LibTorch is), without
 // which GCC does not if-convert comparisons such as to_bf16's NaN test and those loops do not
@@ -23,25 +23,9 @@ const uint32_t* swish_value_table();
 const float* swish_derivative_table();
 
 namespace {
-namespace baseline {
-#include "simd_kernels.inc"
-}  // namespace baseline
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define DIFFLAB_SIMD_LEVELS 1
-// The features of x86-64-v3 and x86-64-v4 rather than "arch=": a function of another arch is not
-// inlined, and the loops call helpers such as std::min.
-#pragma GCC push_options
-#pragma GCC target("avx,avx2,bmi,bmi2,f16c,fma,lzcnt,movbe,xsave")
-namespace avx2 {
-#include "simd_kernels.inc"
-}  // namespace avx2
-#pragma GCC target("avx,avx2,bmi,bmi2,f16c,fma,lzcnt,movbe,xsave,avx512f,avx512bw,avx512cd,avx512dq,avx512vl")
-namespace avx512 {
-#include "simd_kernels.inc"
-}  // namespace avx512
-#pragma GCC pop_options
-#endif
+#define DIFFLAB_LEVEL_FILE "simd_kernels.inc"
+#include "isa_levels.inc"
 
 // The bf16 value nearest to v (ties to even): the float32 nearest to v, rounded again to bf16,
 // can miss it by one unit when the first rounding lands on a bf16 midpoint.
@@ -104,71 +88,57 @@ const uint32_t* swish_value_table() { return swish_tables().value.data(); }
 const float* swish_derivative_table() { return swish_tables().derivative.data(); }
 
 // Each loop of simd_kernels.h runs the copy of the chosen level.
-#ifdef DIFFLAB_SIMD_LEVELS
-#define DIFFLAB_DISPATCH(name, ...)                                     \
-  switch (kernel_isa()) {                                               \
-    case KernelIsa::avx512: return avx512::name(__VA_ARGS__);           \
-    case KernelIsa::avx2: return avx2::name(__VA_ARGS__);               \
-    case KernelIsa::baseline: break;                                    \
-  }                                                                     \
-  return baseline::name(__VA_ARGS__)
-#else
-#define DIFFLAB_DISPATCH(name, ...) return baseline::name(__VA_ARGS__)
-#endif
-
 void shifted_sums(const float* x, int64_t x_stride, int64_t rows, int64_t channels, const float* shift,
                   float* sum, float* square_sum) {
-  DIFFLAB_DISPATCH(shifted_sums, x, x_stride, rows, channels, shift, sum, square_sum);
+  DIFFLAB_LEVEL_DISPATCH(shifted_sums, x, x_stride, rows, channels, shift, sum, square_sum);
 }
 void normalise_rows(const float* x, int64_t x_stride, int64_t rows, int64_t channels, const float* mean,
                     const float* inverse_std, bf16_bits* y, bf16_bits* x_bf16, int64_t y_stride) {
-  DIFFLAB_DISPATCH(normalise_rows, x, x_stride, rows, channels, mean, inverse_std, y, x_bf16, y_stride);
+  DIFFLAB_LEVEL_DISPATCH(normalise_rows, x, x_stride, rows, channels, mean, inverse_std, y, x_bf16, y_stride);
 }
 void gradient_sums(const bf16_bits* g, const bf16_bits* y, int64_t rows, int64_t channels, float* g_sum,
                    float* g_y_sum) {
-  DIFFLAB_DISPATCH(gradient_sums, g, y, rows, channels, g_sum, g_y_sum);
+  DIFFLAB_LEVEL_DISPATCH(gradient_sums, g, y, rows, channels, g_sum, g_y_sum);
 }
 void normalise_backward_rows(const bf16_bits* g, const bf16_bits* y, int64_t stride, int64_t rows,
                              int64_t channels, const float* scale, const float* offset, const float* slope,
                              const float* residual_float, const bf16_bits* residual_bf16, float* dx,
                              int64_t dx_stride) {
-  DIFFLAB_DISPATCH(normalise_backward_rows, g, y, stride, rows, channels, scale, offset, slope, residual_float,
+  DIFFLAB_LEVEL_DISPATCH(normalise_backward_rows, g, y, stride, rows, channels, scale, offset, slope, residual_float,
                    residual_bf16, dx, dx_stride);
 }
-void silu_forward(const bf16_bits* x, bf16_bits* y, int64_t n) { DIFFLAB_DISPATCH(silu_forward, x, y, n); }
-void silu_in_place(bf16_bits* x, int64_t n) { DIFFLAB_DISPATCH(silu_in_place, x, n); }
+void silu_forward(const bf16_bits* x, bf16_bits* y, int64_t n) { DIFFLAB_LEVEL_DISPATCH(silu_forward, x, y, n); }
+void silu_in_place(bf16_bits* x, int64_t n) { DIFFLAB_LEVEL_DISPATCH(silu_in_place, x, n); }
 void silu_backward(const bf16_bits* g, const bf16_bits* x, bf16_bits* dx, int64_t n) {
-  DIFFLAB_DISPATCH(silu_backward, g, x, dx, n);
+  DIFFLAB_LEVEL_DISPATCH(silu_backward, g, x, dx, n);
 }
 void add_bf16_bf16(const bf16_bits* a, const bf16_bits* b, float* out, int64_t n) {
-  DIFFLAB_DISPATCH(add_bf16_bf16, a, b, out, n);
+  DIFFLAB_LEVEL_DISPATCH(add_bf16_bf16, a, b, out, n);
 }
 void add_bf16_float(const bf16_bits* a, const float* b, float* out, int64_t n) {
-  DIFFLAB_DISPATCH(add_bf16_float, a, b, out, n);
+  DIFFLAB_LEVEL_DISPATCH(add_bf16_float, a, b, out, n);
 }
 void upsample2x_forward_row(const float* image, int64_t height, int64_t width, int64_t channels, int64_t out_y,
                             float* out_row) {
-  DIFFLAB_DISPATCH(upsample2x_forward_row, image, height, width, channels, out_y, out_row);
+  DIFFLAB_LEVEL_DISPATCH(upsample2x_forward_row, image, height, width, channels, out_y, out_row);
 }
 void upsample2x_backward_row(const float* grad, int64_t pixel_stride, int64_t height, int64_t width,
                              int64_t channels, int64_t in_y, float* scratch, float* grad_row) {
-  DIFFLAB_DISPATCH(upsample2x_backward_row, grad, pixel_stride, height, width, channels, in_y, scratch, grad_row);
+  DIFFLAB_LEVEL_DISPATCH(upsample2x_backward_row, grad, pixel_stride, height, width, channels, in_y, scratch, grad_row);
 }
-void float_to_bf16(const float* x, bf16_bits* out, int64_t n) { DIFFLAB_DISPATCH(float_to_bf16, x, out, n); }
+void float_to_bf16(const float* x, bf16_bits* out, int64_t n) { DIFFLAB_LEVEL_DISPATCH(float_to_bf16, x, out, n); }
 void scale_shift_pixels(const bf16_bits* x, int64_t x_stride, int64_t pixels, int64_t channels,
                         const float* scale, const float* shift, bf16_bits* y, int64_t y_stride,
                         bf16_bits* copy, int64_t copy_stride) {
-  DIFFLAB_DISPATCH(scale_shift_pixels, x, x_stride, pixels, channels, scale, shift, y, y_stride, copy, copy_stride);
+  DIFFLAB_LEVEL_DISPATCH(scale_shift_pixels, x, x_stride, pixels, channels, scale, shift, y, y_stride, copy, copy_stride);
 }
 void average_pool2x_row(const bf16_bits* image, int64_t in_stride, int64_t width, int64_t channels,
                         int64_t out_y, bf16_bits* out_row, int64_t out_stride) {
-  DIFFLAB_DISPATCH(average_pool2x_row, image, in_stride, width, channels, out_y, out_row, out_stride);
+  DIFFLAB_LEVEL_DISPATCH(average_pool2x_row, image, in_stride, width, channels, out_y, out_row, out_stride);
 }
 void upsample2x_bf16_row(const bf16_bits* image, int64_t in_stride, int64_t height, int64_t width,
                          int64_t channels, int64_t out_y, bf16_bits* out_row, int64_t out_stride) {
-  DIFFLAB_DISPATCH(upsample2x_bf16_row, image, in_stride, height, width, channels, out_y, out_row, out_stride);
+  DIFFLAB_LEVEL_DISPATCH(upsample2x_bf16_row, image, in_stride, height, width, channels, out_y, out_row, out_stride);
 }
-
-#undef DIFFLAB_DISPATCH
 
 }  // namespace difflab::simd
