@@ -1,4 +1,4 @@
-// adamw_kernel.inc, compiled for three instruction sets (src/sdk/isa_levels.inc) and with
+// adamw_kernel.inc, compiled for three instruction sets (difflab/cpu_levels.h) and with
 // -ffp-contract=off (framework/CMakeLists.txt): every level rounds each operation alike, so the
 // pass gives the same bits on every CPU (tests/optimizer_test.cpp).
 #include "model/adamw_kernel.h"
@@ -11,7 +11,7 @@ namespace difflab {
 namespace {
 
 #define DIFFLAB_LEVEL_FILE "model/adamw_kernel.inc"
-#include "sdk/isa_levels.inc"
+#include "difflab/cpu_levels.h"
 
 }  // namespace
 

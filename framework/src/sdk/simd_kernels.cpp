@@ -1,6 +1,6 @@
 // The hot loops of the fused bf16 operations (precision.cpp) and of the inference path: plain C++
 // over raw pointers, no LibTorch, written so that the compiler vectorises them. simd_kernels.inc
-// holds them; isa_levels.inc compiles it three times here, for AVX-512 (x86-64-v4's features),
+// holds them; difflab/cpu_levels.h compiles it three times here, for AVX-512 (x86-64-v4's features),
 // AVX2 + FMA (x86-64-v3's) and baseline x86-64, and each call runs the copy of the level kernel_isa() chose
 // (difflab/cpu.h), so one binary runs on any x86-64 CPU and a test or a user can force any level
 // the CPU has. This file is built with -fno-math-errno -fno-trapping-math (as LibTorch is), without
@@ -24,8 +24,8 @@ const float* swish_derivative_table();
 
 namespace {
 
-#define DIFFLAB_LEVEL_FILE "simd_kernels.inc"
-#include "isa_levels.inc"
+#define DIFFLAB_LEVEL_FILE "sdk/simd_kernels.inc"
+#include "difflab/cpu_levels.h"
 
 // The bf16 value nearest to v (ties to even): the float32 nearest to v, rounded again to bf16,
 // can miss it by one unit when the first rounding lands on a bf16 midpoint.
