@@ -310,6 +310,30 @@ TEST(Check, AnImageSizeBeyondMemoryIsABadInputNamingTheKey) {
   EXPECT_NE(synthetic.output.find("extrapolated from sides 128 and 64"), std::string::npos) << synthetic.output;
 }
 
+// Where oneDNN has no bf16 convolutions (below AVX-512; forced here with ONEDNN_MAX_CPU_ISA=AVX2),
+// precision "bf16" is a bad input naming the key, and "auto" picks fp32 and says so; where it
+// computes bf16 natively, auto picks bf16.
+TEST(Check, PrecisionFollowsWhatTheCpuCanDo) {
+  Outcome bf16 = difflab_command("check " + tiny_experiment() + " --set experiment.precision=bf16",
+                                 "ONEDNN_MAX_CPU_ISA=AVX2");
+  EXPECT_EQ(bf16.exit_code, 2) << bf16.output;
+  EXPECT_NE(bf16.output.find("experiment.precision: precision \"bf16\": this CPU has no bf16 convolutions"),
+            std::string::npos)
+      << bf16.output;
+  Outcome automatic = difflab_command("check " + tiny_experiment() + " --set experiment.precision=auto",
+                                      "ONEDNN_MAX_CPU_ISA=AVX2");
+  EXPECT_EQ(automatic.exit_code, 0) << automatic.output;
+  EXPECT_NE(automatic.output.find("# precision here: fp32 (auto: this CPU has no native bf16 (none))"),
+            std::string::npos)
+      << automatic.output;
+  const difflab::Bf16Support support = difflab::cpu_bf16_support();
+  if (support == difflab::Bf16Support::amx || support == difflab::Bf16Support::avx512_bf16) {
+    Outcome here = difflab_command("check " + tiny_experiment() + " --set experiment.precision=auto");
+    EXPECT_NE(here.output.find("# precision here: bf16 (auto: this CPU computes bf16 natively"), std::string::npos)
+        << here.output;
+  }
+}
+
 TEST(Check, RefusesNetworksThatCannotFitBeforeAllocatingThem) {
   for (const auto& [set, message] : std::vector<std::pair<std::string, std::string>>{
            {"--set network.widths=[32,64,96,100000]", "network.widths: the network needs at least"},
