@@ -56,9 +56,9 @@ DIFFLAB_API const char* bf16_support_name(Bf16Support support);
 // "unknown".
 DIFFLAB_API std::string aten_cpu_capability();
 
-// "AMD EPYC 9B45, 2 threads; bf16: avx512_bf16; difflab kernels: avx512; ATen: AVX2; oneDNN: ..."
-// for benchmarks and logs: the CPU's model name (/proc/cpuinfo), its bf16 support, the level of
-// difflab's loops and what LibTorch reports of its own dispatch.
+// "AMD EPYC; bf16: avx512_bf16; difflab kernels: avx512; ATen: AVX2; oneDNN: avx512_core_bf16;
+// 2 threads" for benchmarks and logs: the CPU's model name (/proc/cpuinfo), its bf16 support, the
+// level of difflab's loops, and what LibTorch and oneDNN run.
 DIFFLAB_API std::string cpu_description();
 
 }  // namespace difflab
