@@ -165,7 +165,8 @@ TEST(Cli, InterruptedInsideAnEpochResumesThereWithIdenticalLosses) {
       << interrupted.output;
   {
     SQLite::Database db((stopped / "results.sqlite").string());
-    EXPECT_EQ(db.execAndGet("SELECT error FROM runs").getString().rfind("interrupted", 0), 0u);
+    EXPECT_EQ(db.execAndGet("SELECT status FROM runs").getString(), "interrupted");
+    EXPECT_EQ(db.execAndGet("SELECT error FROM runs").getString(), "interrupted by signal 15");
     EXPECT_EQ(db.execAndGet("SELECT MAX(epoch) FROM metrics").getInt(), 1);
   }
 

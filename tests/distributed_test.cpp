@@ -164,8 +164,8 @@ TEST(DataParallel, ADeadRankStopsTheOthersWithinTheTimeoutAndTheRunResumes) {
       << killed.output;
   {
     SQLite::Database db((dir / "r.sqlite").string());
-    EXPECT_EQ(db.execAndGet("SELECT status FROM runs").getString(), "failed");
-    EXPECT_EQ(db.execAndGet("SELECT error FROM runs").getString().rfind("interrupted: ", 0), 0u);
+    EXPECT_EQ(db.execAndGet("SELECT status FROM runs").getString(), "interrupted");
+    EXPECT_NE(db.execAndGet("SELECT error FROM runs").getString().find("lost the other ranks"), std::string::npos);
   }
   // Run again, in one process this time: it resumes from epoch 1's checkpoint and finishes.
   const Outcome resumed = difflab_command(tiny(dir));

@@ -51,10 +51,10 @@ TEST(Experiment, SettingsAreTypedFromTheSameTableAsTheSchema) {
   const Settings settings = experiment.settings();
   EXPECT_EQ(settings.training.batch_size, 16);
   EXPECT_DOUBLE_EQ(settings.training.ema, 0.99);
-  EXPECT_EQ(settings.evaluation.kid_protocol, "none");
+  EXPECT_EQ(settings.evaluation.kid_protocol, KidProtocol::none);
   EXPECT_EQ(settings.evaluation.plot_diffusion_steps, 20);  // the schema's default
   EXPECT_EQ(settings.data.image_size, 64);
-  EXPECT_EQ(settings.network.prediction, "noise");
+  EXPECT_EQ(settings.network.prediction, Quantity::noise);
   // Every key of the schema lands in the struct: a key read that the schema lacks is an Error
   // naming it, never std::out_of_range.
   for (const char* section : {"experiment", "data", "network", "loss", "training", "evaluation"})

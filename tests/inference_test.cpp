@@ -59,14 +59,20 @@ double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
 // bf16 activations and weights, float32 accumulation: the prediction is the float32 forward
 // pass's up to bf16 rounding, about as far from it as bf16 autocast's forward pass (which keeps the
 // residual stream in float32). For the seed's network at 32x32x1, and for a small one at 16x16x3
-// whose widths (12, 20) are not multiples of 16.
+// whose widths (12, 20) are not multiples of 16, and for an odd layout (3 levels, block_depth 3,
+// two channels): the plan is read off the same layout as the modules and forward().
 TEST(InferencePath, ResidualUNetMatchesTheFloat32ForwardPass) {
   SKIP_WITHOUT_INFERENCE_PATH();
   Params small;
   small.set("widths", std::vector<int64_t>{12, 20});
   small.set("block_depth", int64_t{1});
   small.set("embedding_dims", int64_t{6});
-  for (const auto& [params, context] : {std::pair{Params{}, BuildContext{32, 1}}, std::pair{small, BuildContext{16, 3}}}) {
+  Params odd;
+  odd.set("widths", std::vector<int64_t>{8, 24, 16});
+  odd.set("block_depth", int64_t{3});
+  odd.set("embedding_dims", int64_t{4});
+  for (const auto& [params, context] : {std::pair{Params{}, BuildContext{32, 1}}, std::pair{small, BuildContext{16, 3}},
+                                        std::pair{odd, BuildContext{16, 2}}}) {
     auto network = trained_looking(params, context, 7);
     torch::Tensor images = torch::randn({6, context.image_channels, context.image_size, context.image_size});
     torch::Tensor variances = torch::rand({6, 1, 1, 1});

@@ -45,7 +45,7 @@ TEST(Merge, AddsEachAttemptOnceAndReplacesOneThatWentOn) {
   add_run(main, experiment("mae"), 3, true);  // a run of the main database's own
   ResultsStore shard(dir / "point-0.sqlite");
   const int64_t run = add_run(shard, experiment(), 1, false);
-  shard.fail_run(run, "failed", "interrupted: by signal 12");
+  shard.close_run(run, RunStatus::interrupted, "interrupted: by signal 12");
   snapshot_database(dir / "point-0.sqlite", dir / "copy.sqlite");
 
   MergeReport first = merge_shards(main, {dir / "copy.sqlite"});
@@ -63,7 +63,7 @@ TEST(Merge, AddsEachAttemptOnceAndReplacesOneThatWentOn) {
   EXPECT_EQ(second.runs_added, 0);
   EXPECT_EQ(second.runs_updated, 1);
   const RunRecord merged = *main.latest_run(experiment().config_hash());
-  EXPECT_EQ(merged.status, "finished");
+  EXPECT_EQ(merged.status, RunStatus::finished);
   EXPECT_EQ(main.metrics(merged.id).size(), 3u);
   EXPECT_EQ(main.params(merged.id).size(), experiment().leaves().size());
   EXPECT_EQ(main.kid(merged.id).size(), 0u);
@@ -82,12 +82,12 @@ TEST(Merge, KeepsEveryAttemptOfAConfigurationAndItsKid) {
   difflab::test::TempDir dir;
   ResultsStore shard(dir / "shard.sqlite");
   const int64_t failed = add_run(shard, experiment(), 2, false);
-  shard.fail_run(failed, "failed", "out of memory");
+  shard.close_run(failed, RunStatus::failed, "out of memory");
   add_run(shard, experiment(), 3, true);  // --retry-failed: a new attempt
   ResultsStore main(dir / "main.sqlite");
   EXPECT_EQ(merge_shards(main, {dir / "shard.sqlite"}).runs_added, 2);
   EXPECT_EQ(count(main, "SELECT COUNT(*) FROM runs WHERE status = 'failed' AND error = 'out of memory'"), 1);
-  EXPECT_EQ(main.latest_run(experiment().config_hash())->status, "finished");
+  EXPECT_EQ(main.latest_run(experiment().config_hash())->status, RunStatus::finished);
   EXPECT_EQ(count(main, "SELECT COUNT(*) FROM kid"), 3);
   EXPECT_DOUBLE_EQ(main.database().execAndGet("SELECT MIN(best_kid) FROM run_summary").getDouble(), 0.1 / 3.0);
   EXPECT_EQ(count(main, "SELECT COUNT(DISTINCT attempt) FROM runs"), 2);

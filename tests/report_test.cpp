@@ -193,7 +193,7 @@ TEST(Report, AFailedOnlyDatabaseListsTheFailuresAndDrawsNothing) {
   ResultsStore store(dir / "r.sqlite");
   for (int seed = 0; seed < 2; ++seed) {
     const int64_t id = store.start_run(experiment({"experiment.seed=" + std::to_string(seed)}), "{}");
-    store.fail_run(id, "failed", fmt::format("out of memory <{}>", seed));
+    store.close_run(id, RunStatus::failed, fmt::format("out of memory <{}>", seed));
   }
   ReportSummary summary;
   const std::string html = render_report(store, {}, &summary);

@@ -99,7 +99,7 @@ void fill_seeds(ResultsStore& store) {
     store.finish_run(run_id);
   }
   Experiment failed = parse_experiment("", "exp.toml", {"loss.plugin=mse", "experiment.seed=3"}, difflab::test::registry());
-  store.fail_run(store.start_run(failed, "{}"), "failed", "out of memory");
+  store.close_run(store.start_run(failed, "{}"), RunStatus::failed, "out of memory");
 }
 
 double cell_number(const Table& table, size_t row, const std::string& column) {

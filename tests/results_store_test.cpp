@@ -38,7 +38,7 @@ TEST(ResultsStore, RecordsARunWithOneParamRowPerLeaf) {
   int64_t run_id = store.start_run(exp, R"({"difflab": "test"})");
   auto run = store.run(run_id);
   ASSERT_TRUE(run);
-  EXPECT_EQ(run->status, "running");
+  EXPECT_EQ(run->status, RunStatus::running);
   EXPECT_EQ(run->name, "store-test");
   EXPECT_EQ(run->config_hash, exp.config_hash());
   EXPECT_EQ(run->config_toml, exp.to_toml());
@@ -73,7 +73,7 @@ TEST(ResultsStore, KeepsTheFullMetricHistoryAndArtifacts) {
   EXPECT_EQ(metrics[3].step, 20);
   EXPECT_DOUBLE_EQ(metrics[3].value, 0.25);
   EXPECT_EQ(store.artifacts(run_id).size(), 3u);
-  EXPECT_EQ(store.run(run_id)->status, "finished");
+  EXPECT_EQ(store.run(run_id)->status, RunStatus::finished);
   EXPECT_FALSE(store.run(run_id)->finished_at.empty());
 }
 
@@ -85,12 +85,12 @@ TEST(ResultsStore, FailedRunKeepsItsMessageAndOtherRunsSurviveReopening) {
     finished = store.start_run(experiment(), "{}");
     store.finish_run(finished);
     failed = store.start_run(experiment(), "{}");
-    store.fail_run(failed, "failed", "out of memory");
+    store.close_run(failed, RunStatus::failed, "out of memory");
   }
   ResultsStore reopened(dir / "results.sqlite");
   EXPECT_EQ(reopened.runs().size(), 2u);
-  EXPECT_EQ(reopened.run(finished)->status, "finished");
-  EXPECT_EQ(reopened.run(failed)->status, "failed");
+  EXPECT_EQ(reopened.run(finished)->status, RunStatus::finished);
+  EXPECT_EQ(reopened.run(failed)->status, RunStatus::failed);
   EXPECT_EQ(reopened.run(failed)->error, "out of memory");
   EXPECT_EQ(reopened.database().execAndGet("PRAGMA integrity_check").getString(), "ok");
 }
@@ -123,7 +123,7 @@ TEST(ResultsStore, MigratesAVersion1DatabaseKeepingItsRuns) {
   EXPECT_EQ(migrated.schema_version(), kSchemaVersion);
   EXPECT_TRUE(migrated.database().tableExists("kid"));
   EXPECT_EQ(migrated.database().execAndGet("SELECT status FROM run_summary").getString(), "finished");
-  EXPECT_EQ(migrated.run(run_id)->status, "finished");
+  EXPECT_EQ(migrated.run(run_id)->status, RunStatus::finished);
   EXPECT_EQ(migrated.params(run_id).size(), experiment().leaves().size());
   // A run from before variants is its own group in the ablation view.
   EXPECT_EQ(migrated.database().execAndGet("SELECT variant_hash FROM ablation").getString(),
@@ -193,7 +193,7 @@ TEST(ResultsStore, ClaimsEachConfigurationOnceAndReclaimsRunsOfDeadProcesses) {
   // A row that is no longer ours is not closed by us.
   set_owner(store, first.run_id, "elsewhere", 1, 0);
   store.finish_run(first.run_id);
-  EXPECT_EQ(store.run(first.run_id)->status, "running");
+  EXPECT_EQ(store.run(first.run_id)->status, RunStatus::running);
   set_owner(store, first.run_id, host_name(), getpid(), 0);
   store.finish_run(first.run_id);
   EXPECT_EQ(store.claim_run(exp, "{}").outcome, ClaimOutcome::finished_before);
@@ -206,14 +206,14 @@ TEST(ResultsStore, FailedRunsAreRetriedOnlyWhenAskedAndInterruptedOnesResume) {
   ResultsStore store(dir / "results.sqlite");
   const Experiment exp = experiment();
   const int64_t run_id = store.claim_run(exp, "{}").run_id;
-  store.fail_run(run_id, "failed", "interrupted by signal 2");
+  store.close_run(run_id, RunStatus::interrupted, "interrupted by signal 2");
   EXPECT_EQ(store.claim_run(exp, "{}").outcome, ClaimOutcome::resumed);
-  store.fail_run(run_id, "diverged", "noise loss is nan at epoch 1, step 3");
+  store.close_run(run_id, RunStatus::diverged, "noise loss is nan at epoch 1, step 3");
   EXPECT_EQ(store.claim_run(exp, "{}").outcome, ClaimOutcome::failed_before);
   const Claim retry = store.claim_run(exp, "{}", {false, true});
   EXPECT_EQ(retry.outcome, ClaimOutcome::started);
   EXPECT_NE(retry.run_id, run_id);
-  EXPECT_EQ(store.run(run_id)->status, "diverged");  // the failed run stays, as history
+  EXPECT_EQ(store.run(run_id)->status, RunStatus::diverged);  // the failed run stays, as history
 }
 
 TEST(ResultsStore, VariantHashIgnoresOnlyTheSeed) {

@@ -158,5 +158,5 @@ TEST(SweepRunner, RunsEveryPointOnceAndSkipsFinishedPointsTheNextTime) {
 
   ResultsStore store(dir / "results.sqlite");
   ASSERT_EQ(store.runs().size(), 2u);
-  for (const auto& run : store.runs()) EXPECT_EQ(run.status, "finished");
+  for (const auto& run : store.runs()) EXPECT_EQ(run.status, RunStatus::finished);
 }

@@ -92,7 +92,7 @@ TEST(SlurmSubmit, DryRunWritesTheManifestAndTheScriptAndSubmitsNothing) {
        {"#SBATCH --array=0-5%2\n", "#SBATCH --requeue\n", "#SBATCH --signal=B:USR2@120\n", "#SBATCH --open-mode=append\n",
         "#SBATCH --cpus-per-task=1\n", "#SBATCH --partition=gpu\n", "#SBATCH --time=01:00:00\n",
         "#SBATCH --account=abc\n", "#SBATCH --output=" + (folder / "submit-001" / "logs").string() + "/task-%a.log\n",
-        "exec '" + std::string(DIFFLAB_TEST_EXECUTABLE) + "' slurm task '" + folder.string() + "' --submission 1\n"})
+        "exec " + std::string(DIFFLAB_TEST_EXECUTABLE) + " sweep task " + folder.string() + " --submission 1\n"})
     EXPECT_NE(script.find(line), std::string::npos) << line << "\nin\n" << script;
   // The manifest: every point with the identity `difflab check` gives it.
   const std::string manifest = read_text(folder / "manifest.toml");

@@ -79,6 +79,60 @@ struct InferenceBlock {
   std::optional<inf::Conv> residual_conv;
 };
 
+// The U-Net's layout, written once: forward()'s operations in order, each with its resolution
+// level and channel counts, and which blocks hand a skip connection to which. The modules, forward()
+// and the inference path's plan are all read off it, so a change of widths, block_depth or of the
+// layout itself is made here alone.
+struct Layout {
+  enum class Kind { block, pool, upsample };
+  enum class Stage { down, mid, up };  // the ModuleList a block belongs to (its parameters' names)
+  struct Op {
+    Kind kind;
+    int64_t level;         // the resolution it produces: 0 = full size, k = 1/2^k
+    int64_t in_channels;   // block: its input's (with the embedding or the skip it takes)
+    int64_t out_channels;
+    Stage stage = Stage::down;
+    bool takes_embedding = false;  // the first block: [features, e]
+    bool takes_skip = false;       // an up block: [x, the newest skip not yet taken]
+    bool keeps_skip = false;       // a down block: its output is a skip for the up path
+  };
+  std::vector<Op> ops;
+  int64_t out_channels = 0;  // the last block's (the output convolution's input)
+};
+
+// The seed's get_network: block_depth blocks per level on the way down (each one's output kept
+// as a skip) with an average pool between levels, block_depth blocks at the lowest level, then
+// per level an upsampling and block_depth blocks that each take the newest skip.
+Layout unet_layout(const std::vector<int64_t>& widths, int64_t block_depth, int64_t embedding_dims) {
+  using Kind = Layout::Kind;
+  using Stage = Layout::Stage;
+  const int64_t levels = static_cast<int64_t>(widths.size());
+  Layout layout;
+  std::vector<int64_t> skips;  // the channels of the skips not yet taken
+  int64_t channels = widths[0] + embedding_dims;
+  auto block = [&](int64_t level, Stage stage, bool takes_skip) {
+    Layout::Op op{Kind::block, level, channels, widths[static_cast<size_t>(level)], stage};
+    op.takes_embedding = layout.ops.empty();
+    op.keeps_skip = stage == Stage::down;
+    op.takes_skip = takes_skip;
+    if (takes_skip) op.in_channels += skips.back(), skips.pop_back();
+    if (op.keeps_skip) skips.push_back(op.out_channels);
+    channels = op.out_channels;
+    layout.ops.push_back(op);
+  };
+  for (int64_t level = 0; level + 1 < levels; ++level) {
+    for (int64_t depth = 0; depth < block_depth; ++depth) block(level, Stage::down, false);
+    layout.ops.push_back({Kind::pool, level + 1, channels, channels});
+  }
+  for (int64_t depth = 0; depth < block_depth; ++depth) block(levels - 1, Stage::mid, false);
+  for (int64_t level = levels - 1; level-- > 0;) {
+    layout.ops.push_back({Kind::upsample, level, channels, channels});
+    for (int64_t depth = 0; depth < block_depth; ++depth) block(level, Stage::up, true);
+  }
+  layout.out_channels = channels;
+  return layout;
+}
+
 }  // namespace
 
 class ResidualUNet : public Network {
@@ -87,35 +141,21 @@ class ResidualUNet : public Network {
       : widths_(params.integers("widths")),
         block_depth_(params.integer("block_depth")),
         embedding_dims_(params.integer("embedding_dims")),
-        embedding_max_frequency_(params.real("embedding_max_frequency")) {
-    check_levels(context.image_size, widths_.size());
+        embedding_max_frequency_(params.real("embedding_max_frequency")),
+        layout_((check_levels(context.image_size, widths_.size()), unet_layout(widths_, block_depth_, embedding_dims_))) {
 
     input_conv_ = register_module("input_conv", same_conv(context.image_channels, widths_[0], 1));
-    int64_t channels = widths_[0] + embedding_dims_;
-    std::vector<int64_t> skip_channels;
-    for (size_t level = 0; level + 1 < widths_.size(); ++level) {
-      for (int64_t depth = 0; depth < block_depth_; ++depth) {
-        down_blocks_->push_back(ResidualBlock(channels, widths_[level]));
-        channels = widths_[level];
-        skip_channels.push_back(channels);
-      }
-    }
-    for (int64_t depth = 0; depth < block_depth_; ++depth) {
-      mid_blocks_->push_back(ResidualBlock(channels, widths_.back()));
-      channels = widths_.back();
-    }
-    for (size_t level = widths_.size() - 1; level-- > 0;) {
-      for (int64_t depth = 0; depth < block_depth_; ++depth) {
-        channels += skip_channels.back();
-        skip_channels.pop_back();
-        up_blocks_->push_back(ResidualBlock(channels, widths_[level]));
-        channels = widths_[level];
-      }
+    for (const Layout::Op& op : layout_.ops) {
+      if (op.kind != Layout::Kind::block) continue;
+      ResidualBlock block(op.in_channels, op.out_channels);
+      blocks_.push_back(block.get());
+      (op.stage == Layout::Stage::down ? down_blocks_ : op.stage == Layout::Stage::mid ? mid_blocks_ : up_blocks_)
+          ->push_back(block);
     }
     register_module("down_blocks", down_blocks_);
     register_module("mid_blocks", mid_blocks_);
     register_module("up_blocks", up_blocks_);
-    output_conv_ = register_module("output_conv", same_conv(channels, context.image_channels, 1));
+    output_conv_ = register_module("output_conv", same_conv(layout_.out_channels, context.image_channels, 1));
 
     torch::NoGradGuard no_grad;
     for (auto& module : modules(/*include_self=*/false)) {
@@ -168,22 +208,20 @@ class ResidualUNet : public Network {
     torch::Tensor x;
     std::vector<torch::Tensor> skips;
     size_t block = 0;
-    for (size_t level = 0; level + 1 < widths_.size(); ++level) {
-      for (int64_t depth = 0; depth < block_depth_; ++depth) {
-        auto& down = *down_blocks_[block]->as<ResidualBlock>();
-        x = block++ == 0 ? down.forward(features, e) : down.forward(x);
-        skips.push_back(x);
-      }
-      x = F::avg_pool2d(x, F::AvgPool2dFuncOptions(2));
-    }
-    for (const auto& mid : *mid_blocks_) x = mid->as<ResidualBlock>()->forward(x);
-    block = 0;
-    for (size_t level = widths_.size() - 1; level-- > 0;) {
-      x = upsample_bilinear_2x(x);
-      for (int64_t depth = 0; depth < block_depth_; ++depth) {
-        x = up_blocks_[block++]->as<ResidualBlock>()->forward(x, skips.back());
+    for (const Layout::Op& op : layout_.ops) {
+      if (op.kind == Layout::Kind::pool) {
+        x = F::avg_pool2d(x, F::AvgPool2dFuncOptions(2));
+      } else if (op.kind == Layout::Kind::upsample) {
+        x = upsample_bilinear_2x(x);
+      } else if (op.takes_embedding) {
+        x = blocks_[block++]->forward(features, e);
+      } else if (op.takes_skip) {
+        x = blocks_[block++]->forward(x, skips.back());
         skips.pop_back();
+      } else {
+        x = blocks_[block++]->forward(x);
       }
+      if (op.keeps_skip) skips.push_back(x);
     }
     return output_conv_(x);
   }
@@ -193,8 +231,10 @@ class ResidualUNet : public Network {
   int64_t block_depth_;
   int64_t embedding_dims_;
   double embedding_max_frequency_;
+  Layout layout_;
   torch::nn::Conv2d input_conv_{nullptr}, output_conv_{nullptr};
   torch::nn::ModuleList down_blocks_, mid_blocks_, up_blocks_;
+  std::vector<ResidualBlockImpl*> blocks_;  // in the layout's order
   friend class ResidualUNetInference;
 };
 
@@ -205,14 +245,13 @@ class ResidualUNet : public Network {
 class ResidualUNetInference : public InferenceNetwork {
  public:
   explicit ResidualUNetInference(ResidualUNet& net)
-      : widths_(net.widths_),
-        block_depth_(net.block_depth_),
+      : layout_(net.layout_),
+        widths_(net.widths_),
         embedding_dims_(net.embedding_dims_),
         embedding_max_frequency_(net.embedding_max_frequency_),
         input_conv_(*net.input_conv_),
         output_conv_(*net.output_conv_) {
-    for (auto* list : {&net.down_blocks_, &net.mid_blocks_, &net.up_blocks_})
-      for (const auto& block : **list) blocks_.emplace_back(*block->as<ResidualBlock>());
+    for (ResidualBlockImpl* block : net.blocks_) blocks_.emplace_back(*block);
   }
 
   torch::Tensor forward(const torch::Tensor& noisy_images, const torch::Tensor& noise_variances) override {
@@ -279,24 +318,16 @@ class ResidualUNetInference : public InferenceNetwork {
 
     std::vector<inf::Activation> skips;
     std::vector<inf::Activation> x{plan.features, plan.embedding};
-    for (int64_t level = 0; level + 1 < levels; ++level) {
-      for (int64_t depth = 0; depth < block_depth_; ++depth) {
-        skips.push_back(block(level, x, widths_[level]));
-        x = {skips.back()};
-      }
-      const inf::Activation pooled = allocate(level + 1, widths_[level]);
-      plan.steps.push_back({Step::Kind::pool, x, pooled, {}, {}, {}});
-      x = {pooled};
-    }
-    for (int64_t depth = 0; depth < block_depth_; ++depth) x = {block(levels - 1, x, widths_.back())};
-    for (int64_t level = levels - 1; level-- > 0;) {
-      const inf::Activation upsampled = allocate(level, x[0].channels);
-      plan.steps.push_back({Step::Kind::upsample, x, upsampled, {}, {}, {}});
-      x = {upsampled};
-      for (int64_t depth = 0; depth < block_depth_; ++depth) {
-        x.push_back(skips.back());
-        skips.pop_back();
-        x = {block(level, x, widths_[level])};
+    for (const Layout::Op& op : layout_.ops) {
+      if (op.kind == Layout::Kind::block) {
+        if (op.takes_skip) x.push_back(skips.back()), skips.pop_back();
+        x = {block(op.level, x, op.out_channels)};
+        if (op.keeps_skip) skips.push_back(x[0]);
+      } else {
+        const inf::Activation resized = allocate(op.level, op.out_channels);
+        plan.steps.push_back({op.kind == Layout::Kind::pool ? Step::Kind::pool : Step::Kind::upsample, x, resized, {},
+                              {}, {}});
+        x = {resized};
       }
     }
 
@@ -330,8 +361,9 @@ class ResidualUNetInference : public InferenceNetwork {
     return plan;
   }
 
+  Layout layout_;
   std::vector<int64_t> widths_;
-  int64_t block_depth_, embedding_dims_;
+  int64_t embedding_dims_;
   double embedding_max_frequency_;
   inf::Conv input_conv_, output_conv_;
   std::vector<InferenceBlock> blocks_;

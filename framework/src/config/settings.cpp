@@ -31,6 +31,46 @@ Field field(Section Settings::*section, T Section::*member, ParamSpec spec) {
           }};
 }
 
+// The words of a choice-valued key and the values they stand for.
+template <class E>
+using Choices = std::vector<std::pair<const char*, E>>;
+
+const Choices<DeviceSetting> kDevices = {{"auto", DeviceSetting::automatic}, {"cpu", DeviceSetting::cpu},
+                                         {"cuda", DeviceSetting::cuda}};
+const Choices<PrecisionSetting> kPrecisions = {
+    {"auto", PrecisionSetting::automatic}, {"fp32", PrecisionSetting::fp32}, {"bf16", PrecisionSetting::bf16}};
+const Choices<Quantity> kQuantities = {{"noise", Quantity::noise}, {"image", Quantity::image},
+                                       {"velocity", Quantity::velocity}};
+const Choices<LossWeighting> kWeightings = {{"none", LossWeighting::none}, {"min_snr", LossWeighting::min_snr}};
+const Choices<KidProtocol> kKidProtocols = {
+    {"per_batch", KidProtocol::per_batch}, {"subsets", KidProtocol::subsets}, {"none", KidProtocol::none}};
+
+template <class E>
+const char* word_of(const Choices<E>& choices, E value) {
+  for (const auto& [word, choice] : choices)
+    if (choice == value) return word;
+  return "?";
+}
+
+// A string key whose value is one of `choices`, landing in Settings as the enum.
+template <class Section, class E>
+Field choice(Section Settings::*section, E Section::*member, ParamSpec spec, const Choices<E>& choices) {
+  std::vector<std::string> words;
+  for (const auto& [word, value] : choices) words.emplace_back(word);
+  spec.one_of(words);
+  const std::string name = spec.name;
+  return {std::move(spec), [section, member, name, &choices](const Params& params, Settings& settings) {
+            const std::string* text = std::get_if<std::string>(&params.get(name));
+            for (const auto& [word, value] : choices)
+              if (text != nullptr && *text == word) {
+                settings.*section.*member = value;
+                return;
+              }
+            throw RuntimeError("resolved value not among the choices (" + format_value(params.get(name)) + ")",
+                               ErrorContext::for_key({}, name));
+          }};
+}
+
 const std::map<std::string, std::vector<Field>>& section_fields() {
   static const std::map<std::string, std::vector<Field>> fields = {
       {"experiment",
@@ -43,12 +83,12 @@ const std::map<std::string, std::vector<Field>>& section_fields() {
                              "folder for sample grids and checkpoints (one sub-folder per run)")
                .is_path()),
            field(&Settings::experiment, &ExperimentSettings::seed, ParamSpec::integer("seed", 42, "seed of every random generator").at_least(0)),
-           field(&Settings::experiment, &ExperimentSettings::device, ParamSpec::string("device", "auto", "where to train; auto = cuda when available")
-               .one_of({"auto", "cpu", "cuda"})),
-           field(&Settings::experiment, &ExperimentSettings::precision, ParamSpec::string("precision", "auto",
+           choice(&Settings::experiment, &ExperimentSettings::device, ParamSpec::string("device", "auto", "where to train; auto = cuda when available"),
+                  kDevices),
+           choice(&Settings::experiment, &ExperimentSettings::precision, ParamSpec::string("precision", "auto",
                              "bf16 = bfloat16 autocast on the CPU; auto = bf16 where the CPU computes it natively "
-                             "(AVX512-BF16, AMX), else fp32")
-               .one_of({"auto", "fp32", "bf16"})),
+                             "(AVX512-BF16, AMX), else fp32"),
+                  kPrecisions),
            field(&Settings::experiment, &ExperimentSettings::channels_last, ParamSpec::boolean("channels_last", false, "NHWC memory format for conv speed")),
            field(&Settings::experiment, &ExperimentSettings::threads, ParamSpec::integer("threads", 0, "CPU threads; 0 = all cores").at_least(0)),
            field(&Settings::experiment, &ExperimentSettings::plugin_paths, ParamSpec::strings("plugin_paths", {},
@@ -58,17 +98,17 @@ const std::map<std::string, std::vector<Field>>& section_fields() {
                                                "side of the square images the network sees")
                                 .at_least(4)
                                 .at_most(4096))})},
-      {"network", std::vector<Field>({field(&Settings::network, &NetworkSettings::prediction, ParamSpec::string("prediction", "noise",
+      {"network", std::vector<Field>({choice(&Settings::network, &NetworkSettings::prediction, ParamSpec::string("prediction", "noise",
                                                   "what the network outputs: noise (the seed's), image or "
-                                                  "velocity v = s·ε − n·x₀")
-                                    .one_of({"noise", "image", "velocity"}))})},
+                                                  "velocity v = s·ε − n·x₀"),
+                                                  kQuantities)})},
       {"schedule", {}},
       {"loss", std::vector<Field>({
-                   field(&Settings::loss, &LossSettings::target, ParamSpec::string("target", "noise",
-                                     "what the training loss compares: noise (the seed's), image or velocity")
-                       .one_of({"noise", "image", "velocity"})),
-                   field(&Settings::loss, &LossSettings::weighting, ParamSpec::string("weighting", "none", "per-sample loss weights: none or min_snr (Hang et al. 2023)")
-                       .one_of({"none", "min_snr"})),
+                   choice(&Settings::loss, &LossSettings::target, ParamSpec::string("target", "noise",
+                                     "what the training loss compares: noise (the seed's), image or velocity"),
+                          kQuantities),
+                   choice(&Settings::loss, &LossSettings::weighting, ParamSpec::string("weighting", "none", "per-sample loss weights: none or min_snr (Hang et al. 2023)"),
+                          kWeightings),
                    field(&Settings::loss, &LossSettings::min_snr_gamma, ParamSpec::real("min_snr_gamma", 5.0, "γ of min-SNR-γ weighting").greater_than(0)),
                })},
       {"sampler", {}},
@@ -104,10 +144,10 @@ const std::map<std::string, std::vector<Field>>& section_fields() {
            field(&Settings::evaluation, &EvaluationSettings::validation_batches, ParamSpec::integer("validation_batches", 8,
                               "validation batches for val losses each epoch; 0 = all")
                .at_least(0)),
-           field(&Settings::evaluation, &EvaluationSettings::kid_protocol, ParamSpec::string("kid_protocol", "per_batch",
+           choice(&Settings::evaluation, &EvaluationSettings::kid_protocol, ParamSpec::string("kid_protocol", "per_batch",
                              "per_batch = the seed's (each validation batch against a generated "
-                             "batch), subsets = clean-fid's, none = no KID")
-               .one_of({"per_batch", "subsets", "none"})),
+                             "batch), subsets = clean-fid's, none = no KID"),
+                  kKidProtocols),
            field(&Settings::evaluation, &EvaluationSettings::kid_batches, ParamSpec::integer("kid_batches", 8,
                               "validation batches (and as many generated) for KID; 0 = all")
                .at_least(0)),
@@ -131,6 +171,11 @@ const std::vector<Field>& fields_of(const std::string& section) {
 }
 
 }  // namespace
+
+const char* to_string(DeviceSetting value) { return word_of(kDevices, value); }
+const char* to_string(PrecisionSetting value) { return word_of(kPrecisions, value); }
+const char* to_string(KidProtocol value) { return word_of(kKidProtocols, value); }
+const char* to_string(LossWeighting value) { return word_of(kWeightings, value); }
 
 const ParamSchema& framework_schema(const std::string& section) {
   static const std::map<std::string, ParamSchema> schemas = [] {

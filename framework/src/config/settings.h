@@ -7,17 +7,29 @@
 #include <string>
 #include <vector>
 
+#include "difflab/parameterisation.h"
 #include "difflab/params.h"
 
 namespace difflab {
+
+// The choice-valued keys, parsed once here (the key's one_of list is made from the same table);
+// to_string gives the experiment file's word back.
+enum class DeviceSetting { automatic, cpu, cuda };
+enum class PrecisionSetting { automatic, fp32, bf16 };
+enum class KidProtocol { per_batch, subsets, none };
+enum class LossWeighting { none, min_snr };
+const char* to_string(DeviceSetting value);
+const char* to_string(PrecisionSetting value);
+const char* to_string(KidProtocol value);
+const char* to_string(LossWeighting value);
 
 struct ExperimentSettings {
   std::string name;
   std::string database;
   std::string output_dir;
   int64_t seed = 0;
-  std::string device;     // auto | cpu | cuda
-  std::string precision;  // auto | fp32 | bf16 (model/components.h: resolve_precision)
+  DeviceSetting device = DeviceSetting::automatic;
+  PrecisionSetting precision = PrecisionSetting::automatic;  // model/components.h: resolve_precision
   bool channels_last = false;
   int64_t threads = 0;  // 0 = all cores
   std::vector<std::string> plugin_paths;
@@ -28,12 +40,12 @@ struct DataSettings {
 };
 
 struct NetworkSettings {
-  std::string prediction;  // noise | image | velocity
+  Quantity prediction = Quantity::noise;
 };
 
 struct LossSettings {
-  std::string target;     // noise | image | velocity
-  std::string weighting;  // none | min_snr
+  Quantity target = Quantity::noise;
+  LossWeighting weighting = LossWeighting::none;
   double min_snr_gamma = 0.0;
 };
 
@@ -55,7 +67,7 @@ struct EvaluationSettings {
   int64_t grid_cols = 0;
   int64_t grid_scale = 0;
   int64_t validation_batches = 0;  // 0 = all
-  std::string kid_protocol;        // per_batch | subsets | none
+  KidProtocol kid_protocol = KidProtocol::per_batch;
   int64_t kid_batches = 0;         // 0 = all
   int64_t kid_every = 0;
   int64_t kid_subsets = 0;

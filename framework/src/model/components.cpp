@@ -73,19 +73,20 @@ Components build_components(const Experiment& experiment, const PluginRegistry& 
 
   const Settings settings = experiment.settings();
   Objective objective;
-  objective.prediction = parse_quantity(settings.network.prediction);
-  objective.target = parse_quantity(settings.loss.target);
-  objective.min_snr_gamma = settings.loss.weighting == "min_snr" ? settings.loss.min_snr_gamma : 0.0;
+  objective.prediction = settings.network.prediction;
+  objective.target = settings.loss.target;
+  objective.min_snr_gamma = settings.loss.weighting == LossWeighting::min_snr ? settings.loss.min_snr_gamma : 0.0;
   auto model = std::make_unique<DiffusionModel>(network, ema_network, schedule, loss, sampler,
                                                 context.image_size, context.image_channels, objective);
   return {dataset, features, std::move(model), versions};
 }
 
-torch::Device select_device(const std::string& device) {
-  if (device == "cuda" && !torch::cuda::is_available())
+torch::Device select_device(DeviceSetting device) {
+  if (device == DeviceSetting::cuda && !torch::cuda::is_available())
     throw ConfigError("device \"cuda\" requested but no CUDA device is available",
                       ErrorContext::for_key({}, "experiment.device", "use device = \"cpu\" or \"auto\""));
-  if (device == "cuda" || (device == "auto" && torch::cuda::is_available())) return torch::kCUDA;
+  if (device == DeviceSetting::cuda || (device == DeviceSetting::automatic && torch::cuda::is_available()))
+    return torch::kCUDA;
   return torch::kCPU;
 }
 
@@ -98,18 +99,19 @@ torch::Device configure_process(const Experiment& experiment, int64_t threads) {
 }
 
 ResolvedPrecision resolve_precision(const Experiment& experiment, torch::Device device) {
-  const std::string& setting = experiment.settings().experiment.precision;
-  if (device.is_cuda()) {
-    if (setting == "auto") return {Precision::fp32, "auto: fp32 on CUDA"};
-    return {setting == "bf16" ? Precision::bf16 : Precision::fp32, setting + " as set"};
-  }
+  const PrecisionSetting setting = experiment.settings().experiment.precision;
+  const auto as_set = [&]() -> ResolvedPrecision {
+    return {setting == PrecisionSetting::bf16 ? Precision::bf16 : Precision::fp32,
+            std::string(to_string(setting)) + " as set"};
+  };
+  if (device.is_cuda()) return setting == PrecisionSetting::automatic ? ResolvedPrecision{Precision::fp32, "auto: fp32 on CUDA"} : as_set();
   const Bf16Support support = cpu_bf16_support();
-  if (setting == "bf16" && support == Bf16Support::none)
+  if (setting == PrecisionSetting::bf16 && support == Bf16Support::none)
     throw ConfigError("precision \"bf16\": this CPU has no bf16 convolutions (oneDNN needs AVX-512; it runs " +
                           cpu_description() + ")",
                       ErrorContext::for_key(experiment.file.string(), "experiment.precision",
                                             "use precision = \"auto\" or \"fp32\""));
-  if (setting != "auto") return {setting == "bf16" ? Precision::bf16 : Precision::fp32, setting + " as set"};
+  if (setting != PrecisionSetting::automatic) return as_set();
   if (support == Bf16Support::amx || support == Bf16Support::avx512_bf16)
     return {Precision::bf16, fmt::format("auto: this CPU computes bf16 natively ({})", bf16_support_name(support))};
   return {Precision::fp32, fmt::format("auto: this CPU has no native bf16 ({})", bf16_support_name(support))};

@@ -9,6 +9,7 @@
 
 #include "difflab/dataset.h"
 #include "difflab/features.h"
+#include "config/settings.h"
 #include "model/diffusion_model.h"
 
 namespace difflab {
@@ -31,7 +32,7 @@ Components build_components(const Experiment& experiment, const PluginRegistry& 
 // cores, since LibTorch may start with one) and the global seed; returns the device to run on (a config Error when CUDA is
 // asked for and absent).
 // "cpu", "cuda" or "auto" (cuda when available) as a device; a config Error for cuda without one.
-torch::Device select_device(const std::string& device);
+torch::Device select_device(DeviceSetting device);
 
 torch::Device configure_process(const Experiment& experiment, int64_t threads = 0);
 

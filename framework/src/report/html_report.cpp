@@ -152,12 +152,12 @@ std::string run_link(const RunData& run) { return fmt::format("<a href=\"#run-{0
 void overview(Page& page, const std::vector<RunData>& runs, const std::vector<std::string>& varying,
               const std::string& metric, ResultsStore& store) {
   page.section("overview", "Overview", "overview");
-  std::map<std::string, int64_t> counts;
+  std::map<RunStatus, int64_t> counts;
   std::set<std::string> names;
   for (const auto& run : runs) ++counts[run.record.status], names.insert(run.record.name);
   std::string status_text;
   for (const auto& [status, count] : counts)
-    status_text += fmt::format("<span class=\"status {0}\">{1} {0}</span> ", escape(status), count);
+    status_text += fmt::format("<span class=\"status {0}\">{1} {0}</span> ", to_string(status), count);
   page.html += fmt::format("<p>{} runs{} of {} in <code>{}</code>: {}</p>\n", runs.size(),
                            names.empty() ? "" : fmt::format(" ({})", escape(fmt::format("{}", fmt::join(names, ", ")))),
                            "difflab", escape(store.path().string()), runs.empty() ? "no runs" : status_text);
@@ -181,15 +181,15 @@ void overview(Page& page, const std::vector<RunData>& runs, const std::vector<st
   }
   const RunData* best = nullptr;
   for (const auto& run : runs)
-    if (run.record.status == "finished" && std::isfinite(run.metric) && (!best || run.metric < best->metric)) best = &run;
+    if (run.record.status == RunStatus::finished && std::isfinite(run.metric) && (!best || run.metric < best->metric)) best = &run;
   if (best)
     page.html += fmt::format("<p class=\"best\">Best by {}: {} — {} {}{}</p>\n", escape(metric_value_label(metric)),
                              run_link(*best), escape(metric_value_label(metric)), format_number(best->metric),
                              metric == "best_kid" ? fmt::format(" at epoch {}", best->best_kid_epoch) : "");
   std::string failures;
   for (const auto& run : runs)
-    if (run.record.status == "failed" || run.record.status == "diverged")
-      failures += fmt::format("<li>{} ({}, {}): {}</li>\n", run_link(run), escape(run.record.status), escape(run.group),
+    if (ended_in_error(run.record.status))
+      failures += fmt::format("<li>{} ({}, {}): {}</li>\n", run_link(run), to_string(run.record.status), escape(run.group),
                               escape(run.record.error));
   if (!failures.empty()) page.html += "<h3>Failures</h3><ul class=\"failures\">\n" + failures + "</ul>\n";
   page.html += "</section>\n";
@@ -305,7 +305,7 @@ void kid_against_nfe(Page& page, const std::vector<RunData>& runs) {
   // Each run's last KID estimate, by sampler and network evaluations.
   std::map<std::string, std::map<int64_t, std::vector<double>>> by_sampler;
   for (const auto& run : runs) {
-    if (run.kid.empty() || run.record.status != "finished") continue;
+    if (run.kid.empty() || run.record.status != RunStatus::finished) continue;
     const KidRecord& last = run.kid.back().second;
     if (last.nfe > 0) by_sampler[last.sampler][last.nfe].push_back(last.mean);
   }
@@ -372,7 +372,7 @@ Coded code(const std::vector<const RunData*>& runs, const std::string& key) {
 std::vector<const RunData*> measured_runs(const std::vector<RunData>& runs) {
   std::vector<const RunData*> measured;
   for (const auto& run : runs)
-    if (run.record.status == "finished" && std::isfinite(run.metric)) measured.push_back(&run);
+    if (run.record.status == RunStatus::finished && std::isfinite(run.metric)) measured.push_back(&run);
   return measured;
 }
 
@@ -516,8 +516,8 @@ void run_sections(Page& page, const std::vector<RunData>& runs, const std::vecto
   page.html += ".</p>\n";
   for (const auto& run : runs) {
     page.html += fmt::format("<details class=\"run\" id=\"run-{}\"><summary>run {} · <span class=\"status {}\">{}</span> "
-                             "· {}{}</summary>\n", run.record.id, run.record.id, escape(run.record.status),
-                             escape(run.record.status), escape(run.group),
+                             "· {}{}</summary>\n", run.record.id, run.record.id, to_string(run.record.status),
+                             to_string(run.record.status), escape(run.group),
                              std::isfinite(run.best_kid) ? fmt::format(" · best KID {}", format_number(run.best_kid)) : "");
     if (!run.record.error.empty()) page.html += "<p class=\"error\">" + escape(run.record.error) + "</p>\n";
     page.html += fmt::format("<p>{} → {} on {}; config hash <code>{}</code>{}</p>\n", escape(run.record.started_at),
@@ -576,7 +576,7 @@ table { border-collapse: collapse; margin: .5em 0; }
 th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: left; }
 th { background: #f4f4f4; cursor: pointer; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.diff td { background: #fff3b0; }
-.status.finished { color: #1a7f37; } .status.failed, .status.diverged { color: #c62828; } .status.running { color: #8a6d00; }
+.status.finished { color: #1a7f37; } .status.failed, .status.diverged { color: #c62828; } .status.running, .status.interrupted { color: #8a6d00; } .status.pruned { color: #666; }
 .error { color: #c62828; white-space: pre-wrap; }
 .chart-box { display: inline-block; margin: 0 1em 1em 0; }
 svg.chart { background: #fff; font-size: 11px; }

@@ -246,7 +246,7 @@ Table group_table(const std::vector<Row>& rows, const RunsQuery& query, const st
   std::vector<std::vector<std::optional<std::string>>> keys;
   std::vector<std::vector<const Row*>> members;
   for (const auto& row : rows) {
-    if (row.at("status").text != std::optional<std::string>("finished")) continue;
+    if (!row.at("status").text || parse_run_status(*row.at("status").text) != RunStatus::finished) continue;
     std::vector<std::optional<std::string>> key;
     for (const auto& column : query.group_by) {
       auto found = row.find(column);
@@ -360,11 +360,11 @@ std::string run_report(ResultsStore& store, int64_t run_id, TableFormat format) 
   if (format == TableFormat::json)
     return fmt::format("{{\"run_id\": {}, \"status\": {}, \"error\": {}, \"config_toml\": {},\n"
                        "\"metrics\": {}, \"kid\": {}, \"artifacts\": {}}}\n",
-                       run_id, json_string(run->status), json_string(run->error), json_string(run->config_toml),
+                       run_id, json_string(to_string(run->status)), json_string(run->error), json_string(run->config_toml),
                        format_table(history, format), format_table(kid, format), format_table(artifacts, format));
   const std::string heading = format == TableFormat::markdown ? "## " : "# ";
   return fmt::format("{}run {} ({}){}\n\n{}configuration\n{}\n{}metrics\n{}\n{}kid\n{}\n{}artifacts\n{}", heading,
-                     run_id, run->status, run->error.empty() ? "" : ": " + run->error, heading,
+                     run_id, to_string(run->status), run->error.empty() ? "" : ": " + run->error, heading,
                      run->config_toml, heading, format_table(history, format), heading,
                      format_table(kid, format), heading, format_table(artifacts, format));
 }

@@ -95,8 +95,8 @@ CREATE TABLE IF NOT EXISTS kid (
 )SQL";
 
 // Version 3: a view with one row per run — its status, latest losses and best KID — for the
-// sqlite3 shell, pandas and `difflab results`.
-constexpr const char* kSchemaV3 = R"SQL(
+// sqlite3 shell, pandas and `difflab results` (made again by version 8).
+constexpr const char* kRunSummaryView = R"SQL(
 CREATE VIEW IF NOT EXISTS run_summary AS
 SELECT r.id AS run_id, r.name, r.status, r.config_hash, r.started_at, r.finished_at, r.error,
   (SELECT MAX(epoch) FROM metrics m WHERE m.run_id = r.id) AS epochs,
@@ -109,11 +109,8 @@ SELECT r.id AS run_id, r.name, r.status, r.config_hash, r.started_at, r.finished
 FROM runs r;
 )SQL";
 
-// Version 4: a run's variant (its configuration without the seed) and the ablation view: one row
-// per variant with mean, sample standard deviation and count over its finished runs (the seeds).
-constexpr const char* kSchemaV4 = R"SQL(
-ALTER TABLE runs ADD COLUMN variant_hash TEXT;  -- config hash with experiment.seed left out
-ALTER TABLE runs ADD COLUMN variant TEXT;       -- the sweep point without its seed, e.g. loss.plugin='mse'
+// The ablation view of version 4 (made again by version 8).
+constexpr const char* kAblationView = R"SQL(
 CREATE VIEW IF NOT EXISTS ablation AS
 SELECT r.name, COALESCE(r.variant_hash, r.config_hash) AS variant_hash, MAX(r.variant) AS variant,
   COUNT(*) AS runs,
@@ -131,6 +128,13 @@ FROM runs r JOIN run_summary s ON s.run_id = r.id
 WHERE r.status = 'finished'
 GROUP BY r.name, COALESCE(r.variant_hash, r.config_hash);
 )SQL";
+
+// Version 4: a run's variant (its configuration without the seed) and the ablation view: one row
+// per variant with mean, sample standard deviation and count over its finished runs (the seeds).
+constexpr const char* kSchemaV4 = R"SQL(
+ALTER TABLE runs ADD COLUMN variant_hash TEXT;  -- config hash with experiment.seed left out
+ALTER TABLE runs ADD COLUMN variant TEXT;       -- the sweep point without its seed, e.g. loss.plugin='mse'
+)SQL";  // then kAblationView
 
 // Version 5: the network evaluations (NFE) each KID estimate's sampler spent per batch.
 constexpr const char* kSchemaV5 = R"SQL(
@@ -154,6 +158,53 @@ UPDATE runs SET attempt = lower(hex(randomblob(16))) WHERE attempt IS NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS runs_by_attempt ON runs (attempt);
 )SQL";
 
+// Version 8: the statuses "interrupted" (until now "failed" with an error text beginning with
+// "interrupted") and "pruned" (adaptive sweeps). A CHECK constraint cannot be altered in SQLite,
+// so the runs table is rebuilt, the documented way (sqlite.org/lang_altertable.html, "Making Other
+// Kinds Of Table Schema Changes"): with foreign keys off (migrate()), the views dropped and made
+// again, every row and its id copied, the AUTOINCREMENT counter kept. The messages stay.
+constexpr const char* kSchemaV8 = R"SQL(
+DROP VIEW IF EXISTS ablation;
+DROP VIEW IF EXISTS run_summary;
+CREATE TABLE runs_v8 (
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
+  name            TEXT NOT NULL,
+  config_hash     TEXT NOT NULL,
+  config_toml     TEXT NOT NULL,
+  status          TEXT NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'diverged', 'interrupted',
+                                                  'pruned')),
+  error           TEXT,
+  created_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  started_at      TEXT,
+  finished_at     TEXT,
+  host            TEXT,
+  pid             INTEGER,
+  heartbeat_at    TEXT,
+  versions        TEXT,
+  variant_hash    TEXT,
+  variant         TEXT,
+  training_hash   TEXT,
+  trained_by      INTEGER,
+  world_size      INTEGER,
+  backend         TEXT,
+  attempt         TEXT
+);
+INSERT INTO runs_v8 (id, name, config_hash, config_toml, status, error, created_at, started_at, finished_at, host,
+                     pid, heartbeat_at, versions, variant_hash, variant, training_hash, trained_by, world_size,
+                     backend, attempt)
+  SELECT id, name, config_hash, config_toml,
+         CASE WHEN status = 'failed' AND error LIKE 'interrupted%' THEN 'interrupted' ELSE status END,
+         error, created_at, started_at, finished_at, host, pid, heartbeat_at, versions, variant_hash, variant,
+         training_hash, trained_by, world_size, backend, attempt
+  FROM runs;
+UPDATE sqlite_sequence SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0))
+  WHERE name = 'runs_v8';
+DROP TABLE runs;
+ALTER TABLE runs_v8 RENAME TO runs;
+CREATE INDEX runs_by_hash ON runs (config_hash);
+CREATE UNIQUE INDEX runs_by_attempt ON runs (attempt);
+)SQL";  // then both views again
+
 std::string param_type(const ParamValue& value) {
   switch (value.index()) {
     case 0: return "boolean";
@@ -170,7 +221,7 @@ RunRecord read_run(SQLite::Statement& query) {
   run.name = query.getColumn(1).getString();
   run.config_hash = query.getColumn(2).getString();
   run.config_toml = query.getColumn(3).getString();
-  run.status = query.getColumn(4).getString();
+  run.status = run_status_from_database(query.getColumn(4).getString());
   run.error = query.getColumn(5).getString();
   run.started_at = query.getColumn(6).getString();
   run.finished_at = query.getColumn(7).getString();
@@ -194,7 +245,7 @@ std::string host_name() {
 }
 
 bool run_process_alive(const RunRecord& run) {
-  if (run.status != "running") return false;
+  if (run.status != RunStatus::running) return false;
   if (run.heartbeat_age_seconds < 0 || run.heartbeat_age_seconds > kLeaseSeconds) return false;
   if (run.host != host_name()) return true;
   return run.pid > 0 && (kill(static_cast<pid_t>(run.pid), 0) == 0 || errno == EPERM);
@@ -202,10 +253,9 @@ bool run_process_alive(const RunRecord& run) {
 
 ClaimOutcome claim_decision(const std::optional<RunRecord>& previous, const ClaimPolicy& policy) {
   if (!previous || policy.new_run) return ClaimOutcome::started;
-  if (previous->status == "finished") return ClaimOutcome::finished_before;
+  if (previous->status == RunStatus::finished) return ClaimOutcome::finished_before;
   if (run_process_alive(*previous)) return ClaimOutcome::busy;
-  const bool interrupted = previous->status == "failed" && previous->error.rfind("interrupted", 0) == 0;
-  if (previous->status == "running" || interrupted) return ClaimOutcome::resumed;  // killed or interrupted
+  if (resumable(previous->status)) return ClaimOutcome::resumed;  // killed or interrupted
   return policy.retry_failed ? ClaimOutcome::started : ClaimOutcome::failed_before;
 }
 
@@ -300,8 +350,7 @@ ResultsStore::ResultsStore(const fs::path& path, OpenMode mode) : path_(path) {
                                              SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
     db_->setBusyTimeout(30000);
     db_->exec("PRAGMA journal_mode = WAL");
-    db_->exec("PRAGMA foreign_keys = ON");
-    migrate();
+    migrate();  // foreign keys on after it
   } catch (const SQLite::Exception& error) {
     throw RuntimeError(std::string("cannot open results database: ") + error.what(),
                        ErrorContext::in_file(path.string()));
@@ -341,7 +390,6 @@ void ResultsStore::open_read_only() {
     auto memory = std::make_unique<SQLite::Database>(":memory:", SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
     SQLite::Backup(*memory, *db_).executeStep();
     db_ = std::move(memory);
-    db_->exec("PRAGMA foreign_keys = ON");
     migrate();
   }
 }
@@ -349,6 +397,19 @@ void ResultsStore::open_read_only() {
 ResultsStore::~ResultsStore() = default;
 
 void ResultsStore::migrate() {
+  // Off while migrating: version 8 rebuilds the runs table, and dropping the old one with foreign
+  // keys on would delete every run's params, metrics and artifacts (ON DELETE CASCADE). The pragma
+  // is a no-op inside a transaction, so it is set around it; foreign_key_check below verifies.
+  db_->exec("PRAGMA foreign_keys = OFF");
+  struct ForeignKeysBackOn {
+    SQLite::Database& db;
+    ~ForeignKeysBackOn() {
+      try {
+        db.exec("PRAGMA foreign_keys = ON");
+      } catch (...) {  // a destructor does not throw; the connection is then unusable anyway
+      }
+    }
+  } back_on{*db_};
   SQLite::Transaction transaction(*db_);
   bool has_info = db_->tableExists("schema_info");
   int version = 0;
@@ -360,10 +421,18 @@ void ResultsStore::migrate() {
     throw RuntimeError("results database has schema version " + std::to_string(version) +
                        ", newer than this difflab's " + std::to_string(kSchemaVersion) +
                        "; upgrade difflab");
-  const char* migrations[] = {kSchemaV1, kSchemaV2, kSchemaV3, kSchemaV4, kSchemaV5, kSchemaV6, kSchemaV7};
+  const std::string migrations[] = {kSchemaV1, kSchemaV2, kRunSummaryView, std::string(kSchemaV4) + kAblationView,
+                                    kSchemaV5, kSchemaV6, kSchemaV7,
+                                    std::string(kSchemaV8) + kRunSummaryView + kAblationView};
   for (int next = version + 1; next <= kSchemaVersion; ++next) {
     db_->exec(migrations[next - 1]);
     db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
+  }
+  if (version < kSchemaVersion) {
+    SQLite::Statement violations(*db_, "PRAGMA foreign_key_check");
+    if (violations.executeStep())
+      throw RuntimeError(fmt::format("migrating to schema {} left a row of {} without its run", kSchemaVersion,
+                                     violations.getColumn(0).getString()));
   }
   // Only when it is not set yet: every open writing would make parallel workers' opens contend.
   if (db_->execAndGet("PRAGMA application_id").getInt64() != static_cast<int32_t>(kApplicationId))
@@ -515,12 +584,14 @@ void ResultsStore::finish_run(int64_t run_id) {
   update.exec();
 }
 
-void ResultsStore::fail_run(int64_t run_id, const std::string& status, const std::string& message) {
+void ResultsStore::close_run(int64_t run_id, RunStatus status, const std::string& message) {
+  if (status == RunStatus::running || status == RunStatus::finished)
+    throw std::logic_error("difflab: close_run takes an ending status other than finished (finish_run)");
   SQLite::Statement update(*db_,
                            "UPDATE runs SET status = ?, error = ?, "
                            "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
                            "WHERE id = ? AND host = ? AND pid = ?");
-  update.bind(1, status);
+  update.bind(1, to_string(status));
   update.bind(2, message);
   update.bind(3, run_id);
   update.bind(4, host_name());
@@ -539,10 +610,10 @@ void ResultsStore::set_processes(int64_t run_id, int64_t world_size, const std::
 
 int64_t ResultsStore::abandon_running(const std::string& config_hash, const std::string& reason) {
   SQLite::Statement update(*db_,
-                           "UPDATE runs SET status = 'failed', error = ?, "
+                           "UPDATE runs SET status = 'interrupted', error = ?, "
                            "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
                            "WHERE config_hash = ? AND status = 'running'");
-  update.bind(1, "interrupted: " + reason);
+  update.bind(1, reason);
   update.bind(2, config_hash);
   return update.exec();
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "difflab/params.h"
+#include "results/run_status.h"
 
 namespace SQLite {
 class Database;
@@ -22,7 +23,7 @@ class Experiment;
 // This machine's host name, as recorded on run rows.
 std::string host_name();
 
-constexpr int kSchemaVersion = 7;
+constexpr int kSchemaVersion = 8;
 
 // A running run's process refreshes its row's heartbeat every kHeartbeatSeconds; a "running" row
 // whose heartbeat is older than kLeaseSeconds (or, on this host, whose process is gone) belongs
@@ -35,7 +36,7 @@ struct RunRecord {
   std::string name;
   std::string config_hash;
   std::string config_toml;
-  std::string status;  // running | finished | failed | diverged
+  RunStatus status = RunStatus::running;
   std::string error;
   std::string started_at;
   std::string finished_at;
@@ -150,7 +151,8 @@ class ResultsStore {
   void set_trained_by(int64_t run_id, int64_t source_run_id);
   // Close a run; only a row this process owns (host and pid) is changed.
   void finish_run(int64_t run_id);
-  void fail_run(int64_t run_id, const std::string& status, const std::string& message);
+  // Ends a run as failed, diverged, interrupted or pruned, with its message.
+  void close_run(int64_t run_id, RunStatus status, const std::string& message);
   // Records how many processes train the run (data parallel) and their backend; set again on
   // every resume, which may use another number.
   void set_processes(int64_t run_id, int64_t world_size, const std::string& backend);

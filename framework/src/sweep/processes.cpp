@@ -18,14 +18,9 @@
 #include <unistd.h>
 
 #include "difflab/error.h"
+#include "process/stop_request.h"
 
 namespace difflab {
-namespace {
-
-std::atomic<int> launcher_signal{0};
-extern "C" void on_launcher_signal(int signal) { launcher_signal = signal; }
-
-}  // namespace
 
 void start_child(Child& child, const std::vector<std::string>& arguments,
                  const std::vector<std::pair<std::string, std::string>>& environment) {
@@ -43,8 +38,7 @@ void start_child(Child& child, const std::vector<std::string>& arguments,
   if (pid == 0) {
     dup2(fds[1], STDOUT_FILENO);
     dup2(fds[1], STDERR_FILENO);
-    std::signal(SIGINT, SIG_DFL);
-    std::signal(SIGTERM, SIG_DFL);
+    reset_stop_signals();
     for (const auto& [name, value] : environment) setenv(name.c_str(), value.c_str(), 1);
     execv("/proc/self/exe", argv.data());
     std::fprintf(stderr, "difflab: cannot start %s: %s\n", child.label.c_str(), std::strerror(errno));
@@ -95,9 +89,7 @@ int free_port() {
 int launch_ranks(int64_t nproc, const std::vector<std::string>& arguments, double grace_seconds) {
   const std::string port = std::to_string(free_port());
   std::vector<Child> ranks(static_cast<size_t>(nproc));
-  launcher_signal = 0;
-  auto previous_int = std::signal(SIGINT, on_launcher_signal);
-  auto previous_term = std::signal(SIGTERM, on_launcher_signal);
+  const StopRequest stop_request;  // passed on to every rank
   for (int64_t rank = 0; rank < nproc; ++rank) {
     Child& child = ranks[static_cast<size_t>(rank)];
     child.label = fmt::format("rank {}", rank);
@@ -111,10 +103,10 @@ int launch_ranks(int64_t nproc, const std::vector<std::string>& arguments, doubl
   bool forwarded = false, stopped = false;
   auto running = [&] { return std::any_of(ranks.begin(), ranks.end(), [](const Child& c) { return c.pid > 0; }); };
   while (running()) {
-    if (launcher_signal != 0 && !forwarded) {
+    if (StopRequest::requested() && !forwarded) {
       forwarded = true;
       for (const auto& child : ranks)
-        if (child.pid > 0) kill(child.pid, launcher_signal.load());
+        if (child.pid > 0) kill(child.pid, StopRequest::signal());
     }
     if (first_failure && !stopped &&
         std::chrono::duration<double>(std::chrono::steady_clock::now() - failed_at).count() > grace_seconds) {
@@ -147,8 +139,6 @@ int launch_ranks(int64_t nproc, const std::vector<std::string>& arguments, doubl
       }
     }
   }
-  std::signal(SIGINT, previous_int);
-  std::signal(SIGTERM, previous_term);
   if (codes.front() != 0) return codes.front();
   return first_failure.value_or(0);
 }

@@ -18,6 +18,7 @@
 
 #include "difflab/error.h"
 #include "plugin_host/registry.h"
+#include "process/stop_request.h"
 #include "results/results_store.h"
 #include "sweep/processes.h"
 #include "training/trainer.h"
@@ -48,34 +49,39 @@ std::vector<std::optional<RunRecord>> latest_runs(const std::vector<SweepRun>& r
 // The summary, from the database (whichever process ran what): every point's newest run.
 int print_summary(const std::vector<SweepRun>& runs, const std::vector<std::optional<RunRecord>>& before) {
   const std::vector<std::optional<RunRecord>> after = latest_runs(runs);
-  int64_t finished = 0, skipped = 0, failed = 0, diverged = 0, not_done = 0;
+  int64_t finished = 0, skipped = 0, failed = 0, diverged = 0, pruned = 0, not_done = 0;
   std::vector<std::string> problems;
   std::optional<std::pair<double, size_t>> best;  // (best KID, point)
   std::string best_text;
   for (size_t i = 0; i < runs.size(); ++i) {
     const std::optional<RunRecord>& run = after[i];
     const std::string where = fmt::format("point {} ({})", i + 1, runs[i].point);
-    if (!run || run->status == "running" || (run->status == "failed" && run->error.rfind("interrupted", 0) == 0)) {
+    if (!run || resumable(run->status)) {
       ++not_done;
       if (run) problems.push_back(fmt::format("{}: run {} {}", where, run->id,
-                                              run->status == "running" ? "still running" : "interrupted"));
+                                              run->status == RunStatus::running ? "still running" : "interrupted"));
       continue;
     }
-    if (run->status == "finished") {
-      const bool was_finished = before[i] && before[i]->id == run->id && before[i]->status == "finished";
-      (was_finished ? skipped : finished) += 1;
-      const std::optional<ResultsStore::BestKid> kid = ResultsStore(database_of(runs[i])).best_kid(run->id);
-      if (kid && (!best || kid->kid < best->first)) {
-        best = {kid->kid, i};
-        best_text = fmt::format("run {} ({}): best KID {:.4f} at epoch {}", run->id, runs[i].point, kid->kid, kid->epoch);
+    switch (run->status) {
+      case RunStatus::finished: {
+        const bool was_finished = before[i] && before[i]->id == run->id && before[i]->status == RunStatus::finished;
+        (was_finished ? skipped : finished) += 1;
+        const std::optional<ResultsStore::BestKid> kid = ResultsStore(database_of(runs[i])).best_kid(run->id);
+        if (kid && (!best || kid->kid < best->first)) {
+          best = {kid->kid, i};
+          best_text = fmt::format("run {} ({}): best KID {:.4f} at epoch {}", run->id, runs[i].point, kid->kid, kid->epoch);
+        }
+        continue;
       }
-      continue;
+      case RunStatus::pruned: ++pruned; continue;
+      case RunStatus::diverged: ++diverged; break;
+      default: ++failed; break;
     }
-    (run->status == "diverged" ? diverged : failed) += 1;
-    problems.push_back(fmt::format("{}: run {} {}: {}", where, run->id, run->status, run->error));
+    problems.push_back(fmt::format("{}: run {} {}: {}", where, run->id, to_string(run->status), run->error));
   }
-  fmt::print("sweep: {} runs — {} finished, {} skipped (finished before), {} failed, {} diverged, {} not done\n",
-             runs.size(), finished, skipped, failed, diverged, not_done);
+  fmt::print("sweep: {} runs — {} finished, {} skipped (finished before), {} failed, {} diverged, {}{} not done\n",
+             runs.size(), finished, skipped, failed, diverged, pruned > 0 ? fmt::format("{} pruned, ", pruned) : "",
+             not_done);
   for (const auto& problem : problems) fmt::print("  {}\n", problem);
   if (failed + diverged > 0) fmt::print("  (--retry-failed runs failed and diverged points again)\n");
   if (best) fmt::print("best so far: {}\n", best_text);
@@ -121,9 +127,6 @@ bool run_point(const std::vector<SweepRun>& runs, size_t i, const PluginRegistry
   return true;
 }
 
-std::atomic<int> parent_signal{0};
-extern "C" void on_parent_signal(int signal) { parent_signal = signal; }
-
 // A worker: the sweep's command line with --worker K --threads T.
 void spawn(Child& worker, int64_t index, const SweepOptions& options, int64_t threads) {
   std::vector<std::string> arguments = options.worker_command;
@@ -150,9 +153,7 @@ int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& regist
   fmt::print("difflab: {} runs, {} workers with {} thread{} each (database {})\n", runs.size(), options.workers,
              threads, threads == 1 ? "" : "s", database_of(runs.front()));
 
-  parent_signal = 0;
-  auto previous_int = std::signal(SIGINT, on_parent_signal);
-  auto previous_term = std::signal(SIGTERM, on_parent_signal);
+  const StopRequest stop_request;  // passed on to the workers, which close their runs as interrupted
   std::vector<Child> workers;
   for (int64_t k = 1; k <= options.workers; ++k) {
     workers.push_back({fmt::format("worker {}", k), -1, -1, ""});
@@ -161,7 +162,7 @@ int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& regist
   int64_t replacements = 0;
   bool interrupted = false, input_error = false, forwarded = false;
   while (std::any_of(workers.begin(), workers.end(), [](const Child& w) { return w.pid > 0; })) {
-    if (parent_signal != 0 && !forwarded) {
+    if (StopRequest::requested() && !forwarded) {
       interrupted = forwarded = true;
       for (const auto& worker : workers)
         if (worker.pid > 0) kill(worker.pid, SIGTERM);
@@ -187,7 +188,7 @@ int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& regist
         continue;
       }
       const int signal = WTERMSIG(status);
-      if (interrupted || parent_signal != 0 || input_error || replacements >= options.workers) {
+      if (interrupted || StopRequest::requested() || input_error || replacements >= options.workers) {
         fmt::print(stderr, "difflab: {} was killed by signal {}\n", worker.label, signal);
         continue;
       }
@@ -197,8 +198,6 @@ int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& regist
       spawn(worker, static_cast<int64_t>(&worker - workers.data()) + 1, options, threads);
     }
   }
-  std::signal(SIGINT, previous_int);
-  std::signal(SIGTERM, previous_term);
   const int code = print_summary(runs, before);
   if (interrupted) return 130;
   return input_error ? 2 : code;

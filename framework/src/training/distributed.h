@@ -11,6 +11,8 @@
 #include <torch/types.h>
 #include <vector>
 
+#include "difflab/error.h"
+
 namespace difflab {
 
 // An integer environment variable: nothing when unset or empty; a config Error naming it when it
@@ -74,13 +76,20 @@ class ProcessGroup {
   // Rank 0's default CPU generator state (and CUDA's, on CUDA) on every rank.
   void share_random_state();
 
-  // An exception from a collective, as the runtime Error to report: which rank is gone (when its
-  // process can be checked: same host), with an "interrupted: " message so the run resumes.
+  // An exception from a collective, as the message of the PeersLost to throw: which rank is gone
+  // (when its process can be checked: same host).
   std::string describe_failure(const std::exception& error) const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// A collective failed because other ranks of the run are gone: the run is closed as interrupted
+// (RunStatus), so that the same command resumes it; the exit code is a failure's (1).
+class PeersLost : public Error {
+ public:
+  explicit PeersLost(std::string message) : Error(ErrorKind::runtime, std::move(message)) {}
 };
 
 // Whether this difflab was built with c10d (Gloo); without it a world of more than one is an

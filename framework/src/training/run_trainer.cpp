@@ -14,6 +14,7 @@
 #include "difflab/error.h"
 #include "difflab/features.h"
 #include "model/checkpoint.h"
+#include "process/stop_request.h"
 #include "difflab/files.h"
 #include "training/distributed.h"
 #include "training/image_io.h"
@@ -33,31 +34,7 @@ double checksum(Network& network) {
   return sum;
 }
 
-std::atomic<int> interrupt_signal{0};
-int guard_depth = 0;
-extern "C" void on_interrupt(int signal) {
-  int none = 0;
-  interrupt_signal.compare_exchange_strong(none, signal);
-}
-
 }  // namespace
-
-InterruptGuard::InterruptGuard(std::vector<int> signals) {
-  if (guard_depth++ == 0) interrupt_signal = 0;
-  for (int signal : signals) previous_.emplace_back(signal, std::signal(signal, on_interrupt));
-}
-
-InterruptGuard::~InterruptGuard() {
-  for (auto it = previous_.rbegin(); it != previous_.rend(); ++it) std::signal(it->first, it->second);
-  --guard_depth;
-}
-
-void InterruptGuard::check() {
-  if (int signal = interrupt_signal.load())
-    throw Error(ErrorKind::interrupted, fmt::format("interrupted by signal {}", signal));
-}
-
-int InterruptGuard::received() { return interrupt_signal.load(); }
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -92,7 +69,7 @@ KidRecord evaluate_kid(const Experiment& experiment, const Settings& settings, D
   const int64_t all_batches = validation_images.size(0) / batch_size;
   const int64_t batches = evaluation.kid_batches > 0 ? std::min(all_batches, evaluation.kid_batches) : all_batches;
   KidRecord record;
-  record.protocol = evaluation.kid_protocol;
+  record.protocol = to_string(evaluation.kid_protocol);
   record.features = experiment.section("features").plugin;
   record.sampler = experiment.section("sampler").plugin;
   record.diffusion_steps = evaluation.kid_diffusion_steps;
@@ -109,7 +86,7 @@ KidRecord evaluate_kid(const Experiment& experiment, const Settings& settings, D
   }
   record.nfe = model.evaluations() / batches;
   torch::Tensor real = torch::cat(real_features), generated = torch::cat(generated_features);
-  if (record.protocol == "per_batch") {
+  if (evaluation.kid_protocol == KidProtocol::per_batch) {
     record.mean = kid_per_batch(real, generated, batch_size);
   } else {
     KidEstimate estimate = kid_subsets(real, generated, evaluation.kid_subsets, evaluation.kid_subset_size,
@@ -139,10 +116,10 @@ RunTrainer::RunTrainer(const RunContext& run, torch::Device device)
       checkpoint_path_(run.run_dir / "checkpoint.pt"),
       run_start_(Clock::now()) {
   if (leader()) fs::create_directories(run.run_dir);
-  if (evaluation_.kid_protocol != "none" && leader()) run.components.features->prepare(run.data);
+  if (evaluation_.kid_protocol != KidProtocol::none && leader()) run.components.features->prepare(run.data);
   model_.adapt(run.data.train);
   place_model(model_, run.experiment, device);
-  if (leader() && run.settings.experiment.precision == "auto")
+  if (leader() && run.settings.experiment.precision == PrecisionSetting::automatic)
     fmt::print("difflab: precision {} ({})\n", model_.precision() == Precision::bf16 ? "bf16" : "fp32",
                resolve_precision(run.experiment, device).reason);
   optimizer_ = make_optimizer(model_, run.experiment);
@@ -260,7 +237,7 @@ EpochLosses RunTrainer::train_epoch(int64_t epoch) {
         throw RuntimeError(fmt::format("run {} was claimed by another process after this one's lease "
                                        "ran out; stopping without touching it", run_.run_id));
       if (batch > first_batch && leader()) save_inside_epoch(order, batch, sums);
-      InterruptGuard::check();
+      StopRequest::throw_if_requested();
       throw Error(ErrorKind::interrupted, "interrupted: another rank of the run was interrupted");
     }
     const torch::Tensor indices = order.slice(0, batch * batch_size, (batch + 1) * batch_size);
@@ -288,7 +265,7 @@ EpochLosses RunTrainer::train_epoch(int64_t epoch) {
 }
 
 bool RunTrainer::stop_requested() {
-  bool stop = InterruptGuard::received() != 0 || (run_.heartbeat && run_.heartbeat->lost());
+  bool stop = StopRequest::signal() != 0 || (run_.heartbeat && run_.heartbeat->lost());
   ProcessGroup* group = run_.options.distributed;
   if (group == nullptr) return stop;
   try {
@@ -296,7 +273,7 @@ bool RunTrainer::stop_requested() {
   } catch (const Error&) {
     throw;
   } catch (const std::exception& error) {
-    throw RuntimeError(group->describe_failure(error));
+    throw PeersLost(group->describe_failure(error));
   }
 }
 
@@ -315,7 +292,7 @@ StepLosses RunTrainer::step(const torch::Tensor& images, double ema_decay) {
       group->average({measured});
       losses = {measured[0], measured[1], measured[2], measured[3]};
     } catch (const std::exception& error) {
-      throw RuntimeError(group->describe_failure(error));
+      throw PeersLost(group->describe_failure(error));
     }
   };
   StepLosses losses = model_.train_step(images, *optimizer_, &shard, ema_decay);
@@ -335,7 +312,7 @@ StepLosses RunTrainer::step(const torch::Tensor& images, double ema_decay) {
       }
     }
   } catch (const std::exception& error) {
-    throw RuntimeError(group->describe_failure(error));
+    throw PeersLost(group->describe_failure(error));
   }
   if (run_.options.report_parameter_checksums) {
     fmt::print("checksum rank {} step {} network {:.17g} ema {:.17g}\n", group->rank(), state_.step + 1,
@@ -368,7 +345,7 @@ void RunTrainer::align_ranks() {
   } catch (const Error&) {
     throw;
   } catch (const std::exception& error) {
-    throw RuntimeError(group.describe_failure(error));
+    throw PeersLost(group.describe_failure(error));
   }
   if (run_.options.report_parameter_checksums) {
     fmt::print("checksum rank {} step {} network {:.17g} (after the broadcast)\n", group.rank(), state_.step,
@@ -385,14 +362,14 @@ void RunTrainer::save_inside_epoch(const torch::Tensor& order, int64_t batches, 
   save_checkpoint(checkpoint_path_, model_, *optimizer_, inside, run_.experiment.to_toml(),
                   run_.experiment.training_hash());
   fmt::print("difflab: run {} stopped by signal {} at step {} ({} of epoch {}'s {} batches); checkpoint {}\n",
-             run_.run_id, InterruptGuard::received(), state_.step, batches, state_.epoch + 1, steps_per_epoch_,
+             run_.run_id, StopRequest::signal(), state_.step, batches, state_.epoch + 1, steps_per_epoch_,
              checkpoint_path_.string());
   std::fflush(stdout);
 }
 
 void RunTrainer::fail_diverged(int64_t epoch, double loss, double noise_loss) {
   if (leader())
-    run_.store->fail_run(run_.run_id, "diverged",
+    run_.store->close_run(run_.run_id, RunStatus::diverged,
                       fmt::format("noise loss is {} (objective {}) at epoch {}, step {}", noise_loss, loss, epoch,
                                   state_.step));
   throw RuntimeError(fmt::format("run {} diverged: noise loss {} (objective {}) at step {}", run_.run_id,
@@ -410,7 +387,7 @@ EpochEvaluation RunTrainer::evaluate(int64_t epoch) {
                          {"checkpoint", checkpoint_path_.string(), epoch}};
   // KID every kid_every epochs and after the last; the best checkpoint by KID is kept (the
   // seed's ModelCheckpoint on val_kid).
-  if (evaluation_.kid_protocol != "none" && (epoch % evaluation_.kid_every == 0 || epoch == training_.epochs)) {
+  if (evaluation_.kid_protocol != KidProtocol::none && (epoch % evaluation_.kid_every == 0 || epoch == training_.epochs)) {
     evaluated.kid = evaluate_kid(run_.experiment, run_.settings, model_, *run_.components.features,
                                  run_.data.validation);
     evaluated.new_best = evaluated.kid->mean < state_.best_kid;

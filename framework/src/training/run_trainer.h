@@ -27,24 +27,6 @@
 
 namespace difflab {
 
-// Signal handlers for a run's lifetime (SIGINT and SIGTERM, or the given signals), so that an
-// interrupted run is closed as failed ("interrupted") instead of being left running; check()
-// throws once a signal came. Guards nest: an inner guard keeps a signal the outer one caught
-// (a Slurm task holds one over all its points, with its preemption warning signal too).
-class InterruptGuard {
- public:
-  explicit InterruptGuard(std::vector<int> signals = {SIGINT, SIGTERM});
-  ~InterruptGuard();
-  InterruptGuard(const InterruptGuard&) = delete;
-  InterruptGuard& operator=(const InterruptGuard&) = delete;
-  static void check();
-  // The first signal that came while a guard was held, or 0.
-  static int received();
-
- private:
-  std::vector<std::pair<int, void (*)(int)>> previous_;
-};
-
 // "4m05s", "1h02m", or "?" for a time that is not known yet.
 std::string format_duration(double seconds);
 

@@ -33,6 +33,7 @@
 #include "training/image_io.h"
 #include "training/kid.h"
 #include "training/distributed.h"
+#include "process/stop_request.h"
 #include "training/op_profile.h"
 #include "training/run_trainer.h"
 
@@ -46,6 +47,17 @@ double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+// How a run that stopped on `error` is closed: interrupted (the same command resumes it) when a
+// signal stopped it, a full disk or a file-size limit did (its last checkpoint is intact), or the
+// other ranks of a data-parallel run were lost; failed otherwise.
+RunStatus status_after(const std::exception& error) {
+  const auto* known = dynamic_cast<const Error*>(&error);
+  if ((known != nullptr && known->kind() == ErrorKind::interrupted) || dynamic_cast<const PeersLost*>(&error) ||
+      is_out_of_space(error))
+    return RunStatus::interrupted;
+  return RunStatus::failed;
 }
 
 // The result of a claim that leaves nothing to train, if it is one.
@@ -66,7 +78,7 @@ std::optional<RunResult> skip_result(ClaimOutcome outcome, const std::optional<R
                                       previous->id, previous->pid, previous->host);
   } else {
     result.outcome = RunOutcome::failed_before;
-    result.detail = fmt::format("{} before: {} (--retry-failed runs it again)", previous->status, previous->error);
+    result.detail = fmt::format("{} before: {} (--retry-failed runs it again)", to_string(previous->status), previous->error);
   }
   return result;
 }
@@ -114,7 +126,7 @@ void check_data_fits(const Experiment& experiment, const Settings& settings, int
   if (train_count < batch_size)
     throw ConfigError(fmt::format("batch_size {} exceeds the {} training images", batch_size, train_count),
                       ErrorContext::for_key(experiment.file.string(), "training.batch_size"));
-  if (settings.evaluation.kid_protocol != "none" && validation_count < batch_size)
+  if (settings.evaluation.kid_protocol != KidProtocol::none && validation_count < batch_size)
     throw ConfigError(fmt::format("KID compares batches of batch_size {} images, and the validation split has {}",
                                   batch_size, validation_count),
                       ErrorContext::for_key(experiment.file.string(), "evaluation.kid_protocol",
@@ -326,7 +338,7 @@ RunResult follow(const Experiment& experiment, const PluginRegistry& registry, c
   std::string run_dir;
   words >> run_id >> trained_by;
   std::getline(words >> std::ws, run_dir);
-  InterruptGuard interrupt_guard;
+  StopRequest stop_request;
   const RunContext run{experiment, settings, components, data, nullptr, run_id, run_dir, nullptr,
                        trained_by > 0 ? std::optional<int64_t>(trained_by) : std::nullopt, options};
   result = RunTrainer(run, device).run();
@@ -395,7 +407,7 @@ RunResult claim_and_train(const Experiment& experiment, const PluginRegistry& re
   tell(fmt::format("train {} {} {}", claim->run_id, trained_by.value_or(0), run_dir.string()));
 
   // From here on the run row is ours: it ends finished, or failed with the error's message.
-  InterruptGuard interrupt_guard;
+  StopRequest stop_request;
   RunHeartbeat heartbeat(database, claim->run_id);
   try {
     const RunContext run{experiment, settings, *components, *data, &*store, claim->run_id, run_dir, &heartbeat,
@@ -405,13 +417,12 @@ RunResult claim_and_train(const Experiment& experiment, const PluginRegistry& re
     store->finish_run(claim->run_id);
     return result;
   } catch (const std::exception& error) {
-    // A run stopped by a full disk or a file-size limit is closed like an interrupted one: its
-    // last checkpoint is intact, and the same command resumes it once there is room. When the
-    // database itself cannot be written, the row stays "running" and the next run takes it back.
+    // When the database itself cannot be written, the row stays running and the next run takes
+    // it back.
     try {
       auto record = store->run(claim->run_id);
-      if (record && record->status == "running" && !heartbeat.lost())
-        store->fail_run(claim->run_id, "failed", (is_out_of_space(error) ? "interrupted: " : "") + describe(error));
+      if (record && record->status == RunStatus::running && !heartbeat.lost())
+        store->close_run(claim->run_id, status_after(error), describe(error));
     } catch (const std::exception& recording) {
       fmt::print(stderr, "difflab: warning: could not record the failure of run {}: {}\n", claim->run_id,
                  describe(recording));

@@ -1,0 +1,268 @@
+// sample, results, results merge, report, kid: what a researcher does with trained runs.
+#include <filesystem>
+#include <fmt/format.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include "cli/command.h"
+#include "difflab/dataset.h"
+#include "difflab/error.h"
+#include "difflab/features.h"
+#include "difflab/files.h"
+#include "difflab/plugin_test.h"
+#include "plugin_host/registry.h"
+#include "process/stop_request.h"
+#include "report/html_report.h"
+#include "results/merge.h"
+#include "results/results_report.h"
+#include "results/results_store.h"
+#include "training/image_io.h"
+#include "training/kid.h"
+#include "training/sampling.h"
+
+namespace difflab {
+namespace {
+
+// The report's folder and file, written through a temporary file renamed over it: a browser
+// that reloads it mid-write sees the old report or the new one.
+void write_report(ResultsStore& store, const ReportOptions& options, bool quiet = false) {
+  ReportSummary summary;
+  const std::string html = render_report(store, options, &summary);
+  if (options.out.has_parent_path()) std::filesystem::create_directories(options.out.parent_path());
+  write_file_atomically(options.out, html);
+  if (quiet) return;
+  fmt::print("wrote {} ({:.1f} kB): {} runs, {} charts, {} series, {} images{}\n", options.out.string(),
+             static_cast<double>(html.size()) / 1e3, summary.runs, summary.charts, summary.series, summary.images,
+             summary.missing_images > 0 ? fmt::format(" ({} image files missing)", summary.missing_images) : "");
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+// While the command runs, the page reloads itself every 30 s; the last one stays still.
+std::function<void(bool)> report_writer(const po::variables_map& values, const std::string& database) {
+  if (!values.count("report")) return {};
+  ReportOptions options;
+  options.out = text(values, "report");
+  return [options, database](bool last) mutable {
+    try {
+      if (!std::filesystem::is_regular_file(database)) return;
+      ResultsStore store(database, OpenMode::read_only);
+      options.refresh_seconds = last ? 0 : 30;
+      write_report(store, options, true);
+    } catch (const std::exception& error) {
+      fmt::print(stderr, "difflab: warning: the report {} was not written: {}\n", options.out.string(), describe(error));
+    }
+  };
+}
+
+namespace {
+
+int command_sample(const po::variables_map& values) {
+  SampleRequest request;
+  request.checkpoint = text(values, "checkpoint");
+  request.database = text(values, "database");
+  if (values.count("run")) request.run_id = integer(values, "run", 1);
+  request.best = flag(values, "best");
+  request.out_dir = text(values, "out");
+  request.grid = text(values, "grid");
+  request.num_images = integer(values, "num-images", 1);
+  if (values.count("steps")) request.diffusion_steps = integer(values, "steps", 1);
+  request.seed = values["seed"].as<uint64_t>();
+  request.interpolate = flag(values, "interpolate");
+  request.steps_strip = flag(values, "steps-strip");
+  request.overrides = overrides(values);
+  PluginRegistry registry;
+  for (const auto& path : sample_images(request, registry)) fmt::print("wrote {}\n", path.string());
+  return 0;
+}
+
+int command_results(const po::variables_map& values) {
+  const std::string database = text(values, "DB");
+  if (!std::filesystem::is_regular_file(database))
+    throw ConfigError("results database not found", ErrorContext::in_file(database));
+  const TableFormat format = parse_table_format(text(values, "format"));
+  const int64_t run_id = values.count("run") ? integer(values, "run", 1) : 0;
+  ResultsStore store(database, OpenMode::read_only);
+  if (run_id > 0) {
+    fmt::print("{}", run_report(store, run_id, format));
+    return 0;
+  }
+  RunsQuery query;
+  query.where = text(values, "where");
+  query.group_by = comma_list(text(values, "group-by"));
+  query.sort = text(values, "sort");
+  query.limit = integer(values, "limit", 0);
+  query.split_std = format == TableFormat::csv || format == TableFormat::json;
+  fmt::print("{}", format_table(runs_table(store, query), format));
+  return 0;
+}
+
+// --watch: rewrites the report every `watch` seconds until interrupted; the page reloads itself.
+int watch_report(const std::string& database, const ReportOptions& options, int64_t watch);
+
+int command_report(const po::variables_map& values) {
+  const std::string database = text(values, "DB");
+  ReportOptions options;
+  options.where = text(values, "where");
+  options.group_by = comma_list(text(values, "group-by"));
+  if (values.count("baseline")) options.baseline = integer(values, "baseline", 1);
+  options.metric = text(values, "metric", "best_kid");
+  options.out = text(values, "out", "report.html");
+  if (flag(values, "embed-images") && flag(values, "link-images"))
+    throw ConfigError("--embed-images and --link-images exclude each other");
+  options.embed_images = !flag(values, "link-images");
+  options.log_y = flag(values, "log-y");
+  options.grid_runs = integer(values, "grid-runs", 0);
+  options.grid_epochs = integer(values, "grid-epochs", 1);
+  options.thumbnail_width = integer(values, "thumbnail-width", 16);
+  const int64_t watch = integer(values, "watch", 0);
+  options.refresh_seconds = watch;
+  if (!std::filesystem::is_regular_file(database))
+    throw ConfigError("results database not found", ErrorContext::in_file(database));
+  if (watch == 0) {
+    ResultsStore store(database, OpenMode::read_only);
+    write_report(store, options);
+    return 0;
+  }
+  return watch_report(database, options, watch);
+}
+
+int watch_report(const std::string& database, const ReportOptions& options, int64_t watch) {
+  StopRequest stop_request;
+  fmt::print("difflab: rewriting {} every {} s; Ctrl-C stops\n", options.out.string(), watch);
+  while (!StopRequest::requested()) {
+    {
+      ResultsStore store(database, OpenMode::read_only);
+      write_report(store, options);
+    }
+    for (int64_t tenth = 0; tenth < watch * 10 && !StopRequest::requested(); ++tenth) usleep(100000);
+  }
+  return 0;
+}
+
+int command_results_merge(const po::variables_map& values) {
+  const std::vector<std::string> given = values["argument"].as<std::vector<std::string>>();
+  const std::string database = given.front();
+  std::vector<std::filesystem::path> shards(given.begin() + 1, given.end());
+  ResultsStore store(database);
+  const MergeReport report = merge_shards(store, shards);
+  fmt::print("merged {} of {} shards into {}: {} runs added, {} updated, {} unchanged\n", report.shards_merged,
+             shards.size(), database, report.runs_added, report.runs_updated, report.runs_unchanged);
+  for (const auto& problem : report.skipped)
+    fmt::print(stderr, "difflab: skipped shard {}: {}\n", problem.shard.string(), problem.message);
+  return report.skipped.empty() ? 0 : 1;
+}
+int command_kid(const po::variables_map& values) {
+  const std::string folder_a = text(values, "DIR_A"), folder_b = text(values, "DIR_B");
+  const std::string features_name = text(values, "features");
+  PluginRegistry registry;
+  const PluginInfo& info = registry.get(Family::features, features_name, ErrorContext::in_file("--features"));
+  auto features = registry.create<FeatureExtractor>(Family::features, features_name,
+                                                    plugin_test::with_defaults(info), {});
+  torch::Tensor images_a = read_image_folder(folder_a);
+  torch::Tensor images_b = read_image_folder(folder_b);
+  features->prepare(ImageSplits{images_a, images_b});  // unlabelled: a learned extractor says so
+  auto extract = [&](const std::string& folder, const torch::Tensor& images) {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> parts;
+    for (int64_t start = 0; start < images.size(0); start += 256)
+      parts.push_back(features->extract(images.slice(0, start, start + 256)));
+    fmt::print("{}: {} images of {}x{}x{}\n", folder, images.size(0), images.size(1), images.size(2),
+               images.size(3));
+    return torch::cat(parts);
+  };
+  torch::Tensor a = extract(folder_a, images_a), b = extract(folder_b, images_b);
+  if (a.size(1) != b.size(1))
+    throw ConfigError(fmt::format("the folders give features of different sizes ({} and {})",
+                                  a.size(1), b.size(1)),
+                      ErrorContext::with_hint("with --features pixels both folders need one image size"));
+  KidEstimate kid = kid_subsets(a, b, integer(values, "subsets", 1), integer(values, "subset-size", 2), /*seed=*/0);
+  fmt::print("subsets: {}\nsubset_size: {}\nkid_mean: {:.8g}\nkid_std: {:.8g}\n", kid.subsets,
+             kid.subset_size, kid.mean, kid.std);
+  return 0;
+}
+
+void add_sample(CommandTable& table) {
+  Command& sample = table.add("sample", "", "images from a trained model (--checkpoint FILE, or --database DB --run "
+                              "ID), with any sampler", {}, 0, command_sample);
+  sample.options.add_options()
+      ("checkpoint", po::value<std::string>()->value_name("FILE"), "a checkpoint.pt or best.pt")
+      ("database", po::value<std::string>()->value_name("DB"), "a results database (with --run)")
+      ("run", po::value<int64_t>()->value_name("ID"), "the run of --database whose last checkpoint to use")
+      ("best", po::bool_switch(), "its best checkpoint by KID instead")
+      ("out", po::value<std::string>()->value_name("DIR"), "write one PNG per image into DIR")
+      ("grid", po::value<std::string>()->value_name("FILE.png"), "write one grid PNG")
+      ("num-images", po::value<int64_t>()->default_value(16)->value_name("N"), "images to generate")
+      ("steps", po::value<int64_t>()->value_name("S"), "sampling steps (default: the run's plot_diffusion_steps)")
+      ("seed", po::value<uint64_t>()->default_value(0)->value_name("N"), "seed of the initial noise")
+      ("interpolate", po::bool_switch(), "spherical interpolation between two initial noises")
+      ("steps-strip", po::bool_switch(), "the same initial noise with 1 to 20 steps");
+  add_set_option(sample.options);
+}
+
+void add_results(CommandTable& table) {
+  Command& results = table.add("results", "DB", "one row per run (the parameters that differ, final losses, best "
+                               "KID), the ablation table, or one run in full", {"DB"}, 1, command_results);
+  results.options.add_options()
+      ("where", po::value<std::string>()->value_name("FILTER"),
+       "e.g. 'loss.plugin = \"mae\" and kid < 0.3' (= != < <= > >=, in (...), is null, and/or/not)")
+      ("group-by", po::value<std::string>()->value_name("KEY[,KEY]"), "mean ± std over the seeds of each group")
+      ("sort", po::value<std::string>()->value_name("[-]COLUMN"), "sort by a column (- for descending)")
+      ("limit", po::value<int64_t>()->default_value(0)->value_name("N"), "at most N rows (0: all)")
+      ("format", po::value<std::string>()->default_value("table"), "table, csv, json or markdown")
+      ("run", po::value<int64_t>()->value_name("ID"), "one run in full: parameters, metrics, KID, artifacts");
+}
+
+void add_report(CommandTable& table) {
+  Command& report = table.add("report", "DB", "one self-contained HTML file: overview, grouped table, learning "
+                              "curves, KID against NFE, effects, parallel coordinates, sample grids, every run",
+                              {"DB"}, 1, command_report);
+  report.options.add_options()
+      ("where", po::value<std::string>()->value_name("FILTER"), "only these runs (as in difflab results)")
+      ("group-by", po::value<std::string>()->value_name("KEY[,KEY]"),
+       "group runs (curves, table) by these parameters; default: every swept one but the seed")
+      ("baseline", po::value<int64_t>()->value_name("RUN"), "compare every run's parameters with this run's "
+       "(default: the best by --metric)")
+      ("metric", po::value<std::string>()->default_value("best_kid")->value_name("KEY"),
+       "for effects and parallel coordinates: best_kid, or the final value of a metric (val_n_loss, ...)")
+      ("out", po::value<std::string>()->default_value("report.html")->value_name("FILE"), "where to write it")
+      ("embed-images", po::bool_switch(), "sample grids as base64 thumbnails inside the file (the default)")
+      ("link-images", po::bool_switch(), "sample grids linked relative to the report instead")
+      ("log-y", po::bool_switch(), "learning curves on logarithmic y axes")
+      ("thumbnail-width", po::value<int64_t>()->default_value(256)->value_name("PIXELS"),
+       "embedded grids wider than this are downscaled")
+      ("grid-runs", po::value<int64_t>()->default_value(24)->value_name("N"), "sample grids of at most N runs, "
+       "best first")
+      ("grid-epochs", po::value<int64_t>()->default_value(6)->value_name("N"), "embedded grids per run (evenly "
+       "spaced, the last included)")
+      ("watch", po::value<int64_t>()->default_value(0)->value_name("SECONDS"), "rewrite the report every SECONDS "
+       "(atomically) until Ctrl-C; the page reloads itself");
+}
+
+void add_results_merge(CommandTable& table) {
+  table.add("results merge", "MAIN_DB SHARD...", "merge shard databases into MAIN_DB in one transaction: every "
+            "run attempt once (merging twice adds nothing); bad shards are reported and skipped",
+            {"MAIN_DB", "SHARD"}, 2, command_results_merge).variadic = true;
+}
+
+void add_kid(CommandTable& table) {
+  Command& kid = table.add("kid", "DIR_A DIR_B", "KID between two image folders (clean-fid's subsets protocol)",
+                           {"DIR_A", "DIR_B"}, 2, command_kid);
+  kid.options.add_options()
+      ("features", po::value<std::string>()->default_value("pixels")->value_name("NAME"), "feature extractor plugin")
+      ("subsets", po::value<int64_t>()->default_value(100)->value_name("K"), "random subsets")
+      ("subset-size", po::value<int64_t>()->default_value(1000)->value_name("M"), "rows per subset");
+}
+
+}  // namespace
+
+void add_results_commands(CommandTable& table) {
+  add_sample(table);
+  add_results(table);
+  add_report(table);
+  add_results_merge(table);
+  add_kid(table);
+}
+
+}  // namespace difflab

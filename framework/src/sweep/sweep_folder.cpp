@@ -1,0 +1,293 @@
+#include "sweep/sweep_folder.h"
+
+#include <algorithm>
+#include <cctype>
+#include <fmt/format.h>
+#include <fstream>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "difflab/cache.h"
+#include "difflab/error.h"
+#include "difflab/files.h"
+#include "difflab/version.h"
+#include "plugin_host/registry.h"
+#include "results/merge.h"
+#include "results/results_store.h"
+
+namespace difflab {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr int64_t kManifestFormat = 1;
+
+std::string sweep_hash(const std::vector<SweepRun>& runs) {
+  std::string hashes;
+  for (const auto& run : runs) hashes += run.experiment.config_hash();
+  return fmt::format("{:016x}", fnv1a(hashes.data(), hashes.size()));
+}
+
+std::string to_text(const toml::table& table) {
+  std::ostringstream text;
+  text << table << "\n";
+  return text.str();
+}
+
+void write_manifest(const Manifest& manifest) {
+  toml::table root;
+  root.insert("format", kManifestFormat);
+  root.insert("difflab_version", std::string(DIFFLAB_VERSION));
+  root.insert("sweep_hash", manifest.sweep_hash);
+  root.insert("name", manifest.name);
+  root.insert("experiment_file", manifest.experiment_file);
+  root.insert("base_dir", manifest.base_dir);
+  root.insert("database", manifest.database);
+  toml::array dirs;
+  for (const auto& dir : manifest.plugin_dirs) dirs.push_back(dir);
+  root.insert("plugin_dirs", std::move(dirs));
+  toml::array points;
+  for (const auto& point : manifest.points)
+    points.push_back(toml::table{{"index", point.index}, {"config_hash", point.config_hash},
+                                 {"point", point.point}, {"variant", point.variant}, {"config", point.config}});
+  root.insert("points", std::move(points));
+  write_file_atomically(manifest.path, "# difflab sweep manifest: written by difflab slurm / k8s; do not edit\n" +
+                                           to_text(root));
+}
+
+template <typename T>
+T required(const toml::table& table, const std::string& key, const std::string& file) {
+  const std::optional<T> value = table[key].value<T>();
+  if (!value) throw ConfigError("missing or mistyped key", ErrorContext::for_key(file, key, "the manifest is written "
+                                                                                             "by difflab"));
+  return *value;
+}
+
+toml::table parse_toml(const fs::path& path, const char* what) {
+  try {
+    return toml::parse_file(path.string());
+  } catch (const toml::parse_error& error) {
+    ErrorContext context = ErrorContext::in_file(path.string());
+    context.line = static_cast<int64_t>(error.source().begin.line);
+    context.column = static_cast<int64_t>(error.source().begin.column);
+    throw ConfigError(fmt::format("damaged {}: {}", what, error.description()), context);
+  }
+}
+
+fs::path job_id_path(const fs::path& folder, int64_t number) { return submission_folder(folder, number) / "job_id"; }
+
+}  // namespace
+
+fs::path manifest_path(const fs::path& folder) { return folder / "manifest.toml"; }
+fs::path shard_path(const fs::path& folder, int64_t point) {
+  return folder / "shards" / fmt::format("point-{:04}.sqlite", point);
+}
+fs::path point_folder(const fs::path& folder, int64_t point) { return folder / "points" / fmt::format("{:04}", point); }
+fs::path submission_folder(const fs::path& folder, int64_t submission) {
+  return folder / fmt::format("submit-{:03}", submission);
+}
+fs::path tasks_path(const fs::path& folder, int64_t number) { return submission_folder(folder, number) / "tasks.toml"; }
+
+Manifest make_manifest(const fs::path& file, const std::vector<SweepRun>& runs, const PluginRegistry& registry,
+                       const std::string& folder, const std::string& launcher) {
+  Manifest manifest;
+  manifest.sweep_hash = sweep_hash(runs);
+  const ExperimentSettings& settings = runs.front().experiment.settings().experiment;
+  fs::path where = folder;
+  if (where.empty()) {
+    std::string safe;
+    for (char c : settings.name) safe += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
+    where = fs::path(settings.output_dir) / launcher / fmt::format("{}-{}", safe, manifest.sweep_hash.substr(0, 8));
+  }
+  manifest.path = manifest_path(fs::absolute(where).lexically_normal());
+  manifest.name = settings.name;
+  manifest.experiment_file = fs::absolute(file).lexically_normal().string();
+  manifest.base_dir = fs::absolute(file).parent_path().lexically_normal().string();
+  manifest.database = fs::absolute(settings.database).lexically_normal().string();
+  for (const auto& dir : registry.search_dirs()) manifest.plugin_dirs.push_back(fs::absolute(dir).string());
+  for (const auto& run : runs) {
+    if (fs::absolute(run.experiment.settings().experiment.database).lexically_normal().string() != manifest.database)
+      throw ConfigError("every point of a cluster sweep must use one database",
+                        ErrorContext::for_key(file.string(), "experiment.database"));
+    manifest.points.push_back({static_cast<int64_t>(manifest.points.size()), run.experiment.config_hash(), run.point,
+                               run.variant, run.experiment.to_toml()});
+  }
+  return manifest;
+}
+
+void freeze_manifest(const Manifest& manifest) {
+  const fs::path folder = manifest.path.parent_path();
+  if (fs::exists(manifest.path)) {
+    const Manifest existing = read_manifest(folder);
+    if (existing.sweep_hash != manifest.sweep_hash)
+      throw ConfigError(fmt::format("the folder holds another sweep (sweep hash {}, this one's is {})",
+                                    existing.sweep_hash, manifest.sweep_hash),
+                        ErrorContext::in_file(folder.string(), "give another --folder"));
+    return;
+  }
+  fs::create_directories(folder / "shards");
+  write_manifest(manifest);
+}
+
+Manifest read_manifest(const fs::path& folder) {
+  Manifest manifest;
+  manifest.path = manifest_path(folder);
+  if (!fs::is_regular_file(manifest.path))
+    throw ConfigError("not a difflab sweep folder (no manifest.toml)",
+                      ErrorContext::in_file(folder.string(), "give the folder difflab slurm or difflab k8s printed"));
+  const toml::table root = parse_toml(manifest.path, "manifest");
+  const std::string file = manifest.path.string();
+  if (required<int64_t>(root, "format", file) != kManifestFormat)
+    throw ConfigError("a manifest of another format", ErrorContext::for_key(file, "format", "written by another "
+                                                                                          "difflab version"));
+  manifest.sweep_hash = required<std::string>(root, "sweep_hash", file);
+  manifest.name = required<std::string>(root, "name", file);
+  manifest.experiment_file = required<std::string>(root, "experiment_file", file);
+  manifest.base_dir = required<std::string>(root, "base_dir", file);
+  manifest.database = required<std::string>(root, "database", file);
+  if (const toml::array* dirs = root["plugin_dirs"].as_array())
+    for (const auto& dir : *dirs)
+      if (auto text = dir.value<std::string>()) manifest.plugin_dirs.push_back(*text);
+  const toml::array* points = root["points"].as_array();
+  if (points == nullptr) throw ConfigError("no points", ErrorContext::for_key(file, "points"));
+  for (const auto& node : *points) {
+    const toml::table* table = node.as_table();
+    if (table == nullptr) throw ConfigError("a point that is not a table", ErrorContext::for_key(file, "points"));
+    ManifestPoint point;
+    point.index = required<int64_t>(*table, "index", file);
+    point.config_hash = required<std::string>(*table, "config_hash", file);
+    point.point = required<std::string>(*table, "point", file);
+    point.variant = required<std::string>(*table, "variant", file);
+    point.config = required<std::string>(*table, "config", file);
+    if (point.index != static_cast<int64_t>(manifest.points.size()))
+      throw ConfigError("points out of order", ErrorContext::for_key(file, "points.index"));
+    manifest.points.push_back(std::move(point));
+  }
+  return manifest;
+}
+
+Experiment point_experiment(const Manifest& manifest, const ManifestPoint& point, PluginRegistry& registry) {
+  const std::string source = fmt::format("{} (point {})", manifest.path.string(), point.index);
+  Experiment experiment = parse_experiment(point.config, source, {}, registry, manifest.base_dir);
+  if (experiment.config_hash() != point.config_hash)
+    throw ConfigError(fmt::format("point {} resolves to config hash {} now, not the manifest's {}: a plugin's "
+                                  "schema or defaults changed since the sweep was submitted",
+                                  point.index, experiment.config_hash(), point.config_hash),
+                      ErrorContext::in_file(manifest.path.string(), "submit the sweep again into a new --folder"));
+  return experiment;
+}
+
+std::optional<Submission> read_submission(const fs::path& folder, int64_t number) {
+  const fs::path path = tasks_path(folder, number);
+  if (!fs::is_regular_file(path)) return std::nullopt;
+  const toml::table root = parse_toml(path, "task list");
+  Submission submission;
+  submission.number = number;
+  submission.retry_failed = root["retry_failed"].value_or(false);
+  const toml::array* tasks = root["tasks"].as_array();
+  if (tasks == nullptr) throw ConfigError("no tasks", ErrorContext::for_key(path.string(), "tasks"));
+  for (const auto& task : *tasks) {
+    std::vector<int64_t> points;
+    if (const toml::array* list = task.as_array())
+      for (const auto& point : *list) points.push_back(point.value_or(int64_t{-1}));
+    submission.tasks.push_back(std::move(points));
+  }
+  std::ifstream job(job_id_path(folder, number));
+  std::getline(job, submission.job_id);
+  return submission;
+}
+
+std::vector<Submission> submissions(const fs::path& folder) {
+  std::vector<Submission> all;
+  for (int64_t number = 1;; ++number) {
+    if (!fs::exists(submission_folder(folder, number))) break;
+    if (auto submission = read_submission(folder, number)) all.push_back(std::move(*submission));
+  }
+  return all;
+}
+
+void write_submission(const fs::path& folder, const Submission& submission) {
+  fs::create_directories(submission_folder(folder, submission.number) / "logs");
+  toml::array tasks;
+  for (const auto& points : submission.tasks) {
+    toml::array list;
+    for (int64_t point : points) list.push_back(point);
+    tasks.push_back(std::move(list));
+  }
+  toml::table root{{"submission", submission.number}, {"retry_failed", submission.retry_failed},
+                   {"tasks", std::move(tasks)}};
+  write_file_atomically(tasks_path(folder, submission.number), to_text(root));
+}
+
+void write_job_id(const fs::path& folder, const Submission& submission) {
+  write_file_atomically(job_id_path(folder, submission.number), submission.job_id + "\n");
+}
+
+PointStates::PointStates(const Manifest& manifest, const fs::path& folder) : folder_(folder) {
+  if (fs::is_regular_file(manifest.database))
+    database_ = std::make_unique<ResultsStore>(manifest.database, OpenMode::read_only);
+}
+
+PointStates::~PointStates() = default;
+
+PointState PointStates::of(const ManifestPoint& point) const {
+  PointState state;
+  const fs::path shard = shard_path(folder_, point.index);
+  if (fs::exists(shard)) {
+    state.shard_problem = shard_problem(shard);
+    if (state.shard_problem.empty())
+      if (auto run = ResultsStore(shard, OpenMode::read_only).latest_run(point.config_hash))
+        state.status = run->status, state.run_id = run->id, state.error = run->error;
+  }
+  // The database has the last word only for a point finished there (collected, or run there).
+  if (database_ && state.status != RunStatus::finished)
+    if (auto run = database_->latest_run(point.config_hash); run && (run->status == RunStatus::finished || !state.status))
+      state.status = run->status, state.run_id = run->id, state.error = run->error;
+  return state;
+}
+
+SubmissionPlan plan_submission(const Manifest& manifest, const fs::path& folder, bool retry_failed,
+                               int64_t runs_per_task) {
+  SubmissionPlan plan;
+  const PointStates states(manifest, folder);
+  std::vector<int64_t> todo;
+  for (const auto& point : manifest.points) {
+    const PointState state = states.of(point);
+    if (state.status == RunStatus::finished) ++plan.finished;
+    else if (state.status && ended_in_error(*state.status) && !retry_failed) ++plan.failed;
+    else todo.push_back(point.index);
+  }
+  plan.points = static_cast<int64_t>(todo.size());
+  Submission& submission = plan.submission;
+  submission.number = static_cast<int64_t>(submissions(folder).size()) + 1;
+  while (fs::exists(submission_folder(folder, submission.number))) ++submission.number;
+  submission.retry_failed = retry_failed;
+  const size_t per_task = static_cast<size_t>(std::max<int64_t>(1, runs_per_task));
+  for (size_t i = 0; i < todo.size(); i += per_task)
+    submission.tasks.emplace_back(todo.begin() + static_cast<std::ptrdiff_t>(i),
+                                  todo.begin() + static_cast<std::ptrdiff_t>(std::min(todo.size(), i + per_task)));
+  return plan;
+}
+
+std::vector<fs::path> shard_files(const fs::path& folder) {
+  std::vector<fs::path> shards;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(folder / "shards", error))
+    if (entry.path().extension() == ".sqlite") shards.push_back(entry.path());
+  std::sort(shards.begin(), shards.end());
+  return shards;
+}
+
+int collect_shards(const fs::path& folder, const std::string& database) {
+  const std::vector<fs::path> shards = shard_files(folder);
+  ResultsStore main(database);
+  const MergeReport report = merge_shards(main, shards);
+  fmt::print("difflab: collected {} of {} shards into {}: {} runs added, {} updated, {} unchanged\n",
+             report.shards_merged, shards.size(), database, report.runs_added, report.runs_updated,
+             report.runs_unchanged);
+  for (const auto& problem : report.skipped)
+    fmt::print(stderr, "difflab: skipped shard {}: {}\n", problem.shard.string(), problem.message);
+  std::fflush(stdout);
+  return report.skipped.empty() ? 0 : 1;
+}
+
+}  // namespace difflab

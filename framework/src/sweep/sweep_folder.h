@@ -1,0 +1,121 @@
+// The sweep folder: a sweep frozen for a cluster, whatever launcher runs it (Slurm's job arrays,
+// Kubernetes' Indexed Jobs). The launchers (cluster/) only submit, query and cancel; everything
+// else — which points a task trains, where their results go, where each point stands, which
+// points a new submission takes — is here, once.
+//
+// The folder, on a filesystem every task sees:
+//   manifest.toml               every point: index, config hash, assignments, resolved config
+//   submit-NNN/tasks.toml       one submission: task -> points, and its options
+//   submit-NNN/job_id           what the launcher answered (an array job id, a Job name)
+//   submit-NNN/job.sbatch, job.yaml   the launcher's job description
+//   submit-NNN/logs/task-K.log  a task's output (Slurm: appended across requeues)
+//   shards/point-NNNN.sqlite    the point's shard database (rollback journal, safe on NFS)
+//   points/NNNN/                the point's run folder (checkpoints, sample grids)
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/experiment.h"
+#include "results/run_status.h"
+
+namespace difflab {
+
+class PluginRegistry;
+class ResultsStore;
+
+struct ManifestPoint {
+  int64_t index = 0;
+  std::string config_hash;
+  std::string point;    // "loss.plugin=\"mse\", experiment.seed=1"
+  std::string variant;  // the same without the seed
+  std::string config;   // the resolved experiment (Experiment::to_toml)
+};
+
+struct Manifest {
+  std::filesystem::path path;
+  std::string sweep_hash;
+  std::string name;
+  std::string experiment_file;
+  std::string base_dir;  // the experiment file's folder (its relative plugin_paths)
+  std::string database;  // the experiment's database, absolute: where collect merges
+  std::vector<std::string> plugin_dirs;
+  std::vector<ManifestPoint> points;
+};
+
+std::filesystem::path manifest_path(const std::filesystem::path& folder);
+std::filesystem::path shard_path(const std::filesystem::path& folder, int64_t point);
+std::filesystem::path point_folder(const std::filesystem::path& folder, int64_t point);
+std::filesystem::path submission_folder(const std::filesystem::path& folder, int64_t submission);
+std::filesystem::path tasks_path(const std::filesystem::path& folder, int64_t submission);
+
+// The manifest of a loaded sweep, for the folder given (or, when empty,
+// <output_dir>/<launcher>/<name>-<sweep hash>). A config Error when the points use more than one
+// database.
+Manifest make_manifest(const std::filesystem::path& file, const std::vector<SweepRun>& runs,
+                       const PluginRegistry& registry, const std::string& folder, const std::string& launcher);
+// Writes the manifest into its folder, or checks that the folder's is this sweep's (a config
+// Error naming the folder when it holds another).
+void freeze_manifest(const Manifest& manifest);
+// A config Error naming the file for a folder without a manifest, or a damaged one.
+Manifest read_manifest(const std::filesystem::path& folder);
+// A manifest point's experiment, parsed again; a config Error when it no longer resolves to the
+// manifest's hash (a plugin's schema or defaults changed since the sweep was frozen).
+Experiment point_experiment(const Manifest& manifest, const ManifestPoint& point, PluginRegistry& registry);
+
+// One submission: which points each task trains.
+struct Submission {
+  int64_t number = 0;
+  std::vector<std::vector<int64_t>> tasks;
+  bool retry_failed = false;
+  std::string job_id;  // the launcher's; empty for a dry run, or before it answered
+};
+
+std::optional<Submission> read_submission(const std::filesystem::path& folder, int64_t number);
+std::vector<Submission> submissions(const std::filesystem::path& folder);
+// Writes its tasks.toml (and creates its logs folder).
+void write_submission(const std::filesystem::path& folder, const Submission& submission);
+void write_job_id(const std::filesystem::path& folder, const Submission& submission);
+
+// Where a point stands, from its shard (the newest word on it) and the experiment's database.
+struct PointState {
+  std::optional<RunStatus> status;  // nullopt: no run yet
+  int64_t run_id = 0;
+  std::string error;
+  std::string shard_problem;  // why its shard cannot be read, if it cannot
+};
+
+class PointStates {
+ public:
+  PointStates(const Manifest& manifest, const std::filesystem::path& folder);
+  ~PointStates();
+  PointState of(const ManifestPoint& point) const;
+
+ private:
+  std::filesystem::path folder_;
+  std::unique_ptr<ResultsStore> database_;
+};
+
+// The resubmission rule: a new submission takes every point that has not finished, and those
+// that failed or diverged only with retry_failed; it packs them runs_per_task to a task.
+struct SubmissionPlan {
+  Submission submission;  // numbered after the folder's last one
+  int64_t finished = 0;
+  int64_t failed = 0;  // failed or diverged, and left out
+  int64_t points = 0;  // to run
+};
+SubmissionPlan plan_submission(const Manifest& manifest, const std::filesystem::path& folder, bool retry_failed,
+                               int64_t runs_per_task);
+
+// The folder's shard databases, in point order.
+std::vector<std::filesystem::path> shard_files(const std::filesystem::path& folder);
+// Merges the folder's shards into `database`; prints what it did. Returns 1 when a shard was
+// skipped (each named), else 0.
+int collect_shards(const std::filesystem::path& folder, const std::string& database);
+
+}  // namespace difflab

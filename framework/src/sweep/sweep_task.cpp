@@ -1,0 +1,204 @@
+#include "sweep/sweep_task.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <memory>
+#include <unistd.h>
+
+#include "difflab/error.h"
+#include "model/components.h"
+#include "plugin_host/registry.h"
+#include "process/stop_request.h"
+#include "results/merge.h"
+#include "results/results_store.h"
+#include "sweep/sweep_folder.h"
+#include "training/distributed.h"
+#include "training/trainer.h"
+
+namespace difflab {
+namespace fs = std::filesystem;
+namespace {
+
+double unix_time() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+fs::path local_shard_folder() {
+  for (const char* name : {"DIFFLAB_SHARD_DIR", "SLURM_TMPDIR", "TMPDIR"})
+    if (const char* dir = std::getenv(name); dir != nullptr && *dir != '\0') return dir;
+  return "/tmp";
+}
+
+void remove_database(const fs::path& path) {
+  std::error_code ignored;
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) fs::remove(path.string() + suffix, ignored);
+}
+
+bool trained(const RunResult& result) {
+  return result.outcome == RunOutcome::trained || result.outcome == RunOutcome::finished_before;
+}
+
+// A rank other than 0 of a data-parallel task: trains the point with rank 0, which alone keeps
+// its shard.
+bool follow_point(const Manifest& manifest, const ManifestPoint& point, const SweepTaskOptions& options,
+                  PluginRegistry& registry, ProcessGroup& group) {
+  const Experiment experiment = point_experiment(manifest, point, registry);
+  RunOptions run;
+  run.threads = options.threads;
+  run.variant = point.variant;
+  run.distributed = &group;
+  run.after_epoch = options.after_epoch;
+  run.after_step = options.after_step;
+  try {
+    return trained(run_experiment(experiment, registry, run));
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "difflab: rank {}: point {} stopped: {}\n", group.rank(), point.index, describe(error));
+    return false;
+  }
+}
+
+// The local shard a point trains into, starting as a copy of the folder's.
+fs::path take_shard(const Manifest& manifest, const fs::path& folder, const ManifestPoint& point) {
+  const fs::path shared = shard_path(folder, point.index);
+  const fs::path local = local_shard_folder() / fmt::format("difflab-{}-point-{:04}-{}.sqlite",
+                                                            manifest.sweep_hash.substr(0, 8), point.index, getpid());
+  remove_database(local);
+  if (fs::exists(shared)) {
+    const std::string problem = shard_problem(shared);
+    if (problem.empty()) {
+      fs::copy_file(shared, local);
+    } else {
+      const fs::path kept = shared.string() + fmt::format(".damaged-{}", static_cast<int64_t>(unix_time()));
+      fs::rename(shared, kept);
+      fmt::print(stderr, "difflab: the shard {} is unusable ({}); kept as {}, the point starts a new shard\n",
+                 shared.string(), problem, kept.string());
+    }
+  }
+  ResultsStore store(local);
+  // This task alone owns the point: a running row is a dead earlier instance of it.
+  if (store.abandon_running(point.config_hash, "its cluster task ended before the run did") > 0)
+    fmt::print("difflab: point {}: taking over the run its previous task left running\n", point.index);
+  return local;
+}
+
+// Trains one point into a local shard that starts as the shared one; returns whether it finished.
+bool run_point(const Manifest& manifest, const fs::path& folder, const Submission& submission,
+               const ManifestPoint& point, const SweepTaskOptions& options, PluginRegistry& registry,
+               ProcessGroup* group) {
+  Experiment experiment = point_experiment(manifest, point, registry);
+  const fs::path shared = shard_path(folder, point.index);
+  const fs::path local = take_shard(manifest, folder, point);
+  RunOptions run;
+  run.retry_failed = submission.retry_failed;
+  run.threads = options.threads;
+  run.variant = point.variant;
+  run.database = local.string();
+  run.output_dir = point_folder(folder, point.index).string();
+  run.distributed = group;
+  run.after_epoch = [&](int64_t epoch) {
+    snapshot_database(local, shared);  // what a killed task leaves: the point up to this epoch
+    if (options.after_epoch) options.after_epoch(epoch);
+  };
+  run.after_step = options.after_step;
+  fmt::print("== point {} ({}): {}\n", point.index, point.config_hash, point.point.empty() ? "(no sweep)" : point.point);
+  std::fflush(stdout);
+  bool finished = false;
+  std::string failure;
+  try {
+    const RunResult result = run_experiment(experiment, registry, run);
+    finished = trained(result);
+    if (result.outcome != RunOutcome::trained) fmt::print("   skipped: run {} {}\n", result.run_id, result.detail);
+    else fmt::print("   finished: run {}\n", result.run_id);
+  } catch (const Error& error) {
+    failure = error.what();
+    if (error.kind() == ErrorKind::interrupted) {
+      fmt::print("difflab: point {} interrupted: {}\n", point.index, failure);
+      failure.clear();
+    }
+  } catch (const std::exception& error) {
+    failure = describe(error);
+  }
+  if (!failure.empty()) fmt::print(stderr, "difflab: point {} failed: {}\n", point.index, failure);
+  if (fs::exists(local)) snapshot_database(local, shared);
+  remove_database(local);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  return finished;
+}
+
+// The task's points, checked against the manifest.
+const std::vector<int64_t>& task_points(const Manifest& manifest, const fs::path& folder, const Submission& submission,
+                                        int64_t index) {
+  const std::string where = tasks_path(folder, submission.number).string();
+  if (index < 0 || index >= static_cast<int64_t>(submission.tasks.size()))
+    throw ConfigError(fmt::format("task {} does not exist: submission {} has tasks 0 to {}", index, submission.number,
+                                  submission.tasks.size() - 1),
+                      ErrorContext::in_file(where));
+  const std::vector<int64_t>& points = submission.tasks[static_cast<size_t>(index)];
+  for (int64_t point : points)
+    if (point < 0 || point >= static_cast<int64_t>(manifest.points.size()))
+      throw ConfigError(fmt::format("task {} names point {}, and the manifest has {}", index, point,
+                                    manifest.points.size()),
+                        ErrorContext::in_file(where));
+  return points;
+}
+
+}  // namespace
+
+SweepTaskResult run_sweep_task(const SweepTaskOptions& options, PluginRegistry& registry) {
+  // Held for the whole task: a warning that comes between points stops the task as well.
+  const StopRequest stop_request({SIGINT, SIGTERM, kWarningSignal});
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  const fs::path folder = fs::absolute(options.folder);
+  const Manifest manifest = read_manifest(folder);
+  const std::optional<Submission> submission = read_submission(folder, options.submission);
+  if (!submission)
+    throw ConfigError(fmt::format("the sweep folder has no submission {}", options.submission),
+                      ErrorContext::in_file(tasks_path(folder, options.submission).string()));
+  std::optional<int64_t> index = options.index;
+  if (!index) index = environment_integer("SLURM_ARRAY_TASK_ID");
+  if (!index) index = environment_integer("JOB_COMPLETION_INDEX");
+  if (!index)
+    throw ConfigError("which task? none of --index, SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX is set",
+                      ErrorContext::in_file(tasks_path(folder, options.submission).string()));
+  const std::vector<int64_t>& points = task_points(manifest, folder, *submission, *index);
+  for (const auto& dir : manifest.plugin_dirs)
+    if (std::find(registry.search_dirs().begin(), registry.search_dirs().end(), fs::path(dir)) ==
+            registry.search_dirs().end() && fs::is_directory(dir))
+      registry.add_search_dir(dir);
+  SweepTaskOptions task = options;
+  if (task.threads == 0) task.threads = environment_integer("SLURM_CPUS_PER_TASK").value_or(0);
+
+  // Several processes (srun --ntasks-per-node, --nodes): one data-parallel run a point.
+  std::unique_ptr<ProcessGroup> group;
+  const Rendezvous rendezvous = rendezvous_from_environment();
+  if (rendezvous.world > 1 && !points.empty()) {
+    const Experiment first = point_experiment(manifest, manifest.points[static_cast<size_t>(points.front())], registry);
+    DistributedOptions distributed;
+    distributed.timeout_seconds = options.timeout_seconds;
+    group = std::make_unique<ProcessGroup>(rendezvous, distributed, select_device(first.settings().experiment.device));
+  }
+  SweepTaskResult result;
+  result.index = *index;
+  result.points = static_cast<int64_t>(points.size());
+  result.leader = !group || group->rank() == 0;
+  if (result.leader)
+    fmt::print("difflab: task {} start {:.3f} on {} (points {}, restart {}{})\n", *index, unix_time(), host_name(),
+               fmt::join(points, ","), environment_integer("SLURM_RESTART_COUNT").value_or(0),
+               group ? fmt::format(", {} processes", group->world()) : "");
+  for (int64_t point : points) {
+    const bool stop = group ? group->max(StopRequest::requested() ? 1 : 0) > 0 : StopRequest::requested();
+    if (stop) break;
+    const ManifestPoint& entry = manifest.points[static_cast<size_t>(point)];
+    result.finished += result.leader ? run_point(manifest, folder, *submission, entry, task, registry, group.get())
+                                     : follow_point(manifest, entry, task, registry, *group);
+  }
+  result.signal = StopRequest::signal();
+  return result;
+}
+
+}  // namespace difflab
