@@ -1,7 +1,7 @@
 // Sweeps on Slurm, end to end: difflab slurm submits a real job array to a real single-node
 // Slurm started for the test (slurm_cluster.h); preemption, requeue, cancel and resubmit; shards
-// collected into one database. The submission's files and the Kubernetes Indexed Job contract
-// are tested without Slurm.
+// collected into one database. The submission's files and the task contract are tested without
+// Slurm.
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <algorithm>
 #include <fmt/format.h>
@@ -10,72 +10,15 @@
 #include <regex>
 #include <set>
 
-#include "slurm_cluster.h"
-#include "test_support.h"
+#include "cluster/slurm_cluster.h"
+#include "cluster/sweep_helpers.h"
 
 namespace fs = std::filesystem;
 using difflab::test::difflab_command;
 using difflab::test::Outcome;
 using difflab::test::SlurmCluster;
 using difflab::test::TempDir;
-
-namespace {
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// DIR/sweep.toml: the tiny experiment, one thread, with `sweep` as its [sweep] table (none when
-// empty); returns "DIR/sweep.toml --set ..." with the database and the outputs inside DIR.
-std::string tiny_sweep(const TempDir& dir, const std::string& sweep, const std::string& extra = "") {
-  std::ofstream(dir / "sweep.toml") << read_text(difflab::test::tiny_experiment())
-                                    << (sweep.empty() ? "" : "\n[sweep]\n" + sweep + "\n");
-  return (dir / "sweep.toml").string() + " --set experiment.database=" + (dir / "results.sqlite").string() +
-         " --set experiment.output_dir=" + (dir / "runs").string() + " --set experiment.threads=1" + extra;
-}
-
-// The sweep folder and the job id from difflab slurm's output.
-std::string folder_of(const std::string& output) {
-  std::smatch match;
-  return std::regex_search(output, match, std::regex("folder: (\\S+)")) ? match[1].str() : "";
-}
-std::string job_of(const std::string& output) {
-  std::smatch match;
-  return std::regex_search(output, match, std::regex("submitted job ([0-9]+)")) ? match[1].str() : "";
-}
-
-int64_t count(const fs::path& database, const std::string& sql) {
-  SQLite::Database db(database.string());
-  return db.execAndGet(sql).getInt64();
-}
-
-// Every task log of a sweep folder, concatenated.
-std::string all_logs(const fs::path& folder) {
-  std::string text;
-  for (const auto& submission : fs::directory_iterator(folder))
-    if (fs::is_directory(submission.path() / "logs"))
-      for (const auto& log : fs::directory_iterator(submission.path() / "logs")) text += read_text(log.path());
-  return text;
-}
-
-size_t occurrences(const std::string& text, const std::string& needle) {
-  size_t found = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++found;
-  return found;
-}
-
-// Waits for `path` to hold a full line; its text, or "" after `seconds`.
-std::string wait_for_line(const fs::path& path, double seconds) {
-  for (int i = 0; i < static_cast<int>(seconds * 10); ++i) {
-    const std::string text = read_text(path);
-    if (!text.empty() && text.back() == '\n') return text.substr(0, text.size() - 1);
-    usleep(100000);
-  }
-  return "";
-}
-
-}  // namespace
+using namespace difflab::test::sweeps;
 
 TEST(SlurmSubmit, DryRunWritesTheManifestAndTheScriptAndSubmitsNothing) {
   TempDir dir;

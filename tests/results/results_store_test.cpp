@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "config/experiment.h"
+#include "results/results_report.h"
 #include "results/results_store.h"
 #include "test_support.h"
 
@@ -128,6 +129,90 @@ TEST(ResultsStore, MigratesAVersion1DatabaseKeepingItsRuns) {
   // A run from before variants is its own group in the ablation view.
   EXPECT_EQ(migrated.database().execAndGet("SELECT variant_hash FROM ablation").getString(),
             experiment().config_hash());
+}
+
+// Version 8 rebuilds the runs table (a CHECK constraint cannot be altered): a database as
+// difflab wrote it up to version 7, with its interrupted runs as "failed" + "interrupted..." and
+// no 'interrupted' or 'pruned' in its CHECK, keeps every row, id and child row, and its
+// interrupted runs become status interrupted with their messages.
+TEST(ResultsStore, MigratesVersion7InterruptedRunsToTheirOwnStatusKeepingEveryRow) {
+  difflab::test::TempDir dir;
+  const fs::path path = dir / "results.sqlite";
+  const Experiment exp = experiment();
+  int64_t interrupted = 0, failed = 0, finished = 0;
+  {
+    ResultsStore store(path);
+    interrupted = store.start_run(exp, "{}");
+    store.record_epoch(interrupted, 1, 10, {{"n_loss", 0.5}}, {{"checkpoint", "c.pt", 1}});
+    store.close_run(interrupted, RunStatus::failed, "interrupted by signal 15");
+    failed = store.start_run(exp, "{}");
+    store.close_run(failed, RunStatus::failed, "out of memory");
+    finished = store.start_run(exp, "{}");
+    store.finish_run(finished);
+    store.database().exec("DELETE FROM runs WHERE id = " + std::to_string(finished));  // the counter stays ahead
+    finished = store.start_run(exp, "{}");
+    store.finish_run(finished);
+    // Back to version 7's runs table: its CHECK without 'interrupted' and 'pruned'.
+    SQLite::Database& db = store.database();
+    const std::string columns =
+        "id, name, config_hash, config_toml, status, error, created_at, started_at, finished_at, host, pid, "
+        "heartbeat_at, versions, variant_hash, variant, training_hash, trained_by, world_size, backend, attempt";
+    db.exec("PRAGMA foreign_keys = OFF");
+    db.exec("BEGIN; DROP VIEW ablation; DROP VIEW run_summary;"
+            "CREATE TABLE runs_v7 (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, config_hash TEXT NOT "
+            "NULL, config_toml TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('pending', 'running', "
+            "'finished', 'failed', 'diverged')), error TEXT, created_at TEXT NOT NULL DEFAULT (strftime('%Y', "
+            "'now')), started_at TEXT, finished_at TEXT, host TEXT, pid INTEGER, heartbeat_at TEXT, versions TEXT, "
+            "variant_hash TEXT, variant TEXT, training_hash TEXT, trained_by INTEGER, world_size INTEGER, backend "
+            "TEXT, attempt TEXT);"
+            "INSERT INTO runs_v7 (" + columns + ") SELECT " + columns + " FROM runs; DROP TABLE runs;"
+            "ALTER TABLE runs_v7 RENAME TO runs; CREATE INDEX runs_by_hash ON runs (config_hash);"
+            "CREATE UNIQUE INDEX runs_by_attempt ON runs (attempt); DELETE FROM schema_info WHERE version > 7; COMMIT");
+    EXPECT_THROW(db.exec("UPDATE runs SET status = 'pruned' WHERE id = " + std::to_string(failed)), SQLite::Exception);
+  }
+  // Read-only, the migration happens in a copy in memory and the file stays at version 7.
+  {
+    ResultsStore reader(path, OpenMode::read_only);
+    EXPECT_EQ(reader.run(interrupted)->status, RunStatus::interrupted);
+  }
+  EXPECT_EQ(SQLite::Database(path.string()).execAndGet("SELECT MAX(version) FROM schema_info").getInt(), 7);
+
+  ResultsStore migrated(path);
+  EXPECT_EQ(migrated.schema_version(), kSchemaVersion);
+  const RunRecord was_interrupted = *migrated.run(interrupted);
+  EXPECT_EQ(was_interrupted.status, RunStatus::interrupted);
+  EXPECT_EQ(was_interrupted.error, "interrupted by signal 15");
+  EXPECT_EQ(migrated.run(failed)->status, RunStatus::failed);
+  EXPECT_EQ(migrated.run(failed)->error, "out of memory");
+  EXPECT_EQ(migrated.run(finished)->status, RunStatus::finished);
+  // Nothing lost to ON DELETE CASCADE when the old table was dropped.
+  EXPECT_EQ(migrated.metrics(interrupted).size(), 1u);
+  EXPECT_EQ(migrated.artifacts(interrupted).size(), 1u);
+  EXPECT_EQ(migrated.params(interrupted).size(), exp.leaves().size());
+  SQLite::Statement violations(migrated.database(), "PRAGMA foreign_key_check");
+  EXPECT_FALSE(violations.executeStep());
+  EXPECT_EQ(migrated.database().execAndGet("PRAGMA foreign_keys").getInt(), 1);
+  // The AUTOINCREMENT counter kept: a deleted newest id is not given again.
+  EXPECT_GT(migrated.start_run(exp, "{}"), finished);
+  // The views are back, and a status is a filter like any other column.
+  EXPECT_EQ(migrated.database().execAndGet("SELECT COUNT(*) FROM run_summary WHERE status = 'interrupted'").getInt(), 1);
+  RunsQuery query;
+  query.where = "status = \"interrupted\"";
+  const Table table = runs_table(migrated, query);
+  ASSERT_EQ(table.rows.size(), 1u);
+  EXPECT_EQ(table.rows[0][0], std::optional<std::string>(std::to_string(interrupted)));
+  // The new statuses are allowed now.
+  migrated.close_run(failed, RunStatus::pruned, "pruned at rung 1");
+  EXPECT_EQ(migrated.run(failed)->status, RunStatus::pruned);
+}
+
+TEST(ResultsStore, RunStatusesRoundTripThroughTheirDatabaseText) {
+  for (RunStatus status : {RunStatus::running, RunStatus::finished, RunStatus::failed, RunStatus::diverged,
+                           RunStatus::interrupted, RunStatus::pruned})
+    EXPECT_EQ(parse_run_status(to_string(status)), status) << to_string(status);
+  EXPECT_EQ(parse_run_status("Finished"), std::nullopt);
+  EXPECT_EQ(parse_run_status("pending"), std::nullopt);
+  EXPECT_THROW(run_status_from_database("pending"), Error);
 }
 
 TEST(ResultsStore, RecordsKidWithItsProtocolAtomicallyWithTheEpoch) {
