@@ -205,9 +205,13 @@ TEST(Slurm, APreemptedTaskRequeuesAloneAndEndsWithTheLossesOfAnUninterruptedRun)
   const fs::path log = folder / "submit-001" / "logs" / ("task-" + task + ".log");
   for (int i = 0; i < 300 && read_text(log).find("requeued") == std::string::npos; ++i) usleep(100000);
   ASSERT_NE(read_text(log).find("requeued " + element), std::string::npos) << read_text(log);
-  for (int i = 0; i < 50; ++i) {
-    if (cluster.command("scontrol update JobId=" + element + " StartTime=now").exit_code == 0) break;
-    usleep(200000);
+  // The requeue completes when the old instance's script has exited, after it printed that line,
+  // and only then does Slurm hold the element (reason BeginTime): release it whenever it is held,
+  // until the new instance has started.
+  for (int i = 0; i < 1200 && read_text(log).find("restart 1)") == std::string::npos; ++i) {
+    if (cluster.command("squeue -h -j " + element + " -o %T:%r").output.find("PENDING:BeginTime") != std::string::npos)
+      cluster.command("scontrol update JobId=" + element + " StartTime=now");
+    usleep(100000);
   }
   ASSERT_TRUE(cluster.wait_until_done(job, 240)) << cluster.command("squeue").output << all_logs(folder);
 

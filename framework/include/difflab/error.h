@@ -32,6 +32,10 @@ struct ErrorContext {
     return {std::move(file), 0, 0, std::move(key), std::move(hint)};
   }
   static ErrorContext with_hint(std::string hint) { return {{}, 0, 0, {}, std::move(hint)}; }
+  // A place in a file: line and column (1-based; 0 when unknown), the key found there, a hint.
+  static ErrorContext at(std::string file, int64_t line, int64_t column, std::string key = {}, std::string hint = {}) {
+    return {std::move(file), line, column, std::move(key), std::move(hint)};
+  }
 };
 
 class DIFFLAB_API Error : public std::runtime_error {

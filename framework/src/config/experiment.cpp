@@ -59,9 +59,8 @@ struct Locator {
   std::map<std::string, std::string> overridden;  // dotted key -> where it was set ("--set", ...)
 
   ErrorContext at(const std::string& dotted_key, const toml::source_region& region) const {
-    if (auto it = overridden.find(dotted_key); it != overridden.end()) return {it->second, 0, 0, dotted_key, ""};
-    return {source, static_cast<int64_t>(region.begin.line),
-            static_cast<int64_t>(region.begin.column), dotted_key, ""};
+    if (auto it = overridden.find(dotted_key); it != overridden.end()) return ErrorContext::for_key(it->second, dotted_key);
+    return ErrorContext::at(source, region.begin.line, region.begin.column, dotted_key);
   }
 };
 
@@ -239,7 +238,7 @@ ErrorContext locate(const toml::table* table, const std::string& section, const 
     if (const toml::node* node = table->get(key)) return locator.at(dotted, node->source());
     return locator.at(dotted, table->source());
   }
-  return {locator.source, 0, 0, dotted, ""};
+  return ErrorContext::for_key(locator.source, dotted);
 }
 
 Experiment resolve(toml::table& root, Locator& locator, const fs::path& base_dir,
@@ -318,7 +317,7 @@ std::vector<SweepRun> expand_root(toml::table root, const std::string& source, c
   const toml::node* sweep_node = root.get("sweep");
   if (sweep_node == nullptr) return {{parse_root(std::move(root), source, base_dir, overrides, registry), "", ""}};
   if (!sweep_node->is_table())
-    throw ConfigError("expected a table [sweep]", {source, static_cast<int64_t>(sweep_node->source().begin.line), 0, "sweep", ""});
+    throw ConfigError("expected a table [sweep]", ErrorContext::at(source, sweep_node->source().begin.line, 0, "sweep"));
   const std::vector<Assignments> points = expand_sweep(*sweep_node->as_table(), source);
   root.erase("sweep");
   if (points.empty()) throw ConfigError("the sweep excludes every point", ErrorContext::for_key(source, "sweep.exclude"));
@@ -346,8 +345,7 @@ std::vector<SweepRun> expand_root(toml::table root, const std::string& source, c
 }
 
 ErrorContext parse_error_context(const toml::parse_error& error, const std::string& source) {
-  return {source, static_cast<int64_t>(error.source().begin.line),
-          static_cast<int64_t>(error.source().begin.column), "", ""};
+  return ErrorContext::at(source, error.source().begin.line, error.source().begin.column);
 }
 
 }  // namespace

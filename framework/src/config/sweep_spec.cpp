@@ -27,14 +27,13 @@ Assignments inline_assignments(const toml::node& node, const std::string& where,
   const toml::table* table = node.as_table();
   if (table == nullptr)
     throw ConfigError("expected a table of dotted keys, e.g. { \"loss.plugin\" = \"mse\" }",
-                      {source, static_cast<int64_t>(node.source().begin.line),
-                       static_cast<int64_t>(node.source().begin.column), where, ""});
+                      ErrorContext::at(source, node.source().begin.line, node.source().begin.column, where));
   Assignments assignments;
   for (const auto& [key, value] : *table) {
     const std::string name(key.str());
     if (name.find('.') == std::string::npos)
       throw ConfigError("expected a dotted key such as \"loss.plugin\", got \"" + name + "\"",
-                        {source, static_cast<int64_t>(key.source().begin.line), 0, where, ""});
+                        ErrorContext::at(source, key.source().begin.line, 0, where));
     assignments.push_back(name + "=" + value_text(value));
   }
   return assignments;
@@ -84,8 +83,7 @@ std::string draw(const Distribution& distribution, std::mt19937_64& generator) {
 
 SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source) {
   auto context = [&](const toml::node& node, const std::string& key) {
-    return ErrorContext{source, static_cast<int64_t>(node.source().begin.line),
-                        static_cast<int64_t>(node.source().begin.column), "sweep." + key, ""};
+    return ErrorContext::at(source, node.source().begin.line, node.source().begin.column, "sweep." + key);
   };
   SweepSpec spec;
   if (const toml::node* method = sweep.get("method")) {
@@ -131,9 +129,9 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
       }
     } else if (name.find('.') == std::string::npos) {
       throw ConfigError("unknown sweep key \"" + name + "\"",
-                        {source, static_cast<int64_t>(key.source().begin.line), 0, "sweep." + name,
-                         "sweep keys: method, trials, seed, seeds, exclude, linked, or a dotted "
-                         "parameter such as \"loss.plugin\" = [\"mae\", \"mse\"]"});
+                        ErrorContext::at(source, key.source().begin.line, 0, "sweep." + name,
+                                         "sweep keys: method, trials, seed, seeds, exclude, linked, or a dotted "
+                                         "parameter such as \"loss.plugin\" = [\"mae\", \"mse\"]"));
     } else if (const toml::table* table = node.as_table()) {
       // { uniform = [low, high] } and friends (random only); { choice = [...] } = a plain array.
       if (table->size() != 1)
@@ -143,9 +141,8 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
       const toml::array* values = table->begin()->second.as_array();
       if (kind != "choice" && kind != "uniform" && kind != "log_uniform" && kind != "int_uniform")
         throw ConfigError("unknown distribution \"" + kind + "\"",
-                          {source, static_cast<int64_t>(node.source().begin.line),
-                           static_cast<int64_t>(node.source().begin.column), "sweep." + name,
-                           "distributions: choice, uniform, log_uniform, int_uniform"});
+                          ErrorContext::at(source, node.source().begin.line, node.source().begin.column,
+                                           "sweep." + name, "distributions: choice, uniform, log_uniform, int_uniform"));
       if (!random)
         throw ConfigError("a distribution needs method = \"random\"", context(node, name));
       if (values == nullptr || values->empty())

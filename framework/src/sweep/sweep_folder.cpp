@@ -66,10 +66,8 @@ toml::table parse_toml(const fs::path& path, const char* what) {
   try {
     return toml::parse_file(path.string());
   } catch (const toml::parse_error& error) {
-    ErrorContext context = ErrorContext::in_file(path.string());
-    context.line = static_cast<int64_t>(error.source().begin.line);
-    context.column = static_cast<int64_t>(error.source().begin.column);
-    throw ConfigError(fmt::format("damaged {}: {}", what, error.description()), context);
+    throw ConfigError(fmt::format("damaged {}: {}", what, error.description()),
+                      ErrorContext::at(path.string(), error.source().begin.line, error.source().begin.column));
   }
 }
 
