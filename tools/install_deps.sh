@@ -21,6 +21,7 @@ packages=(
 test_packages=(
   python3-torch python3-numpy  # reference benchmark and test-fixture scripts
   python3-yaml            # the tests parse difflab k8s's Job manifest with a real YAML parser
+  python3-optuna          # golden references for the adaptive sweeps' pruning rules
   slurm-wlm munge         # difflab slurm; the tests start a single-node Slurm of their own
   chromium                # the tests open difflab report's HTML in a real (headless) browser
 )

@@ -40,12 +40,12 @@ std::map<std::string, std::string> parse_job(const fs::path& yaml, std::string* 
       "print('mount=' + mount['name'] + ':' + mount['mountPath'])\n"
       "print('volume=' + volume['name'] + ':' + volume['persistentVolumeClaim']['claimName'])\n";
   std::ofstream(yaml.parent_path() / "read_job.py") << script;
-  const Outcome have = difflab::test::shell_command("python3 -c 'import yaml'");
+  const Outcome have = difflab::test::shell_command("/usr/bin/python3 -c 'import yaml'");
   if (have.exit_code != 0) {
     *skip = "Python's yaml is not installed (apt-get install python3-yaml): " + have.output;
     return {};
   }
-  const Outcome read = difflab::test::shell_command("python3 " + (yaml.parent_path() / "read_job.py").string() + " " +
+  const Outcome read = difflab::test::shell_command("/usr/bin/python3 " + (yaml.parent_path() / "read_job.py").string() + " " +
                                                     yaml.string());
   EXPECT_EQ(read.exit_code, 0) << read.output;
   std::map<std::string, std::string> fields;

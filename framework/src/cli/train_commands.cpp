@@ -113,6 +113,11 @@ int print_run_outcome(const RunResult& result, const std::string& database) {
                          ErrorContext::in_file(database, "wait for it, or use --new"));
     case RunOutcome::failed_before:
       throw RuntimeError(fmt::format("run {} of this experiment {}", result.run_id, result.detail), ErrorContext::in_file(database));
+    case RunOutcome::pruned:
+    case RunOutcome::pruned_before:
+    case RunOutcome::paused:
+      fmt::print("run {}: {}\n", result.run_id, result.detail);
+      return 0;
   }
   return 0;
 }

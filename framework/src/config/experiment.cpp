@@ -5,6 +5,7 @@
 #include <fmt/ranges.h>
 #include <cmath>
 #include <map>
+#include <set>
 #include <random>
 #include <sstream>
 #include <toml++/toml.h>
@@ -312,6 +313,46 @@ Experiment parse_root(toml::table root, const std::string& source, const fs::pat
   return experiment;
 }
 
+// What an adaptive sweep needs of its trials, checked before anything runs: one maximum of
+// epochs R (training.epochs, not swept), min_epochs at most R, and a metric every run records at
+// every epoch where a decision is taken.
+void check_adaptive(const AdaptiveSweep& adaptive, const std::vector<SweepRun>& runs) {
+  const std::string file = runs.front().experiment.file.string();
+  const Settings first = runs.front().experiment.settings();
+  const int64_t epochs = first.training.epochs;
+  for (const auto& run : runs)
+    if (run.experiment.settings().training.epochs != epochs)
+      throw ConfigError("the trials of an adaptive sweep share training.epochs (the most a trial trains); it is "
+                        "not a key to sweep",
+                        ErrorContext::for_key(file, "training.epochs", "sweep other keys"));
+  const bool rungs = adaptive.method != AdaptiveSweep::Method::median;
+  if (rungs && adaptive.min_epochs > epochs)
+    throw ConfigError(fmt::format("sweep.min_epochs = {} is more than training.epochs = {}: no trial reaches the first "
+                                  "rung", adaptive.min_epochs, epochs),
+                      adaptive.where.at("sweep.min_epochs"));
+  static const std::set<std::string> recorded = {"loss",    "n_loss",     "i_loss",     "v_loss",
+                                                 "val_loss", "val_n_loss", "val_i_loss", "val_v_loss",
+                                                 "val_kid", "train_images_per_second", "epoch_seconds"};
+  if (!recorded.count(adaptive.metric))
+    throw ConfigError(fmt::format("metric \"{}\" is never recorded; a run records {} every epoch", adaptive.metric,
+                                  fmt::join(recorded, ", ")),
+                      adaptive.where.at("sweep.metric"));
+  if (adaptive.metric != "val_kid") return;
+  if (first.evaluation.kid_protocol == KidProtocol::none)
+    throw ConfigError("metric \"val_kid\" needs KID: evaluation.kid_protocol is \"none\"",
+                      adaptive.where.at("sweep.metric"));
+  // Every rung epoch must have KID (kid_every divides it, or it is the last).
+  const int64_t every = first.evaluation.kid_every;
+  for (int64_t epoch = adaptive.min_epochs; rungs && epoch < epochs; epoch *= adaptive.reduction_factor)
+    if (epoch % every != 0)
+      throw ConfigError(fmt::format("metric \"val_kid\" is not recorded at rung epoch {}: evaluation.kid_every = {} "
+                                    "skips it",
+                                    epoch, every),
+                        ErrorContext::for_key(file, "evaluation.kid_every",
+                                              "use a kid_every that divides every rung epoch (sweep.min_epochs × "
+                                              "reduction_factor^k), or another sweep.metric"));
+}
+
 std::vector<SweepRun> expand_root(toml::table root, const std::string& source, const fs::path& base_dir,
                                   const std::vector<std::string>& overrides, PluginRegistry& registry) {
   const toml::node* sweep_node = root.get("sweep");
@@ -319,6 +360,7 @@ std::vector<SweepRun> expand_root(toml::table root, const std::string& source, c
   if (!sweep_node->is_table())
     throw ConfigError("expected a table [sweep]", ErrorContext::at(source, sweep_node->source().begin.line, 0, "sweep"));
   const std::vector<Assignments> points = expand_sweep(*sweep_node->as_table(), source);
+  std::optional<AdaptiveSweep> adaptive = adaptive_sweep(*sweep_node->as_table(), source);
   root.erase("sweep");
   if (points.empty()) throw ConfigError("the sweep excludes every point", ErrorContext::for_key(source, "sweep.exclude"));
 
@@ -341,6 +383,11 @@ std::vector<SweepRun> expand_root(toml::table root, const std::string& source, c
     throw ConfigError(fmt::format("{} of {} sweep points are invalid:\n  {}", problems.size(), points.size(),
                                   fmt::join(problems, "\n  ")),
                       ErrorContext::for_key(source, "sweep"));
+  if (adaptive) {
+    check_adaptive(*adaptive, runs);
+    const auto shared = std::make_shared<const AdaptiveSweep>(std::move(*adaptive));
+    for (size_t i = 0; i < runs.size(); ++i) runs[i].adaptive = shared, runs[i].trial = static_cast<int64_t>(i);
+  }
   return runs;
 }
 

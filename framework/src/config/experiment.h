@@ -3,11 +3,13 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "config/settings.h"
 #include "difflab/component.h"
+#include "config/sweep_spec.h"
 #include "difflab/params.h"
 
 namespace difflab {
@@ -59,6 +61,9 @@ struct SweepRun {
   Experiment experiment;
   std::string point;
   std::string variant;  // the point without its experiment.seed assignment
+  // An adaptive sweep's settings (the same for every trial), and this trial's index in it.
+  std::shared_ptr<const AdaptiveSweep> adaptive;
+  int64_t trial = 0;
 };
 
 // Loads `file`; a [sweep] table (method = "grid": dotted keys with arrays of values, `seeds`,

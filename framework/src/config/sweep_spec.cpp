@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fmt/format.h>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "difflab/error.h"
@@ -81,6 +82,10 @@ std::string draw(const Distribution& distribution, std::mt19937_64& generator) {
   return std::to_string(std::min(high, low + static_cast<int64_t>(u * static_cast<double>(high - low + 1))));
 }
 
+constexpr const char* kMethods[] = {"grid", "random", "asha", "hyperband", "successive_halving"};
+const std::set<std::string> kAdaptiveKeys = {"metric",  "direction",      "min_epochs",     "reduction_factor",
+                                             "brackets", "pruner",        "startup_trials", "warmup_epochs"};
+
 SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source) {
   auto context = [&](const toml::node& node, const std::string& key) {
     return ErrorContext::at(source, node.source().begin.line, node.source().begin.column, "sweep." + key);
@@ -88,18 +93,20 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
   SweepSpec spec;
   if (const toml::node* method = sweep.get("method")) {
     const auto name = method->value<std::string>();
-    if (name != std::string("grid") && name != std::string("random"))
-      throw ConfigError("method must be \"grid\" or \"random\"", context(*method, "method"));
+    if (!name || std::find(std::begin(kMethods), std::end(kMethods), *name) == std::end(kMethods))
+      throw ConfigError("method must be \"grid\", \"random\", \"asha\", \"hyperband\" or \"successive_halving\"",
+                        context(*method, "method"));
     spec.method = *name;
   }
-  const bool random = spec.method == "random";
+  // The adaptive methods draw their trials as random does.
+  const bool random = spec.method != "grid";
   for (const auto& [key, node] : sweep) {
     const std::string name(key.str());
-    if (name == "method") continue;
+    if (name == "method" || kAdaptiveKeys.count(name)) continue;  // adaptive_sweep() reads these
     if (name == "trials" || name == "seed") {
       const auto value = node.value<int64_t>();
       if (!random)
-        throw ConfigError(name + " is for method = \"random\"", context(node, name));
+        throw ConfigError(name + " is for method = \"random\" and the adaptive methods", context(node, name));
       if (!value || *value < (name == "trials" ? 1 : 0))
         throw ConfigError(name == "trials" ? "expected a positive integer" : "expected a non-negative integer",
                           context(node, name));
@@ -130,7 +137,9 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
     } else if (name.find('.') == std::string::npos) {
       throw ConfigError("unknown sweep key \"" + name + "\"",
                         ErrorContext::at(source, key.source().begin.line, 0, "sweep." + name,
-                                         "sweep keys: method, trials, seed, seeds, exclude, linked, or a dotted "
+                                         "sweep keys: method, trials, seed, seeds, exclude, linked, metric, "
+                                         "direction, min_epochs, reduction_factor, brackets, pruner, "
+                                         "startup_trials, warmup_epochs, or a dotted "
                                          "parameter such as \"loss.plugin\" = [\"mae\", \"mse\"]"));
     } else if (const toml::table* table = node.as_table()) {
       // { uniform = [low, high] } and friends (random only); { choice = [...] } = a plain array.
@@ -173,7 +182,7 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
     }
   }
   if (random && spec.trials == 0)
-    throw ConfigError("method = \"random\" needs trials = N", ErrorContext::for_key(source, "sweep.trials"));
+    throw ConfigError("method = \"" + spec.method + "\" needs trials = N", ErrorContext::for_key(source, "sweep.trials"));
   return spec;
 }
 
@@ -231,7 +240,7 @@ std::vector<Assignments> random_points(const SweepSpec& spec, const std::string&
 std::vector<Assignments> expand_sweep(const toml::table& sweep, const std::string& source) {
   const SweepSpec spec = parse_sweep_table(sweep, source);
   std::vector<Assignments> points;
-  if (spec.method == "random") {
+  if (spec.method != "grid") {
     points = random_points(spec, source);
   } else {
     points = grid_points(spec);
@@ -248,6 +257,82 @@ std::vector<Assignments> expand_sweep(const toml::table& sweep, const std::strin
       if (!is_excluded(spec, extended)) seeded.push_back(extended);
     }
   return seeded;
+}
+
+const char* to_string(AdaptiveSweep::Method method) {
+  switch (method) {
+    case AdaptiveSweep::Method::asha: return "asha";
+    case AdaptiveSweep::Method::hyperband: return "hyperband";
+    case AdaptiveSweep::Method::successive_halving: return "successive_halving";
+    case AdaptiveSweep::Method::median: return "median";
+  }
+  return "?";
+}
+
+std::optional<AdaptiveSweep> adaptive_sweep(const toml::table& sweep, const std::string& source) {
+  auto place = [&](const toml::node& node, const std::string& key) {
+    return ErrorContext::at(source, node.source().begin.line, node.source().begin.column, "sweep." + key);
+  };
+  const std::string method = sweep["method"].value_or(std::string("grid"));
+  const toml::node* pruner = sweep.get("pruner");
+  AdaptiveSweep adaptive;
+  if (method == "asha") adaptive.method = AdaptiveSweep::Method::asha;
+  else if (method == "hyperband") adaptive.method = AdaptiveSweep::Method::hyperband;
+  else if (method == "successive_halving") adaptive.method = AdaptiveSweep::Method::successive_halving;
+  else if (pruner != nullptr) adaptive.method = AdaptiveSweep::Method::median;
+  const bool is_adaptive = method != "grid" && method != "random";
+  if (pruner != nullptr) {
+    if (pruner->value<std::string>() != std::string("median"))
+      throw ConfigError("pruner must be \"median\"", place(*pruner, "pruner"));
+    if (is_adaptive)
+      throw ConfigError("pruner is for method = \"grid\" or \"random\"; " + method + " prunes by its own rule",
+                        place(*pruner, "pruner"));
+  }
+  // Which keys each method takes.
+  const std::map<std::string, std::set<AdaptiveSweep::Method>> takes = {
+      {"metric", {AdaptiveSweep::Method::asha, AdaptiveSweep::Method::hyperband, AdaptiveSweep::Method::successive_halving,
+                  AdaptiveSweep::Method::median}},
+      {"direction", {AdaptiveSweep::Method::asha, AdaptiveSweep::Method::hyperband,
+                     AdaptiveSweep::Method::successive_halving, AdaptiveSweep::Method::median}},
+      {"min_epochs", {AdaptiveSweep::Method::asha, AdaptiveSweep::Method::hyperband, AdaptiveSweep::Method::successive_halving}},
+      {"reduction_factor", {AdaptiveSweep::Method::asha, AdaptiveSweep::Method::hyperband,
+                            AdaptiveSweep::Method::successive_halving}},
+      {"brackets", {AdaptiveSweep::Method::hyperband}},
+      {"startup_trials", {AdaptiveSweep::Method::median}},
+      {"warmup_epochs", {AdaptiveSweep::Method::median}},
+  };
+  for (const auto& [key, node] : sweep) {
+    const std::string name(key.str());
+    auto allowed = takes.find(name);
+    if (allowed == takes.end()) continue;
+    if ((!is_adaptive && pruner == nullptr) || !allowed->second.count(adaptive.method))
+      throw ConfigError(fmt::format("{} is not a key of {}", name,
+                                    is_adaptive || pruner != nullptr ? "this method" : "a sweep without a pruner"),
+                        place(node, name));
+    adaptive.where["sweep." + name] = place(node, name);
+    if (name == "metric" || name == "direction") {
+      const auto text = node.value<std::string>();
+      if (!text || text->empty()) throw ConfigError("expected a string", place(node, name));
+      if (name == "metric") adaptive.metric = *text;
+      else if (*text == "minimize" || *text == "maximize") adaptive.maximize = *text == "maximize";
+      else throw ConfigError("direction must be \"minimize\" or \"maximize\"", place(node, name));
+      continue;
+    }
+    const auto value = node.value<int64_t>();
+    const int64_t least = name == "reduction_factor" ? 2 : name == "startup_trials" || name == "warmup_epochs" ? 0 : 1;
+    if (!value || *value < least)
+      throw ConfigError(fmt::format("expected an integer of at least {}", least), place(node, name));
+    if (name == "min_epochs") adaptive.min_epochs = *value;
+    else if (name == "reduction_factor") adaptive.reduction_factor = *value;
+    else if (name == "brackets") adaptive.brackets = *value;
+    else if (name == "startup_trials") adaptive.startup_trials = *value;
+    else adaptive.warmup_epochs = *value;
+  }
+  if (!is_adaptive && pruner == nullptr) return std::nullopt;
+  for (const char* key : {"metric", "min_epochs", "reduction_factor", "pruner", "method"})
+    if (!adaptive.where.count(std::string("sweep.") + key))
+      adaptive.where[std::string("sweep.") + key] = ErrorContext::for_key(source, std::string("sweep.") + key);
+  return adaptive;
 }
 
 }  // namespace difflab

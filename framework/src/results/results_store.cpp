@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include <fmt/ranges.h>
 #include <fstream>
 #include <mutex>
+#include <sstream>
 #include <thread>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -205,6 +207,26 @@ CREATE INDEX runs_by_hash ON runs (config_hash);
 CREATE UNIQUE INDEX runs_by_attempt ON runs (attempt);
 )SQL";  // then both views again
 
+// Version 9: adaptive sweeps' decisions (sweep/pruning.h), one row per run and rung.
+constexpr const char* kSchemaV9 = R"SQL(
+CREATE TABLE IF NOT EXISTS decisions (
+  run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  rung        INTEGER NOT NULL,  -- the rung's index (the median rule: the epoch)
+  epoch       INTEGER NOT NULL,  -- decided after this epoch
+  method      TEXT NOT NULL,     -- asha | hyperband | successive_halving | median
+  bracket     INTEGER NOT NULL,
+  metric      TEXT NOT NULL,
+  value       REAL,              -- the run's value (median: its best so far)
+  cutoff      REAL,              -- the k-th best at the rung, or the median
+  rank        INTEGER NOT NULL,  -- 1 = best; 0 where the rule ranks nothing
+  of          INTEGER NOT NULL,  -- values at the rung, the run's own included
+  peers       TEXT NOT NULL,     -- JSON array of the run ids compared with
+  decision    TEXT NOT NULL CHECK (decision IN ('continue', 'prune')),
+  decided_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (run_id, rung)
+);
+)SQL";
+
 std::string param_type(const ParamValue& value) {
   switch (value.index()) {
     case 0: return "boolean";
@@ -254,6 +276,7 @@ bool run_process_alive(const RunRecord& run) {
 ClaimOutcome claim_decision(const std::optional<RunRecord>& previous, const ClaimPolicy& policy) {
   if (!previous || policy.new_run) return ClaimOutcome::started;
   if (previous->status == RunStatus::finished) return ClaimOutcome::finished_before;
+  if (previous->status == RunStatus::pruned) return ClaimOutcome::pruned_before;
   if (run_process_alive(*previous)) return ClaimOutcome::busy;
   if (resumable(previous->status)) return ClaimOutcome::resumed;  // killed or interrupted
   return policy.retry_failed ? ClaimOutcome::started : ClaimOutcome::failed_before;
@@ -423,7 +446,7 @@ void ResultsStore::migrate() {
                        "; upgrade difflab");
   const std::string migrations[] = {kSchemaV1, kSchemaV2, kRunSummaryView, std::string(kSchemaV4) + kAblationView,
                                     kSchemaV5, kSchemaV6, kSchemaV7,
-                                    std::string(kSchemaV8) + kRunSummaryView + kAblationView};
+                                    std::string(kSchemaV8) + kRunSummaryView + kAblationView, kSchemaV9};
   for (int next = version + 1; next <= kSchemaVersion; ++next) {
     db_->exec(migrations[next - 1]);
     db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
@@ -785,6 +808,118 @@ std::vector<ArtifactRecord> ResultsStore::artifacts(int64_t run_id) const {
     result.push_back({query.getColumn(0).getString(), query.getColumn(1).getString(),
                       query.getColumn(2).getInt64()});
   return result;
+}
+
+}  // namespace difflab
+
+namespace difflab {
+namespace {
+
+DecisionRecord read_decision(SQLite::Statement& query) {
+  DecisionRecord record;
+  record.run_id = query.getColumn(0).getInt64();
+  record.rung = query.getColumn(1).getInt64();
+  record.epoch = query.getColumn(2).getInt64();
+  record.method = query.getColumn(3).getString();
+  record.bracket = query.getColumn(4).getInt64();
+  record.metric = query.getColumn(5).getString();
+  record.value = query.getColumn(6).isNull() ? std::nan("") : query.getColumn(6).getDouble();
+  record.cutoff = query.getColumn(7).isNull() ? std::nan("") : query.getColumn(7).getDouble();
+  record.rank = query.getColumn(8).getInt64();
+  record.of = query.getColumn(9).getInt64();
+  std::string peers = query.getColumn(10).getString();
+  for (char& c : peers)
+    if (c == '[' || c == ']' || c == ',') c = ' ';
+  std::istringstream ids(peers);
+  for (int64_t id; ids >> id;) record.peers.push_back(id);
+  record.prune = query.getColumn(11).getString() == "prune";
+  record.decided_at = query.getColumn(12).getString();
+  return record;
+}
+
+constexpr const char* kDecisionColumns =
+    "SELECT run_id, rung, epoch, method, bracket, metric, value, cutoff, rank, of, peers, decision, decided_at "
+    "FROM decisions";
+
+void bind_real(SQLite::Statement& statement, int index, double value) {
+  if (std::isnan(value)) statement.bind(index);
+  else statement.bind(index, value);
+}
+
+}  // namespace
+
+std::optional<double> ResultsStore::metric_at(int64_t run_id, const std::string& metric, int64_t epoch) const {
+  SQLite::Statement query(*db_, "SELECT value FROM metrics WHERE run_id = ? AND key = ? AND epoch = ?");
+  query.bind(1, run_id);
+  query.bind(2, metric);
+  query.bind(3, epoch);
+  if (!query.executeStep()) return std::nullopt;
+  return query.getColumn(0).getDouble();
+}
+
+std::optional<DecisionRecord> ResultsStore::decide(
+    int64_t run_id, int64_t rung, int64_t epoch, const std::string& metric, const std::vector<std::string>& trial_hashes,
+    const std::function<std::optional<DecisionRecord>(const RungView&)>& decide) {
+  SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+  {
+    SQLite::Statement recorded(*db_, std::string(kDecisionColumns) + " WHERE run_id = ? AND rung = ?");
+    recorded.bind(1, run_id);
+    recorded.bind(2, rung);
+    if (recorded.executeStep()) return read_decision(recorded);
+  }
+  RungView view;
+  const std::optional<double> own = metric_at(run_id, metric, epoch);
+  if (!own) return std::nullopt;  // not recorded at this epoch: nothing to decide
+  view.value = *own;
+  SQLite::Statement history(*db_, "SELECT value FROM metrics WHERE run_id = ? AND key = ? AND epoch <= ? ORDER BY epoch");
+  history.bind(1, run_id);
+  history.bind(2, metric);
+  history.bind(3, epoch);
+  while (history.executeStep()) view.history.push_back(history.getColumn(0).getDouble());
+  for (const std::string& hash : trial_hashes) {
+    const std::optional<RunRecord> peer = latest_run(hash);
+    if (!peer || peer->id == run_id) continue;
+    view.peers.push_back({peer->id, peer->status, metric_at(peer->id, metric, epoch)});
+  }
+  std::optional<DecisionRecord> record = decide(view);
+  if (!record) return std::nullopt;
+  record->run_id = run_id;
+  record->rung = rung;
+  record->epoch = epoch;
+  record->metric = metric;
+  SQLite::Statement insert(*db_, "INSERT INTO decisions (run_id, rung, epoch, method, bracket, metric, value, cutoff, "
+                                 "rank, of, peers, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  insert.bind(1, run_id);
+  insert.bind(2, rung);
+  insert.bind(3, epoch);
+  insert.bind(4, record->method);
+  insert.bind(5, record->bracket);
+  insert.bind(6, metric);
+  bind_real(insert, 7, record->value);
+  bind_real(insert, 8, record->cutoff);
+  insert.bind(9, record->rank);
+  insert.bind(10, record->of);
+  insert.bind(11, fmt::format("[{}]", fmt::join(record->peers, ", ")));
+  insert.bind(12, record->prune ? "prune" : "continue");
+  insert.exec();
+  if (record->prune) {
+    SQLite::Statement prune(*db_, "UPDATE runs SET status = 'pruned', error = ? WHERE id = ? AND status = 'interrupted'");
+    prune.bind(1, fmt::format("pruned at rung {} (epoch {}): {} {:.6g}, cutoff {:.6g}", rung, epoch, metric,
+                              record->value, record->cutoff));
+    prune.bind(2, run_id);
+    prune.exec();
+  }
+  transaction.commit();
+  return record;
+}
+
+std::vector<DecisionRecord> ResultsStore::decisions(int64_t run_id) const {
+  SQLite::Statement query(*db_, std::string(kDecisionColumns) + (run_id > 0 ? " WHERE run_id = ?" : "") +
+                                    " ORDER BY rung, decided_at, run_id");
+  if (run_id > 0) query.bind(1, run_id);
+  std::vector<DecisionRecord> all;
+  while (query.executeStep()) all.push_back(read_decision(query));
+  return all;
 }
 
 }  // namespace difflab

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,7 +24,7 @@ class Experiment;
 // This machine's host name, as recorded on run rows.
 std::string host_name();
 
-constexpr int kSchemaVersion = 8;
+constexpr int kSchemaVersion = 9;
 
 // A running run's process refreshes its row's heartbeat every kHeartbeatSeconds; a "running" row
 // whose heartbeat is older than kLeaseSeconds (or, on this host, whose process is gone) belongs
@@ -61,6 +62,7 @@ enum class ClaimOutcome {
   resumed,          // a killed or interrupted run taken back (continue from its checkpoint)
   finished_before,  // finished already: nothing to do
   failed_before,    // failed or diverged before, and retry_failed is off
+  pruned_before,    // an adaptive sweep pruned it: its decision stands
   busy,             // running in another live process
 };
 
@@ -101,6 +103,37 @@ struct KidRecord {
   int64_t real_count = 0;       // real images compared
   int64_t generated_count = 0;  // generated images compared
   int64_t nfe = 0;              // network evaluations the sampler spent per generated image batch
+};
+
+// One decision of an adaptive sweep about a run at a rung (the decisions table): what it saw and
+// what it decided, so that it can be explained and replayed from the database alone.
+struct DecisionRecord {
+  int64_t run_id = 0;
+  int64_t rung = 0;    // the rung's index (the median rule: the epoch)
+  int64_t epoch = 0;   // the epoch it was taken after
+  std::string method;  // asha | hyperband | successive_halving | median
+  int64_t bracket = 0;
+  std::string metric;
+  double value = 0.0;   // the run's value of the metric (median: its best so far)
+  double cutoff = 0.0;  // the value it had to match: the k-th best, or the median
+  int64_t rank = 0;     // its rank at the rung (1 = best), 0 where the rule ranks nothing
+  int64_t of = 0;       // how many values the rung had, its own included
+  std::vector<int64_t> peers;  // the other runs whose values it was compared with
+  bool prune = false;          // else it goes on (is promoted)
+  std::string decided_at;
+};
+
+// What a run at a rung is compared with: its own value and history, and each other trial's
+// latest run with its status and its value at that epoch.
+struct RungPeer {
+  int64_t run_id = 0;
+  RunStatus status = RunStatus::running;
+  std::optional<double> value;  // none: it has not recorded the epoch
+};
+struct RungView {
+  double value = 0.0;
+  std::vector<double> history;  // the run's values of the metric at every epoch up to this one
+  std::vector<RungPeer> peers;
 };
 
 // PRAGMA application_id of difflab's databases ("DFLB"): a file is recognised as difflab's by it
@@ -166,6 +199,19 @@ class ResultsStore {
                     const std::vector<std::pair<std::string, double>>& metrics,
                     const std::vector<ArtifactRecord>& artifacts,
                     const std::optional<KidRecord>& kid = std::nullopt);
+
+  // An adaptive sweep's decision for a run at a rung, in one IMMEDIATE transaction (two trials
+  // reaching a rung at once see each other in turn): the decision recorded before, if there is
+  // one (it stands); else `decide` sees the run's value and its peers (the latest runs of
+  // `trial_hashes`, the run itself left out) and returns the decision to record, or nothing
+  // where its rule does not apply. A pruning decision closes a run that waits (interrupted) as
+  // pruned.
+  std::optional<DecisionRecord> decide(int64_t run_id, int64_t rung, int64_t epoch, const std::string& metric,
+                                       const std::vector<std::string>& trial_hashes,
+                                       const std::function<std::optional<DecisionRecord>(const RungView&)>& decide);
+  std::vector<DecisionRecord> decisions(int64_t run_id = 0) const;  // 0: every run's, in order
+  // The value of a metric a run recorded at an epoch.
+  std::optional<double> metric_at(int64_t run_id, const std::string& metric, int64_t epoch) const;
 
   std::optional<RunRecord> run(int64_t run_id) const;
   // The newest run of a configuration (see Experiment::config_hash).

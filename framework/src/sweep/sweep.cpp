@@ -20,6 +20,7 @@
 #include "plugin_host/registry.h"
 #include "process/stop_request.h"
 #include "results/results_store.h"
+#include "sweep/adaptive.h"
 #include "sweep/processes.h"
 #include "training/trainer.h"
 
@@ -85,12 +86,16 @@ int print_summary(const std::vector<SweepRun>& runs, const std::vector<std::opti
   for (const auto& problem : problems) fmt::print("  {}\n", problem);
   if (failed + diverged > 0) fmt::print("  (--retry-failed runs failed and diverged points again)\n");
   if (best) fmt::print("best so far: {}\n", best_text);
+  if (runs.front().adaptive) fmt::print("{}\n", adaptive_summary(runs));
   std::fflush(stdout);
   return failed + diverged + not_done > 0 ? 1 : 0;
 }
 
-RunOptions run_options(const SweepOptions& options, const SweepRun& run, const std::string& announce) {
+RunOptions run_options(const SweepOptions& options, const std::vector<SweepRun>& runs, size_t i,
+                       const std::string& announce) {
+  const SweepRun& run = runs[i];
   RunOptions result = options.run;
+  result.verdict = adaptive_verdict(runs, i);
   result.new_run = options.new_run;
   result.retry_failed = options.retry_failed;
   result.threads = options.threads;
@@ -113,8 +118,10 @@ bool run_point(const std::vector<SweepRun>& runs, size_t i, const PluginRegistry
   }
   try {
     RunResult result = run_experiment(runs[i].experiment, registry,
-                                      run_options(options, runs[i], quiet_skips ? header : ""));
-    if (result.outcome == RunOutcome::trained) return true;
+                                      run_options(options, runs, i, quiet_skips ? header : ""));
+    if (result.outcome == RunOutcome::trained || result.outcome == RunOutcome::paused ||
+        result.outcome == RunOutcome::pruned)
+      return true;
     if (!quiet_skips) fmt::print("   skipped: run {} {}\n", result.run_id, result.detail);
     return false;
   } catch (const Error& error) {
@@ -136,7 +143,10 @@ void spawn(Child& worker, int64_t index, const SweepOptions& options, int64_t th
   start_child(worker, arguments);
 }
 
-int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& registry, const SweepOptions& options) {
+// N worker processes through the sweep's points; with `summary`, then the sweep's summary. Returns
+// the exit code (130 when interrupted, 2 when a worker found bad input).
+int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& registry, const SweepOptions& options,
+                 bool summary = true) {
   if (options.new_run)
     throw ConfigError("--new cannot be combined with --workers: every worker would start every run again");
   for (const auto& run : runs)
@@ -198,9 +208,32 @@ int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& regist
       spawn(worker, static_cast<int64_t>(&worker - workers.data()) + 1, options, threads);
     }
   }
-  const int code = print_summary(runs, before);
+  const int code = summary ? print_summary(runs, before) : 0;
   if (interrupted) return 130;
   return input_error ? 2 : code;
+}
+
+// Synchronous successive halving: one pass per rung, in which every trial still in the running
+// trains to the rung's epoch and waits there; then the rung is decided at once, and the next pass
+// takes the promoted trials on. The last pass trains them to the end. Run again after a kill, the
+// rungs decided before stand and each trial resumes from its checkpoint.
+int run_halving(const std::vector<SweepRun>& runs, const PluginRegistry& registry, const SweepOptions& options) {
+  const std::vector<std::optional<RunRecord>> before = latest_runs(runs);
+  const std::vector<int64_t> rungs = halving_rungs(runs);
+  for (size_t rung = 0; rung <= rungs.size(); ++rung) {
+    if (rung < rungs.size()) fmt::print("== successive halving: rung {} (epoch {})\n", rung, rungs[rung]);
+    else fmt::print("== successive halving: the promoted trials to the end\n");
+    std::fflush(stdout);
+    if (options.workers > 1) {
+      if (const int code = run_parallel(runs, registry, options, false); code != 0) return code;
+    } else {
+      for (size_t i = 0; i < runs.size(); ++i) run_point(runs, i, registry, options, false);
+    }
+    if (rung == rungs.size()) break;
+    const int64_t kept = decide_halving_rung(runs, static_cast<int64_t>(rung));
+    fmt::print("== rung {} decided: {} trial(s) go on\n", rung, kept);
+  }
+  return print_summary(runs, before);
 }
 
 }  // namespace
@@ -209,6 +242,8 @@ int run_sweep(const std::vector<SweepRun>& runs, const PluginRegistry& registry,
   // Every point's data and components before the first point runs: a bad input is exit 2 with
   // nothing written, not a failure found after other points finished.
   check_before_running(runs, registry);
+  if (runs.front().adaptive && runs.front().adaptive->method == AdaptiveSweep::Method::successive_halving)
+    return run_halving(runs, registry, options);
   if (options.workers > 1) return run_parallel(runs, registry, options);
   const std::vector<std::optional<RunRecord>> before = latest_runs(runs);
   for (size_t i = 0; i < runs.size(); ++i) run_point(runs, i, registry, options, false);

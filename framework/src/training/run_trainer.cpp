@@ -140,6 +140,8 @@ RunTrainer::RunTrainer(const RunContext& run, torch::Device device)
 RunResult RunTrainer::run() {
   RunResult result;
   result.run_id = run_.run_id;
+  // Resumed where an adaptive sweep stops it (a trial waiting at its rung): it stays there.
+  if (state_.epoch > 0 && state_.epoch < training_.epochs && stops_after(state_.epoch, result)) return result;
   for (int64_t epoch = state_.epoch + 1; epoch <= training_.epochs; ++epoch) {
     const auto epoch_start = Clock::now();
     const EpochLosses losses = train_epoch(epoch);
@@ -149,6 +151,7 @@ RunResult RunTrainer::run() {
       state_.epoch = epoch;
       run_.options.distributed->share_random_state();
       if (run_.options.after_epoch) run_.options.after_epoch(epoch);
+      if (stops_after(epoch, result)) return result;
       continue;
     }
     const EpochEvaluation evaluated = evaluate(epoch);
@@ -163,6 +166,7 @@ RunResult RunTrainer::run() {
     print_epoch(epoch, losses, evaluated);
     if (run_.options.distributed) run_.options.distributed->share_random_state();
     if (run_.options.after_epoch) run_.options.after_epoch(epoch);
+    if (stops_after(epoch, result)) return result;
   }
   // A run that reuses another run's trained network (it differs only in sampling or evaluation
   // settings) is evaluated once, after its last epoch; again after a crash if that did not finish.
@@ -431,6 +435,27 @@ void RunTrainer::record(int64_t epoch, const EpochEvaluation& evaluated, std::ve
   save_checkpoint(checkpoint_path_, model_, *optimizer_, state_, run_.experiment.to_toml(),
                   run_.experiment.training_hash());
   if (evaluated.new_best) copy_file_atomically(checkpoint_path_, run_.run_dir / "best.pt");
+}
+
+// An adaptive sweep's verdict after `epoch` (rank 0's, shared): true when the run stops here,
+// closed as pruned or, waiting at a rung, as interrupted.
+bool RunTrainer::stops_after(int64_t epoch, RunResult& result) {
+  if (!run_.options.verdict) return false;
+  EpochVerdict verdict;
+  if (leader()) verdict = run_.options.verdict(*run_.store, run_.run_id, epoch);
+  int64_t kind = static_cast<int64_t>(verdict.kind);
+  if (ProcessGroup* group = run_.options.distributed) kind = group->max(kind);
+  if (kind == static_cast<int64_t>(EpochVerdict::Kind::go_on)) return false;
+  const bool pruned = kind == static_cast<int64_t>(EpochVerdict::Kind::prune);
+  result.outcome = pruned ? RunOutcome::pruned : RunOutcome::paused;
+  result.detail = verdict.message;
+  if (leader()) {
+    run_.store->close_run(run_.run_id, pruned ? RunStatus::pruned : RunStatus::interrupted, verdict.message);
+    fmt::print("difflab: run {} {} after epoch {}: {}\n", run_.run_id, pruned ? "pruned" : "waits", epoch,
+               verdict.message);
+    std::fflush(stdout);
+  }
+  return true;
 }
 
 void RunTrainer::print_epoch(int64_t epoch, const EpochLosses& losses, const EpochEvaluation& evaluated) const {

@@ -119,6 +119,7 @@ class RunTrainer {
   void save_inside_epoch(const torch::Tensor& order, int64_t batches, const EpochLosses& sums);
   void validation_losses(EpochEvaluation& evaluated);
   [[noreturn]] void fail_diverged(int64_t epoch, double loss, double noise_loss);
+  bool stops_after(int64_t epoch, RunResult& result);
   void print_epoch(int64_t epoch, const EpochLosses& losses, const EpochEvaluation& evaluated) const;
 
   const RunContext& run_;

@@ -69,6 +69,9 @@ std::optional<RunResult> skip_result(ClaimOutcome outcome, const std::optional<R
   if (outcome == ClaimOutcome::finished_before) {
     result.outcome = RunOutcome::finished_before;
     result.detail = "finished before";
+  } else if (outcome == ClaimOutcome::pruned_before) {
+    result.outcome = RunOutcome::pruned_before;
+    result.detail = "pruned before: " + previous->error;
   } else if (outcome == ClaimOutcome::busy) {
     result.outcome = RunOutcome::busy;
     result.detail = previous->config_hash == config_hash
@@ -414,7 +417,7 @@ RunResult claim_and_train(const Experiment& experiment, const PluginRegistry& re
                          trained_by, options};
     RunResult result = RunTrainer(run, device).run();
     result.trained_by = trained_by.value_or(0);
-    store->finish_run(claim->run_id);
+    if (result.outcome == RunOutcome::trained) store->finish_run(claim->run_id);
     return result;
   } catch (const std::exception& error) {
     // When the database itself cannot be written, the row stays running and the next run takes

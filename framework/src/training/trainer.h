@@ -14,6 +14,7 @@ class PluginRegistry;
 class ProcessGroup;
 struct Settings;
 struct SweepRun;
+class ResultsStore;
 struct SplitCounts;
 
 enum class RunOutcome {
@@ -21,6 +22,16 @@ enum class RunOutcome {
   finished_before,  // the configuration had finished before: nothing was trained
   failed_before,    // it failed or diverged before (RunOptions::retry_failed to run it again)
   busy,             // another live process is running it
+  pruned,           // an adaptive sweep stopped it at a rung
+  pruned_before,    // it had been pruned before: its decision stands, nothing was trained
+  paused,           // it waits at a rung for the rung's decision (synchronous successive halving)
+};
+
+// What an adaptive sweep says of a run after one of its epochs (RunOptions::verdict).
+struct EpochVerdict {
+  enum class Kind { go_on, prune, pause };
+  Kind kind = Kind::go_on;
+  std::string message;  // the run's error text: why it was pruned, or where it waits
 };
 
 struct RunResult {
@@ -41,6 +52,12 @@ struct RunOptions {
   std::string announce;       // printed once the run is claimed (a sweep worker's header)
   // Called after each epoch's checkpoint is written (the command line's test seam; see cli.cpp).
   std::function<void(int64_t epoch)> after_epoch;
+  // An adaptive sweep's decision after each epoch's rows and checkpoint are written (rank 0 asks
+  // it, through the run's own connection to its database; the other ranks follow): go on, stop as
+  // pruned, or stop and wait at a rung (closed as interrupted with the message, so that the same
+  // command resumes it once promoted). A process never opens a second connection to a database
+  // it writes: closing one releases the POSIX locks of all (sqlite.org/howtocorrupt.html 2.2.1).
+  std::function<EpochVerdict(ResultsStore& store, int64_t run_id, int64_t epoch)> verdict;
   // Called after each optimiser step, with the steps done so far (the same seam).
   std::function<void(int64_t step)> after_step;
   // Where the run is recorded and its folder made, instead of the experiment's database and

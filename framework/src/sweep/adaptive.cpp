@@ -1,0 +1,195 @@
+#include "sweep/adaptive.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+#include <map>
+#include <memory>
+
+#include "results/results_store.h"
+#include "sweep/pruning.h"
+
+namespace difflab {
+namespace {
+
+Direction direction_of(const AdaptiveSweep& adaptive) {
+  return adaptive.maximize ? Direction::maximize : Direction::minimize;
+}
+
+int64_t max_epochs(const std::vector<SweepRun>& runs) { return runs.front().experiment.settings().training.epochs; }
+
+std::string database_of(const std::vector<SweepRun>& runs) {
+  return runs.front().experiment.settings().experiment.database;
+}
+
+// Hyperband's brackets: the sweep's, or ⌊log_η(R/r)⌋ + 1.
+int64_t brackets_of(const AdaptiveSweep& adaptive, int64_t epochs) {
+  if (adaptive.method != AdaptiveSweep::Method::hyperband) return 1;
+  return adaptive.brackets > 0 ? adaptive.brackets
+                               : hyperband_brackets(adaptive.min_epochs, adaptive.reduction_factor, epochs);
+}
+
+// The config hashes of the trials that are peers of trial i: its bracket's (every trial but in
+// hyperband).
+std::vector<std::string> peer_hashes(const std::vector<SweepRun>& runs, size_t trial, int64_t brackets) {
+  std::vector<std::string> hashes;
+  for (size_t j = 0; j < runs.size(); ++j)
+    if (hyperband_bracket(static_cast<int64_t>(j), brackets) == hyperband_bracket(static_cast<int64_t>(trial), brackets))
+      hashes.push_back(runs[j].experiment.config_hash());
+  return hashes;
+}
+
+EpochVerdict verdict_of(const std::optional<DecisionRecord>& decision) {
+  if (!decision || !decision->prune) return {};
+  return {EpochVerdict::Kind::prune,
+          fmt::format("pruned at rung {} (epoch {}): {} {:.6g} is worse than the cutoff {:.6g} (rank {} of {})",
+                      decision->rung, decision->epoch, decision->metric, decision->value, decision->cutoff,
+                      decision->rank, decision->of)};
+}
+
+}  // namespace
+
+std::function<EpochVerdict(ResultsStore&, int64_t, int64_t)> adaptive_verdict(const std::vector<SweepRun>& runs,
+                                                                             size_t trial) {
+  if (!runs[trial].adaptive) return {};
+  const AdaptiveSweep adaptive = *runs[trial].adaptive;
+  const int64_t epochs = max_epochs(runs);
+  using Method = AdaptiveSweep::Method;
+  if (adaptive.method == Method::successive_halving) {
+    // Wait at the next rung this trial has not been promoted past; the coordinator decides.
+    const std::vector<int64_t> rungs = halving_rungs(runs);
+    return [rungs](ResultsStore& store, int64_t run_id, int64_t epoch) -> EpochVerdict {
+      const std::vector<DecisionRecord> taken = store.decisions(run_id);
+      const size_t next = taken.size();
+      if (next >= rungs.size() || epoch != rungs[next]) return {};
+      return {EpochVerdict::Kind::pause,
+              fmt::format("waiting at rung {} (epoch {}) for the other trials of the rung", next, epoch)};
+    };
+  }
+  if (adaptive.method == Method::median) {
+    const std::vector<std::string> hashes = peer_hashes(runs, trial, 1);
+    return [hashes, adaptive](ResultsStore& store, int64_t run_id, int64_t epoch) -> EpochVerdict {
+      return verdict_of(store.decide(run_id, epoch, epoch, adaptive.metric, hashes, [&](const RungView& view) {
+        std::vector<double> finished;
+        int64_t finished_trials = 0;
+        std::vector<int64_t> peers;
+        for (const RungPeer& peer : view.peers) {
+          if (peer.status != RunStatus::finished) continue;
+          ++finished_trials;
+          if (peer.value) finished.push_back(*peer.value), peers.push_back(peer.run_id);
+        }
+        const auto median = median_decision(view.history, epoch, finished, finished_trials, adaptive.startup_trials,
+                                            adaptive.warmup_epochs, direction_of(adaptive));
+        if (!median) return std::optional<DecisionRecord>();
+        DecisionRecord record;
+        record.method = "median";
+        record.value = median->best;
+        record.cutoff = median->median;
+        record.of = median->of + 1;
+        record.peers = peers;
+        record.prune = median->prune;
+        return std::optional<DecisionRecord>(record);
+      }));
+    };
+  }
+  // asha, hyperband: each trial decides at its bracket's rungs against its bracket's trials.
+  const int64_t brackets = brackets_of(adaptive, epochs);
+  const int64_t bracket = hyperband_bracket(static_cast<int64_t>(trial), brackets);
+  const std::vector<int64_t> rungs =
+      rung_epochs(adaptive.min_epochs, adaptive.reduction_factor, epochs, adaptive.method == Method::hyperband ? bracket : 0);
+  const std::vector<std::string> hashes = peer_hashes(runs, trial, brackets);
+  return [hashes, rungs, adaptive, bracket](ResultsStore& store, int64_t run_id, int64_t epoch) -> EpochVerdict {
+    const auto at = std::find(rungs.begin(), rungs.end(), epoch);
+    if (at == rungs.end()) return {};
+    const int64_t rung = at - rungs.begin();
+    return verdict_of(store.decide(run_id, rung, epoch, adaptive.metric, hashes, [&](const RungView& view) {
+      std::vector<double> values;
+      DecisionRecord record;
+      for (const RungPeer& peer : view.peers)
+        if (peer.value) values.push_back(*peer.value), record.peers.push_back(peer.run_id);
+      const RungDecision decision = asha_decision(view.value, values, adaptive.reduction_factor, direction_of(adaptive));
+      record.method = to_string(adaptive.method);
+      record.bracket = bracket;
+      record.value = view.value;
+      record.cutoff = decision.cutoff;
+      record.rank = decision.rank;
+      record.of = decision.of;
+      record.prune = !decision.promote;
+      return std::optional<DecisionRecord>(record);
+    }));
+  };
+}
+
+std::vector<int64_t> halving_rungs(const std::vector<SweepRun>& runs) {
+  const AdaptiveSweep& adaptive = *runs.front().adaptive;
+  return rung_epochs(adaptive.min_epochs, adaptive.reduction_factor, max_epochs(runs));
+}
+
+int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung) {
+  const AdaptiveSweep& adaptive = *runs.front().adaptive;
+  const int64_t epoch = halving_rungs(runs)[static_cast<size_t>(rung)];
+  ResultsStore store(database_of(runs));
+  // The rung's trials: promoted past every earlier rung, with the metric at this one.
+  std::vector<int64_t> run_ids;
+  std::vector<double> values;
+  std::vector<std::string> hashes;
+  for (const auto& run : runs) hashes.push_back(run.experiment.config_hash());
+  for (const auto& hash : hashes) {
+    const std::optional<RunRecord> run = store.latest_run(hash);
+    if (!run) continue;
+    const std::vector<DecisionRecord> taken = store.decisions(run->id);
+    const bool alive = static_cast<int64_t>(taken.size()) >= rung &&
+                       std::none_of(taken.begin(), taken.end(), [](const DecisionRecord& d) { return d.prune; });
+    const std::optional<double> value = store.metric_at(run->id, adaptive.metric, epoch);
+    if (alive && value) run_ids.push_back(run->id), values.push_back(*value);
+  }
+  const std::vector<bool> promoted = halving_promotions(values, adaptive.reduction_factor, direction_of(adaptive));
+  // The cutoff: the worst promoted value.
+  double cutoff = std::nan("");
+  for (size_t i = 0; i < values.size(); ++i)
+    if (promoted[i] && (std::isnan(cutoff) || (adaptive.maximize ? values[i] < cutoff : values[i] > cutoff)))
+      cutoff = values[i];
+  int64_t kept = 0;
+  for (size_t i = 0; i < run_ids.size(); ++i) {
+    std::vector<int64_t> peers;
+    for (size_t j = 0; j < run_ids.size(); ++j)
+      if (j != i) peers.push_back(run_ids[j]);
+    int64_t rank = 1;
+    for (double other : values)
+      if (adaptive.maximize ? other > values[i] : other < values[i]) ++rank;
+    const std::optional<DecisionRecord> decision =
+        store.decide(run_ids[i], rung, epoch, adaptive.metric, {}, [&](const RungView&) {
+          DecisionRecord record;
+          record.method = "successive_halving";
+          record.value = values[i];
+          record.cutoff = cutoff;
+          record.rank = rank;
+          record.of = static_cast<int64_t>(values.size());
+          record.peers = peers;
+          record.prune = !promoted[i];
+          return std::optional<DecisionRecord>(record);
+        });
+    kept += decision && !decision->prune;
+  }
+  return kept;
+}
+
+std::string adaptive_summary(const std::vector<SweepRun>& runs) {
+  if (!runs.front().adaptive) return "";
+  ResultsStore store(database_of(runs), OpenMode::read_only);
+  int64_t pruned = 0, trained = 0;
+  for (const auto& run : runs) {
+    const std::optional<RunRecord> record = store.latest_run(run.experiment.config_hash());
+    if (!record) continue;
+    pruned += record->status == RunStatus::pruned;
+    int64_t last = 0;
+    for (const MetricRecord& metric : store.metrics(record->id)) last = std::max(last, metric.epoch);
+    trained += last;
+  }
+  const int64_t all = static_cast<int64_t>(runs.size()) * max_epochs(runs);
+  return fmt::format("{} ({}): {} trials, {} pruned, {} epochs trained = {:.0f}% of running all to the end ({})",
+                     to_string(runs.front().adaptive->method), runs.front().adaptive->metric, runs.size(), pruned,
+                     trained, 100.0 * static_cast<double>(trained) / static_cast<double>(all), all);
+}
+
+}  // namespace difflab

@@ -1,0 +1,32 @@
+// Adaptive sweeps on the sweep runner: each trial's decision after its epochs (asha, hyperband,
+// the median pruner: taken by the trial's own process, at its rung epochs, from what the database
+// holds), and synchronous successive halving's rungs (every trial of a rung reaches it, then the
+// rung is decided at once). The rules are sweep/pruning.h's; every decision is a row of the
+// decisions table.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "config/experiment.h"
+#include "training/trainer.h"
+
+namespace difflab {
+
+// Trial i's verdict after each epoch (RunOptions::verdict); empty for a sweep that is not adaptive.
+std::function<EpochVerdict(ResultsStore& store, int64_t run_id, int64_t epoch)> adaptive_verdict(
+    const std::vector<SweepRun>& runs, size_t trial);
+
+// Synchronous successive halving: after every trial still in the running has reached rung k
+// (paused there), decides the rung: the best ⌊n/η⌋ go on, the others are pruned. Returns how many
+// were promoted; a rung decided before stands.
+int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung);
+// The rungs of a successive-halving sweep (epochs), for its coordinator.
+std::vector<int64_t> halving_rungs(const std::vector<SweepRun>& runs);
+
+// "N trials, P pruned, E epochs trained = X% of running all to the end", from the database.
+std::string adaptive_summary(const std::vector<SweepRun>& runs);
+
+}  // namespace difflab
