@@ -427,6 +427,58 @@ TEST(ReportBrowser, TheAblationReportWorksOfflineInChromium) {
   EXPECT_GT(colours.size(), 50u);
 }
 
+// The rung view of an adaptive sweep: one line per trial, the pruned ones faded and ending at
+// their rung, each rung's cutoffs marked; the overview says what pruning saved.
+TEST(ReportBrowser, TheRungViewOfAnAdaptiveSweepWorksInChromium) {
+  if (difflab::test::shell_command("command -v chromium").exit_code != 0)
+    GTEST_SKIP() << "chromium is not installed (tools/install_deps.sh installs it)";
+  const Outcome blank = chromium("--dump-dom about:blank");
+  if (blank.output.find("<html>") == std::string::npos) GTEST_SKIP() << "chromium cannot start here: " << blank.output;
+  TempDir dir;
+  std::ofstream(dir / "asha.toml") << read_text(difflab::test::tiny_experiment())
+                                   << "\n[sweep]\nmethod = \"asha\"\ntrials = 6\nseed = 2\nmetric = \"val_n_loss\"\n"
+                                      "min_epochs = 1\nreduction_factor = 2\n"
+                                      "\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }\n";
+  const Outcome trained = difflab_command("run " + (dir / "asha.toml").string() + " --set experiment.database=" +
+                                          (dir / "a.sqlite").string() + " --set experiment.output_dir=" +
+                                          (dir / "runs").string() + " --set training.epochs=4 --set experiment.threads=1 "
+                                          "--set evaluation.kid_protocol=none");
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  difflab::ResultsStore store(dir / "a.sqlite", difflab::OpenMode::read_only);
+  std::map<int64_t, int64_t> last_epoch;
+  int64_t pruned = 0;
+  for (const auto& run : store.runs()) {
+    for (const auto& metric : store.metrics(run.id)) last_epoch[run.id] = std::max(last_epoch[run.id], metric.epoch);
+    pruned += run.status == difflab::RunStatus::pruned;
+  }
+  std::set<int64_t> rungs;
+  for (const auto& decision : store.decisions()) rungs.insert(decision.rung);
+  ASSERT_GT(pruned, 0) << trained.output;
+
+  const fs::path report = dir / "report.html";
+  ASSERT_EQ(difflab_command("report " + (dir / "a.sqlite").string() + " --out " + report.string()).exit_code, 0);
+  const Outcome dom = chromium("--dump-dom file://" + report.string());
+  ASSERT_NE(dom.output.find("data-ready=\"true\""), std::string::npos) << dom.output.substr(0, 3000);
+  EXPECT_EQ(dom.output.find(":CONSOLE"), std::string::npos) << dom.output.substr(0, 3000);
+  EXPECT_NE(dom.output.find(fmt::format("Pruning (asha) stopped {} of 6 trials early", pruned)), std::string::npos);
+  EXPECT_NE(dom.output.find("<a href=\"#rungs\">rungs</a>"), std::string::npos);  // in the navigation too
+  const auto drawn = charts(dom.output);
+  const auto rung_chart = std::find_if(drawn.begin(), drawn.end(), [](const auto& c) { return c.first == "rungs"; });
+  ASSERT_NE(rung_chart, drawn.end());
+  const std::string& markup = rung_chart->second;
+  EXPECT_EQ(occurrences(markup, "<g class=\"series\""), 6u + rungs.size());  // the trials, then the cutoffs
+  EXPECT_EQ(occurrences(markup, "stroke=\"#c9c9c9\""), static_cast<size_t>(pruned));  // faded lines
+  for (const auto& [run, epochs] : last_epoch) {
+    // Each trial's line has a marker per epoch it trained: a pruned one ends at its rung.
+    const std::string name = fmt::format("data-series=\"run {}", run);
+    const size_t at = markup.find(name);
+    ASSERT_NE(at, std::string::npos) << name;
+    const std::string series = markup.substr(at, markup.find("</g>", at) - at);
+    EXPECT_EQ(occurrences(series, "<circle"), static_cast<size_t>(epochs)) << series;
+  }
+  EXPECT_EQ(occurrences(markup, "data-series=\"cutoffs at rung"), rungs.size());
+}
+
 TEST(ReportCommand, RunWritesItsReportAfterEveryEpochAndAtTheEnd) {
   TempDir dir;
   const std::string run = "run " + difflab::test::tiny_experiment() + " --set experiment.database=" +

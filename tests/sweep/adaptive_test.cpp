@@ -135,6 +135,37 @@ TEST(AdaptiveSweep, SuccessiveHalvingGivesTheSameDecisionsAndRowsEveryTime) {
   }
   EXPECT_EQ(finished, 1);
   EXPECT_EQ(last_epochs(first), last_epochs(second));
+
+  // Budget is not identity: the winner waited at rungs 0 and 1 and went on from its checkpoint
+  // each time; a plain run of its configuration straight to the end has, at every epoch, the same
+  // losses, bit for bit.
+  const auto winner = std::find_if(runs_a.begin(), runs_a.end(), [](const RunRecord& r) { return r.status == RunStatus::finished; });
+  std::string learning_rate;
+  for (const auto& [key, value] : first.params(winner->id))
+    if (key == "training.learning_rate") learning_rate = value;
+  ASSERT_FALSE(learning_rate.empty());
+  difflab::test::TempDir plain;
+  std::ofstream(plain / "plain.toml") << read_text(difflab::test::tiny_experiment());
+  const Outcome straight = difflab_command(
+      "run " + (plain / "plain.toml").string() + " --set experiment.database=" + (plain / "results.sqlite").string() +
+      " --set experiment.output_dir=" + (plain / "runs").string() +
+      " --set experiment.threads=1 --set evaluation.kid_protocol=none --set training.epochs=4"
+      " --set training.learning_rate=" + learning_rate);
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  ResultsStore reference(plain / "results.sqlite", OpenMode::read_only);
+  std::map<std::pair<std::string, int64_t>, double> expected;
+  for (const MetricRecord& metric : reference.metrics(reference.runs().front().id))
+    if (metric.key != "epoch_seconds" && metric.key != "train_images_per_second")
+      expected[{metric.key, metric.epoch}] = metric.value;
+  size_t compared = 0;
+  for (const MetricRecord& metric : first.metrics(winner->id)) {
+    auto it = expected.find({metric.key, metric.epoch});
+    if (it == expected.end()) continue;
+    EXPECT_EQ(metric.value, it->second) << metric.key << " at epoch " << metric.epoch;
+    ++compared;
+  }
+  EXPECT_EQ(compared, expected.size());
+  EXPECT_GE(compared, 4u * 8u);  // four epochs of losses and validation losses
 }
 
 TEST(AdaptiveSweep, KilledMidSweepTheSameCommandContinuesAndTrainsNothingTwice) {

@@ -57,6 +57,15 @@ int submit_sweep(const fs::path& file, const std::vector<std::string>& overrides
                  const Launcher& launcher, const SubmitOptions& options) {
   if (options.runs_per_task < 1) throw ConfigError("--runs-per-task must be at least 1");
   std::vector<SweepRun> runs = load_sweep(file, overrides, registry);
+  if (runs.front().adaptive) {
+    ErrorContext where = runs.front().adaptive->where.at(
+        runs.front().adaptive->method == AdaptiveSweep::Method::median ? "sweep.pruner" : "sweep.method");
+    where.hint = "run it with difflab run FILE --workers N";
+    throw ConfigError(fmt::format("difflab {} does not run adaptive sweeps yet ({}): their trials decide from each "
+                                  "other's values, which cluster tasks do not read from the shards yet",
+                                  launcher.name(), to_string(runs.front().adaptive->method)),
+                      where);
+  }
   // Every point's data and components: bad input is exit 2 here, with nothing written.
   check_before_running(runs, registry);
   const Manifest manifest = make_manifest(file, runs, registry, options.folder, launcher.name());

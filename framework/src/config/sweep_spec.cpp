@@ -18,6 +18,13 @@ namespace {
 using Axis = std::vector<Assignments>;  // one axis: its alternatives
 
 std::string value_text(const toml::node& node) {
+  // A float as the shortest text that reads back as the same double (0.99, not 0.98999999999999999),
+  // still a TOML float.
+  if (const auto* number = node.as_floating_point()) {
+    std::string text = fmt::format("{}", number->get());
+    if (text.find_first_of(".eEin") == std::string::npos) text += ".0";
+    return text;
+  }
   std::ostringstream text;
   node.visit([&](const auto& value) { text << value; });
   return text.str();
@@ -288,6 +295,8 @@ std::optional<AdaptiveSweep> adaptive_sweep(const toml::table& sweep, const std:
       throw ConfigError("pruner is for method = \"grid\" or \"random\"; " + method + " prunes by its own rule",
                         place(*pruner, "pruner"));
   }
+  if (pruner != nullptr) adaptive.where["sweep.pruner"] = place(*pruner, "pruner");
+  if (const toml::node* node = sweep.get("method")) adaptive.where["sweep.method"] = place(*node, "method");
   // Which keys each method takes.
   const std::map<std::string, std::set<AdaptiveSweep::Method>> takes = {
       {"metric", {AdaptiveSweep::Method::asha, AdaptiveSweep::Method::hyperband, AdaptiveSweep::Method::successive_halving,

@@ -149,6 +149,31 @@ struct Page {
 
 std::string run_link(const RunData& run) { return fmt::format("<a href=\"#run-{0}\">run {0}</a>", run.record.id); }
 
+// An adaptive sweep's epochs: how many its trials trained, of running every one to the end.
+struct PruningSaving {
+  int64_t trials = 0, pruned = 0, trained = 0, all = 0;
+};
+PruningSaving pruning_saving(const std::vector<RunData>& runs, const std::vector<DecisionRecord>& decisions) {
+  PruningSaving saving;
+  std::set<int64_t> decided;
+  for (const auto& decision : decisions) decided.insert(decision.run_id);
+  int64_t epochs = 0;  // R: the trials' training.epochs
+  for (const auto& run : runs)
+    if (auto it = run.param.find("training.epochs"); it != run.param.end() && decided.count(run.record.id))
+      epochs = std::max<int64_t>(epochs, std::atoll(it->second.c_str()));
+  for (const auto& run : runs) {
+    if (!decided.count(run.record.id) && run.record.status != RunStatus::finished) continue;
+    ++saving.trials;
+    saving.pruned += run.record.status == RunStatus::pruned;
+    int64_t last = 0;
+    for (const auto& [key, values] : run.metrics)
+      if (!values.empty()) last = std::max(last, values.rbegin()->first);
+    saving.trained += last;
+  }
+  saving.all = saving.trials * epochs;
+  return saving;
+}
+
 void overview(Page& page, const std::vector<RunData>& runs, const std::vector<std::string>& varying,
               const std::string& metric, ResultsStore& store) {
   page.section("overview", "Overview", "overview");
@@ -192,6 +217,16 @@ void overview(Page& page, const std::vector<RunData>& runs, const std::vector<st
       failures += fmt::format("<li>{} ({}, {}): {}</li>\n", run_link(run), to_string(run.record.status), escape(run.group),
                               escape(run.record.error));
   if (!failures.empty()) page.html += "<h3>Failures</h3><ul class=\"failures\">\n" + failures + "</ul>\n";
+  if (const std::vector<DecisionRecord> decisions = store.decisions(); !decisions.empty()) {
+    const PruningSaving saving = pruning_saving(runs, decisions);
+    page.html += fmt::format("<p class=\"pruning\">Pruning ({}) stopped {} of {} trials early: they trained {} of {} "
+                             "epochs ({:.0f}%), {} fewer than running every trial to the end (<a href=\"#rungs\">rungs"
+                             "</a>).</p>\n",
+                             escape(decisions.front().method), saving.pruned, saving.trials, saving.trained, saving.all,
+                             saving.all > 0 ? 100.0 * static_cast<double>(saving.trained) / static_cast<double>(saving.all)
+                                            : 0.0,
+                             saving.all - saving.trained);
+  }
   page.html += "</section>\n";
 }
 
@@ -299,6 +334,56 @@ void learning_curves(Page& page, const std::vector<RunData>& runs, const ReportO
     }
     page.chart(svg::render(chart));
   }
+}
+
+// The rung view of an adaptive sweep: the decision metric against epochs for every trial, the
+// pruned ones faded and ending at their rung, and each decision's cutoff marked at its rung.
+void rung_view(Page& page, const std::vector<RunData>& runs, const std::vector<DecisionRecord>& decisions) {
+  if (decisions.empty()) return;
+  const std::string metric = decisions.front().metric;
+  page.section("rungs", "Rungs: " + metric, "rungs");
+  const PruningSaving saving = pruning_saving(runs, decisions);
+  page.html += fmt::format(
+      "<p>An adaptive sweep ({}): {} trials, {} pruned. They trained {} epochs of the {} that running every trial to "
+      "the end takes: {:.0f}%. Each line is a trial's {}; a pruned trial is drawn faded and ends at the rung where it "
+      "stopped; the black marks are the cutoffs its decisions compared with (the k-th best at the rung, or the "
+      "median).</p>\n",
+      escape(decisions.front().method), saving.trials, saving.pruned, saving.trained, saving.all,
+      saving.all > 0 ? 100.0 * static_cast<double>(saving.trained) / static_cast<double>(saving.all) : 0.0,
+      escape(metric));
+  svg::Chart chart;
+  chart.id = "rungs";
+  chart.title = metric + " at every epoch, trial by trial";
+  chart.x_label = "epoch";
+  chart.integer_x = true;
+  chart.y_label = metric;
+  size_t kept = 0;
+  for (const auto& run : runs) {
+    auto it = run.metrics.find(metric);
+    if (it == run.metrics.end()) continue;
+    svg::Series series;
+    const bool pruned = run.record.status == RunStatus::pruned;
+    series.name = fmt::format("run {}{}", run.record.id, pruned ? " (pruned)" : "");
+    series.color = pruned ? "#c9c9c9" : svg::palette(kept++);
+    series.style = svg::Style::lines_and_points;
+    for (const auto& [epoch, value] : it->second) {
+      series.x.push_back(static_cast<double>(epoch));
+      series.y.push_back(value);
+    }
+    chart.series.push_back(std::move(series));
+  }
+  std::map<int64_t, svg::Series> cutoffs;  // by rung
+  for (const auto& decision : decisions) {
+    svg::Series& series = cutoffs[decision.rung];
+    series.name = fmt::format("cutoffs at rung {}", decision.rung);
+    series.color = "#000000";
+    series.style = svg::Style::points;
+    series.x.push_back(static_cast<double>(decision.epoch));
+    series.y.push_back(decision.cutoff);
+  }
+  for (auto& [rung, series] : cutoffs) chart.series.push_back(std::move(series));
+  page.chart(svg::render(chart, 760, 380));
+  page.html += "</section>\n";
 }
 
 void kid_against_nfe(Page& page, const std::vector<RunData>& runs) {
@@ -786,6 +871,7 @@ std::string render_report(ResultsStore& store, const ReportOptions& options, Rep
                  "more runs at an epoch. Click a legend entry to hide its line.</p>\n";
     learning_curves(page, runs, options);
     page.html += "</section>\n";
+    rung_view(page, runs, store.decisions());
     kid_against_nfe(page, runs);
     one_factor(page, runs, axes, options.metric);
     parallel_coordinates(page, runs, axes, options.metric);

@@ -162,6 +162,14 @@ std::vector<Row> read_runs(SQLite::Database& db, std::map<std::string, bool>& nu
     index[*row["run_id"].text] = rows.size();
     rows.push_back(std::move(row));
   }
+  // An adaptive sweep's trials: the last rung each was judged at (sweep/pruning.h).
+  SQLite::Statement rungs(db, "SELECT run_id, MAX(rung) FROM decisions GROUP BY run_id");
+  while (rungs.executeStep()) {
+    auto found = index.find(rungs.getColumn(0).getString());
+    if (found == index.end()) continue;
+    numeric["rung"] = true;
+    rows[found->second]["rung"] = Cell{rungs.getColumn(1).getString(), rungs.getColumn(1).getDouble()};
+  }
   SQLite::Statement params(db, "SELECT run_id, key, value, type, number FROM params ORDER BY rowid");
   while (params.executeStep()) {
     auto found = index.find(params.getColumn(0).getString());
@@ -309,6 +317,7 @@ Table runs_table(ResultsStore& store, const RunsQuery& query) {
   } else {
     // One row per run: the parameters that differ between the runs shown are what tells them apart.
     table.columns = {"run_id", "status"};
+    if (numeric.count("rung")) table.columns.push_back("rung");  // an adaptive sweep's
     std::vector<std::string> shown = varying(rows, std::vector<std::string>{"name"});
     for (const auto& key : varying(rows, keys)) shown.push_back(key);
     table.columns.insert(table.columns.end(), shown.begin(), shown.end());
