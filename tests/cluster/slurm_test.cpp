@@ -12,6 +12,8 @@
 
 #include "cluster/slurm_cluster.h"
 #include "cluster/sweep_helpers.h"
+#include "results/results_store.h"
+#include "sweep/pruning.h"
 
 namespace fs = std::filesystem;
 using difflab::test::difflab_command;
@@ -323,4 +325,78 @@ TEST(Slurm, EachPointOfASweepTaskTrainsDataParallelAcrossTheTasksSrunStarts) {
   ASSERT_EQ(difflab_command("slurm collect " + folder.string()).exit_code, 0);
   EXPECT_EQ(count(dir / "results.sqlite", "SELECT COUNT(*) FROM runs WHERE status = 'finished' AND world_size = 2 "
                                           "AND backend = 'gloo'"), 2);
+}
+
+// An asha sweep on a real Slurm: each array task decides at its rung epochs from the values in
+// the other points' shards, with no coordinator; one task is preempted mid-rung and requeued.
+// Collected, every trial is finished or pruned exactly once, and every decision replays from the
+// experiment's database through the rule.
+TEST(Slurm, AnAshaSweepDecidesFromTheShardsThroughAPreemption) {
+  SlurmCluster cluster;
+  if (!cluster.skip_reason().empty()) GTEST_SKIP() << "no local Slurm: " << cluster.skip_reason();
+  TempDir dir;
+  const fs::path marker = dir / "paused";
+  const std::string sweep =
+      "method = \"asha\"\ntrials = 12\nseed = 4\nmetric = \"val_n_loss\"\nmin_epochs = 1\nreduction_factor = 2\n"
+      "\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }";
+  const Outcome submitted = difflab_command(
+      "slurm " + tiny_sweep(dir, sweep, " --set training.epochs=4 --set evaluation.kid_protocol=none "
+                                        "--cpus-per-task 1 --array-parallelism 2"),
+      cluster.environment() + " DIFFLAB_TEST_PAUSE_AFTER_STEP='6 " + marker.string() + "'");
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.output;
+  const std::string job = job_of(submitted.output);
+  const fs::path folder = folder_of(submitted.output);
+  // The first task to reach step 6 (two batches into epoch 2, between rungs 0 and 1) waits there
+  // for the warning; it checkpoints, requeues itself, and decides rung 1 when it runs again.
+  const std::string task = wait_for_line(marker, 240);
+  ASSERT_FALSE(task.empty()) << "no task paused: " << all_logs(folder);
+  const std::string element = job + "_" + task;
+  const fs::path log = folder / "submit-001" / "logs" / ("task-" + task + ".log");
+  // scancel may answer "Job can not be altered now" when the task requeues itself at once: the
+  // signal was delivered then, which the task's log says below.
+  cluster.command("scancel --signal=USR2 --batch " + element);
+  for (int i = 0; i < 1200 && read_text(log).find("restart 1)") == std::string::npos; ++i) {
+    if (cluster.command("squeue -h -j " + element + " -o %T:%r").output.find("PENDING:BeginTime") != std::string::npos)
+      cluster.command("scontrol update JobId=" + element + " StartTime=now");
+    usleep(100000);
+  }
+  ASSERT_TRUE(cluster.wait_until_done(job, 300)) << cluster.command("squeue").output << all_logs(folder);
+  EXPECT_NE(read_text(log).find("stopped by signal 12 at step 6"), std::string::npos) << read_text(log);
+  EXPECT_NE(read_text(log).find("resuming run 1 after epoch 1 and 2 batches of epoch 2 (step 6)"), std::string::npos)
+      << read_text(log);
+
+  ASSERT_EQ(difflab_command("sweep collect " + folder.string()).exit_code, 0);
+  difflab::ResultsStore store(dir / "results.sqlite", difflab::OpenMode::read_only);
+  const std::vector<difflab::RunRecord> runs = store.runs();
+  ASSERT_EQ(runs.size(), 12u);  // each trial once: the preempted one resumed its run
+  std::set<std::string> hashes;
+  std::map<std::string, int64_t> run_of;
+  int64_t pruned = 0;
+  for (const auto& run : runs) {
+    hashes.insert(run.config_hash);
+    run_of[run.attempt] = run.id;
+    EXPECT_TRUE(run.status == difflab::RunStatus::finished || run.status == difflab::RunStatus::pruned)
+        << difflab::to_string(run.status);
+    pruned += run.status == difflab::RunStatus::pruned;
+  }
+  EXPECT_EQ(hashes.size(), 12u);
+  EXPECT_GT(pruned, 0);
+  const std::vector<difflab::DecisionRecord> decisions = store.decisions();
+  ASSERT_FALSE(decisions.empty());
+  for (const auto& decision : decisions) {
+    const double value = *store.metric_at(decision.run_id, "val_n_loss", decision.epoch);
+    std::vector<double> peers;
+    for (const std::string& attempt : decision.peers)
+      peers.push_back(*store.metric_at(run_of.at(attempt), "val_n_loss", decision.epoch));
+    const difflab::RungDecision replay = difflab::asha_decision(value, peers, 2, difflab::Direction::minimize);
+    EXPECT_EQ(decision.prune, !replay.promote) << "run " << decision.run_id << " rung " << decision.rung;
+    EXPECT_EQ(decision.cutoff, replay.cutoff);
+    if (decision.prune) EXPECT_EQ(store.run(decision.run_id)->status, difflab::RunStatus::pruned);
+  }
+  // Submitted again: every trial is done, finished or pruned; nothing to submit.
+  const Outcome again = difflab_command(
+      "slurm " + tiny_sweep(dir, sweep, " --set training.epochs=4 --set evaluation.kid_protocol=none "
+                                        "--cpus-per-task 1 --array-parallelism 2"),
+      cluster.environment());
+  EXPECT_NE(again.output.find("nothing to submit"), std::string::npos) << again.output;
 }

@@ -57,13 +57,12 @@ int submit_sweep(const fs::path& file, const std::vector<std::string>& overrides
                  const Launcher& launcher, const SubmitOptions& options) {
   if (options.runs_per_task < 1) throw ConfigError("--runs-per-task must be at least 1");
   std::vector<SweepRun> runs = load_sweep(file, overrides, registry);
-  if (runs.front().adaptive) {
-    ErrorContext where = runs.front().adaptive->where.at(
-        runs.front().adaptive->method == AdaptiveSweep::Method::median ? "sweep.pruner" : "sweep.method");
-    where.hint = "run it with difflab run FILE --workers N";
-    throw ConfigError(fmt::format("difflab {} does not run adaptive sweeps yet ({}): their trials decide from each "
-                                  "other's values, which cluster tasks do not read from the shards yet",
-                                  launcher.name(), to_string(runs.front().adaptive->method)),
+  if (runs.front().adaptive && runs.front().adaptive->method == AdaptiveSweep::Method::successive_halving) {
+    ErrorContext where = runs.front().adaptive->where.at("sweep.method");
+    where.hint = "run it with difflab run FILE --workers N, or use method = \"asha\" on a cluster";
+    throw ConfigError(fmt::format("difflab {} does not run synchronous successive halving yet: each rung would be "
+                                  "one job, the next submitted by a job that decides the rung",
+                                  launcher.name()),
                       where);
   }
   // Every point's data and components: bad input is exit 2 here, with nothing written.
@@ -91,8 +90,9 @@ int submit_sweep(const fs::path& file, const std::vector<std::string>& overrides
   }
 
   SubmissionPlan plan = plan_submission(manifest, folder, options.retry_failed, options.runs_per_task);
-  fmt::print("difflab: sweep \"{}\": {} points — {} finished, {} failed{}, {} to run\n", manifest.name,
-             manifest.points.size(), plan.finished, plan.failed,
+  fmt::print("difflab: sweep \"{}\": {} points — {} finished, {}{} failed{}, {} to run\n", manifest.name,
+             manifest.points.size(), plan.finished, plan.pruned > 0 ? fmt::format("{} pruned, ", plan.pruned) : "",
+             plan.failed,
              plan.failed > 0 && !options.retry_failed ? " (--retry-failed submits them again)" : "", plan.points);
   if (plan.points == 0) {
     fmt::print("difflab: nothing to submit; the results are in {}\n", manifest.database);

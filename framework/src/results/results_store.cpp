@@ -220,7 +220,7 @@ CREATE TABLE IF NOT EXISTS decisions (
   cutoff      REAL,              -- the k-th best at the rung, or the median
   rank        INTEGER NOT NULL,  -- 1 = best; 0 where the rule ranks nothing
   of          INTEGER NOT NULL,  -- values at the rung, the run's own included
-  peers       TEXT NOT NULL,     -- JSON array of the run ids compared with
+  peers       TEXT NOT NULL,     -- JSON array of the attempts (runs.attempt) compared with
   decision    TEXT NOT NULL CHECK (decision IN ('continue', 'prune')),
   decided_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   PRIMARY KEY (run_id, rung)
@@ -251,12 +251,13 @@ RunRecord read_run(SQLite::Statement& query) {
   run.pid = query.getColumn(9).getInt64();
   run.heartbeat_age_seconds = query.getColumn(10).isNull() ? -1.0 : query.getColumn(10).getDouble();
   run.trained_by = query.getColumn(11).isNull() ? 0 : query.getColumn(11).getInt64();
+  run.attempt = query.getColumn(12).getString();
   return run;
 }
 
 constexpr const char* kRunColumns =
     "SELECT id, name, config_hash, config_toml, status, error, started_at, finished_at, host, pid, "
-    "(julianday('now') - julianday(heartbeat_at)) * 86400.0, trained_by FROM runs";
+    "(julianday('now') - julianday(heartbeat_at)) * 86400.0, trained_by, attempt FROM runs";
 
 }  // namespace
 
@@ -829,9 +830,9 @@ DecisionRecord read_decision(SQLite::Statement& query) {
   record.of = query.getColumn(9).getInt64();
   std::string peers = query.getColumn(10).getString();
   for (char& c : peers)
-    if (c == '[' || c == ']' || c == ',') c = ' ';
-  std::istringstream ids(peers);
-  for (int64_t id; ids >> id;) record.peers.push_back(id);
+    if (c == '[' || c == ']' || c == ',' || c == '"') c = ' ';
+  std::istringstream attempts(peers);
+  for (std::string attempt; attempts >> attempt;) record.peers.push_back(attempt);
   record.prune = query.getColumn(11).getString() == "prune";
   record.decided_at = query.getColumn(12).getString();
   return record;
@@ -858,7 +859,8 @@ std::optional<double> ResultsStore::metric_at(int64_t run_id, const std::string&
 }
 
 std::optional<DecisionRecord> ResultsStore::decide(
-    int64_t run_id, int64_t rung, int64_t epoch, const std::string& metric, const std::vector<std::string>& trial_hashes,
+    int64_t run_id, int64_t rung, int64_t epoch, const std::string& metric,
+    const std::function<std::vector<RungPeer>()>& peers,
     const std::function<std::optional<DecisionRecord>(const RungView&)>& decide) {
   SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
   {
@@ -876,11 +878,7 @@ std::optional<DecisionRecord> ResultsStore::decide(
   history.bind(2, metric);
   history.bind(3, epoch);
   while (history.executeStep()) view.history.push_back(history.getColumn(0).getDouble());
-  for (const std::string& hash : trial_hashes) {
-    const std::optional<RunRecord> peer = latest_run(hash);
-    if (!peer || peer->id == run_id) continue;
-    view.peers.push_back({peer->id, peer->status, metric_at(peer->id, metric, epoch)});
-  }
+  view.peers = peers();
   std::optional<DecisionRecord> record = decide(view);
   if (!record) return std::nullopt;
   record->run_id = run_id;
@@ -899,7 +897,9 @@ std::optional<DecisionRecord> ResultsStore::decide(
   bind_real(insert, 8, record->cutoff);
   insert.bind(9, record->rank);
   insert.bind(10, record->of);
-  insert.bind(11, fmt::format("[{}]", fmt::join(record->peers, ", ")));
+  std::vector<std::string> quoted;
+  for (const std::string& attempt : record->peers) quoted.push_back("\"" + attempt + "\"");
+  insert.bind(11, fmt::format("[{}]", fmt::join(quoted, ", ")));
   insert.bind(12, record->prune ? "prune" : "continue");
   insert.exec();
   if (record->prune) {

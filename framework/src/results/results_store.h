@@ -45,6 +45,7 @@ struct RunRecord {
   int64_t pid = 0;
   double heartbeat_age_seconds = -1.0;  // -1 when never
   int64_t trained_by = 0;  // the run whose trained network this run evaluates; 0: trained itself
+  std::string attempt;     // unique across databases (shards merge by it)
 };
 
 // A finished run's trained network that another configuration can reuse.
@@ -118,7 +119,7 @@ struct DecisionRecord {
   double cutoff = 0.0;  // the value it had to match: the k-th best, or the median
   int64_t rank = 0;     // its rank at the rung (1 = best), 0 where the rule ranks nothing
   int64_t of = 0;       // how many values the rung had, its own included
-  std::vector<int64_t> peers;  // the other runs whose values it was compared with
+  std::vector<std::string> peers;  // the attempts (runs.attempt) of the runs it was compared with
   bool prune = false;          // else it goes on (is promoted)
   std::string decided_at;
 };
@@ -126,7 +127,8 @@ struct DecisionRecord {
 // What a run at a rung is compared with: its own value and history, and each other trial's
 // latest run with its status and its value at that epoch.
 struct RungPeer {
-  int64_t run_id = 0;
+  int64_t run_id = 0;   // in the database it was read from
+  std::string attempt;  // unique across databases
   RunStatus status = RunStatus::running;
   std::optional<double> value;  // none: it has not recorded the epoch
 };
@@ -202,12 +204,12 @@ class ResultsStore {
 
   // An adaptive sweep's decision for a run at a rung, in one IMMEDIATE transaction (two trials
   // reaching a rung at once see each other in turn): the decision recorded before, if there is
-  // one (it stands); else `decide` sees the run's value and its peers (the latest runs of
-  // `trial_hashes`, the run itself left out) and returns the decision to record, or nothing
-  // where its rule does not apply. A pruning decision closes a run that waits (interrupted) as
-  // pruned.
+  // one (it stands); else `decide` sees the run's value and its peers (what `peers` reads: the
+  // other trials' latest runs, from this database or from shards) and returns the decision to
+  // record, or nothing where its rule does not apply. A pruning decision closes a run that waits
+  // (interrupted) as pruned.
   std::optional<DecisionRecord> decide(int64_t run_id, int64_t rung, int64_t epoch, const std::string& metric,
-                                       const std::vector<std::string>& trial_hashes,
+                                       const std::function<std::vector<RungPeer>()>& peers,
                                        const std::function<std::optional<DecisionRecord>(const RungView&)>& decide);
   std::vector<DecisionRecord> decisions(int64_t run_id = 0) const;  // 0: every run's, in order
   // The value of a metric a run recorded at an epoch.

@@ -29,14 +29,33 @@ int64_t brackets_of(const AdaptiveSweep& adaptive, int64_t epochs) {
                                : hyperband_brackets(adaptive.min_epochs, adaptive.reduction_factor, epochs);
 }
 
-// The config hashes of the trials that are peers of trial i: its bracket's (every trial but in
-// hyperband).
-std::vector<std::string> peer_hashes(const std::vector<SweepRun>& runs, size_t trial, int64_t brackets) {
-  std::vector<std::string> hashes;
-  for (size_t j = 0; j < runs.size(); ++j)
-    if (hyperband_bracket(static_cast<int64_t>(j), brackets) == hyperband_bracket(static_cast<int64_t>(trial), brackets))
-      hashes.push_back(runs[j].experiment.config_hash());
-  return hashes;
+// The trials that are peers of trial i: its bracket's (every trial but in hyperband), itself left out.
+std::vector<size_t> peer_trials(size_t count, size_t trial, int64_t brackets) {
+  std::vector<size_t> peers;
+  for (size_t j = 0; j < count; ++j)
+    if (j != trial && hyperband_bracket(static_cast<int64_t>(j), brackets) ==
+                          hyperband_bracket(static_cast<int64_t>(trial), brackets))
+      peers.push_back(j);
+  return peers;
+}
+
+// The peers' latest runs and values, through `lookup` or the deciding run's database.
+std::function<std::vector<RungPeer>()> peers_of(ResultsStore& store, const std::vector<std::string>& hashes,
+                                                const std::vector<size_t>& trials, const PeerLookup& lookup,
+                                                const std::string& metric, int64_t epoch) {
+  return [&store, &hashes, &trials, &lookup, metric, epoch] {
+    std::vector<RungPeer> peers;
+    for (size_t trial : trials) {
+      std::optional<RungPeer> peer;
+      if (lookup) {
+        peer = lookup(store, trial, metric, epoch);
+      } else if (const std::optional<RunRecord> run = store.latest_run(hashes[trial])) {
+        peer = RungPeer{run->id, run->attempt, run->status, store.metric_at(run->id, metric, epoch)};
+      }
+      if (peer) peers.push_back(*peer);
+    }
+    return peers;
+  };
 }
 
 EpochVerdict verdict_of(const std::optional<DecisionRecord>& decision) {
@@ -50,8 +69,10 @@ EpochVerdict verdict_of(const std::optional<DecisionRecord>& decision) {
 }  // namespace
 
 std::function<EpochVerdict(ResultsStore&, int64_t, int64_t)> adaptive_verdict(const std::vector<SweepRun>& runs,
-                                                                             size_t trial) {
+                                                                             size_t trial, PeerLookup lookup) {
   if (!runs[trial].adaptive) return {};
+  std::vector<std::string> hashes;
+  for (const auto& run : runs) hashes.push_back(run.experiment.config_hash());
   const AdaptiveSweep adaptive = *runs[trial].adaptive;
   const int64_t epochs = max_epochs(runs);
   using Method = AdaptiveSweep::Method;
@@ -67,16 +88,17 @@ std::function<EpochVerdict(ResultsStore&, int64_t, int64_t)> adaptive_verdict(co
     };
   }
   if (adaptive.method == Method::median) {
-    const std::vector<std::string> hashes = peer_hashes(runs, trial, 1);
-    return [hashes, adaptive](ResultsStore& store, int64_t run_id, int64_t epoch) -> EpochVerdict {
-      return verdict_of(store.decide(run_id, epoch, epoch, adaptive.metric, hashes, [&](const RungView& view) {
+    const std::vector<size_t> trials = peer_trials(runs.size(), trial, 1);
+    return [hashes, trials, lookup, adaptive](ResultsStore& store, int64_t run_id, int64_t epoch) -> EpochVerdict {
+      const auto peers = peers_of(store, hashes, trials, lookup, adaptive.metric, epoch);
+      return verdict_of(store.decide(run_id, epoch, epoch, adaptive.metric, peers, [&](const RungView& view) {
         std::vector<double> finished;
         int64_t finished_trials = 0;
-        std::vector<int64_t> peers;
+        std::vector<std::string> compared;
         for (const RungPeer& peer : view.peers) {
           if (peer.status != RunStatus::finished) continue;
           ++finished_trials;
-          if (peer.value) finished.push_back(*peer.value), peers.push_back(peer.run_id);
+          if (peer.value) finished.push_back(*peer.value), compared.push_back(peer.attempt);
         }
         const auto median = median_decision(view.history, epoch, finished, finished_trials, adaptive.startup_trials,
                                             adaptive.warmup_epochs, direction_of(adaptive));
@@ -86,7 +108,7 @@ std::function<EpochVerdict(ResultsStore&, int64_t, int64_t)> adaptive_verdict(co
         record.value = median->best;
         record.cutoff = median->median;
         record.of = median->of + 1;
-        record.peers = peers;
+        record.peers = compared;
         record.prune = median->prune;
         return std::optional<DecisionRecord>(record);
       }));
@@ -97,16 +119,18 @@ std::function<EpochVerdict(ResultsStore&, int64_t, int64_t)> adaptive_verdict(co
   const int64_t bracket = hyperband_bracket(static_cast<int64_t>(trial), brackets);
   const std::vector<int64_t> rungs =
       rung_epochs(adaptive.min_epochs, adaptive.reduction_factor, epochs, adaptive.method == Method::hyperband ? bracket : 0);
-  const std::vector<std::string> hashes = peer_hashes(runs, trial, brackets);
-  return [hashes, rungs, adaptive, bracket](ResultsStore& store, int64_t run_id, int64_t epoch) -> EpochVerdict {
+  const std::vector<size_t> trials = peer_trials(runs.size(), trial, brackets);
+  return [hashes, trials, lookup, rungs, adaptive, bracket](ResultsStore& store, int64_t run_id,
+                                                             int64_t epoch) -> EpochVerdict {
     const auto at = std::find(rungs.begin(), rungs.end(), epoch);
     if (at == rungs.end()) return {};
     const int64_t rung = at - rungs.begin();
-    return verdict_of(store.decide(run_id, rung, epoch, adaptive.metric, hashes, [&](const RungView& view) {
+    const auto peers = peers_of(store, hashes, trials, lookup, adaptive.metric, epoch);
+    return verdict_of(store.decide(run_id, rung, epoch, adaptive.metric, peers, [&](const RungView& view) {
       std::vector<double> values;
       DecisionRecord record;
       for (const RungPeer& peer : view.peers)
-        if (peer.value) values.push_back(*peer.value), record.peers.push_back(peer.run_id);
+        if (peer.value) values.push_back(*peer.value), record.peers.push_back(peer.attempt);
       const RungDecision decision = asha_decision(view.value, values, adaptive.reduction_factor, direction_of(adaptive));
       record.method = to_string(adaptive.method);
       record.bracket = bracket;
@@ -131,6 +155,7 @@ int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung) {
   ResultsStore store(database_of(runs));
   // The rung's trials: promoted past every earlier rung, with the metric at this one.
   std::vector<int64_t> run_ids;
+  std::vector<std::string> attempts;
   std::vector<double> values;
   std::vector<std::string> hashes;
   for (const auto& run : runs) hashes.push_back(run.experiment.config_hash());
@@ -141,7 +166,7 @@ int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung) {
     const bool alive = static_cast<int64_t>(taken.size()) >= rung &&
                        std::none_of(taken.begin(), taken.end(), [](const DecisionRecord& d) { return d.prune; });
     const std::optional<double> value = store.metric_at(run->id, adaptive.metric, epoch);
-    if (alive && value) run_ids.push_back(run->id), values.push_back(*value);
+    if (alive && value) run_ids.push_back(run->id), attempts.push_back(run->attempt), values.push_back(*value);
   }
   const std::vector<bool> promoted = halving_promotions(values, adaptive.reduction_factor, direction_of(adaptive));
   // The cutoff: the worst promoted value.
@@ -151,14 +176,14 @@ int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung) {
       cutoff = values[i];
   int64_t kept = 0;
   for (size_t i = 0; i < run_ids.size(); ++i) {
-    std::vector<int64_t> peers;
+    std::vector<std::string> peers;
     for (size_t j = 0; j < run_ids.size(); ++j)
-      if (j != i) peers.push_back(run_ids[j]);
+      if (j != i) peers.push_back(attempts[j]);
     int64_t rank = 1;
     for (double other : values)
       if (adaptive.maximize ? other > values[i] : other < values[i]) ++rank;
     const std::optional<DecisionRecord> decision =
-        store.decide(run_ids[i], rung, epoch, adaptive.metric, {}, [&](const RungView&) {
+        store.decide(run_ids[i], rung, epoch, adaptive.metric, [] { return std::vector<RungPeer>(); }, [&](const RungView&) {
           DecisionRecord record;
           record.method = "successive_halving";
           record.value = values[i];

@@ -7,17 +7,25 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "config/experiment.h"
+#include "results/results_store.h"
 #include "training/trainer.h"
 
 namespace difflab {
 
+// Where a trial finds another trial's latest run and its value of the metric at an epoch: the
+// deciding run's own database (difflab run: one database for the whole sweep) when empty, or
+// the other points' shards in the sweep folder (a cluster task).
+using PeerLookup =
+    std::function<std::optional<RungPeer>(ResultsStore& own, size_t trial, const std::string& metric, int64_t epoch)>;
+
 // Trial i's verdict after each epoch (RunOptions::verdict); empty for a sweep that is not adaptive.
 std::function<EpochVerdict(ResultsStore& store, int64_t run_id, int64_t epoch)> adaptive_verdict(
-    const std::vector<SweepRun>& runs, size_t trial);
+    const std::vector<SweepRun>& runs, size_t trial, PeerLookup lookup = {});
 
 // Synchronous successive halving: after every trial still in the running has reached rung k
 // (paused there), decides the rung: the best ⌊n/η⌋ go on, the others are pruned. Returns how many

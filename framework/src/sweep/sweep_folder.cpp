@@ -50,6 +50,15 @@ void write_manifest(const Manifest& manifest) {
     points.push_back(toml::table{{"index", point.index}, {"config_hash", point.config_hash},
                                  {"point", point.point}, {"variant", point.variant}, {"config", point.config}});
   root.insert("points", std::move(points));
+  if (const auto& adaptive = manifest.adaptive)
+    root.insert("adaptive", toml::table{{"method", std::string(to_string(adaptive->method))},
+                                        {"metric", adaptive->metric},
+                                        {"maximize", adaptive->maximize},
+                                        {"min_epochs", adaptive->min_epochs},
+                                        {"reduction_factor", adaptive->reduction_factor},
+                                        {"brackets", adaptive->brackets},
+                                        {"startup_trials", adaptive->startup_trials},
+                                        {"warmup_epochs", adaptive->warmup_epochs}});
   write_file_atomically(manifest.path, "# difflab sweep manifest: written by difflab slurm / k8s; do not edit\n" +
                                            to_text(root));
 }
@@ -109,6 +118,7 @@ Manifest make_manifest(const fs::path& file, const std::vector<SweepRun>& runs, 
     manifest.points.push_back({static_cast<int64_t>(manifest.points.size()), run.experiment.config_hash(), run.point,
                                run.variant, run.experiment.to_toml()});
   }
+  if (runs.front().adaptive) manifest.adaptive = *runs.front().adaptive;
   return manifest;
 }
 
@@ -159,6 +169,23 @@ Manifest read_manifest(const fs::path& folder) {
     if (point.index != static_cast<int64_t>(manifest.points.size()))
       throw ConfigError("points out of order", ErrorContext::for_key(file, "points.index"));
     manifest.points.push_back(std::move(point));
+  }
+  if (const toml::table* table = root["adaptive"].as_table()) {
+    AdaptiveSweep adaptive;
+    const std::string method = required<std::string>(*table, "method", file);
+    bool known = false;
+    for (auto candidate : {AdaptiveSweep::Method::asha, AdaptiveSweep::Method::hyperband,
+                           AdaptiveSweep::Method::successive_halving, AdaptiveSweep::Method::median})
+      if (method == to_string(candidate)) adaptive.method = candidate, known = true;
+    if (!known) throw ConfigError("unknown adaptive method \"" + method + "\"", ErrorContext::for_key(file, "adaptive.method"));
+    adaptive.metric = required<std::string>(*table, "metric", file);
+    adaptive.maximize = required<bool>(*table, "maximize", file);
+    adaptive.min_epochs = required<int64_t>(*table, "min_epochs", file);
+    adaptive.reduction_factor = required<int64_t>(*table, "reduction_factor", file);
+    adaptive.brackets = required<int64_t>(*table, "brackets", file);
+    adaptive.startup_trials = required<int64_t>(*table, "startup_trials", file);
+    adaptive.warmup_epochs = required<int64_t>(*table, "warmup_epochs", file);
+    manifest.adaptive = std::move(adaptive);
   }
   return manifest;
 }
@@ -251,6 +278,7 @@ SubmissionPlan plan_submission(const Manifest& manifest, const fs::path& folder,
   for (const auto& point : manifest.points) {
     const PointState state = states.of(point);
     if (state.status == RunStatus::finished) ++plan.finished;
+    else if (state.status == RunStatus::pruned) ++plan.pruned;
     else if (state.status && ended_in_error(*state.status) && !retry_failed) ++plan.failed;
     else todo.push_back(point.index);
   }

@@ -46,6 +46,7 @@ struct Manifest {
   std::string database;  // the experiment's database, absolute: where collect merges
   std::vector<std::string> plugin_dirs;
   std::vector<ManifestPoint> points;
+  std::optional<AdaptiveSweep> adaptive;  // an adaptive sweep's settings (its points are the trials, in order)
 };
 
 std::filesystem::path manifest_path(const std::filesystem::path& folder);
@@ -101,11 +102,13 @@ class PointStates {
   std::unique_ptr<ResultsStore> database_;
 };
 
-// The resubmission rule: a new submission takes every point that has not finished, and those
-// that failed or diverged only with retry_failed; it packs them runs_per_task to a task.
+// The resubmission rule: a new submission takes every point that has not finished (or been
+// pruned), and those that failed or diverged only with retry_failed; it packs them runs_per_task
+// to a task.
 struct SubmissionPlan {
   Submission submission;  // numbered after the folder's last one
   int64_t finished = 0;
+  int64_t pruned = 0;  // an adaptive sweep's decisions stand: left out
   int64_t failed = 0;  // failed or diverged, and left out
   int64_t points = 0;  // to run
 };

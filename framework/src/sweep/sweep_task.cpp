@@ -15,6 +15,7 @@
 #include "process/stop_request.h"
 #include "results/merge.h"
 #include "results/results_store.h"
+#include "sweep/adaptive.h"
 #include "sweep/sweep_folder.h"
 #include "training/distributed.h"
 #include "training/trainer.h"
@@ -38,16 +39,52 @@ void remove_database(const fs::path& path) {
   for (const char* suffix : {"", "-wal", "-shm", "-journal"}) fs::remove(path.string() + suffix, ignored);
 }
 
+// A point is done when it trained to the end, or an adaptive sweep's rule stopped it.
 bool trained(const RunResult& result) {
-  return result.outcome == RunOutcome::trained || result.outcome == RunOutcome::finished_before;
+  return result.outcome == RunOutcome::trained || result.outcome == RunOutcome::finished_before ||
+         result.outcome == RunOutcome::pruned || result.outcome == RunOutcome::pruned_before;
+}
+
+// An adaptive sweep's trials as the manifest froze them (its points, in order), for their
+// decisions; empty for a sweep that is not adaptive.
+std::vector<SweepRun> adaptive_trials(const Manifest& manifest, PluginRegistry& registry) {
+  std::vector<SweepRun> trials;
+  if (!manifest.adaptive) return trials;
+  const auto adaptive = std::make_shared<const AdaptiveSweep>(*manifest.adaptive);
+  for (const auto& point : manifest.points)
+    trials.push_back({point_experiment(manifest, point, registry), point.point, point.variant, adaptive, point.index});
+  return trials;
+}
+
+// A trial's peers on a cluster: each other point's newest run and value, read from its shard in
+// the sweep folder. A shard is a plain file that its own task replaces by a rename after every
+// epoch and nobody writes in place, so reading it on a network filesystem sees a whole snapshot,
+// the old one or the new; one being replaced or damaged just is no peer this time.
+PeerLookup shard_peers(const fs::path& folder, const Manifest& manifest) {
+  std::vector<std::string> hashes;
+  for (const auto& point : manifest.points) hashes.push_back(point.config_hash);
+  return [folder, hashes](ResultsStore&, size_t trial, const std::string& metric, int64_t epoch) -> std::optional<RungPeer> {
+    const fs::path shard = shard_path(folder, static_cast<int64_t>(trial));
+    if (!fs::exists(shard)) return std::nullopt;
+    try {
+      ResultsStore peer(shard, OpenMode::read_only);
+      const std::optional<RunRecord> run = peer.latest_run(hashes[trial]);
+      if (!run) return std::nullopt;
+      return RungPeer{run->id, run->attempt, run->status, peer.metric_at(run->id, metric, epoch)};
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  };
 }
 
 // A rank other than 0 of a data-parallel task: trains the point with rank 0, which alone keeps
 // its shard.
 bool follow_point(const Manifest& manifest, const ManifestPoint& point, const SweepTaskOptions& options,
-                  PluginRegistry& registry, ProcessGroup& group) {
+                  PluginRegistry& registry, ProcessGroup& group, const std::vector<SweepRun>& trials) {
   const Experiment experiment = point_experiment(manifest, point, registry);
   RunOptions run;
+  // Rank 0 decides; a follower's verdict is only asked for its kind, which rank 0's replaces.
+  if (!trials.empty()) run.verdict = [](ResultsStore&, int64_t, int64_t) { return EpochVerdict{}; };
   run.threads = options.threads;
   run.variant = point.variant;
   run.distributed = &group;
@@ -88,7 +125,7 @@ fs::path take_shard(const Manifest& manifest, const fs::path& folder, const Mani
 // Trains one point into a local shard that starts as the shared one; returns whether it finished.
 bool run_point(const Manifest& manifest, const fs::path& folder, const Submission& submission,
                const ManifestPoint& point, const SweepTaskOptions& options, PluginRegistry& registry,
-               ProcessGroup* group) {
+               ProcessGroup* group, const std::vector<SweepRun>& trials) {
   Experiment experiment = point_experiment(manifest, point, registry);
   const fs::path shared = shard_path(folder, point.index);
   const fs::path local = take_shard(manifest, folder, point);
@@ -104,6 +141,7 @@ bool run_point(const Manifest& manifest, const fs::path& folder, const Submissio
     if (options.after_epoch) options.after_epoch(epoch);
   };
   run.after_step = options.after_step;
+  if (!trials.empty()) run.verdict = adaptive_verdict(trials, static_cast<size_t>(point.index), shard_peers(folder, manifest));
   fmt::print("== point {} ({}): {}\n", point.index, point.config_hash, point.point.empty() ? "(no sweep)" : point.point);
   std::fflush(stdout);
   bool finished = false;
@@ -111,7 +149,8 @@ bool run_point(const Manifest& manifest, const fs::path& folder, const Submissio
   try {
     const RunResult result = run_experiment(experiment, registry, run);
     finished = trained(result);
-    if (result.outcome != RunOutcome::trained) fmt::print("   skipped: run {} {}\n", result.run_id, result.detail);
+    if (result.outcome == RunOutcome::pruned) fmt::print("   pruned: run {}\n", result.run_id);
+    else if (result.outcome != RunOutcome::trained) fmt::print("   skipped: run {} {}\n", result.run_id, result.detail);
     else fmt::print("   finished: run {}\n", result.run_id);
   } catch (const Error& error) {
     failure = error.what();
@@ -182,6 +221,7 @@ SweepTaskResult run_sweep_task(const SweepTaskOptions& options, PluginRegistry& 
     distributed.timeout_seconds = options.timeout_seconds;
     group = std::make_unique<ProcessGroup>(rendezvous, distributed, select_device(first.settings().experiment.device));
   }
+  const std::vector<SweepRun> trials = adaptive_trials(manifest, registry);
   SweepTaskResult result;
   result.index = *index;
   result.points = static_cast<int64_t>(points.size());
@@ -194,8 +234,8 @@ SweepTaskResult run_sweep_task(const SweepTaskOptions& options, PluginRegistry& 
     const bool stop = group ? group->max(StopRequest::requested() ? 1 : 0) > 0 : StopRequest::requested();
     if (stop) break;
     const ManifestPoint& entry = manifest.points[static_cast<size_t>(point)];
-    result.finished += result.leader ? run_point(manifest, folder, *submission, entry, task, registry, group.get())
-                                     : follow_point(manifest, entry, task, registry, *group);
+    result.finished += result.leader ? run_point(manifest, folder, *submission, entry, task, registry, group.get(), trials)
+                                     : follow_point(manifest, entry, task, registry, *group, trials);
   }
   result.signal = StopRequest::signal();
   return result;
