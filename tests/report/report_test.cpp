@@ -479,6 +479,41 @@ TEST(ReportBrowser, TheRungViewOfAnAdaptiveSweepWorksInChromium) {
   EXPECT_EQ(occurrences(markup, "data-series=\"cutoffs at rung"), rungs.size());
 }
 
+// training.log_every_steps: the losses within epochs, recorded and drawn against the step; the
+// key is not part of the run's identity.
+TEST(ReportCommand, StepLossesDrawLearningCurvesWithinEpochs) {
+  TempDir dir;
+  const std::string base = difflab::test::tiny_experiment() + " --set experiment.database=" + (dir / "s.sqlite").string() +
+                           " --set experiment.output_dir=" + (dir / "runs").string();
+  const Outcome every_two = difflab_command("check " + base + " --set training.log_every_steps=2");
+  const Outcome every_three = difflab_command("check " + base + " --set training.log_every_steps=3");
+  const auto hash = [](const std::string& output) {
+    const size_t at = output.find("config hash ");
+    return at == std::string::npos ? std::string() : output.substr(at + 12, 16);
+  };
+  ASSERT_FALSE(hash(every_two.output).empty()) << every_two.output;
+  EXPECT_EQ(hash(every_two.output), hash(every_three.output));  // not part of the identity
+
+  const Outcome ran = difflab_command("run " + base + " --set training.log_every_steps=2");
+  ASSERT_EQ(ran.exit_code, 0) << ran.output;
+  difflab::ResultsStore store(dir / "s.sqlite", difflab::OpenMode::read_only);
+  const int64_t run = store.runs().front().id;
+  const std::vector<difflab::MetricRecord> steps = store.step_metrics(run);
+  EXPECT_EQ(steps.size(), 3u * 4u);  // loss, n_loss, i_loss at steps 2, 4, 6, 8 (2 epochs of 4)
+  // At an epoch's last step the running mean is the epoch's mean, bit for bit.
+  std::map<std::pair<std::string, int64_t>, double> at_step;
+  for (const auto& step : steps) at_step[{step.key, step.step}] = step.value;
+  for (const auto& metric : store.metrics(run))
+    if (metric.key == "n_loss") EXPECT_EQ(at_step.at({"n_loss", 4 * metric.epoch}), metric.value) << metric.epoch;
+
+  ASSERT_EQ(difflab_command("report " + (dir / "s.sqlite").string() + " --out " + (dir / "r.html").string()).exit_code, 0);
+  const std::string page = read_text(dir / "r.html");
+  const std::string drawn = chart(page, "steps-n_loss");
+  ASSERT_FALSE(drawn.empty());
+  EXPECT_EQ(occurrences(drawn, "<g class=\"series\""), 1u);
+  EXPECT_NE(drawn.find("class=\"line\""), std::string::npos);
+}
+
 TEST(ReportCommand, RunWritesItsReportAfterEveryEpochAndAtTheEnd) {
   TempDir dir;
   const std::string run = "run " + difflab::test::tiny_experiment() + " --set experiment.database=" +

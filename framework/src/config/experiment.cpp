@@ -449,8 +449,22 @@ std::vector<std::pair<std::string, ParamValue>> Experiment::leaves() const {
   return result;
 }
 
+// Keys that change what is recorded, not what is trained or evaluated: left out of every hash,
+// so that setting them never makes a configuration another one.
+const std::set<std::string>& keys_outside_identity() {
+  static const std::set<std::string> keys = {"training.log_every_steps"};
+  return keys;
+}
+
 std::string Experiment::config_hash() const {
-  return fmt::format("{:016x}", fnv1a(to_toml()));
+  std::string text;
+  for (const auto& section : sections) {
+    text += (text.empty() ? "[" : "\n[") + section.name + "]\n";
+    if (!section.plugin.empty()) text += "plugin = " + format_value(section.plugin) + "\n";
+    for (const auto& [key, value] : section.params.items())
+      if (!keys_outside_identity().count(section.name + "." + key)) text += key + " = " + format_value(value) + "\n";
+  }
+  return fmt::format("{:016x}", fnv1a(text));
 }
 
 std::string Experiment::variant_hash() const {

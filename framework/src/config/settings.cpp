@@ -127,6 +127,10 @@ const std::map<std::string, std::vector<Field>>& section_fields() {
                .less_than(1)),
            field(&Settings::training, &TrainingSettings::ema_warmup, ParamSpec::boolean("ema_warmup", true,
                               "decay = min(ema, (1+step)/(10+step)); needed for short runs")),
+           field(&Settings::training, &TrainingSettings::log_every_steps, ParamSpec::integer("log_every_steps", 50,
+                              "record the training losses (the epoch's running means) every N steps, for learning "
+                              "curves within an epoch; 0 = per epoch only; not part of a run's identity")
+               .at_least(0)),
        })},
       {"evaluation",
        std::vector<Field>({

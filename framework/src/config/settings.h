@@ -57,6 +57,7 @@ struct TrainingSettings {
   double weight_decay = 0.0;
   double ema = 0.0;
   bool ema_warmup = true;
+  int64_t log_every_steps = 0;  // 0 = only per epoch; not part of a run's identity
 };
 
 struct EvaluationSettings {

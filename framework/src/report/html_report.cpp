@@ -31,6 +31,7 @@ struct RunData {
   std::vector<std::pair<std::string, std::string>> params;  // key, TOML text, in schema order
   std::map<std::string, std::string> param;
   std::map<std::string, std::map<int64_t, double>> metrics;  // key -> epoch -> value
+  std::map<std::string, std::map<int64_t, double>> steps;    // key -> step -> value (training.log_every_steps)
   std::vector<std::pair<int64_t, KidRecord>> kid;
   std::vector<ArtifactRecord> artifacts;
   double best_kid = kNaN;
@@ -92,6 +93,7 @@ std::vector<RunData> load_runs(ResultsStore& store, const Table& table) {
     run.params = store.params(record.id);
     for (const auto& [key, value] : run.params) run.param[key] = value;
     for (const MetricRecord& metric : store.metrics(record.id)) run.metrics[metric.key][metric.epoch] = metric.value;
+    for (const MetricRecord& metric : store.step_metrics(record.id)) run.steps[metric.key][metric.step] = metric.value;
     run.kid = store.kid(record.id);
     for (const auto& [epoch, kid] : run.kid)
       if (std::isfinite(kid.mean) && !(kid.mean >= run.best_kid)) run.best_kid = kid.mean, run.best_kid_epoch = epoch;
@@ -296,6 +298,37 @@ void learning_curves(Page& page, const std::vector<RunData>& runs, const ReportO
                              "or group them more coarsely with --group-by for the others.</p>\n",
                              kMaxCurveGroups, groups.size(), escape(metric_value_label(options.metric)));
     groups.resize(kMaxCurveGroups);
+  }
+  // The training losses within epochs where they were recorded (training.log_every_steps): against
+  // the step, so that a run of one epoch draws a curve, not a dot.
+  for (const auto& [key, title] : keys) {
+    bool any = false;
+    for (const auto& run : runs) any |= run.steps.count(key) > 0;
+    if (!any) continue;
+    svg::Chart chart;
+    chart.id = "steps-" + key;
+    chart.title = title + " within epochs (" + key + ", the epoch's running mean)";
+    chart.x_label = "step";
+    chart.integer_x = true;
+    chart.y_label = key;
+    chart.log_y = options.log_y;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      std::map<int64_t, std::vector<double>> by_step;
+      for (const auto& run : runs)
+        if (run.group == groups[g].first)
+          if (auto it = run.steps.find(key); it != run.steps.end())
+            for (const auto& [step, value] : it->second) by_step[step].push_back(value);
+      if (by_step.empty()) continue;
+      svg::Series series;
+      series.name = groups[g].second;
+      series.color = svg::palette(g);
+      for (const auto& [step, values] : by_step) {
+        series.x.push_back(static_cast<double>(step));
+        series.y.push_back(mean_std(values).mean);
+      }
+      chart.series.push_back(std::move(series));
+    }
+    page.chart(svg::render(chart));
   }
   for (const auto& [key, title] : keys) {
     bool any = false;

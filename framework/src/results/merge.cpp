@@ -50,7 +50,7 @@ void bind_value(SQLite::Statement& statement, int index, const Value& value) {
 
 // The tables that hang off a run (run_id), in the order they are written.
 const std::vector<std::string>& child_tables() {
-  static const std::vector<std::string> tables = {"params", "metrics", "artifacts", "kid", "decisions"};
+  static const std::vector<std::string> tables = {"params", "metrics", "artifacts", "kid", "decisions", "step_metrics"};
   return tables;
 }
 

@@ -225,6 +225,15 @@ CREATE TABLE IF NOT EXISTS decisions (
   decided_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   PRIMARY KEY (run_id, rung)
 );
+-- The training losses within epochs (training.log_every_steps): the epoch's running means.
+CREATE TABLE IF NOT EXISTS step_metrics (
+  run_id  INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  key     TEXT NOT NULL,     -- n_loss, i_loss, loss
+  step    INTEGER NOT NULL,  -- optimiser steps so far
+  epoch   INTEGER NOT NULL,
+  value   REAL NOT NULL,
+  PRIMARY KEY (run_id, key, step)
+);
 )SQL";
 
 std::string param_type(const ParamValue& value) {
@@ -797,6 +806,32 @@ std::vector<MetricRecord> ResultsStore::metrics(int64_t run_id) const {
   while (query.executeStep())
     result.push_back({query.getColumn(0).getString(), query.getColumn(1).getInt64(),
                       query.getColumn(2).getInt64(), query.getColumn(3).getDouble()});
+  return result;
+}
+
+void ResultsStore::record_steps(int64_t run_id, int64_t epoch, int64_t step,
+                                const std::vector<std::pair<std::string, double>>& values) {
+  SQLite::Transaction transaction(*db_);
+  SQLite::Statement insert(*db_, "INSERT OR REPLACE INTO step_metrics (run_id, key, step, epoch, value) VALUES (?, ?, ?, ?, ?)");
+  for (const auto& [key, value] : values) {
+    insert.bind(1, run_id);
+    insert.bind(2, key);
+    insert.bind(3, step);
+    insert.bind(4, epoch);
+    insert.bind(5, value);
+    insert.exec();
+    insert.reset();
+  }
+  transaction.commit();
+}
+
+std::vector<MetricRecord> ResultsStore::step_metrics(int64_t run_id) const {
+  SQLite::Statement query(*db_, "SELECT key, epoch, step, value FROM step_metrics WHERE run_id = ? ORDER BY step, key");
+  query.bind(1, run_id);
+  std::vector<MetricRecord> result;
+  while (query.executeStep())
+    result.push_back({query.getColumn(0).getString(), query.getColumn(1).getInt64(), query.getColumn(2).getInt64(),
+                      query.getColumn(3).getDouble()});
   return result;
 }
 

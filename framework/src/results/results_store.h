@@ -221,6 +221,10 @@ class ResultsStore {
   std::vector<RunRecord> runs() const;
   std::vector<std::pair<std::string, std::string>> params(int64_t run_id) const;
   std::vector<MetricRecord> metrics(int64_t run_id) const;
+  // The training losses within epochs (training.log_every_steps): one row per key and step,
+  // replaced when a resumed run records the same step again.
+  void record_steps(int64_t run_id, int64_t epoch, int64_t step, const std::vector<std::pair<std::string, double>>& values);
+  std::vector<MetricRecord> step_metrics(int64_t run_id) const;
   std::vector<ArtifactRecord> artifacts(int64_t run_id) const;
   std::vector<std::pair<int64_t, KidRecord>> kid(int64_t run_id) const;  // (epoch, record)
   // The run's best KID and its epoch (run_summary), if it has one.

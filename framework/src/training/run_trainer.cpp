@@ -261,6 +261,12 @@ EpochLosses RunTrainer::train_epoch(int64_t epoch) {
     if (leader())
       progress_.update(epoch, training_.epochs, batch + 1, steps_per_epoch_, sums.noise_loss / (batch + 1),
                        images_per_second, remaining_steps * batch_size / images_per_second);
+    if (leader() && training_.log_every_steps > 0 && state_.step % training_.log_every_steps == 0) {
+      const double done = static_cast<double>(batch + 1);  // sums cover the epoch's batches so far
+      run_.store->record_steps(run_.run_id, epoch, state_.step,
+                               {{"loss", sums.loss / done}, {"n_loss", sums.noise_loss / done},
+                                {"i_loss", sums.image_loss / done}});
+    }
     if (run_.options.after_step) run_.options.after_step(state_.step);
   }
   const double steps = static_cast<double>(steps_per_epoch_);
