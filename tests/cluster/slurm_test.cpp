@@ -365,6 +365,9 @@ TEST(Slurm, AnAshaSweepDecidesFromTheShardsThroughAPreemption) {
   EXPECT_NE(read_text(log).find("resuming run 1 after epoch 1 and 2 batches of epoch 2 (step 6)"), std::string::npos)
       << read_text(log);
 
+  const Outcome status = difflab_command("sweep status " + folder.string(), cluster.environment());
+  EXPECT_NE(status.output.find("pruned"), std::string::npos) << status.output;
+  EXPECT_NE(status.output.find("rung 0"), std::string::npos) << status.output;  // where each trial was decided
   ASSERT_EQ(difflab_command("sweep collect " + folder.string()).exit_code, 0);
   difflab::ResultsStore store(dir / "results.sqlite", difflab::OpenMode::read_only);
   const std::vector<difflab::RunRecord> runs = store.runs();

@@ -175,6 +175,7 @@ int sweep_status(const fs::path& folder_argument) {
     } else if (*state.status != RunStatus::finished && !state.error.empty()) {
       detail = state.error;
     }
+    if (state.rung) detail = fmt::format("rung {}{}{}", *state.rung, detail.empty() ? "" : "; ", detail);
     if (!state.shard_problem.empty()) detail += (detail.empty() ? "" : "; ") + std::string("shard: ") + state.shard_problem;
     ++counts[shown];
     lines.push_back(fmt::format("{:>5}  {:<13} {:>6}  {}{}", point.index, shown,

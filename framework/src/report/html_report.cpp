@@ -281,6 +281,52 @@ std::vector<std::pair<std::string, std::string>> group_names(const std::vector<R
 // At most this many groups' lines in a learning-curve chart: the best by the report's metric.
 constexpr size_t kMaxCurveGroups = 24;
 
+// One chart of a metric, one line per group: the mean over its runs with a band of ± one sample
+// standard deviation where two or more have a value, against the epoch (RunData::metrics) or, with
+// `by_step`, the step (RunData::steps). Nothing when no run has the metric.
+void group_curve(Page& page, const std::vector<RunData>& runs,
+                 const std::vector<std::pair<std::string, std::string>>& groups, const ReportOptions& options,
+                 const std::string& key, const std::string& title, bool by_step) {
+  auto values_of = [by_step](const RunData& run) -> const std::map<std::string, std::map<int64_t, double>>& {
+    return by_step ? run.steps : run.metrics;
+  };
+  bool any = false;
+  for (const auto& run : runs) any |= values_of(run).count(key) > 0;
+  if (!any) return;
+  svg::Chart chart;
+  chart.id = (by_step ? "steps-" : "curve-") + key;
+  chart.title = by_step ? title + " within epochs (" + key + ", the epoch's running mean)" : title + " (" + key + ")";
+  chart.x_label = by_step ? "step" : "epoch";
+  chart.integer_x = true;
+  chart.y_label = key;
+  chart.log_y = options.log_y;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    std::map<int64_t, std::vector<double>> by_x;
+    for (const auto& run : runs) {
+      if (run.group != groups[g].first) continue;
+      if (auto it = values_of(run).find(key); it != values_of(run).end())
+        for (const auto& [x, value] : it->second) by_x[x].push_back(value);
+    }
+    if (by_x.empty()) continue;
+    svg::Series series;
+    series.name = groups[g].second;
+    series.color = svg::palette(g);
+    series.style = svg::Style::lines_and_points;
+    bool band = false;
+    for (const auto& [x, values] : by_x) {
+      const MeanStd stats = mean_std(values);
+      series.x.push_back(static_cast<double>(x));
+      series.y.push_back(stats.count > 0 ? stats.mean : values.front());
+      series.lo.push_back(stats.count > 1 ? stats.mean - stats.std : kNaN);
+      series.hi.push_back(stats.count > 1 ? stats.mean + stats.std : kNaN);
+      band |= stats.count > 1;
+    }
+    if (!band) series.lo.clear(), series.hi.clear();
+    chart.series.push_back(std::move(series));
+  }
+  page.chart(svg::render(chart));
+}
+
 void learning_curves(Page& page, const std::vector<RunData>& runs, const ReportOptions& options) {
   static const std::vector<std::pair<std::string, std::string>> keys = {
       {"n_loss", "training noise loss"}, {"val_n_loss", "validation noise loss"}, {"i_loss", "training image loss"},
@@ -300,73 +346,9 @@ void learning_curves(Page& page, const std::vector<RunData>& runs, const ReportO
     groups.resize(kMaxCurveGroups);
   }
   // The training losses within epochs where they were recorded (training.log_every_steps): against
-  // the step, so that a run of one epoch draws a curve, not a dot.
-  for (const auto& [key, title] : keys) {
-    bool any = false;
-    for (const auto& run : runs) any |= run.steps.count(key) > 0;
-    if (!any) continue;
-    svg::Chart chart;
-    chart.id = "steps-" + key;
-    chart.title = title + " within epochs (" + key + ", the epoch's running mean)";
-    chart.x_label = "step";
-    chart.integer_x = true;
-    chart.y_label = key;
-    chart.log_y = options.log_y;
-    for (size_t g = 0; g < groups.size(); ++g) {
-      std::map<int64_t, std::vector<double>> by_step;
-      for (const auto& run : runs)
-        if (run.group == groups[g].first)
-          if (auto it = run.steps.find(key); it != run.steps.end())
-            for (const auto& [step, value] : it->second) by_step[step].push_back(value);
-      if (by_step.empty()) continue;
-      svg::Series series;
-      series.name = groups[g].second;
-      series.color = svg::palette(g);
-      for (const auto& [step, values] : by_step) {
-        series.x.push_back(static_cast<double>(step));
-        series.y.push_back(mean_std(values).mean);
-      }
-      chart.series.push_back(std::move(series));
-    }
-    page.chart(svg::render(chart));
-  }
-  for (const auto& [key, title] : keys) {
-    bool any = false;
-    for (const auto& run : runs) any |= run.metrics.count(key) > 0;
-    if (!any) continue;
-    svg::Chart chart;
-    chart.id = "curve-" + key;
-    chart.title = title + " (" + key + ")";
-    chart.x_label = "epoch";
-    chart.integer_x = true;
-    chart.y_label = key;
-    chart.log_y = options.log_y;
-    for (size_t g = 0; g < groups.size(); ++g) {
-      std::map<int64_t, std::vector<double>> by_epoch;
-      for (const auto& run : runs) {
-        if (run.group != groups[g].first) continue;
-        if (auto it = run.metrics.find(key); it != run.metrics.end())
-          for (const auto& [epoch, value] : it->second) by_epoch[epoch].push_back(value);
-      }
-      if (by_epoch.empty()) continue;
-      svg::Series series;
-      series.name = groups[g].second;
-      series.color = svg::palette(g);
-      series.style = svg::Style::lines_and_points;
-      bool band = false;
-      for (const auto& [epoch, values] : by_epoch) {
-        const MeanStd stats = mean_std(values);
-        series.x.push_back(static_cast<double>(epoch));
-        series.y.push_back(stats.count > 0 ? stats.mean : values.front());
-        series.lo.push_back(stats.count > 1 ? stats.mean - stats.std : kNaN);
-        series.hi.push_back(stats.count > 1 ? stats.mean + stats.std : kNaN);
-        band |= stats.count > 1;
-      }
-      if (!band) series.lo.clear(), series.hi.clear();
-      chart.series.push_back(std::move(series));
-    }
-    page.chart(svg::render(chart));
-  }
+  // the step, so that a run of one epoch draws a curve, not a dot; then every metric per epoch.
+  for (const auto& [key, title] : keys) group_curve(page, runs, groups, options, key, title, true);
+  for (const auto& [key, title] : keys) group_curve(page, runs, groups, options, key, title, false);
 }
 
 // The rung view of an adaptive sweep: the decision metric against epochs for every trial, the

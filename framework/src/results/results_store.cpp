@@ -246,6 +246,22 @@ std::string param_type(const ParamValue& value) {
   }
 }
 
+// One epoch's (or step's) values into a metrics table, replacing a row recorded before for the
+// same key and epoch (step_metrics: step): a replayed epoch writes the same values again.
+void write_metric_rows(SQLite::Database& db, const std::string& table, int64_t run_id, int64_t epoch, int64_t step,
+                       const std::vector<std::pair<std::string, double>>& values) {
+  SQLite::Statement insert(db, "INSERT OR REPLACE INTO " + table + " (run_id, key, epoch, step, value) VALUES (?, ?, ?, ?, ?)");
+  for (const auto& [key, value] : values) {
+    insert.bind(1, run_id);
+    insert.bind(2, key);
+    insert.bind(3, epoch);
+    insert.bind(4, step);
+    insert.bind(5, value);
+    insert.exec();
+    insert.reset();
+  }
+}
+
 RunRecord read_run(SQLite::Statement& query) {
   RunRecord run;
   run.id = query.getColumn(0).getInt64();
@@ -707,18 +723,7 @@ void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
                                 const std::optional<KidRecord>& kid) {
   SQLite::Transaction transaction(*db_);
   heartbeat(run_id);
-  SQLite::Statement metric(*db_,
-                           "INSERT OR REPLACE INTO metrics (run_id, key, epoch, step, value) "
-                           "VALUES (?, ?, ?, ?, ?)");
-  for (const auto& [key, value] : metrics) {
-    metric.bind(1, run_id);
-    metric.bind(2, key);
-    metric.bind(3, epoch);
-    metric.bind(4, step);
-    metric.bind(5, value);
-    metric.exec();
-    metric.reset();
-  }
+  write_metric_rows(*db_, "metrics", run_id, epoch, step, metrics);
   SQLite::Statement artifact(*db_,
                              "INSERT OR REPLACE INTO artifacts (run_id, kind, path, epoch) "
                              "VALUES (?, ?, ?, ?)");
@@ -798,9 +803,11 @@ std::vector<std::pair<std::string, std::string>> ResultsStore::params(int64_t ru
   return result;
 }
 
-std::vector<MetricRecord> ResultsStore::metrics(int64_t run_id) const {
-  SQLite::Statement query(
-      *db_, "SELECT key, epoch, step, value FROM metrics WHERE run_id = ? ORDER BY epoch, key");
+namespace {
+
+// A run's rows of a metrics table (key, epoch, step, value), in the query's order.
+std::vector<MetricRecord> metric_rows(SQLite::Database& db, const std::string& sql, int64_t run_id) {
+  SQLite::Statement query(db, sql);
   query.bind(1, run_id);
   std::vector<MetricRecord> result;
   while (query.executeStep())
@@ -809,30 +816,22 @@ std::vector<MetricRecord> ResultsStore::metrics(int64_t run_id) const {
   return result;
 }
 
+}  // namespace
+
+std::vector<MetricRecord> ResultsStore::metrics(int64_t run_id) const {
+  return metric_rows(*db_, "SELECT key, epoch, step, value FROM metrics WHERE run_id = ? ORDER BY epoch, key", run_id);
+}
+
 void ResultsStore::record_steps(int64_t run_id, int64_t epoch, int64_t step,
                                 const std::vector<std::pair<std::string, double>>& values) {
   SQLite::Transaction transaction(*db_);
-  SQLite::Statement insert(*db_, "INSERT OR REPLACE INTO step_metrics (run_id, key, step, epoch, value) VALUES (?, ?, ?, ?, ?)");
-  for (const auto& [key, value] : values) {
-    insert.bind(1, run_id);
-    insert.bind(2, key);
-    insert.bind(3, step);
-    insert.bind(4, epoch);
-    insert.bind(5, value);
-    insert.exec();
-    insert.reset();
-  }
+  write_metric_rows(*db_, "step_metrics", run_id, epoch, step, values);
   transaction.commit();
 }
 
 std::vector<MetricRecord> ResultsStore::step_metrics(int64_t run_id) const {
-  SQLite::Statement query(*db_, "SELECT key, epoch, step, value FROM step_metrics WHERE run_id = ? ORDER BY step, key");
-  query.bind(1, run_id);
-  std::vector<MetricRecord> result;
-  while (query.executeStep())
-    result.push_back({query.getColumn(0).getString(), query.getColumn(1).getInt64(), query.getColumn(2).getInt64(),
-                      query.getColumn(3).getDouble()});
-  return result;
+  return metric_rows(*db_, "SELECT key, epoch, step, value FROM step_metrics WHERE run_id = ? ORDER BY step, key",
+                     run_id);
 }
 
 std::vector<ArtifactRecord> ResultsStore::artifacts(int64_t run_id) const {

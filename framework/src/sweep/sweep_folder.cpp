@@ -259,9 +259,14 @@ PointState PointStates::of(const ManifestPoint& point) const {
   const fs::path shard = shard_path(folder_, point.index);
   if (fs::exists(shard)) {
     state.shard_problem = shard_problem(shard);
-    if (state.shard_problem.empty())
-      if (auto run = ResultsStore(shard, OpenMode::read_only).latest_run(point.config_hash))
+    if (state.shard_problem.empty()) {
+      ResultsStore store(shard, OpenMode::read_only);
+      if (auto run = store.latest_run(point.config_hash)) {
         state.status = run->status, state.run_id = run->id, state.error = run->error;
+        for (const DecisionRecord& decision : store.decisions(run->id))
+          state.rung = std::max(state.rung.value_or(0), decision.rung);
+      }
+    }
   }
   // The database has the last word only for a point finished there (collected, or run there).
   if (database_ && state.status != RunStatus::finished)

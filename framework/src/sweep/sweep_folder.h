@@ -89,6 +89,7 @@ struct PointState {
   int64_t run_id = 0;
   std::string error;
   std::string shard_problem;  // why its shard cannot be read, if it cannot
+  std::optional<int64_t> rung;  // an adaptive sweep's: the last rung the point was decided at
 };
 
 class PointStates {
