@@ -10,6 +10,7 @@
 
 #include "results/results_store.h"
 #include "sweep/pruning.h"
+#include "training/distributed.h"
 #include "test_support.h"
 
 using namespace difflab;
@@ -235,4 +236,31 @@ TEST(AdaptiveSweep, BadSettingsAreExitTwoNamingTheKeyAndWriteNothing) {
   EXPECT_EQ(kid.exit_code, 2) << kid.output;
   EXPECT_NE(kid.output.find("evaluation.kid_every"), std::string::npos) << kid.output;
   EXPECT_NE(kid.output.find("rung epoch 1"), std::string::npos) << kid.output;
+}
+
+// Data-parallel trials: rank 0 decides at the rungs, rank 1 follows its verdict (both stop at a
+// pruned trial's rung together).
+TEST(AdaptiveSweep, DataParallelTrialsFollowRankZerosDecisions) {
+  if (!difflab::distributed_available()) GTEST_SKIP() << "this build has no c10d (Gloo)";
+  difflab::test::TempDir dir;
+  const std::string sweep =
+      "method = \"asha\"\ntrials = 4\nseed = 1\nmetric = \"val_n_loss\"\nmin_epochs = 1\nreduction_factor = 2\n"
+      "\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }";
+  const Outcome ran = difflab_command("run " + adaptive_sweep(dir.path(), sweep, " --set training.epochs=4 --nproc 2"));
+  ASSERT_EQ(ran.exit_code, 0) << ran.output;
+  ResultsStore store(dir / "results.sqlite", OpenMode::read_only);
+  const std::map<int64_t, int64_t> last = last_epochs(store);
+  int64_t pruned = 0;
+  for (const RunRecord& run : store.runs()) {
+    EXPECT_TRUE(run.status == RunStatus::finished || run.status == RunStatus::pruned) << to_string(run.status);
+    pruned += run.status == RunStatus::pruned;
+  }
+  for (const DecisionRecord& decision : store.decisions())
+    if (decision.prune) EXPECT_EQ(last.at(decision.run_id), decision.epoch);
+  EXPECT_GT(pruned, 0);
+  EXPECT_EQ(store.runs().size(), 4u);
+  // Rank 1 went through every trial with rank 0; rank 0 alone prints the summary.
+  EXPECT_NE(ran.output.find("[rank 1] == sweep run 4/4"), std::string::npos) << ran.output;
+  EXPECT_NE(ran.output.find("[rank 0] sweep: 4 runs"), std::string::npos) << ran.output;
+  EXPECT_EQ(ran.output.find("[rank 1] sweep: 4 runs"), std::string::npos) << ran.output;
 }

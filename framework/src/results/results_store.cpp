@@ -446,6 +446,28 @@ void ResultsStore::open_read_only() {
 ResultsStore::~ResultsStore() = default;
 
 void ResultsStore::migrate() {
+  auto version_now = [&] {
+    int version = 0;
+    if (db_->tableExists("schema_info")) {
+      SQLite::Statement query(*db_, "SELECT MAX(version) FROM schema_info");
+      if (query.executeStep() && !query.getColumn(0).isNull()) version = query.getColumn(0).getInt();
+    }
+    return version;
+  };
+  auto newer = [&](int version) {
+    return RuntimeError("results database has schema version " + std::to_string(version) + ", newer than this difflab's " +
+                        std::to_string(kSchemaVersion) + "; upgrade difflab");
+  };
+  // Read first, outside a write transaction: every open of an up-to-date database (parallel
+  // workers, the ranks of a data-parallel run) stays a reader.
+  const int seen = version_now();
+  if (seen > kSchemaVersion) throw newer(seen);
+  const bool application_id_set =
+      db_->execAndGet("PRAGMA application_id").getInt64() == static_cast<int32_t>(kApplicationId);
+  if (seen == kSchemaVersion && application_id_set) {
+    db_->exec("PRAGMA foreign_keys = ON");
+    return;
+  }
   // Off while migrating: version 8 rebuilds the runs table, and dropping the old one with foreign
   // keys on would delete every run's params, metrics and artifacts (ON DELETE CASCADE). The pragma
   // is a no-op inside a transaction, so it is set around it; foreign_key_check below verifies.
@@ -459,17 +481,11 @@ void ResultsStore::migrate() {
       }
     }
   } back_on{*db_};
-  SQLite::Transaction transaction(*db_);
-  bool has_info = db_->tableExists("schema_info");
-  int version = 0;
-  if (has_info) {
-    SQLite::Statement query(*db_, "SELECT MAX(version) FROM schema_info");
-    if (query.executeStep() && !query.getColumn(0).isNull()) version = query.getColumn(0).getInt();
-  }
-  if (version > kSchemaVersion)
-    throw RuntimeError("results database has schema version " + std::to_string(version) +
-                       ", newer than this difflab's " + std::to_string(kSchemaVersion) +
-                       "; upgrade difflab");
+  // IMMEDIATE: the write lock first, waiting for another process's migration (busy timeout)
+  // rather than failing on upgrading a read lock; then the version again, which it may have done.
+  SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+  const int version = version_now();
+  if (version > kSchemaVersion) throw newer(version);
   const std::string migrations[] = {kSchemaV1, kSchemaV2, kRunSummaryView, std::string(kSchemaV4) + kAblationView,
                                     kSchemaV5, kSchemaV6, kSchemaV7,
                                     std::string(kSchemaV8) + kRunSummaryView + kAblationView, kSchemaV9};
@@ -483,7 +499,6 @@ void ResultsStore::migrate() {
       throw RuntimeError(fmt::format("migrating to schema {} left a row of {} without its run", kSchemaVersion,
                                      violations.getColumn(0).getString()));
   }
-  // Only when it is not set yet: every open writing would make parallel workers' opens contend.
   if (db_->execAndGet("PRAGMA application_id").getInt64() != static_cast<int32_t>(kApplicationId))
     db_->exec(fmt::format("PRAGMA application_id = {}", static_cast<int32_t>(kApplicationId)));
   transaction.commit();

@@ -22,6 +22,7 @@
 #include "results/results_store.h"
 #include "sweep/adaptive.h"
 #include "sweep/processes.h"
+#include "training/distributed.h"
 #include "training/trainer.h"
 
 namespace difflab {
@@ -29,6 +30,13 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string database_of(const SweepRun& run) { return run.experiment.settings().experiment.database; }
+
+// A data-parallel sweep's other ranks follow rank 0 through every point; rank 0 alone reads the
+// database for the summary and decides a synchronous rung (its rows are written as the points'
+// runs end, which the others do not wait for).
+bool leads(const SweepOptions& options) {
+  return options.run.distributed == nullptr || options.run.distributed->rank() == 0;
+}
 
 // Each point's newest run status, or nothing; read without creating a database that is not there.
 std::vector<std::optional<RunRecord>> latest_runs(const std::vector<SweepRun>& runs) {
@@ -230,10 +238,13 @@ int run_halving(const std::vector<SweepRun>& runs, const PluginRegistry& registr
       for (size_t i = 0; i < runs.size(); ++i) run_point(runs, i, registry, options, false);
     }
     if (rung == rungs.size()) break;
-    const int64_t kept = decide_halving_rung(runs, static_cast<int64_t>(rung));
-    fmt::print("== rung {} decided: {} trial(s) go on\n", rung, kept);
+    if (leads(options)) {
+      const int64_t kept = decide_halving_rung(runs, static_cast<int64_t>(rung));
+      fmt::print("== rung {} decided: {} trial(s) go on\n", rung, kept);
+    }
+    if (ProcessGroup* group = options.run.distributed) group->max(0);  // the others wait for the decision
   }
-  return print_summary(runs, before);
+  return leads(options) ? print_summary(runs, before) : 0;
 }
 
 }  // namespace
@@ -247,7 +258,7 @@ int run_sweep(const std::vector<SweepRun>& runs, const PluginRegistry& registry,
   if (options.workers > 1) return run_parallel(runs, registry, options);
   const std::vector<std::optional<RunRecord>> before = latest_runs(runs);
   for (size_t i = 0; i < runs.size(); ++i) run_point(runs, i, registry, options, false);
-  return print_summary(runs, before);
+  return leads(options) ? print_summary(runs, before) : 0;
 }
 
 int run_sweep_worker(const std::vector<SweepRun>& runs, const PluginRegistry& registry,
