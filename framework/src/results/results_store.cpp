@@ -413,23 +413,15 @@ ResultsStore::ResultsStore(const fs::path& path, OpenMode mode) : path_(path) {
 // SQLite can still read it as immutable (nobody can be writing it there).
 void ResultsStore::open_read_only() {
   if (!fs::is_regular_file(path_)) throw ConfigError("results database not found", ErrorContext::in_file(path_.string()));
-  auto usable = [&] {
-    int version = 0;
-    if (db_->tableExists("schema_info")) {
-      SQLite::Statement query(*db_, "SELECT MAX(version) FROM schema_info");
-      if (query.executeStep() && !query.getColumn(0).isNull()) version = query.getColumn(0).getInt();
-    }
-    return version;
-  };
   int version = 0;
   try {
     db_ = std::make_unique<SQLite::Database>(path_.string(), SQLite::OPEN_READONLY);
     db_->setBusyTimeout(30000);
-    version = usable();
+    version = schema_version();
   } catch (const SQLite::Exception&) {
     const std::string uri = "file:" + fs::absolute(path_).string() + "?immutable=1";
     db_ = std::make_unique<SQLite::Database>(uri, SQLite::OPEN_READONLY | SQLite::OPEN_URI);
-    version = usable();
+    version = schema_version();
   }
   if (version > kSchemaVersion)
     throw RuntimeError(fmt::format("results database has schema version {}, newer than this difflab's {}; upgrade difflab",
@@ -446,21 +438,13 @@ void ResultsStore::open_read_only() {
 ResultsStore::~ResultsStore() = default;
 
 void ResultsStore::migrate() {
-  auto version_now = [&] {
-    int version = 0;
-    if (db_->tableExists("schema_info")) {
-      SQLite::Statement query(*db_, "SELECT MAX(version) FROM schema_info");
-      if (query.executeStep() && !query.getColumn(0).isNull()) version = query.getColumn(0).getInt();
-    }
-    return version;
-  };
   auto newer = [&](int version) {
     return RuntimeError("results database has schema version " + std::to_string(version) + ", newer than this difflab's " +
                         std::to_string(kSchemaVersion) + "; upgrade difflab");
   };
   // Read first, outside a write transaction: every open of an up-to-date database (parallel
   // workers, the ranks of a data-parallel run) stays a reader.
-  const int seen = version_now();
+  const int seen = schema_version();
   if (seen > kSchemaVersion) throw newer(seen);
   const bool application_id_set =
       db_->execAndGet("PRAGMA application_id").getInt64() == static_cast<int32_t>(kApplicationId);
@@ -484,7 +468,7 @@ void ResultsStore::migrate() {
   // IMMEDIATE: the write lock first, waiting for another process's migration (busy timeout)
   // rather than failing on upgrading a read lock; then the version again, which it may have done.
   SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
-  const int version = version_now();
+  const int version = schema_version();
   if (version > kSchemaVersion) throw newer(version);
   const std::string migrations[] = {kSchemaV1, kSchemaV2, kRunSummaryView, std::string(kSchemaV4) + kAblationView,
                                     kSchemaV5, kSchemaV6, kSchemaV7,
@@ -509,7 +493,9 @@ bool ResultsStore::is_database_error(const std::exception& error) {
 }
 
 int ResultsStore::schema_version() const {
-  return db_->execAndGet("SELECT MAX(version) FROM schema_info").getInt();
+  if (!db_->tableExists("schema_info")) return 0;  // a new, empty database
+  SQLite::Statement query(*db_, "SELECT MAX(version) FROM schema_info");
+  return query.executeStep() && !query.getColumn(0).isNull() ? query.getColumn(0).getInt() : 0;
 }
 
 Claim ResultsStore::claim_run(const Experiment& experiment, const std::string& versions_json,
