@@ -9,11 +9,13 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <tuple>
 
 #include "cluster/slurm_cluster.h"
 #include "cluster/sweep_helpers.h"
 #include "results/results_store.h"
 #include "sweep/pruning.h"
+#include "sweep/sweep_folder.h"
 
 namespace fs = std::filesystem;
 using difflab::test::difflab_command;
@@ -127,6 +129,85 @@ TEST(SlurmTask, IndexedJobContractShardsAndCollect) {
   const Outcome status = difflab_command("slurm status " + folder.string());
   EXPECT_EQ(status.exit_code, 0) << status.output;
   EXPECT_NE(status.output.find("2 finished"), std::string::npos) << status.output;
+}
+
+// Successive halving in a sweep folder, each pass's tasks and its decider run by hand as Slurm
+// would run them: the decisions are those of `difflab run` of the same file on one machine, value
+// for value; a task of a pass that never ran is submitted again before its rung is decided.
+TEST(SlurmTask, SuccessiveHalvingPassesAndDecidersDecideAsOneMachineDoes) {
+  TempDir dir, local;
+  const std::string sweep =
+      "method = \"successive_halving\"\ntrials = 6\nseed = 5\nmetric = \"val_n_loss\"\nmin_epochs = 1\n"
+      "reduction_factor = 2\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }";
+  const std::string settings = " --set training.epochs=4 --set evaluation.kid_protocol=none";
+  const Outcome submitted = difflab_command("slurm " + tiny_sweep(dir, sweep, settings) + " --dry-run");
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.output;
+  EXPECT_NE(submitted.output.find("run difflab sweep decide"), std::string::npos) << submitted.output;
+  const fs::path folder = folder_of(submitted.output);
+  auto run_tasks = [&](int64_t submission, int64_t first, int64_t last) {
+    for (int64_t task = first; task <= last; ++task) {
+      const Outcome ran = difflab_command(fmt::format("sweep task {} --submission {} --index {}", folder.string(),
+                                                      submission, task));
+      ASSERT_EQ(ran.exit_code, 0) << ran.output;  // waiting at a rung is a task done
+    }
+  };
+  auto decide = [&](int64_t submission) {
+    const Outcome decided = difflab_command(fmt::format("sweep decide {} --submission {} --dry-run", folder.string(),
+                                                        submission));
+    EXPECT_EQ(decided.exit_code, 0) << decided.output;
+    return decided.output;
+  };
+  run_tasks(1, 0, 5);
+  const Outcome waiting = difflab_command("sweep status " + folder.string());
+  EXPECT_NE(waiting.output.find("6 waiting"), std::string::npos) << waiting.output;
+  EXPECT_NE(waiting.output.find("successive halving: 6 of 6 trials in the running, at rung 0 (epoch 1); every one "
+                                "has reached it"), std::string::npos) << waiting.output;
+  EXPECT_NE(decide(1).find("rung 0 decided: 3 of 6 trial(s) go on"), std::string::npos);
+  const std::optional<difflab::Submission> second = difflab::read_submission(folder, 2);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->tasks.size(), 3u);
+  EXPECT_EQ(second->rung, 1);
+  EXPECT_TRUE(fs::exists(folder / "submit-002" / "job.sbatch"));
+  // One task of the pass never runs (its node died): the decider submits it again, alone.
+  run_tasks(2, 0, 1);
+  const std::string behind = decide(2);
+  EXPECT_NE(behind.find(fmt::format("point(s) {} have not reached rung 1 (epoch 2): submitting them again",
+                                    second->tasks[2].front())),
+            std::string::npos) << behind;
+  run_tasks(3, 0, 0);
+  EXPECT_NE(decide(3).find("rung 1 decided: 1 of 3 trial(s) go on"), std::string::npos);
+  run_tasks(4, 0, 0);
+  EXPECT_NE(decide(4).find("every trial is finished or pruned"), std::string::npos);
+  EXPECT_FALSE(fs::exists(folder / "submit-005"));
+  ASSERT_EQ(difflab_command("sweep collect " + folder.string()).exit_code, 0);
+
+  const Outcome alone = difflab_command("run " + tiny_sweep(local, sweep, settings));
+  ASSERT_EQ(alone.exit_code, 0) << alone.output;
+  difflab::ResultsStore cluster(dir / "results.sqlite", difflab::OpenMode::read_only),
+      one(local / "results.sqlite", difflab::OpenMode::read_only);
+  // Each trial (its learning rate: the paths in the two configurations differ) and rung: value,
+  // cutoff, rank, out of how many, decision; and each trial's status.
+  auto learning_rate = [](difflab::ResultsStore& store, int64_t run) {
+    for (const auto& [key, value] : store.params(run))
+      if (key == "training.learning_rate") return value;
+    return std::string();
+  };
+  auto by_trial = [&](difflab::ResultsStore& store) {
+    std::map<std::pair<std::string, int64_t>, std::tuple<double, double, int64_t, int64_t, bool>> decisions;
+    for (const auto& d : store.decisions())
+      decisions[{learning_rate(store, d.run_id), d.rung}] = {d.value, d.cutoff, d.rank, d.of, d.prune};
+    return decisions;
+  };
+  auto statuses = [&](difflab::ResultsStore& store) {
+    std::map<std::string, difflab::RunStatus> status;
+    for (const auto& run : store.runs()) status[learning_rate(store, run.id)] = run.status;
+    return status;
+  };
+  const auto expected = by_trial(one);
+  EXPECT_EQ(expected.size(), 6u + 3u);
+  EXPECT_EQ(by_trial(cluster), expected);
+  EXPECT_EQ(statuses(cluster), statuses(one));
+  EXPECT_EQ(statuses(cluster).size(), 6u);
 }
 
 TEST(Slurm, SixPointsTwoAtATimeEachFinishExactlyOnce) {
@@ -402,4 +483,64 @@ TEST(Slurm, AnAshaSweepDecidesFromTheShardsThroughAPreemption) {
                                         "--cpus-per-task 1 --array-parallelism 2"),
       cluster.environment());
   EXPECT_NE(again.output.find("nothing to submit"), std::string::npos) << again.output;
+}
+
+// Synchronous successive halving on a real Slurm: each rung's pass is one job array, decided by a
+// job that starts once the array has ended (afterany) and submits the next pass and its own
+// decider. One task of the second pass is preempted mid-epoch: it requeues, and the decider waits
+// for it (afterany holds while the task is back in the queue) instead of finding it behind.
+TEST(Slurm, SuccessiveHalvingRunsEachRungAsAnArrayDecidedByTheJobAfterIt) {
+  SlurmCluster cluster;
+  if (!cluster.skip_reason().empty()) GTEST_SKIP() << "no local Slurm: " << cluster.skip_reason();
+  TempDir dir;
+  const fs::path marker = dir / "paused";
+  const std::string sweep =
+      "method = \"successive_halving\"\ntrials = 6\nseed = 5\nmetric = \"val_n_loss\"\nmin_epochs = 1\n"
+      "reduction_factor = 2\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }";
+  const Outcome submitted = difflab_command(
+      "slurm " + tiny_sweep(dir, sweep, " --set training.epochs=4 --set evaluation.kid_protocol=none "
+                                        "--cpus-per-task 1 --array-parallelism 2"),
+      cluster.environment() + " DIFFLAB_TEST_PAUSE_AFTER_STEP='6 " + marker.string() + "'");
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.output;
+  EXPECT_NE(submitted.output.find("successive halving to rung 0 (epoch 1): job "), std::string::npos)
+      << submitted.output;
+  const fs::path folder = folder_of(submitted.output);
+  const Outcome status = difflab_command("sweep status " + folder.string(), cluster.environment());
+  EXPECT_NE(status.output.find("successive halving: 6 of 6 trials in the running, at rung 0 (epoch 1)"),
+            std::string::npos) << status.output;
+  const std::string decider = wait_for_line(folder / "submit-001" / "decider_job_id", 1);
+  ASSERT_FALSE(decider.empty());
+  EXPECT_NE(status.output.find("decider: job " + decider + " PENDING (Dependency)"), std::string::npos)
+      << status.output;
+
+  // Step 6 is in epoch 2: the second pass, after rung 0. Its first task there waits for the warning.
+  const std::string task = wait_for_line(marker, 300);
+  ASSERT_FALSE(task.empty()) << "no task paused: " << all_logs(folder);
+  const std::string job = wait_for_line(folder / "submit-002" / "job_id", 10);
+  const std::string element = job + "_" + task;
+  const fs::path log = folder / "submit-002" / "logs" / ("task-" + task + ".log");
+  cluster.command("scancel --signal=USR2 --batch " + element);
+  for (int i = 0; i < 1200 && read_text(log).find("restart 1)") == std::string::npos; ++i) {
+    if (cluster.command("squeue -h -j " + element + " -o %T:%r").output.find("PENDING:BeginTime") != std::string::npos)
+      cluster.command("scontrol update JobId=" + element + " StartTime=now");
+    usleep(100000);
+  }
+  EXPECT_NE(read_text(log).find("restart 1)"), std::string::npos) << read_text(log);
+  EXPECT_NE(read_text(log).find("stopped by signal 12 at step 6"), std::string::npos) << read_text(log);
+  for (int i = 0; i < 3000 && all_logs(folder).find("every trial is finished or pruned") == std::string::npos; ++i)
+    usleep(100000);
+  const std::string logs = all_logs(folder);
+  ASSERT_NE(logs.find("every trial is finished or pruned"), std::string::npos)
+      << logs << cluster.command("squeue").output;
+  EXPECT_NE(logs.find("rung 0 decided: 3 of 6 trial(s) go on"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("rung 1 decided: 1 of 3 trial(s) go on"), std::string::npos) << logs;
+  EXPECT_EQ(logs.find("have not reached"), std::string::npos) << logs;  // the decider waited for the requeue
+  EXPECT_FALSE(fs::exists(folder / "submit-004"));  // three passes: rung 0, rung 1, the end
+
+  const Outcome done = difflab_command("slurm status " + folder.string(), cluster.environment());
+  EXPECT_NE(done.output.find("1 finished, 5 pruned"), std::string::npos) << done.output;
+  ASSERT_EQ(difflab_command("sweep collect " + folder.string()).exit_code, 0);
+  difflab::ResultsStore store(dir / "results.sqlite", difflab::OpenMode::read_only);
+  EXPECT_EQ(store.runs().size(), 6u);  // each trial one run, continued from its checkpoint pass after pass
+  EXPECT_EQ(store.decisions().size(), 6u + 3u);
 }

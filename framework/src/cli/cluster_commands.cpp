@@ -63,6 +63,10 @@ int command_sweep_task(const po::variables_map& values) {
   return sweep_task(options, registry);
 }
 
+int command_sweep_decide(const po::variables_map& values) {
+  return sweep_decide(text(values, "FOLDER"), integer(values, "submission", 1), flag(values, "dry-run"));
+}
+
 int command_sweep_collect(const po::variables_map& values) {
   return sweep_collect(text(values, "FOLDER"), text(values, "database"));
 }
@@ -151,6 +155,14 @@ void add_folder_commands(CommandTable& table, const std::string& prefix) {
                                                     "(its index from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX)"));
   add_collect(table, prefix + " collect", summary("collect", "merge a cluster sweep's shard databases into its "
                                                              "experiment's database"));
+  Command& decide = table.add(
+      prefix + " decide", "FOLDER",
+      summary("decide", "successive halving on a cluster: the job after each pass; decides the rung in the shards "
+                        "and submits the promoted trials as the next pass"),
+      {"FOLDER"}, 1, command_sweep_decide);
+  decide.options.add_options()
+      ("submission", po::value<int64_t>()->default_value(1)->value_name("N"), "the pass that ended (submit-NNN)")
+      ("dry-run", po::bool_switch(), "write the next pass's job, do not submit it");
   table.add(prefix + " status", "FOLDER",
             summary("status", "every point of a cluster sweep: finished, running, pending, failed (with its "
                               "message), from the shards and the scheduler"),

@@ -1,17 +1,25 @@
 // The commands every launcher shares: submit a sweep, run one of its tasks, collect, status,
 // cancel. Only the Launcher's own calls differ between Slurm and Kubernetes.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
 
 #include "cluster/command.h"
 #include "cluster/kubernetes.h"
 #include "cluster/launcher.h"
 #include "cluster/slurm.h"
 #include "difflab/error.h"
+#include "difflab/files.h"
 #include "plugin_host/registry.h"
 #include "process/stop_request.h"
+#include "sweep/halving.h"
 #include "training/trainer.h"
 
 namespace difflab {
@@ -19,10 +27,32 @@ namespace fs = std::filesystem;
 
 Launcher::~Launcher() = default;
 std::string Launcher::accounting(const Submission&) const { return ""; }
+std::string Launcher::submit_decider(const Manifest&, const fs::path& folder, const Submission&) const {
+  throw RuntimeError(fmt::format("difflab {} cannot start a job after another", name()),
+                     ErrorContext::in_file(folder.string()));
+}
 
 std::unique_ptr<Launcher> launcher_of(const fs::path& submission) {
   if (fs::exists(submission / "job.yaml")) return std::make_unique<KubernetesLauncher>();
-  return std::make_unique<SlurmLauncher>();
+  return std::make_unique<SlurmLauncher>(read_slurm_options(submission));
+}
+
+SubmitOptions submit_options_of(const fs::path& submission) {
+  SubmitOptions options;
+  const fs::path path = submission / "submit.toml";
+  if (!fs::exists(path)) return options;
+  toml::table root;
+  try {
+    root = toml::parse_file(path.string());
+  } catch (const toml::parse_error& error) {
+    throw ConfigError(fmt::format("damaged submit options: {}", error.description()),
+                      ErrorContext::at(path.string(), error.source().begin.line, error.source().begin.column));
+  }
+  options.cpus_per_task = root["cpus_per_task"].value_or(int64_t{0});
+  options.gpus_per_task = root["gpus_per_task"].value_or(int64_t{0});
+  options.array_parallelism = root["array_parallelism"].value_or(int64_t{0});
+  options.runs_per_task = root["runs_per_task"].value_or(int64_t{1});
+  return options;
 }
 
 std::unique_ptr<Launcher> launcher_from_environment() {
@@ -51,18 +81,54 @@ std::vector<QueuedTask> still_queued(const fs::path& folder, const std::vector<S
   }
 }
 
+bool halving(const Manifest& manifest) {
+  return manifest.adaptive && manifest.adaptive->method == AdaptiveSweep::Method::successive_halving;
+}
+
+void write_submit_options(const fs::path& folder, const Submission& submission, const SubmitOptions& options) {
+  const toml::table root{{"cpus_per_task", options.cpus_per_task},
+                         {"gpus_per_task", options.gpus_per_task},
+                         {"array_parallelism", options.array_parallelism},
+                         {"runs_per_task", options.runs_per_task}};
+  std::ostringstream text;
+  text << "# the options of difflab slurm / k8s for this submission; a decider's next pass takes them\n"
+       << root << "\n";
+  write_file_atomically(submission_folder(folder, submission.number) / "submit.toml", text.str());
+}
+
+// Writes a submission and its job; unless a dry run, submits it and, for a successive-halving
+// sweep, its decider after it. Returns the job's path.
+fs::path launch(const Launcher& launcher, const Manifest& manifest, const fs::path& folder, Submission& submission,
+                const SubmitOptions& options) {
+  write_submission(folder, submission);
+  write_submit_options(folder, submission, options);
+  const fs::path job = launcher.write_job(manifest, folder, submission, options);
+  if (options.dry_run) return job;
+  submission.job_id = launcher.submit(job);
+  write_job_id(folder, submission);
+  if (halving(manifest)) {
+    submission.decider_job_id = launcher.submit_decider(manifest, folder, submission);
+    write_decider_job_id(folder, submission);
+  }
+  return job;
+}
+
+std::string list(const std::vector<int64_t>& points) { return fmt::format("{}", fmt::join(points, ", ")); }
+
 }  // namespace
 
 int submit_sweep(const fs::path& file, const std::vector<std::string>& overrides, PluginRegistry& registry,
                  const Launcher& launcher, const SubmitOptions& options) {
   if (options.runs_per_task < 1) throw ConfigError("--runs-per-task must be at least 1");
   std::vector<SweepRun> runs = load_sweep(file, overrides, registry);
-  if (runs.front().adaptive && runs.front().adaptive->method == AdaptiveSweep::Method::successive_halving) {
+  if (runs.front().adaptive && runs.front().adaptive->method == AdaptiveSweep::Method::successive_halving &&
+      !launcher.chains_jobs()) {
     ErrorContext where = runs.front().adaptive->where.at("sweep.method");
-    where.hint = "run it with difflab run FILE --workers N, or use method = \"asha\" on a cluster";
-    throw ConfigError(fmt::format("difflab {} does not run synchronous successive halving yet: each rung would be "
-                                  "one job, the next submitted by a job that decides the rung",
-                                  launcher.name()),
+    where.hint = "run it with difflab slurm FILE or difflab run FILE --workers N, or use method = \"asha\", which "
+                 "needs no coordinator";
+    throw ConfigError(fmt::format("difflab {} cannot run synchronous successive halving: each rung is one job, and "
+                                  "the next is started by a job that runs after it, which {} cannot chain",
+                                  launcher.name(), launcher.name()),
                       where);
   }
   // Every point's data and components: bad input is exit 2 here, with nothing written.
@@ -99,19 +165,28 @@ int submit_sweep(const fs::path& file, const std::vector<std::string>& overrides
     return plan.failed > 0 ? 1 : 0;
   }
   Submission& submission = plan.submission;
-  write_submission(folder, submission);
-  const fs::path job = launcher.write_job(manifest, folder, submission, options);
+  std::optional<HalvingPosition> position;
+  if (halving(manifest)) {
+    position = halving_position(manifest, folder);
+    submission.rung = position->rung;
+  }
+  const fs::path job = launch(launcher, manifest, folder, submission, options);
   if (options.dry_run) {
-    fmt::print("difflab: dry run: wrote {} ({} tasks); submit it with difflab {} --apply, or by hand\nfolder: {}\n",
-               job.string(), submission.tasks.size(), launcher.name(), folder.string());
+    fmt::print("difflab: dry run: wrote {} ({} tasks); submit it by hand, or with difflab {} FILE {}\n", job.string(),
+               submission.tasks.size(), launcher.name(), launcher.name() == "k8s" ? "--apply" : "without --dry-run");
+    if (position)
+      fmt::print("difflab: successive halving: after the job, run difflab sweep decide {} --submission {}\n",
+                 folder.string(), submission.number);
+    fmt::print("folder: {}\n", folder.string());
     return 0;
   }
-  submission.job_id = launcher.submit(job);
-  write_job_id(folder, submission);
-  fmt::print("difflab: submitted job {} ({} tasks for {} points)\nfolder: {}\n"
-             "watch it with: difflab sweep status {}\ncollect with:  difflab sweep collect {}\n",
-             submission.job_id, submission.tasks.size(), plan.points, folder.string(), folder.string(),
-             folder.string());
+  fmt::print("difflab: submitted job {} ({} tasks for {} points)\n", submission.job_id, submission.tasks.size(),
+             plan.points);
+  if (position)
+    fmt::print("difflab: successive halving to {}: job {} decides it once job {} has ended, and submits the "
+               "promoted trials\n", position->describe(), submission.decider_job_id, submission.job_id);
+  fmt::print("folder: {}\nwatch it with: difflab sweep status {}\ncollect with:  difflab sweep collect {}\n",
+             folder.string(), folder.string(), folder.string());
   return 0;
 }
 
@@ -134,6 +209,55 @@ int sweep_task(const SweepTaskOptions& options, PluginRegistry& registry) {
   return code;
 }
 
+int sweep_decide(const fs::path& folder_argument, int64_t number, bool dry_run) {
+  constexpr int64_t kPassesPerRung = 3;
+  const fs::path folder = fs::absolute(folder_argument);
+  const Manifest manifest = read_manifest(folder);
+  const std::optional<Submission> ended = read_submission(folder, number);
+  if (!ended)
+    throw ConfigError(fmt::format("the sweep folder has no submission {}", number),
+                      ErrorContext::in_file(tasks_path(folder, number).string()));
+  HalvingPosition position = halving_position(manifest, folder);
+  fmt::print("difflab: sweep \"{}\" after submission {}: {} of {} trials in the running, at {}\n", manifest.name,
+             number, position.running.size(), manifest.points.size(), position.describe());
+  std::vector<int64_t> next;
+  if (!position.behind.empty()) {
+    const std::vector<Submission> all = submissions(folder);
+    const int64_t passes = std::count_if(all.begin(), all.end(), [&](const Submission& s) { return s.rung == position.rung; });
+    if (passes >= kPassesPerRung) {
+      fmt::print(stderr, "difflab: point(s) {} have not reached {} in {} passes; see their logs "
+                 "(difflab sweep status {}); difflab slurm FILE submits them again\n",
+                 list(position.behind), position.describe(), passes, folder.string());
+      return 1;
+    }
+    fmt::print("difflab: point(s) {} have not reached {}: submitting them again\n", list(position.behind),
+               position.describe());
+    next = position.behind;
+  } else if (!position.at_end()) {
+    next = decide_halving_in_folder(manifest, folder, position);
+    fmt::print("difflab: rung {} decided: {} of {} trial(s) go on (points {})\n", position.rung, next.size(),
+               position.running.size(), list(next));
+    position = position.next();
+  } else {
+    fmt::print("difflab: every trial is finished or pruned; collect with: difflab sweep collect {}\n",
+               folder.string());
+    return 0;
+  }
+  SubmitOptions options = submit_options_of(submission_folder(folder, number));
+  options.dry_run = dry_run;
+  Submission submission = new_submission(folder, next, options.runs_per_task);
+  submission.rung = position.rung;
+  const auto launcher = launcher_of(submission_folder(folder, number));
+  const fs::path job = launch(*launcher, manifest, folder, submission, options);
+  const std::string tasks = fmt::format("{} task{}", submission.tasks.size(), submission.tasks.size() == 1 ? "" : "s");
+  if (dry_run)
+    fmt::print("difflab: dry run: wrote {} ({}) for {}\n", job.string(), tasks, position.describe());
+  else
+    fmt::print("difflab: submitted job {} ({}) for {}, decided by job {} after it\n", submission.job_id, tasks,
+               position.describe(), submission.decider_job_id);
+  return 0;
+}
+
 int sweep_collect(const fs::path& folder, const std::string& database) {
   const Manifest manifest = read_manifest(fs::absolute(folder));
   return collect_shards(fs::absolute(folder), database.empty() ? manifest.database : database);
@@ -151,6 +275,15 @@ int sweep_status(const fs::path& folder_argument) {
   std::map<std::pair<std::string, int64_t>, QueuedTask> queue;
   for (const auto& queued : still_queued(folder, all, false)) queue[{queued.job_id, queued.task}] = queued;
 
+  // Successive halving: where the sweep stands, and which points wait there for the decider.
+  std::optional<HalvingPosition> position;
+  std::set<int64_t> waiting;
+  if (halving(manifest)) {
+    position = halving_position(manifest, folder);
+    for (int64_t point : position->running)
+      if (std::find(position->behind.begin(), position->behind.end(), point) == position->behind.end())
+        waiting.insert(point);
+  }
   const PointStates states(manifest, folder);
   std::map<std::string, int64_t> counts;
   std::vector<std::string> lines;
@@ -169,6 +302,9 @@ int sweep_status(const fs::path& folder_argument) {
                            queued->reason.empty() ? "" : " (" + queued->reason + ")");
     } else if (!state.status) {
       shown = task == task_of.end() ? "not submitted" : "not run";
+    } else if (waiting.count(point.index) > 0 && *state.status == RunStatus::interrupted) {
+      shown = "waiting";  // at the rung, for the decider
+      detail = fmt::format("at {}", position->describe());
     } else if (*state.status == RunStatus::running) {
       shown = "lost";  // a shard that says running, and no task in the queue: killed hard
       detail = "its task left the queue during the run; submit again to resume it";
@@ -188,7 +324,22 @@ int sweep_status(const fs::path& folder_argument) {
              all.empty() ? "" : fmt::format(" (last: job {})", all.back().job_id.empty() ? "not submitted" : all.back().job_id));
   std::string summary;
   for (const auto& [shown, count] : counts) summary += fmt::format("{}{} {}", summary.empty() ? "" : ", ", count, shown);
-  fmt::print("{}\n\npoint  status           run  assignments\n", summary);
+  fmt::print("{}\n", summary);
+  if (position) {
+    fmt::print("successive halving: {} of {} trials in the running, at {}{}\n", position->running.size(),
+               manifest.points.size(), position->describe(),
+               position->behind.empty() ? (position->at_end() ? "" : "; every one has reached it")
+                                        : fmt::format("; {} not there yet", position->behind.size()));
+    if (!all.empty() && !all.back().decider_job_id.empty()) {
+      auto decider = queue.find({all.back().decider_job_id, -1});
+      fmt::print("decider: job {} {}\n", all.back().decider_job_id,
+                 decider == queue.end() ? "ended"
+                                        : decider->second.state + (decider->second.reason.empty()
+                                                                       ? ""
+                                                                       : " (" + decider->second.reason + ")"));
+    }
+  }
+  fmt::print("\npoint  status           run  assignments\n");
   for (const auto& line : lines) fmt::print("{}\n", line);
   // Accounting, where the scheduler keeps it: how each task of the last submission ended.
   if (!all.empty())
@@ -208,8 +359,10 @@ int sweep_cancel(const fs::path& folder_argument) {
   }
   const auto launcher = launcher_of(submission_folder(folder, all.back().number));
   launcher->cancel(all.back());
-  fmt::print("difflab: cancelled job {} ({}); its interrupted points resume when the sweep is submitted again\n",
-             all.back().job_id, launcher->name());
+  fmt::print("difflab: cancelled job {}{} ({}); its interrupted points resume when the sweep is submitted again\n",
+             all.back().job_id,
+             all.back().decider_job_id.empty() ? "" : " and its decider, job " + all.back().decider_job_id,
+             launcher->name());
   return 0;
 }
 

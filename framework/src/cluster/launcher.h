@@ -34,7 +34,7 @@ struct SubmitOptions {
 // A task of a submission that the scheduler still holds.
 struct QueuedTask {
   std::string job_id;
-  int64_t task = -1;
+  int64_t task = -1;     // -1: a job that is not an array (a successive-halving sweep's decider)
   bool running = false;  // running now (else waiting)
   std::string state;     // the scheduler's own word for it (PENDING, Running, ...), shown as is
   std::string reason;    // why it waits, when the scheduler says
@@ -54,8 +54,16 @@ class Launcher {
   // The tasks of these submissions still queued or running. A runtime Error when the scheduler
   // is there and does not answer (nobody can then tell whether a point is being trained).
   virtual std::vector<QueuedTask> queued(const std::vector<Submission>& all) const = 0;
-  // Cancels what a submission still has queued or running.
+  // Cancels what a submission still has queued or running (its decider too).
   virtual void cancel(const Submission& submission) const = 0;
+  // Whether the scheduler starts a job once another has ended (what synchronous successive
+  // halving needs: each rung's pass is one job, decided by a job that runs after it).
+  virtual bool chains_jobs() const { return false; }
+  // Submits the decider of a submitted pass, `difflab sweep decide FOLDER --submission N`, as one
+  // small job that starts once the pass's job has ended, however it ended; returns its id. A
+  // runtime Error for a launcher that does not chain jobs.
+  virtual std::string submit_decider(const Manifest& manifest, const std::filesystem::path& folder,
+                                     const Submission& submission) const;
   // What a task does on the warning signal (kWarningSignal) after its point checkpointed: put
   // itself back in the queue. Returns whether it did.
   virtual bool requeue_this_task() const { return false; }
@@ -63,9 +71,11 @@ class Launcher {
   virtual std::string accounting(const Submission& submission) const;
 };
 
-// The launcher whose job description a submission folder holds (job.sbatch, job.yaml); Slurm's
-// for a folder with none.
+// The launcher whose job description a submission folder holds (job.sbatch, job.yaml), with the
+// options it was made with; Slurm's for a folder with none.
 std::unique_ptr<Launcher> launcher_of(const std::filesystem::path& submission_folder);
+// The options a submission was made with (submit.toml in its folder; the defaults without one).
+SubmitOptions submit_options_of(const std::filesystem::path& submission_folder);
 // The launcher that started this process, from its environment; null when none did.
 std::unique_ptr<Launcher> launcher_from_environment();
 
@@ -83,6 +93,13 @@ int submit_sweep(const std::filesystem::path& file, const std::vector<std::strin
 // the launcher that started it. Returns the exit code: 0 when every point finished or the task
 // requeued itself, 130 after another stop signal, 1 otherwise.
 int sweep_task(const SweepTaskOptions& options, PluginRegistry& registry);
+// `difflab sweep decide` (and `slurm decide`), the job after each pass of a successive-halving
+// sweep (sweep/halving.h): reads where the sweep stands; when every trial in the running has
+// reached the rung, decides it into the shards and submits the promoted trials as the next pass,
+// with its own decider; when some have not (a task that died), submits them again, at most three
+// times a rung. With dry_run, writes the next pass's job without submitting it. Returns the exit
+// code: 0, or 1 when trials are stuck behind the rung.
+int sweep_decide(const std::filesystem::path& folder, int64_t submission, bool dry_run);
 // `difflab sweep collect` (and `slurm collect`): the shards into `database` (default: the
 // experiment's); exit code 1 when a shard was skipped.
 int sweep_collect(const std::filesystem::path& folder, const std::string& database = "");

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <sstream>
+#include <toml++/toml.h>
 
 #include "cluster/command.h"
 #include "difflab/error.h"
@@ -25,7 +26,59 @@ std::optional<int64_t> slurm_variable(const char* name) {
   }
 }
 
+// The #SBATCH lines every job of the sweep shares: where it runs and on whose account.
+std::string placement(const SlurmOptions& options) {
+  std::string text = fmt::format("#SBATCH --chdir={}\n", fs::current_path().string());
+  if (!options.partition.empty()) text += fmt::format("#SBATCH --partition={}\n", options.partition);
+  if (!options.time.empty()) text += fmt::format("#SBATCH --time={}\n", options.time);
+  for (const auto& argument : options.sbatch_args) text += fmt::format("#SBATCH {}\n", argument);
+  return text;
+}
+
+std::string job_id_of(const CommandOutput& output, const fs::path& job) {
+  std::string job_id = output.output.substr(0, output.output.find_first_of(";\n"));
+  if (output.code != 0 || job_id.empty() || !std::all_of(job_id.begin(), job_id.end(), ::isdigit))
+    throw RuntimeError(fmt::format("sbatch failed (exit code {}): {}", output.code, output.output),
+                       ErrorContext::in_file(job.string()));
+  return job_id;
+}
+
+void write_options(const fs::path& path, const SlurmOptions& options) {
+  toml::array arguments;
+  for (const auto& argument : options.sbatch_args) arguments.push_back(argument);
+  const toml::table root{{"partition", options.partition},         {"time", options.time},
+                         {"warning_seconds", options.warning_seconds}, {"nodes", options.nodes},
+                         {"gpus_per_node", options.gpus_per_node},   {"tasks_per_node", options.tasks_per_node},
+                         {"sbatch_args", std::move(arguments)}};
+  std::ostringstream text;
+  text << "# the Slurm options of this submission's job; a decider's next pass takes them\n" << root << "\n";
+  write_file_atomically(path, text.str());
+}
+
 }  // namespace
+
+SlurmOptions read_slurm_options(const fs::path& submission) {
+  SlurmOptions options;
+  const fs::path path = submission / "slurm.toml";
+  if (!fs::exists(path)) return options;
+  toml::table root;
+  try {
+    root = toml::parse_file(path.string());
+  } catch (const toml::parse_error& error) {
+    throw ConfigError(fmt::format("damaged Slurm options: {}", error.description()),
+                      ErrorContext::at(path.string(), error.source().begin.line, error.source().begin.column));
+  }
+  options.partition = root["partition"].value_or(std::string());
+  options.time = root["time"].value_or(std::string());
+  options.warning_seconds = root["warning_seconds"].value_or(options.warning_seconds);
+  options.nodes = root["nodes"].value_or(options.nodes);
+  options.gpus_per_node = root["gpus_per_node"].value_or(options.gpus_per_node);
+  options.tasks_per_node = root["tasks_per_node"].value_or(options.tasks_per_node);
+  if (const toml::array* arguments = root["sbatch_args"].as_array())
+    for (const auto& argument : *arguments)
+      if (auto text = argument.value<std::string>()) options.sbatch_args.push_back(*text);
+  return options;
+}
 
 std::string SlurmLauncher::script(const Manifest& manifest, const fs::path& folder, const Submission& submission,
                                   const SubmitOptions& options) const {
@@ -52,12 +105,9 @@ std::string SlurmLauncher::script(const Manifest& manifest, const fs::path& fold
   text += fmt::format("#SBATCH --signal={}USR2@{}\n", parallel ? "" : "B:", options_.warning_seconds);
   text += "#SBATCH --open-mode=append\n";
   text += fmt::format("#SBATCH --output={}/task-%a.log\n", logs.string());
-  text += fmt::format("#SBATCH --chdir={}\n", fs::current_path().string());
   if (options.cpus_per_task > 0) text += fmt::format("#SBATCH --cpus-per-task={}\n", options.cpus_per_task);
   if (options.gpus_per_task > 0) text += fmt::format("#SBATCH --gpus-per-task={}\n", options.gpus_per_task);
-  if (!options_.partition.empty()) text += fmt::format("#SBATCH --partition={}\n", options_.partition);
-  if (!options_.time.empty()) text += fmt::format("#SBATCH --time={}\n", options_.time);
-  for (const auto& argument : options_.sbatch_args) text += fmt::format("#SBATCH {}\n", argument);
+  text += placement(options_);
   std::vector<std::string> words;
   for (const auto& word : task_command(executable_path(), folder, submission.number)) words.push_back(shell_word(word));
   text += fmt::format("exec {}{}\n", parallel ? "srun --kill-on-bad-exit=1 " : "", fmt::join(words, " "));
@@ -69,26 +119,47 @@ fs::path SlurmLauncher::write_job(const Manifest& manifest, const fs::path& fold
   const fs::path job = submission_folder(folder, submission.number) / "job.sbatch";
   write_file_atomically(job, script(manifest, folder, submission, options));
   fs::permissions(job, fs::perms::owner_exec, fs::perm_options::add);
+  write_options(submission_folder(folder, submission.number) / "slurm.toml", options_);
   return job;
+}
+
+std::string SlurmLauncher::decider_script(const Manifest& manifest, const fs::path& folder,
+                                          const Submission& submission) const {
+  std::string text = "#!/bin/bash\n";
+  text += fmt::format("# difflab sweep \"{}\", submission {}: once job {} has ended, decides the rung its tasks "
+                      "trained to and submits the next pass.\n",
+                      manifest.name, submission.number, submission.job_id);
+  text += fmt::format("#SBATCH --job-name=difflab-{}-decide\n", manifest.name);
+  text += fmt::format("#SBATCH --dependency=afterany:{}\n", submission.job_id);
+  text += "#SBATCH --ntasks=1\n#SBATCH --requeue\n#SBATCH --open-mode=append\n";
+  text += fmt::format("#SBATCH --output={}\n",
+                      (submission_folder(folder, submission.number) / "logs" / "decide.log").string());
+  text += placement(options_);
+  text += fmt::format("exec {} sweep decide {} --submission {}\n", shell_word(executable_path()),
+                      shell_word(folder.string()), submission.number);
+  return text;
+}
+
+std::string SlurmLauncher::submit_decider(const Manifest& manifest, const fs::path& folder,
+                                          const Submission& submission) const {
+  const fs::path job = submission_folder(folder, submission.number) / "decide.sbatch";
+  write_file_atomically(job, decider_script(manifest, folder, submission));
+  return job_id_of(run_command({"sbatch", "--parsable", job.string()}), job);
 }
 
 std::string SlurmLauncher::submit(const fs::path& job) const {
   if (!have_program("sbatch"))
     throw RuntimeError("sbatch not found: this is not a Slurm login node",
                        ErrorContext::in_file(job.string(), "--dry-run writes the script without submitting it"));
-  const CommandOutput output = run_command({"sbatch", "--parsable", job.string()});
-  std::string job_id = output.output.substr(0, output.output.find_first_of(";\n"));
-  if (output.code != 0 || job_id.empty() || !std::all_of(job_id.begin(), job_id.end(), ::isdigit))
-    throw RuntimeError(fmt::format("sbatch failed (exit code {}): {}", output.code, output.output),
-                       ErrorContext::in_file(job.string()));
-  return job_id;
+  return job_id_of(run_command({"sbatch", "--parsable", job.string()}), job);
 }
 
 std::vector<QueuedTask> SlurmLauncher::queued(const std::vector<Submission>& all) const {
   std::vector<QueuedTask> queued;
   std::vector<std::string> ids;
   for (const auto& submission : all)
-    if (!submission.job_id.empty()) ids.push_back(submission.job_id);
+    for (const std::string& id : {submission.job_id, submission.decider_job_id})
+      if (!id.empty()) ids.push_back(id);
   if (ids.empty() || !have_program("squeue")) return queued;
   const CommandOutput output =
       run_command({"squeue", "--noheader", "--array", "--jobs", fmt::format("{}", fmt::join(ids, ",")),
@@ -106,6 +177,10 @@ std::vector<QueuedTask> SlurmLauncher::queued(const std::vector<Submission>& all
     if (fields.size() != 4) continue;
     const bool running = fields[2] == "RUNNING";
     const std::string reason = fields[3] == "None" ? "" : fields[3];
+    if (fields[1] == "N/A") {  // a job that is not an array: a decider
+      queued.push_back({fields[0], -1, running, fields[2], reason});
+      continue;
+    }
     try {
       queued.push_back({fields[0], std::stoll(fields[1]), running, fields[2], reason});
     } catch (const std::exception&) {
@@ -121,11 +196,12 @@ std::vector<QueuedTask> SlurmLauncher::queued(const std::vector<Submission>& all
 }
 
 void SlurmLauncher::cancel(const Submission& submission) const {
-  if (submission.job_id.empty()) return;
-  const CommandOutput output = run_command({"scancel", submission.job_id});
-  if (output.code != 0)
-    throw RuntimeError(fmt::format("scancel {} failed (exit code {}): {}", submission.job_id, output.code,
-                                   output.output));
+  for (const std::string& id : {submission.decider_job_id, submission.job_id}) {
+    if (id.empty()) continue;
+    const CommandOutput output = run_command({"scancel", id});
+    if (output.code != 0)
+      throw RuntimeError(fmt::format("scancel {} failed (exit code {}): {}", id, output.code, output.output));
+  }
 }
 
 // Puts this array element (only it) back in the queue.

@@ -24,6 +24,10 @@ struct SlurmOptions {
   std::vector<std::string> sbatch_args;  // more "#SBATCH" options, e.g. --account=abc
 };
 
+// The options a submission's job was written with (slurm.toml in its folder, which write_job
+// writes; the defaults without one).
+SlurmOptions read_slurm_options(const std::filesystem::path& submission_folder);
+
 class SlurmLauncher : public Launcher {
  public:
   explicit SlurmLauncher(SlurmOptions options = {}) : options_(std::move(options)) {}
@@ -33,12 +37,18 @@ class SlurmLauncher : public Launcher {
   std::string submit(const std::filesystem::path& job) const override;
   std::vector<QueuedTask> queued(const std::vector<Submission>& all) const override;
   void cancel(const Submission& submission) const override;
+  bool chains_jobs() const override { return true; }
+  std::string submit_decider(const Manifest& manifest, const std::filesystem::path& folder,
+                             const Submission& submission) const override;
   bool requeue_this_task() const override;
   std::string accounting(const Submission& submission) const override;
 
   // The job script of a submission (what write_job writes).
   std::string script(const Manifest& manifest, const std::filesystem::path& folder, const Submission& submission,
                      const SubmitOptions& options) const;
+  // The decider's script (decide.sbatch): one task, after the submission's job ended however it did.
+  std::string decider_script(const Manifest& manifest, const std::filesystem::path& folder,
+                             const Submission& submission) const;
 
  private:
   SlurmOptions options_;

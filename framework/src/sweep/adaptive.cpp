@@ -149,41 +149,32 @@ std::vector<int64_t> halving_rungs(const std::vector<SweepRun>& runs) {
   return rung_epochs(adaptive.min_epochs, adaptive.reduction_factor, max_epochs(runs));
 }
 
-int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung) {
-  const AdaptiveSweep& adaptive = *runs.front().adaptive;
-  const int64_t epoch = halving_rungs(runs)[static_cast<size_t>(rung)];
-  ResultsStore store(database_of(runs));
-  // The rung's trials: promoted past every earlier rung, with the metric at this one.
-  std::vector<int64_t> run_ids;
-  std::vector<std::string> attempts;
+bool in_halving_rung(const std::vector<DecisionRecord>& taken, int64_t rung) {
+  if (static_cast<int64_t>(taken.size()) < rung) return false;
+  return std::none_of(taken.begin(), taken.end(), [rung](const DecisionRecord& d) { return d.rung < rung && d.prune; });
+}
+
+std::vector<bool> decide_halving(const AdaptiveSweep& adaptive, int64_t rung, int64_t epoch,
+                                 const std::vector<HalvingEntry>& entries) {
   std::vector<double> values;
-  std::vector<std::string> hashes;
-  for (const auto& run : runs) hashes.push_back(run.experiment.config_hash());
-  for (const auto& hash : hashes) {
-    const std::optional<RunRecord> run = store.latest_run(hash);
-    if (!run) continue;
-    const std::vector<DecisionRecord> taken = store.decisions(run->id);
-    const bool alive = static_cast<int64_t>(taken.size()) >= rung &&
-                       std::none_of(taken.begin(), taken.end(), [](const DecisionRecord& d) { return d.prune; });
-    const std::optional<double> value = store.metric_at(run->id, adaptive.metric, epoch);
-    if (alive && value) run_ids.push_back(run->id), attempts.push_back(run->attempt), values.push_back(*value);
-  }
+  for (const HalvingEntry& entry : entries) values.push_back(entry.value);
   const std::vector<bool> promoted = halving_promotions(values, adaptive.reduction_factor, direction_of(adaptive));
   // The cutoff: the worst promoted value.
   double cutoff = std::nan("");
   for (size_t i = 0; i < values.size(); ++i)
     if (promoted[i] && (std::isnan(cutoff) || (adaptive.maximize ? values[i] < cutoff : values[i] > cutoff)))
       cutoff = values[i];
-  int64_t kept = 0;
-  for (size_t i = 0; i < run_ids.size(); ++i) {
+  std::vector<bool> goes_on;
+  for (size_t i = 0; i < entries.size(); ++i) {
     std::vector<std::string> peers;
-    for (size_t j = 0; j < run_ids.size(); ++j)
-      if (j != i) peers.push_back(attempts[j]);
+    for (size_t j = 0; j < entries.size(); ++j)
+      if (j != i) peers.push_back(entries[j].attempt);
     int64_t rank = 1;
     for (double other : values)
       if (adaptive.maximize ? other > values[i] : other < values[i]) ++rank;
-    const std::optional<DecisionRecord> decision =
-        store.decide(run_ids[i], rung, epoch, adaptive.metric, [] { return std::vector<RungPeer>(); }, [&](const RungView&) {
+    const std::optional<DecisionRecord> decision = entries[i].store->decide(
+        entries[i].run_id, rung, epoch, adaptive.metric, [] { return std::vector<RungPeer>(); },
+        [&](const RungView&) {
           DecisionRecord record;
           record.method = "successive_halving";
           record.value = values[i];
@@ -194,9 +185,25 @@ int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung) {
           record.prune = !promoted[i];
           return std::optional<DecisionRecord>(record);
         });
-    kept += decision && !decision->prune;
+    goes_on.push_back(decision && !decision->prune);
   }
-  return kept;
+  return goes_on;
+}
+
+int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung) {
+  const AdaptiveSweep& adaptive = *runs.front().adaptive;
+  const int64_t epoch = halving_rungs(runs)[static_cast<size_t>(rung)];
+  ResultsStore store(database_of(runs));
+  // The rung's trials: promoted past every earlier rung, with the metric at this one.
+  std::vector<HalvingEntry> entries;
+  for (const auto& run : runs) {
+    const std::optional<RunRecord> record = store.latest_run(run.experiment.config_hash());
+    if (!record || !in_halving_rung(store.decisions(record->id), rung)) continue;
+    if (const std::optional<double> value = store.metric_at(record->id, adaptive.metric, epoch))
+      entries.push_back({&store, record->id, record->attempt, *value});
+  }
+  const std::vector<bool> goes_on = decide_halving(adaptive, rung, epoch, entries);
+  return std::count(goes_on.begin(), goes_on.end(), true);
 }
 
 std::string adaptive_summary(const std::vector<SweepRun>& runs) {

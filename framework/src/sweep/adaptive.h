@@ -31,6 +31,23 @@ std::function<EpochVerdict(ResultsStore& store, int64_t run_id, int64_t epoch)> 
 // (paused there), decides the rung: the best ⌊n/η⌋ go on, the others are pruned. Returns how many
 // were promoted; a rung decided before stands.
 int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung);
+
+// Whether a trial with these decisions is one of rung k's: decided at every earlier rung and
+// promoted at each (its decision at rung k, if taken, does not matter).
+bool in_halving_rung(const std::vector<DecisionRecord>& taken, int64_t rung);
+
+// One trial of a synchronous rung: where its run is recorded, and its value at the rung's epoch.
+struct HalvingEntry {
+  ResultsStore* store = nullptr;  // the sweep's database, or the trial's own shard
+  int64_t run_id = 0;
+  std::string attempt;
+  double value = 0.0;
+};
+// Decides rung k (at `epoch`) among its trials, given in trial order: the best ⌊n/η⌋ are promoted
+// (ties: the earlier trial), the others pruned, each a decisions row in its own store. A decision
+// recorded before stands. Returns, for each entry, whether it goes on.
+std::vector<bool> decide_halving(const AdaptiveSweep& adaptive, int64_t rung, int64_t epoch,
+                                 const std::vector<HalvingEntry>& entries);
 // The rungs of a successive-halving sweep (epochs), for its coordinator.
 std::vector<int64_t> halving_rungs(const std::vector<SweepRun>& runs);
 

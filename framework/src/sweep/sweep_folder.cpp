@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <fmt/format.h>
 #include <fstream>
 #include <sstream>
@@ -81,6 +82,9 @@ toml::table parse_toml(const fs::path& path, const char* what) {
 }
 
 fs::path job_id_path(const fs::path& folder, int64_t number) { return submission_folder(folder, number) / "job_id"; }
+fs::path decider_job_id_path(const fs::path& folder, int64_t number) {
+  return submission_folder(folder, number) / "decider_job_id";
+}
 
 }  // namespace
 
@@ -208,6 +212,7 @@ std::optional<Submission> read_submission(const fs::path& folder, int64_t number
   Submission submission;
   submission.number = number;
   submission.retry_failed = root["retry_failed"].value_or(false);
+  submission.rung = root["rung"].value_or(int64_t{-1});
   const toml::array* tasks = root["tasks"].as_array();
   if (tasks == nullptr) throw ConfigError("no tasks", ErrorContext::for_key(path.string(), "tasks"));
   for (const auto& task : *tasks) {
@@ -218,6 +223,8 @@ std::optional<Submission> read_submission(const fs::path& folder, int64_t number
   }
   std::ifstream job(job_id_path(folder, number));
   std::getline(job, submission.job_id);
+  std::ifstream decider(decider_job_id_path(folder, number));
+  std::getline(decider, submission.decider_job_id);
   return submission;
 }
 
@@ -240,11 +247,27 @@ void write_submission(const fs::path& folder, const Submission& submission) {
   }
   toml::table root{{"submission", submission.number}, {"retry_failed", submission.retry_failed},
                    {"tasks", std::move(tasks)}};
+  if (submission.rung >= 0) root.insert("rung", submission.rung);
   write_file_atomically(tasks_path(folder, submission.number), to_text(root));
 }
 
 void write_job_id(const fs::path& folder, const Submission& submission) {
   write_file_atomically(job_id_path(folder, submission.number), submission.job_id + "\n");
+}
+
+void write_decider_job_id(const fs::path& folder, const Submission& submission) {
+  write_file_atomically(decider_job_id_path(folder, submission.number), submission.decider_job_id + "\n");
+}
+
+Submission new_submission(const fs::path& folder, const std::vector<int64_t>& points, int64_t runs_per_task) {
+  Submission submission;
+  submission.number = static_cast<int64_t>(submissions(folder).size()) + 1;
+  while (fs::exists(submission_folder(folder, submission.number))) ++submission.number;
+  const size_t per_task = static_cast<size_t>(std::max<int64_t>(1, runs_per_task));
+  for (size_t i = 0; i < points.size(); i += per_task)
+    submission.tasks.emplace_back(points.begin() + static_cast<std::ptrdiff_t>(i),
+                                  points.begin() + static_cast<std::ptrdiff_t>(std::min(points.size(), i + per_task)));
+  return submission;
 }
 
 PointStates::PointStates(const Manifest& manifest, const fs::path& folder) : folder_(folder) {
@@ -288,15 +311,20 @@ SubmissionPlan plan_submission(const Manifest& manifest, const fs::path& folder,
     else todo.push_back(point.index);
   }
   plan.points = static_cast<int64_t>(todo.size());
-  Submission& submission = plan.submission;
-  submission.number = static_cast<int64_t>(submissions(folder).size()) + 1;
-  while (fs::exists(submission_folder(folder, submission.number))) ++submission.number;
-  submission.retry_failed = retry_failed;
-  const size_t per_task = static_cast<size_t>(std::max<int64_t>(1, runs_per_task));
-  for (size_t i = 0; i < todo.size(); i += per_task)
-    submission.tasks.emplace_back(todo.begin() + static_cast<std::ptrdiff_t>(i),
-                                  todo.begin() + static_cast<std::ptrdiff_t>(std::min(todo.size(), i + per_task)));
+  plan.submission = new_submission(folder, todo, runs_per_task);
+  plan.submission.retry_failed = retry_failed;
   return plan;
+}
+
+fs::path local_shard_folder() {
+  for (const char* name : {"DIFFLAB_SHARD_DIR", "SLURM_TMPDIR", "TMPDIR"})
+    if (const char* dir = std::getenv(name); dir != nullptr && *dir != '\0') return dir;
+  return "/tmp";
+}
+
+void remove_database(const fs::path& path) {
+  std::error_code ignored;
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) fs::remove(path.string() + suffix, ignored);
 }
 
 std::vector<fs::path> shard_files(const fs::path& folder) {

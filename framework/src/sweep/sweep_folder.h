@@ -74,7 +74,9 @@ struct Submission {
   int64_t number = 0;
   std::vector<std::vector<int64_t>> tasks;
   bool retry_failed = false;
+  int64_t rung = -1;   // successive halving: the rung its tasks train to (the rungs' count: the end)
   std::string job_id;  // the launcher's; empty for a dry run, or before it answered
+  std::string decider_job_id;  // successive halving: the job that decides the rung after it
 };
 
 std::optional<Submission> read_submission(const std::filesystem::path& folder, int64_t number);
@@ -82,6 +84,11 @@ std::vector<Submission> submissions(const std::filesystem::path& folder);
 // Writes its tasks.toml (and creates its logs folder).
 void write_submission(const std::filesystem::path& folder, const Submission& submission);
 void write_job_id(const std::filesystem::path& folder, const Submission& submission);
+void write_decider_job_id(const std::filesystem::path& folder, const Submission& submission);
+// A new submission, numbered after the folder's last one, of these points packed runs_per_task
+// to a task (not written yet).
+Submission new_submission(const std::filesystem::path& folder, const std::vector<int64_t>& points,
+                          int64_t runs_per_task);
 
 // Where a point stands, from its shard (the newest word on it) and the experiment's database.
 struct PointState {
@@ -115,6 +122,12 @@ struct SubmissionPlan {
 };
 SubmissionPlan plan_submission(const Manifest& manifest, const std::filesystem::path& folder, bool retry_failed,
                                int64_t runs_per_task);
+
+// Where a task keeps the databases it writes: DIFFLAB_SHARD_DIR, else SLURM_TMPDIR, else TMPDIR,
+// else /tmp (a local disk: SQLite's locks and WAL need one).
+std::filesystem::path local_shard_folder();
+// Removes a database file and its -wal, -shm and -journal files.
+void remove_database(const std::filesystem::path& path);
 
 // The folder's shard databases, in point order.
 std::vector<std::filesystem::path> shard_files(const std::filesystem::path& folder);

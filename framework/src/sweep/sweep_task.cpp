@@ -28,21 +28,12 @@ double unix_time() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-fs::path local_shard_folder() {
-  for (const char* name : {"DIFFLAB_SHARD_DIR", "SLURM_TMPDIR", "TMPDIR"})
-    if (const char* dir = std::getenv(name); dir != nullptr && *dir != '\0') return dir;
-  return "/tmp";
-}
-
-void remove_database(const fs::path& path) {
-  std::error_code ignored;
-  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) fs::remove(path.string() + suffix, ignored);
-}
-
-// A point is done when it trained to the end, or an adaptive sweep's rule stopped it.
+// A point is done with, for this task, when it trained to the end, an adaptive sweep's rule
+// stopped it, or it waits at a successive-halving rung for the decider.
 bool trained(const RunResult& result) {
   return result.outcome == RunOutcome::trained || result.outcome == RunOutcome::finished_before ||
-         result.outcome == RunOutcome::pruned || result.outcome == RunOutcome::pruned_before;
+         result.outcome == RunOutcome::pruned || result.outcome == RunOutcome::pruned_before ||
+         result.outcome == RunOutcome::paused;
 }
 
 // An adaptive sweep's trials as the manifest froze them (its points, in order), for their
@@ -150,6 +141,7 @@ bool run_point(const Manifest& manifest, const fs::path& folder, const Submissio
     const RunResult result = run_experiment(experiment, registry, run);
     finished = trained(result);
     if (result.outcome == RunOutcome::pruned) fmt::print("   pruned: run {}\n", result.run_id);
+    else if (result.outcome == RunOutcome::paused) fmt::print("   waits: run {} {}\n", result.run_id, result.detail);
     else if (result.outcome != RunOutcome::trained) fmt::print("   skipped: run {} {}\n", result.run_id, result.detail);
     else fmt::print("   finished: run {}\n", result.run_id);
   } catch (const Error& error) {
