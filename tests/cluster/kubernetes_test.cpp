@@ -138,3 +138,18 @@ TEST(Kubernetes, JobNamesAreRfc1123Labels) {
     EXPECT_TRUE(std::regex_match(job, label)) << job;
   }
 }
+
+// Synchronous successive halving needs a job that starts after another, which a Kubernetes Job
+// cannot ask for: exit 2 naming the key, with nothing written.
+TEST(Kubernetes, SuccessiveHalvingIsRefusedNamingTheKeyAndWritesNothing) {
+  TempDir dir;
+  const Outcome refused = difflab_command(
+      "k8s " + tiny_sweep(dir, "method = \"successive_halving\"\ntrials = 4\nmetric = \"val_n_loss\"\nmin_epochs = 1\n"
+                               "\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
+                          " --set training.epochs=4 --set evaluation.kid_protocol=none"));
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find("sweep.toml:"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("sweep.method"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("difflab slurm FILE"), std::string::npos) << refused.output;
+  EXPECT_FALSE(fs::exists(dir / "runs"));
+}
