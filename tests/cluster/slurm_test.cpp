@@ -163,6 +163,9 @@ TEST(SlurmTask, SuccessiveHalvingPassesAndDecidersDecideAsOneMachineDoes) {
   EXPECT_NE(waiting.output.find("successive halving: 6 of 6 trials in the running, at rung 0 (epoch 1); every one "
                                 "has reached it"), std::string::npos) << waiting.output;
   EXPECT_NE(decide(1).find("rung 0 decided: 3 of 6 trial(s) go on"), std::string::npos);
+  // The same decider again (requeued after its node failed): its pass was decided; nothing more.
+  EXPECT_NE(decide(1).find("submission 2 came after submission 1: it was decided before"), std::string::npos);
+  EXPECT_FALSE(fs::exists(folder / "submit-003"));
   const std::optional<difflab::Submission> second = difflab::read_submission(folder, 2);
   ASSERT_TRUE(second);
   EXPECT_EQ(second->tasks.size(), 3u);

@@ -32,6 +32,29 @@ TEST(ResultsStore, CreatesSchemaInWalMode) {
     EXPECT_TRUE(store.database().tableExists(table)) << table;
 }
 
+// A second connection opened and closed by the process that writes the database (a report beside
+// its run) leaves the writer's locks alone. Another process that closes its own connection then
+// does not take itself for the last one, and leaves the WAL in place. Were the header read with a
+// plain read of the file, closing that descriptor would drop this process's POSIX locks, and the
+// other process would checkpoint and delete the WAL under the writer
+// (sqlite.org/howtocorrupt.html §2.2.1: "database disk image is malformed").
+TEST(ResultsStore, ASecondConnectionInTheWritingProcessLeavesItsLocksAlone) {
+  if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "/usr/bin/python3 is not installed: no second process";
+  difflab::test::TempDir dir;
+  const fs::path path = dir / "results.sqlite";
+  ResultsStore writer(path);
+  writer.start_run(experiment(), "{}");
+  { ResultsStore reader(path, OpenMode::read_only); EXPECT_EQ(reader.runs().size(), 1u); }
+  ASSERT_TRUE(fs::exists(path.string() + "-wal"));
+  const difflab::test::Outcome other = difflab::test::shell_command(
+      "/usr/bin/python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+      "print(c.execute(\"SELECT COUNT(*) FROM runs\").fetchone()[0]); c.close()' " + path.string());
+  ASSERT_EQ(other.exit_code, 0) << other.output;
+  EXPECT_EQ(other.output, "1\n");
+  EXPECT_TRUE(fs::exists(path.string() + "-wal")) << "the other process took itself for the last connection";
+  EXPECT_EQ(writer.runs().size(), 1u);
+}
+
 TEST(ResultsStore, RecordsARunWithOneParamRowPerLeaf) {
   difflab::test::TempDir dir;
   ResultsStore store(dir / "results.sqlite");

@@ -217,12 +217,19 @@ int sweep_decide(const fs::path& folder_argument, int64_t number, bool dry_run) 
   if (!ended)
     throw ConfigError(fmt::format("the sweep folder has no submission {}", number),
                       ErrorContext::in_file(tasks_path(folder, number).string()));
+  // A decider that runs again (requeued after its node failed) finds its pass's successor already
+  // submitted: deciding again would submit the same trials twice.
+  const std::vector<Submission> all = submissions(folder);
+  if (!all.empty() && all.back().number > number) {
+    fmt::print("difflab: submission {} came after submission {}: it was decided before; nothing to do\n",
+               all.back().number, number);
+    return 0;
+  }
   HalvingPosition position = halving_position(manifest, folder);
   fmt::print("difflab: sweep \"{}\" after submission {}: {} of {} trials in the running, at {}\n", manifest.name,
              number, position.running.size(), manifest.points.size(), position.describe());
   std::vector<int64_t> next;
   if (!position.behind.empty()) {
-    const std::vector<Submission> all = submissions(folder);
     const int64_t passes = std::count_if(all.begin(), all.end(), [&](const Submission& s) { return s.rung == position.rung; });
     if (passes >= kPassesPerRung) {
       fmt::print(stderr, "difflab: point(s) {} have not reached {} in {} passes; see their logs "

@@ -64,6 +64,8 @@ struct SweepRun {
   // An adaptive sweep's settings (the same for every trial), and this trial's index in it.
   std::shared_ptr<const AdaptiveSweep> adaptive;
   int64_t trial = 0;
+  // Its experiment's results database (experiment.database).
+  std::string database() const { return experiment.settings().experiment.database; }
 };
 
 // Loads `file`; a [sweep] table (method = "grid": dotted keys with arrays of values, `seeds`,

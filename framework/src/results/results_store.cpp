@@ -12,11 +12,10 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <fstream>
 #include <mutex>
+#include <sqlite3.h>
 #include <sstream>
 #include <thread>
 #include <sys/vfs.h>
@@ -312,28 +311,55 @@ namespace {
 
 // What the file at `path` is, read from its header bytes alone (nothing is opened by SQLite).
 // Throws a config Error for a file that must not be touched.
+// What check_is_difflabs needs of a database: its application id and its tables.
+struct DatabaseHeader {
+  uint32_t application_id = 0;
+  std::vector<std::string> tables;
+};
+
+DatabaseHeader read_header(SQLite::Database& db) {
+  DatabaseHeader header;
+  header.application_id = static_cast<uint32_t>(db.execAndGet("PRAGMA application_id").getInt64());
+  SQLite::Statement tables(db, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
+  while (tables.executeStep()) header.tables.push_back(tables.getColumn(0).getString());
+  return header;
+}
+
+// Refuses a file that is not a difflab database, before anything writes it. The header is read
+// through SQLite, never with a plain read of the file: closing such a descriptor would drop the
+// POSIX locks that this process's own connections hold on the database
+// (sqlite.org/howtocorrupt.html §2.2.1), e.g. a report opened beside the run that writes it.
 void check_is_difflabs(const fs::path& path) {
   std::error_code error;
   if (!fs::exists(path, error)) return;
   if (!fs::is_regular_file(path, error))
     throw ConfigError("not a results database (a folder or a device)", ErrorContext::in_file(path.string()));
   if (fs::file_size(path, error) == 0) return;  // an empty file is an empty database
-  unsigned char header[100] = {};
-  std::ifstream in(path, std::ios::binary);
-  if (!in.read(reinterpret_cast<char*>(header), sizeof(header)) ||
-      std::memcmp(header, "SQLite format 3", 16) != 0)
-    throw ConfigError("not an SQLite database", ErrorContext::in_file(path.string(), "give the path of a difflab results database"));
-  const uint32_t application_id = (uint32_t{header[68]} << 24) | (uint32_t{header[69]} << 16) |
-                                  (uint32_t{header[70]} << 8) | uint32_t{header[71]};
-  if (application_id == kApplicationId) return;
-  if (application_id != 0)
-    throw ConfigError(fmt::format("an SQLite database of another application (application_id 0x{:08x})", application_id),
+  DatabaseHeader header;
+  try {
+    try {
+      SQLite::Database db(path.string(), SQLite::OPEN_READONLY);
+      header = read_header(db);
+    } catch (const SQLite::Exception& first) {
+      if (first.getErrorCode() == SQLITE_NOTADB) throw;
+      // A WAL database without its -shm file in a folder this process cannot write: immutable.
+      SQLite::Database db("file:" + fs::absolute(path).string() + "?immutable=1",
+                          SQLite::OPEN_READONLY | SQLite::OPEN_URI);
+      header = read_header(db);
+    }
+  } catch (const SQLite::Exception& failed) {
+    if (failed.getErrorCode() == SQLITE_NOTADB)
+      throw ConfigError("not an SQLite database",
+                        ErrorContext::in_file(path.string(), "give the path of a difflab results database"));
+    throw;
+  }
+  if (header.application_id == kApplicationId) return;
+  if (header.application_id != 0)
+    throw ConfigError(fmt::format("an SQLite database of another application (application_id 0x{:08x})",
+                                  header.application_id),
                       ErrorContext::in_file(path.string(), "difflab leaves it as it is; give another database path"));
   // No application id: an empty database, or one made by a difflab older than the id.
-  SQLite::Database db(path.string(), SQLite::OPEN_READONLY);
-  SQLite::Statement tables(db, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name");
-  std::vector<std::string> names;
-  while (tables.executeStep()) names.push_back(tables.getColumn(0).getString());
+  const std::vector<std::string>& names = header.tables;
   const bool difflabs = std::find(names.begin(), names.end(), "schema_info") != names.end() &&
                         std::find(names.begin(), names.end(), "runs") != names.end();
   if (!names.empty() && !difflabs)

@@ -18,10 +18,6 @@ Direction direction_of(const AdaptiveSweep& adaptive) {
 
 int64_t max_epochs(const std::vector<SweepRun>& runs) { return runs.front().experiment.settings().training.epochs; }
 
-std::string database_of(const std::vector<SweepRun>& runs) {
-  return runs.front().experiment.settings().experiment.database;
-}
-
 // Hyperband's brackets: the sweep's, or ⌊log_η(R/r)⌋ + 1.
 int64_t brackets_of(const AdaptiveSweep& adaptive, int64_t epochs) {
   if (adaptive.method != AdaptiveSweep::Method::hyperband) return 1;
@@ -193,7 +189,7 @@ std::vector<bool> decide_halving(const AdaptiveSweep& adaptive, int64_t rung, in
 int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung) {
   const AdaptiveSweep& adaptive = *runs.front().adaptive;
   const int64_t epoch = halving_rungs(runs)[static_cast<size_t>(rung)];
-  ResultsStore store(database_of(runs));
+  ResultsStore store(runs.front().database());
   // The rung's trials: promoted past every earlier rung, with the metric at this one.
   std::vector<HalvingEntry> entries;
   for (const auto& run : runs) {
@@ -208,7 +204,7 @@ int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung) {
 
 std::string adaptive_summary(const std::vector<SweepRun>& runs) {
   if (!runs.front().adaptive) return "";
-  ResultsStore store(database_of(runs), OpenMode::read_only);
+  ResultsStore store(runs.front().database(), OpenMode::read_only);
   int64_t pruned = 0, trained = 0;
   for (const auto& run : runs) {
     const std::optional<RunRecord> record = store.latest_run(run.experiment.config_hash());

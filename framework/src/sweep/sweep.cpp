@@ -29,8 +29,6 @@ namespace difflab {
 namespace fs = std::filesystem;
 namespace {
 
-std::string database_of(const SweepRun& run) { return run.experiment.settings().experiment.database; }
-
 // A data-parallel sweep's other ranks follow rank 0 through every point; rank 0 alone reads the
 // database for the summary and decides a synchronous rung (its rows are written as the points'
 // runs end, which the others do not wait for).
@@ -43,7 +41,7 @@ std::vector<std::optional<RunRecord>> latest_runs(const std::vector<SweepRun>& r
   std::map<std::string, std::unique_ptr<ResultsStore>> stores;
   std::vector<std::optional<RunRecord>> latest;
   for (const auto& run : runs) {
-    const std::string& database = database_of(run);
+    const std::string database = run.database();
     if (!fs::exists(database)) {
       latest.emplace_back();
       continue;
@@ -75,7 +73,7 @@ int print_summary(const std::vector<SweepRun>& runs, const std::vector<std::opti
       case RunStatus::finished: {
         const bool was_finished = before[i] && before[i]->id == run->id && before[i]->status == RunStatus::finished;
         (was_finished ? skipped : finished) += 1;
-        const std::optional<ResultsStore::BestKid> kid = ResultsStore(database_of(runs[i])).best_kid(run->id);
+        const std::optional<ResultsStore::BestKid> kid = ResultsStore(runs[i].database()).best_kid(run->id);
         if (kid && (!best || kid->kid < best->first)) {
           best = {kid->kid, i};
           best_text = fmt::format("run {} ({}): best KID {:.4f} at epoch {}", run->id, runs[i].point, kid->kid, kid->epoch);
@@ -158,18 +156,18 @@ int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& regist
   if (options.new_run)
     throw ConfigError("--new cannot be combined with --workers: every worker would start every run again");
   for (const auto& run : runs)
-    if (database_of(run) != database_of(runs.front()))
+    if (run.database() != runs.front().database())
       throw ConfigError("with --workers, every run of the sweep must use one database",
-                        ErrorContext::for_key(run.experiment.file.string(), "experiment.database", fmt::format("\"{}\" and \"{}\" differ", database_of(runs.front()), database_of(run))));
+                        ErrorContext::for_key(run.experiment.file.string(), "experiment.database", fmt::format("\"{}\" and \"{}\" differ", runs.front().database(), run.database())));
   // Bad input fails here, once, rather than in every worker.
   check_data_available(runs, registry);
   const std::vector<std::optional<RunRecord>> before = latest_runs(runs);
-  { ResultsStore create(database_of(runs.front())); }  // created once, not raced by the workers
+  { ResultsStore create(runs.front().database()); }  // created once, not raced by the workers
 
   const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
   const int64_t threads = options.threads > 0 ? options.threads : std::max<int64_t>(1, cores / options.workers);
   fmt::print("difflab: {} runs, {} workers with {} thread{} each (database {})\n", runs.size(), options.workers,
-             threads, threads == 1 ? "" : "s", database_of(runs.front()));
+             threads, threads == 1 ? "" : "s", runs.front().database());
 
   const StopRequest stop_request;  // passed on to the workers, which close their runs as interrupted
   std::vector<Child> workers;
