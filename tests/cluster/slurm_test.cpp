@@ -411,6 +411,33 @@ TEST(Slurm, EachPointOfASweepTaskTrainsDataParallelAcrossTheTasksSrunStarts) {
                                           "AND backend = 'gloo'"), 2);
 }
 
+namespace {
+
+// Submits an adaptive sweep of the tiny experiment, 4 epochs, two tasks at a time; the first task
+// to reach step 6 waits there for the warning signal (creating `marker` with its index).
+Outcome submit_adaptive(const SlurmCluster& cluster, const TempDir& dir, const std::string& sweep,
+                        const fs::path& marker) {
+  return difflab_command(
+      "slurm " + tiny_sweep(dir, sweep, " --set training.epochs=4 --set evaluation.kid_protocol=none "
+                                        "--cpus-per-task 1 --array-parallelism 2"),
+      cluster.environment() + " DIFFLAB_TEST_PAUSE_AFTER_STEP='6 " + marker.string() + "'");
+}
+
+// Sends array element `element` the warning signal and waits until it has run again (its log
+// says "restart 1)"), releasing it whenever Slurm holds the requeued element (BeginTime). scancel
+// may answer "Job can not be altered now" when the task requeues itself at once: the signal was
+// delivered then, which the task's log says.
+void preempt(const SlurmCluster& cluster, const std::string& element, const fs::path& log) {
+  cluster.command("scancel --signal=USR2 --batch " + element);
+  for (int i = 0; i < 1200 && read_text(log).find("restart 1)") == std::string::npos; ++i) {
+    if (cluster.command("squeue -h -j " + element + " -o %T:%r").output.find("PENDING:BeginTime") != std::string::npos)
+      cluster.command("scontrol update JobId=" + element + " StartTime=now");
+    usleep(100000);
+  }
+}
+
+}  // namespace
+
 // An asha sweep on a real Slurm: each array task decides at its rung epochs from the values in
 // the other points' shards, with no coordinator; one task is preempted mid-rung and requeued.
 // Collected, every trial is finished or pruned exactly once, and every decision replays from the
@@ -423,10 +450,7 @@ TEST(Slurm, AnAshaSweepDecidesFromTheShardsThroughAPreemption) {
   const std::string sweep =
       "method = \"asha\"\ntrials = 12\nseed = 4\nmetric = \"val_n_loss\"\nmin_epochs = 1\nreduction_factor = 2\n"
       "\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }";
-  const Outcome submitted = difflab_command(
-      "slurm " + tiny_sweep(dir, sweep, " --set training.epochs=4 --set evaluation.kid_protocol=none "
-                                        "--cpus-per-task 1 --array-parallelism 2"),
-      cluster.environment() + " DIFFLAB_TEST_PAUSE_AFTER_STEP='6 " + marker.string() + "'");
+  const Outcome submitted = submit_adaptive(cluster, dir, sweep, marker);
   ASSERT_EQ(submitted.exit_code, 0) << submitted.output;
   const std::string job = job_of(submitted.output);
   const fs::path folder = folder_of(submitted.output);
@@ -436,14 +460,7 @@ TEST(Slurm, AnAshaSweepDecidesFromTheShardsThroughAPreemption) {
   ASSERT_FALSE(task.empty()) << "no task paused: " << all_logs(folder);
   const std::string element = job + "_" + task;
   const fs::path log = folder / "submit-001" / "logs" / ("task-" + task + ".log");
-  // scancel may answer "Job can not be altered now" when the task requeues itself at once: the
-  // signal was delivered then, which the task's log says below.
-  cluster.command("scancel --signal=USR2 --batch " + element);
-  for (int i = 0; i < 1200 && read_text(log).find("restart 1)") == std::string::npos; ++i) {
-    if (cluster.command("squeue -h -j " + element + " -o %T:%r").output.find("PENDING:BeginTime") != std::string::npos)
-      cluster.command("scontrol update JobId=" + element + " StartTime=now");
-    usleep(100000);
-  }
+  preempt(cluster, element, log);
   ASSERT_TRUE(cluster.wait_until_done(job, 300)) << cluster.command("squeue").output << all_logs(folder);
   EXPECT_NE(read_text(log).find("stopped by signal 12 at step 6"), std::string::npos) << read_text(log);
   EXPECT_NE(read_text(log).find("resuming run 1 after epoch 1 and 2 batches of epoch 2 (step 6)"), std::string::npos)
@@ -478,7 +495,9 @@ TEST(Slurm, AnAshaSweepDecidesFromTheShardsThroughAPreemption) {
     const difflab::RungDecision replay = difflab::asha_decision(value, peers, 2, difflab::Direction::minimize);
     EXPECT_EQ(decision.prune, !replay.promote) << "run " << decision.run_id << " rung " << decision.rung;
     EXPECT_EQ(decision.cutoff, replay.cutoff);
-    if (decision.prune) EXPECT_EQ(store.run(decision.run_id)->status, difflab::RunStatus::pruned);
+    if (decision.prune) {
+      EXPECT_EQ(store.run(decision.run_id)->status, difflab::RunStatus::pruned);
+    }
   }
   // Submitted again: every trial is done, finished or pruned; nothing to submit.
   const Outcome again = difflab_command(
@@ -500,10 +519,7 @@ TEST(Slurm, SuccessiveHalvingRunsEachRungAsAnArrayDecidedByTheJobAfterIt) {
   const std::string sweep =
       "method = \"successive_halving\"\ntrials = 6\nseed = 5\nmetric = \"val_n_loss\"\nmin_epochs = 1\n"
       "reduction_factor = 2\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }";
-  const Outcome submitted = difflab_command(
-      "slurm " + tiny_sweep(dir, sweep, " --set training.epochs=4 --set evaluation.kid_protocol=none "
-                                        "--cpus-per-task 1 --array-parallelism 2"),
-      cluster.environment() + " DIFFLAB_TEST_PAUSE_AFTER_STEP='6 " + marker.string() + "'");
+  const Outcome submitted = submit_adaptive(cluster, dir, sweep, marker);
   ASSERT_EQ(submitted.exit_code, 0) << submitted.output;
   EXPECT_NE(submitted.output.find("successive halving to rung 0 (epoch 1): job "), std::string::npos)
       << submitted.output;
@@ -522,12 +538,7 @@ TEST(Slurm, SuccessiveHalvingRunsEachRungAsAnArrayDecidedByTheJobAfterIt) {
   const std::string job = wait_for_line(folder / "submit-002" / "job_id", 10);
   const std::string element = job + "_" + task;
   const fs::path log = folder / "submit-002" / "logs" / ("task-" + task + ".log");
-  cluster.command("scancel --signal=USR2 --batch " + element);
-  for (int i = 0; i < 1200 && read_text(log).find("restart 1)") == std::string::npos; ++i) {
-    if (cluster.command("squeue -h -j " + element + " -o %T:%r").output.find("PENDING:BeginTime") != std::string::npos)
-      cluster.command("scontrol update JobId=" + element + " StartTime=now");
-    usleep(100000);
-  }
+  preempt(cluster, element, log);
   EXPECT_NE(read_text(log).find("restart 1)"), std::string::npos) << read_text(log);
   EXPECT_NE(read_text(log).find("stopped by signal 12 at step 6"), std::string::npos) << read_text(log);
   for (int i = 0; i < 3000 && all_logs(folder).find("every trial is finished or pruned") == std::string::npos; ++i)

@@ -8,15 +8,12 @@
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
-#include <toml++/toml.h>
 
 #include "cluster/command.h"
 #include "cluster/kubernetes.h"
 #include "cluster/launcher.h"
 #include "cluster/slurm.h"
 #include "difflab/error.h"
-#include "difflab/files.h"
 #include "plugin_host/registry.h"
 #include "process/stop_request.h"
 #include "sweep/halving.h"
@@ -41,13 +38,7 @@ SubmitOptions submit_options_of(const fs::path& submission) {
   SubmitOptions options;
   const fs::path path = submission / "submit.toml";
   if (!fs::exists(path)) return options;
-  toml::table root;
-  try {
-    root = toml::parse_file(path.string());
-  } catch (const toml::parse_error& error) {
-    throw ConfigError(fmt::format("damaged submit options: {}", error.description()),
-                      ErrorContext::at(path.string(), error.source().begin.line, error.source().begin.column));
-  }
+  const toml::table root = read_toml_file(path, "submit options");
   options.cpus_per_task = root["cpus_per_task"].value_or(int64_t{0});
   options.gpus_per_task = root["gpus_per_task"].value_or(int64_t{0});
   options.array_parallelism = root["array_parallelism"].value_or(int64_t{0});
@@ -90,10 +81,8 @@ void write_submit_options(const fs::path& folder, const Submission& submission, 
                          {"gpus_per_task", options.gpus_per_task},
                          {"array_parallelism", options.array_parallelism},
                          {"runs_per_task", options.runs_per_task}};
-  std::ostringstream text;
-  text << "# the options of difflab slurm / k8s for this submission; a decider's next pass takes them\n"
-       << root << "\n";
-  write_file_atomically(submission_folder(folder, submission.number) / "submit.toml", text.str());
+  write_toml_file(submission_folder(folder, submission.number) / "submit.toml",
+                  "the options of difflab slurm / k8s for this submission; a decider's next pass takes them", root);
 }
 
 // Writes a submission and its job; unless a dry run, submits it and, for a successive-halving

@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "cluster/command.h"
 #include "difflab/error.h"
@@ -50,9 +49,7 @@ void write_options(const fs::path& path, const SlurmOptions& options) {
                          {"warning_seconds", options.warning_seconds}, {"nodes", options.nodes},
                          {"gpus_per_node", options.gpus_per_node},   {"tasks_per_node", options.tasks_per_node},
                          {"sbatch_args", std::move(arguments)}};
-  std::ostringstream text;
-  text << "# the Slurm options of this submission's job; a decider's next pass takes them\n" << root << "\n";
-  write_file_atomically(path, text.str());
+  write_toml_file(path, "the Slurm options of this submission's job; a decider's next pass takes them", root);
 }
 
 }  // namespace
@@ -61,13 +58,7 @@ SlurmOptions read_slurm_options(const fs::path& submission) {
   SlurmOptions options;
   const fs::path path = submission / "slurm.toml";
   if (!fs::exists(path)) return options;
-  toml::table root;
-  try {
-    root = toml::parse_file(path.string());
-  } catch (const toml::parse_error& error) {
-    throw ConfigError(fmt::format("damaged Slurm options: {}", error.description()),
-                      ErrorContext::at(path.string(), error.source().begin.line, error.source().begin.column));
-  }
+  const toml::table root = read_toml_file(path, "Slurm options");
   options.partition = root["partition"].value_or(std::string());
   options.time = root["time"].value_or(std::string());
   options.warning_seconds = root["warning_seconds"].value_or(options.warning_seconds);

@@ -60,8 +60,7 @@ void write_manifest(const Manifest& manifest) {
                                         {"brackets", adaptive->brackets},
                                         {"startup_trials", adaptive->startup_trials},
                                         {"warmup_epochs", adaptive->warmup_epochs}});
-  write_file_atomically(manifest.path, "# difflab sweep manifest: written by difflab slurm / k8s; do not edit\n" +
-                                           to_text(root));
+  write_toml_file(manifest.path, "difflab sweep manifest: written by difflab slurm / k8s; do not edit", root);
 }
 
 template <typename T>
@@ -72,7 +71,14 @@ T required(const toml::table& table, const std::string& key, const std::string& 
   return *value;
 }
 
-toml::table parse_toml(const fs::path& path, const char* what) {
+fs::path job_id_path(const fs::path& folder, int64_t number) { return submission_folder(folder, number) / "job_id"; }
+fs::path decider_job_id_path(const fs::path& folder, int64_t number) {
+  return submission_folder(folder, number) / "decider_job_id";
+}
+
+}  // namespace
+
+toml::table read_toml_file(const fs::path& path, const char* what) {
   try {
     return toml::parse_file(path.string());
   } catch (const toml::parse_error& error) {
@@ -81,12 +87,9 @@ toml::table parse_toml(const fs::path& path, const char* what) {
   }
 }
 
-fs::path job_id_path(const fs::path& folder, int64_t number) { return submission_folder(folder, number) / "job_id"; }
-fs::path decider_job_id_path(const fs::path& folder, int64_t number) {
-  return submission_folder(folder, number) / "decider_job_id";
+void write_toml_file(const fs::path& path, const std::string& comment, const toml::table& table) {
+  write_file_atomically(path, "# " + comment + "\n" + to_text(table));
 }
-
-}  // namespace
 
 fs::path manifest_path(const fs::path& folder) { return folder / "manifest.toml"; }
 fs::path shard_path(const fs::path& folder, int64_t point) {
@@ -146,7 +149,7 @@ Manifest read_manifest(const fs::path& folder) {
   if (!fs::is_regular_file(manifest.path))
     throw ConfigError("not a difflab sweep folder (no manifest.toml)",
                       ErrorContext::in_file(folder.string(), "give the folder difflab slurm or difflab k8s printed"));
-  const toml::table root = parse_toml(manifest.path, "manifest");
+  const toml::table root = read_toml_file(manifest.path, "manifest");
   const std::string file = manifest.path.string();
   if (required<int64_t>(root, "format", file) != kManifestFormat)
     throw ConfigError("a manifest of another format", ErrorContext::for_key(file, "format", "written by another "
@@ -208,7 +211,7 @@ Experiment point_experiment(const Manifest& manifest, const ManifestPoint& point
 std::optional<Submission> read_submission(const fs::path& folder, int64_t number) {
   const fs::path path = tasks_path(folder, number);
   if (!fs::is_regular_file(path)) return std::nullopt;
-  const toml::table root = parse_toml(path, "task list");
+  const toml::table root = read_toml_file(path, "task list");
   Submission submission;
   submission.number = number;
   submission.retry_failed = root["retry_failed"].value_or(false);

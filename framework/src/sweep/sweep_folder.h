@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <toml++/toml.h>
 #include <vector>
 
 #include "config/experiment.h"
@@ -48,6 +49,12 @@ struct Manifest {
   std::vector<ManifestPoint> points;
   std::optional<AdaptiveSweep> adaptive;  // an adaptive sweep's settings (its points are the trials, in order)
 };
+
+// A TOML file of the folder, which difflab wrote (manifest, task list, submission options): a
+// config Error naming the file, line and column when it is damaged.
+toml::table read_toml_file(const std::filesystem::path& path, const char* what);
+// Writes `table` atomically, after a comment line saying what it is.
+void write_toml_file(const std::filesystem::path& path, const std::string& comment, const toml::table& table);
 
 std::filesystem::path manifest_path(const std::filesystem::path& folder);
 std::filesystem::path shard_path(const std::filesystem::path& folder, int64_t point);
