@@ -162,7 +162,27 @@ TEST(SlurmTask, SuccessiveHalvingPassesAndDecidersDecideAsOneMachineDoes) {
   EXPECT_NE(waiting.output.find("6 waiting"), std::string::npos) << waiting.output;
   EXPECT_NE(waiting.output.find("successive halving: 6 of 6 trials in the running, at rung 0 (epoch 1); every one "
                                 "has reached it"), std::string::npos) << waiting.output;
-  EXPECT_NE(decide(1).find("rung 0 decided: 3 of 6 trial(s) go on"), std::string::npos);
+  // Each shard's decisions: rung, value, cutoff, rank, out of, decision.
+  auto shard_decisions = [&] {
+    std::vector<std::tuple<int64_t, double, double, int64_t, int64_t, bool>> all;
+    for (int64_t point = 0; point < 6; ++point)
+      for (const auto& d : difflab::ResultsStore(difflab::shard_path(folder, point), difflab::OpenMode::read_only).decisions())
+        all.emplace_back(d.rung, d.value, d.cutoff, d.rank, d.of, d.prune);
+    return all;
+  };
+  fs::copy(folder / "shards", dir / "undecided");
+  const std::string first = decide(1);
+  EXPECT_NE(first.find("rung 0 decided: 3 of 6 trial(s) go on"), std::string::npos);
+  const auto decided = shard_decisions();
+  EXPECT_EQ(decided.size(), 6u);
+  // A decider that died half-way (points 0 to 2 not yet written, the pass not submitted) and
+  // runs again decides the rest the same way, the recorded decisions standing.
+  for (int64_t point = 0; point < 3; ++point)
+    fs::copy_file(dir / "undecided" / difflab::shard_path(folder, point).filename(), difflab::shard_path(folder, point),
+                  fs::copy_options::overwrite_existing);
+  fs::remove_all(folder / "submit-002");
+  EXPECT_EQ(decide(1).substr(first.find("rung 0")), first.substr(first.find("rung 0")));
+  EXPECT_EQ(shard_decisions(), decided);
   // The same decider again (requeued after its node failed): its pass was decided; nothing more.
   EXPECT_NE(decide(1).find("submission 2 came after submission 1: it was decided before"), std::string::npos);
   EXPECT_FALSE(fs::exists(folder / "submit-003"));

@@ -230,9 +230,10 @@ int sweep_decide(const fs::path& folder_argument, int64_t number, bool dry_run) 
                position.describe());
     next = position.behind;
   } else if (!position.at_end()) {
-    next = decide_halving_in_folder(manifest, folder, position);
+    const DecidedRung decided = decide_halving_in_folder(manifest, folder, position);
+    next = decided.promoted;
     fmt::print("difflab: rung {} decided: {} of {} trial(s) go on (points {})\n", position.rung, next.size(),
-               position.running.size(), list(next));
+               decided.trials, list(next));
     position = position.next();
   } else {
     fmt::print("difflab: every trial is finished or pruned; collect with: difflab sweep collect {}\n",

@@ -150,8 +150,8 @@ bool in_halving_rung(const std::vector<DecisionRecord>& taken, int64_t rung) {
   return std::none_of(taken.begin(), taken.end(), [rung](const DecisionRecord& d) { return d.rung < rung && d.prune; });
 }
 
-std::vector<bool> decide_halving(const AdaptiveSweep& adaptive, int64_t rung, int64_t epoch,
-                                 const std::vector<HalvingEntry>& entries) {
+std::vector<DecisionRecord> halving_decisions(const AdaptiveSweep& adaptive, int64_t rung, int64_t epoch,
+                                              const std::vector<HalvingEntry>& entries) {
   std::vector<double> values;
   for (const HalvingEntry& entry : entries) values.push_back(entry.value);
   const std::vector<bool> promoted = halving_promotions(values, adaptive.reduction_factor, direction_of(adaptive));
@@ -160,30 +160,33 @@ std::vector<bool> decide_halving(const AdaptiveSweep& adaptive, int64_t rung, in
   for (size_t i = 0; i < values.size(); ++i)
     if (promoted[i] && (std::isnan(cutoff) || (adaptive.maximize ? values[i] < cutoff : values[i] > cutoff)))
       cutoff = values[i];
-  std::vector<bool> goes_on;
+  std::vector<DecisionRecord> decisions;
   for (size_t i = 0; i < entries.size(); ++i) {
-    std::vector<std::string> peers;
-    for (size_t j = 0; j < entries.size(); ++j)
-      if (j != i) peers.push_back(entries[j].attempt);
-    int64_t rank = 1;
+    DecisionRecord record;
+    record.run_id = entries[i].run_id;
+    record.rung = rung;
+    record.epoch = epoch;
+    record.method = "successive_halving";
+    record.metric = adaptive.metric;
+    record.value = values[i];
+    record.cutoff = cutoff;
+    record.rank = 1;
     for (double other : values)
-      if (adaptive.maximize ? other > values[i] : other < values[i]) ++rank;
-    const std::optional<DecisionRecord> decision = entries[i].store->decide(
-        entries[i].run_id, rung, epoch, adaptive.metric, [] { return std::vector<RungPeer>(); },
-        [&](const RungView&) {
-          DecisionRecord record;
-          record.method = "successive_halving";
-          record.value = values[i];
-          record.cutoff = cutoff;
-          record.rank = rank;
-          record.of = static_cast<int64_t>(values.size());
-          record.peers = peers;
-          record.prune = !promoted[i];
-          return std::optional<DecisionRecord>(record);
-        });
-    goes_on.push_back(decision && !decision->prune);
+      if (adaptive.maximize ? other > values[i] : other < values[i]) ++record.rank;
+    record.of = static_cast<int64_t>(values.size());
+    for (size_t j = 0; j < entries.size(); ++j)
+      if (j != i) record.peers.push_back(entries[j].attempt);
+    record.prune = !promoted[i];
+    decisions.push_back(std::move(record));
   }
-  return goes_on;
+  return decisions;
+}
+
+bool record_halving_decision(ResultsStore& store, const DecisionRecord& decision) {
+  const std::optional<DecisionRecord> recorded =
+      store.decide(decision.run_id, decision.rung, decision.epoch, decision.metric,
+                   [] { return std::vector<RungPeer>(); }, [&](const RungView&) { return std::optional(decision); });
+  return recorded && !recorded->prune;
 }
 
 int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung) {
@@ -196,10 +199,12 @@ int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung) {
     const std::optional<RunRecord> record = store.latest_run(run.experiment.config_hash());
     if (!record || !in_halving_rung(store.decisions(record->id), rung)) continue;
     if (const std::optional<double> value = store.metric_at(record->id, adaptive.metric, epoch))
-      entries.push_back({&store, record->id, record->attempt, *value});
+      entries.push_back({record->id, record->attempt, *value});
   }
-  const std::vector<bool> goes_on = decide_halving(adaptive, rung, epoch, entries);
-  return std::count(goes_on.begin(), goes_on.end(), true);
+  int64_t kept = 0;
+  for (const DecisionRecord& decision : halving_decisions(adaptive, rung, epoch, entries))
+    kept += record_halving_decision(store, decision);
+  return kept;
 }
 
 std::string adaptive_summary(const std::vector<SweepRun>& runs) {

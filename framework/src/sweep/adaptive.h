@@ -36,18 +36,20 @@ int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung);
 // promoted at each (its decision at rung k, if taken, does not matter).
 bool in_halving_rung(const std::vector<DecisionRecord>& taken, int64_t rung);
 
-// One trial of a synchronous rung: where its run is recorded, and its value at the rung's epoch.
+// One trial of a synchronous rung: its run and its value at the rung's epoch.
 struct HalvingEntry {
-  ResultsStore* store = nullptr;  // the sweep's database, or the trial's own shard
-  int64_t run_id = 0;
+  int64_t run_id = 0;  // in the database it is recorded in
   std::string attempt;
   double value = 0.0;
 };
-// Decides rung k (at `epoch`) among its trials, given in trial order: the best ⌊n/η⌋ are promoted
-// (ties: the earlier trial), the others pruned, each a decisions row in its own store. A decision
-// recorded before stands. Returns, for each entry, whether it goes on.
-std::vector<bool> decide_halving(const AdaptiveSweep& adaptive, int64_t rung, int64_t epoch,
-                                 const std::vector<HalvingEntry>& entries);
+// The decisions of rung k (at `epoch`) among its trials, given in trial order: the best ⌊n/η⌋
+// are promoted (ties: the earlier trial), the others pruned.
+std::vector<DecisionRecord> halving_decisions(const AdaptiveSweep& adaptive, int64_t rung, int64_t epoch,
+                                              const std::vector<HalvingEntry>& entries);
+// Records a trial's decision in the store that holds its run (a pruned run is closed as pruned);
+// a decision recorded before stands. Returns whether the trial goes on.
+bool record_halving_decision(ResultsStore& store, const DecisionRecord& decision);
+
 // The rungs of a successive-halving sweep (epochs), for its coordinator.
 std::vector<int64_t> halving_rungs(const std::vector<SweepRun>& runs);
 

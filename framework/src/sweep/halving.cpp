@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <fmt/format.h>
-#include <memory>
 #include <optional>
 #include <toml++/toml.h>
 #include <unistd.h>
@@ -99,7 +98,7 @@ HalvingPosition halving_position(const Manifest& manifest, const fs::path& folde
   return position;
 }
 
-std::vector<int64_t> decide_halving_in_folder(const Manifest& manifest, const fs::path& folder,
+DecidedRung decide_halving_in_folder(const Manifest& manifest, const fs::path& folder,
                                               const HalvingPosition& position) {
   const AdaptiveSweep& adaptive = halving_of(manifest);
   if (position.at_end()) return {};
@@ -109,42 +108,38 @@ std::vector<int64_t> decide_halving_in_folder(const Manifest& manifest, const fs
                        ErrorContext::in_file(folder.string()));
   // The rung's trials, in point order: every point promoted at each earlier rung, pruned at this
   // one by a decider that died half-way included (its value counts for the cutoff).
-  struct Copy {
-    int64_t point;
-    fs::path local;
-    std::unique_ptr<ResultsStore> store;
-  };
-  std::vector<Copy> copies;
   std::vector<HalvingEntry> entries;
   std::vector<int64_t> points;
   for (const auto& point : manifest.points) {
     const fs::path shard = shard_path(folder, point.index);
     if (!fs::exists(shard) || !shard_problem(shard).empty()) continue;
-    std::optional<RunRecord> run;
-    std::optional<double> value;
-    {
-      ResultsStore read(shard, OpenMode::read_only);
-      run = read.latest_run(point.config_hash);
-      if (!run || !in_halving_rung(read.decisions(run->id), position.rung)) continue;
-      value = read.metric_at(run->id, adaptive.metric, position.epoch);
-    }
-    if (!value) continue;  // failed before the rung
+    ResultsStore read(shard, OpenMode::read_only);
+    const std::optional<RunRecord> run = read.latest_run(point.config_hash);
+    if (!run || !in_halving_rung(read.decisions(run->id), position.rung)) continue;
+    // None: it failed before the rung.
+    if (const std::optional<double> value = read.metric_at(run->id, adaptive.metric, position.epoch))
+      entries.push_back({run->id, run->attempt, *value}), points.push_back(point.index);
+  }
+  // Then one shard at a time (a sweep of thousands of trials holds one connection, not thousands).
+  const std::vector<DecisionRecord> decisions = halving_decisions(adaptive, position.rung, position.epoch, entries);
+  DecidedRung decided;
+  decided.trials = static_cast<int64_t>(decisions.size());
+  for (size_t i = 0; i < decisions.size(); ++i) {
+    const fs::path shard = shard_path(folder, points[i]);
     const fs::path local = local_shard_folder() / fmt::format("difflab-{}-decide-{:04}-{}.sqlite",
-                                                              manifest.sweep_hash.substr(0, 8), point.index, getpid());
+                                                              manifest.sweep_hash.substr(0, 8), points[i], getpid());
     remove_database(local);
     fs::copy_file(shard, local);
-    copies.push_back({point.index, local, std::make_unique<ResultsStore>(local)});
-    entries.push_back({copies.back().store.get(), run->id, run->attempt, *value});
+    bool goes_on = false;
+    {
+      ResultsStore store(local);
+      goes_on = record_halving_decision(store, decisions[i]);
+    }
+    snapshot_database(local, shard);
+    remove_database(local);
+    if (goes_on) decided.promoted.push_back(points[i]);
   }
-  const std::vector<bool> goes_on = decide_halving(adaptive, position.rung, position.epoch, entries);
-  std::vector<int64_t> promoted;
-  for (size_t i = 0; i < copies.size(); ++i) {
-    copies[i].store.reset();
-    snapshot_database(copies[i].local, shard_path(folder, copies[i].point));
-    remove_database(copies[i].local);
-    if (goes_on[i]) promoted.push_back(copies[i].point);
-  }
-  return promoted;
+  return decided;
 }
 
 }  // namespace difflab

@@ -36,8 +36,12 @@ HalvingPosition halving_position(const Manifest& manifest, const std::filesystem
 // Decides the position's rung, which every point in the running has reached: each point's
 // decision is written into its own shard (a copy on local disk, renamed over the shard: no shard
 // is written in place), a pruned point's run closed as pruned. A decision recorded before stands,
-// so a decider that died half-way and runs again decides the same. Returns the promoted points.
-std::vector<int64_t> decide_halving_in_folder(const Manifest& manifest, const std::filesystem::path& folder,
+// so a decider that died half-way and runs again decides the same.
+struct DecidedRung {
+  int64_t trials = 0;             // the rung's trials (those a decider pruned before included)
+  std::vector<int64_t> promoted;  // the points that go on
+};
+DecidedRung decide_halving_in_folder(const Manifest& manifest, const std::filesystem::path& folder,
                                               const HalvingPosition& position);
 
 }  // namespace difflab
