@@ -99,7 +99,7 @@ HalvingPosition halving_position(const Manifest& manifest, const fs::path& folde
 }
 
 DecidedRung decide_halving_in_folder(const Manifest& manifest, const fs::path& folder,
-                                              const HalvingPosition& position) {
+                                     const HalvingPosition& position) {
   const AdaptiveSweep& adaptive = halving_of(manifest);
   if (position.at_end()) return {};
   if (!position.behind.empty())

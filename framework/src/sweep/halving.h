@@ -21,7 +21,7 @@ struct HalvingPosition {
   int64_t epoch = 0;            // its epoch (training.epochs at the end)
   int64_t epochs = 0;           // training.epochs
   std::vector<int64_t> running; // the points neither pruned nor failed, nor diverged
-  std::vector<int64_t> behind;  // of those, the points that have not reached it (trained past it: finished)
+  std::vector<int64_t> behind;  // of those, the points that have not reached it (at the end: not finished)
   bool at_end() const { return rung == static_cast<int64_t>(rungs.size()); }
   // The position one rung on (once this one is decided).
   HalvingPosition next() const;
@@ -42,6 +42,6 @@ struct DecidedRung {
   std::vector<int64_t> promoted;  // the points that go on
 };
 DecidedRung decide_halving_in_folder(const Manifest& manifest, const std::filesystem::path& folder,
-                                              const HalvingPosition& position);
+                                     const HalvingPosition& position);
 
 }  // namespace difflab
