@@ -872,9 +872,6 @@ std::vector<ArtifactRecord> ResultsStore::artifacts(int64_t run_id) const {
   return result;
 }
 
-}  // namespace difflab
-
-namespace difflab {
 namespace {
 
 DecisionRecord read_decision(SQLite::Statement& query) {
