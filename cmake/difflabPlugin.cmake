@@ -1,16 +1,20 @@
-# difflab_add_plugin(NAME FAMILY family SOURCES ... [OUTPUT_DIRECTORY dir] [DEFINITIONS ...] [NO_INSTALL])
+# difflab_add_plugin(NAME FAMILY family SOURCES ... [OUTPUT_DIRECTORY dir] [DEFINITIONS ...] [NO_INSTALL]
+#                    [TORCH_FRONTEND])
 #
 # Builds one plugin as its own shared library, difflab-<family>-<name>.so: a MODULE linked to the
 # SDK (difflab::sdk) alone, with hidden visibility and a version script, so that it exports its
 # ABI record and metadata function and nothing else. Used by difflab's own tree and, through
 # find_package(difflab), by out-of-tree projects; the library lands in OUTPUT_DIRECTORY (default:
 # the build's plugin folder in difflab's tree, the current binary folder elsewhere) and installs
-# into <libdir>/difflab/plugins.
+# into <libdir>/difflab/plugins. In difflab's own tree a plugin compiles against the plugins'
+# precompiled header (LibTorch's tensor API and modules, what the SDK's headers include), or with
+# TORCH_FRONTEND, for one that includes <torch/torch.h> (optimisers, serialisation, TorchScript),
+# against the host's.
 include_guard(GLOBAL)
 include(GNUInstallDirs)
 
 function(difflab_add_plugin name)
-  cmake_parse_arguments(ARG "NO_INSTALL" "FAMILY;OUTPUT_DIRECTORY" "SOURCES;DEFINITIONS" ${ARGN})
+  cmake_parse_arguments(ARG "NO_INSTALL;TORCH_FRONTEND" "FAMILY;OUTPUT_DIRECTORY" "SOURCES;DEFINITIONS" ${ARGN})
   set(families schedule loss sampler network dataset features)
   if(NOT ARG_FAMILY IN_LIST families)
     message(FATAL_ERROR "difflab_add_plugin(${name}): FAMILY must be one of ${families}")
@@ -29,7 +33,9 @@ function(difflab_add_plugin name)
   if(TARGET difflab_warnings)  # difflab's own tree
     target_link_libraries(${target} PRIVATE difflab_warnings)
   endif()
-  if(COMMAND difflab_use_pch)
+  if(COMMAND difflab_use_plugin_pch AND NOT ARG_TORCH_FRONTEND)
+    difflab_use_plugin_pch(${target})
+  elseif(COMMAND difflab_use_pch)
     difflab_use_pch(${target})
   endif()
   if(NOT ARG_OUTPUT_DIRECTORY)

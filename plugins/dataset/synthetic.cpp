@@ -5,7 +5,6 @@
 #include <optional>
 #include <random>
 #include <tuple>
-#include <torch/torch.h>
 
 #include "difflab/dataset.h"
 #include "difflab/plugin.h"

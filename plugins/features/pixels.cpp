@@ -1,6 +1,5 @@
 // pixels: the images' own pixels in [0, 1], flattened — a baseline feature space for KID and
 // the extractor the tests use. Needs no model, so KID in pixel space is comparable everywhere.
-#include <torch/torch.h>
 
 #include "difflab/features.h"
 #include "difflab/plugin.h"

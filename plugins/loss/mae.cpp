@@ -1,5 +1,4 @@
 // mae: pixelwise mean absolute error, the seed's loss (keras.losses.mean_absolute_error).
-#include <torch/torch.h>
 
 #include "difflab/loss.h"
 #include "difflab/plugin.h"

@@ -1,5 +1,4 @@
 // mse: pixelwise mean squared error, the loss of the DDPM paper (Ho et al. 2020, eq. 14).
-#include <torch/torch.h>
 
 #include "difflab/loss.h"
 #include "difflab/plugin.h"

@@ -3,7 +3,6 @@
 // techniques for training consistency models", sec. 3.3, with c = 0.00054·√D for D = the number
 // of values in one image).
 #include <cmath>
-#include <torch/torch.h>
 
 #include "difflab/loss.h"
 #include "difflab/plugin.h"

@@ -3,7 +3,6 @@
 // the Adams–Bashforth combination of the last `order` estimates, lower orders while fewer exist.
 // One network evaluation per step.
 #include <deque>
-#include <torch/torch.h>
 
 #include "difflab/plugin.h"
 #include "difflab/sampler.h"

@@ -1,6 +1,5 @@
 // ddim: the seed's reverse_diffusion (Song et al. 2021, DDIM), deterministic at eta = 0,
 // stochastic for eta > 0 (eta = 1 is DDPM's ancestral sampler).
-#include <torch/torch.h>
 
 #include "difflab/plugin.h"
 #include "difflab/sampler.h"

@@ -1,6 +1,5 @@
 // ddpm: stochastic ancestral sampling (Ho et al. 2020, Algorithm 2) on the continuous schedule.
 // The step from t to the next time s < t samples the posterior q(x_s | x_t, x̂₀).
-#include <torch/torch.h>
 
 #include "difflab/plugin.h"
 #include "difflab/sampler.h"

@@ -5,7 +5,6 @@
 //   x_i = (n_i / n_{i−1})·x_{i−1} − s_i·(e^{−h_i} − 1)·D_i
 // One network evaluation per step; returns the last evaluation's x̂₀, like the seed's DDIM.
 #include <cmath>
-#include <torch/torch.h>
 
 #include "difflab/plugin.h"
 #include "difflab/sampler.h"

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cmath>
-#include <torch/torch.h>
 #include <vector>
 
 #include "difflab/sampler.h"

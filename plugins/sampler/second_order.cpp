@@ -3,7 +3,6 @@
 // t is re-evaluated α steps further, at t − α·Δt, from the first estimate's components, and the
 // two are mixed, ε = (1 − 1/(2α))·ε̂ + 1/(2α)·ε̂_α, before the DDIM step. α = 0.5: midpoint,
 // α = 1: Heun. Two network evaluations per step.
-#include <torch/torch.h>
 
 #include "difflab/plugin.h"
 #include "difflab/sampler.h"

@@ -1,7 +1,6 @@
 // cosine: the seed's continuous cosine schedule (Nichol & Dhariwal 2021, sec. 3.2, simplified):
 // diffusion times map linearly to angles, signal_rate = cos(angle), noise_rate = sin(angle).
 #include <cmath>
-#include <torch/torch.h>
 
 #include "difflab/plugin.h"
 #include "difflab/schedule.h"

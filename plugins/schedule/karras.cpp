@@ -2,7 +2,6 @@
 //   σ(t) = (σ_min^(1/ρ) + t (σ_max^(1/ρ) − σ_min^(1/ρ)))^ρ,  t = 1 → σ_max, t = 0 → σ_min,
 // read in the variance-preserving form x_t = s x₀ + n ε with σ = n / s (EDM sec. 2 / table 1:
 // x/s = x₀ + σ ε), so s = 1 / √(1 + σ²), n = σ / √(1 + σ²). ρ = 7 spends more steps at low noise.
-#include <torch/torch.h>
 
 #include <cmath>
 

@@ -3,7 +3,6 @@
 // trains every network input level equally often; and with signal_rate² = 1 − noise power it is
 // the continuous analogue of interpolating ᾱ linearly (DDPM's ᾱ_t, Ho et al. 2020, eq. 4).
 // End points are given as signal rates, like the seed's cosine schedule, or as log-SNR.
-#include <torch/torch.h>
 
 #include "difflab/plugin.h"
 #include "difflab/schedule.h"

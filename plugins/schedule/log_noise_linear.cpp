@@ -1,6 +1,5 @@
 // log_noise_linear: log P(t) rises linearly, P(t) = P0 · (P1 / P0)^t — the ratio of consecutive
 // noise powers is constant (clear-diffusion-keras, schedule.py). Needs P0 > 0 (max_signal_rate < 1).
-#include <torch/torch.h>
 
 #include <cmath>
 

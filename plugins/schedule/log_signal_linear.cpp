@@ -1,6 +1,5 @@
 // log_signal_linear: log(1 − P(t)) falls linearly, 1 − P(t) = (1 − P0) · ((1 − P1) / (1 − P0))^t —
 // the ratio of consecutive signal powers is constant (clear-diffusion-keras, schedule.py).
-#include <torch/torch.h>
 
 #include <cmath>
 

@@ -1,7 +1,6 @@
 // log_snr_linear: the log signal-to-noise ratio λ(t) = log(s²/n²) falls linearly from λ(0) to
 // λ(1) (VDM, Kingma et al. 2021, sec. 3.3 / appendix: a linear λ is what the learned schedule
 // is compared with). Noise power P = n² = sigmoid(−λ), since s² + n² = 1.
-#include <torch/torch.h>
 
 #include <cmath>
 

@@ -1,7 +1,6 @@
 // noise_step_linear: P(t) = P1 · (P0 / P1)^((1 − t)²): log P is quadratic in t, so the ratio of
 // consecutive noise powers falls about linearly to 1 at t = 1 (clear-diffusion-keras, schedule.py).
 // Needs P0 > 0 (max_signal_rate < 1).
-#include <torch/torch.h>
 
 #include <cmath>
 

@@ -3,7 +3,6 @@
 //   g(t) = (sigmoid(end/τ) − sigmoid((start + t (end − start))/τ)) / (sigmoid(end/τ) − sigmoid(start/τ)),
 // g(0) = 1, g(1) = 0, and the signal power 1 − P(t) = (1 − P1) + (P1 − P0) g(t) runs between the
 // end points.
-#include <torch/torch.h>
 
 #include <cmath>
 

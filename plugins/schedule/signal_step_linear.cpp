@@ -1,7 +1,6 @@
 // signal_step_linear: 1 − P(t) = (1 − P0) · ((1 − P1) / (1 − P0))^(t²): the ratio of consecutive
 // signal powers falls about linearly — the continuous form of DDPM's linear β schedule (Ho et al.
 // 2020, sec. 4: ᾱ_t = Π(1 − β_s) with β linear gives log ᾱ quadratic in t) (clear-diffusion-keras).
-#include <torch/torch.h>
 
 #include <cmath>
 

@@ -81,12 +81,21 @@ TEST(AdaptiveSweep, AshaWithTwoWorkersRecordsDecisionsThatReplayFromTheDatabase)
     // The rung's epochs: 1 and 3 (r·η^k below R = 9).
     EXPECT_EQ(decision.epoch, decision.rung == 0 ? 1 : 3);
     EXPECT_EQ(decision.method, "asha");
-    // Replayed: the run's value and its peers' at that epoch, through the rule.
-    const double value = *store.metric_at(decision.run_id, "val_n_loss", decision.epoch);
+    // Replayed from the database alone: the sweep's settings (sweeps, through the run's
+    // sweep_trials row), the run's value and its peers' at that epoch, through the rule.
+    const std::optional<SweepTrialRecord> trial = store.sweep_trial(decision.run_id);
+    ASSERT_TRUE(trial) << "run " << decision.run_id << " has no sweep_trials row";
+    EXPECT_EQ(trial->rule, "asha");
+    EXPECT_EQ(trial->trials, 9);
+    EXPECT_EQ(trial->max_epochs, 9);
+    EXPECT_EQ(trial->min_epochs, 1);
+    EXPECT_NE(trial->settings.find("log_uniform"), std::string::npos) << trial->settings;
+    const double value = *store.metric_at(decision.run_id, trial->metric, decision.epoch);
     EXPECT_EQ(decision.value, value);
     std::vector<double> peers;
-    for (const std::string& attempt : decision.peers) peers.push_back(*store.metric_at(run_of.at(attempt), "val_n_loss", decision.epoch));
-    const RungDecision replay = asha_decision(value, peers, 3, Direction::minimize);
+    for (const std::string& attempt : decision.peers) peers.push_back(*store.metric_at(run_of.at(attempt), trial->metric, decision.epoch));
+    const RungDecision replay = asha_decision(value, peers, trial->reduction_factor,
+                                              trial->maximize ? Direction::maximize : Direction::minimize);
     EXPECT_EQ(decision.prune, !replay.promote) << "run " << decision.run_id << " rung " << decision.rung;
     EXPECT_EQ(decision.cutoff, replay.cutoff);
     EXPECT_EQ(decision.rank, replay.rank);
@@ -99,6 +108,9 @@ TEST(AdaptiveSweep, AshaWithTwoWorkersRecordsDecisionsThatReplayFromTheDatabase)
     }
   }
   EXPECT_GT(pruned, 0);
+  std::set<int64_t> positions;  // every trial's place in the sweep, once
+  for (const auto& run : runs) positions.insert(store.sweep_trial(run.id).value_or(SweepTrialRecord{}).trial);
+  EXPECT_EQ(positions, (std::set<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
   for (const auto& run : runs) {
     if (run.status == RunStatus::finished) EXPECT_EQ(last.at(run.id), 9) << run.id;
     EXPECT_TRUE(run.status == RunStatus::finished || run.status == RunStatus::pruned) << to_string(run.status);
@@ -225,6 +237,21 @@ TEST(AdaptiveSweep, BadSettingsAreExitTwoNamingTheKeyAndWriteNothing) {
     EXPECT_NE(outcome.output.find("sweep.toml:"), std::string::npos) << outcome.output;
     EXPECT_FALSE(fs::exists(dir / "results.sqlite")) << sweep;
     EXPECT_FALSE(fs::exists(dir / "runs")) << sweep;
+  }
+  // A validation loss measured on a validation split smaller than one batch: never recorded, so
+  // no rung could decide.
+  {
+    difflab::test::TempDir small;
+    const Outcome few = difflab_command(
+        "run " + adaptive_sweep(small.path(),
+                                "method = \"asha\"\ntrials = 2\nmin_epochs = 1\nmetric = \"val_n_loss\"\n"
+                                "\"training.learning_rate\" = [1e-3, 1e-2]",
+                                " --set training.epochs=4 --set data.validation_count=8"));
+    EXPECT_EQ(few.exit_code, 2) << few.output;
+    EXPECT_NE(few.output.find("sweep.metric"), std::string::npos) << few.output;
+    EXPECT_NE(few.output.find("sweep.toml:"), std::string::npos) << few.output;
+    EXPECT_NE(few.output.find("validation split has 8"), std::string::npos) << few.output;
+    EXPECT_FALSE(fs::exists(small / "results.sqlite"));
   }
   // val_kid at rung epochs that kid_every skips: both keys named.
   difflab::test::TempDir dir;

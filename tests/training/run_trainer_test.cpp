@@ -1,6 +1,7 @@
 // The trainer's steps one by one (RunTrainer: train_epoch, evaluate, record, resume, the
 // after-epoch seam) on the tiny synthetic experiment, and the sweep runner in this process.
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -10,6 +11,7 @@
 #include "results/results_store.h"
 #include "sweep/sweep.h"
 #include "test_support.h"
+#include "training/run_ledger.h"
 #include "training/run_trainer.h"
 
 using namespace difflab;
@@ -134,6 +136,120 @@ TEST(RunTrainer, RunCallsTheAfterEpochSeamOnceTheEpochIsCheckpointed) {
   EXPECT_EQ(seen, (std::vector<int64_t>{1, 2}));
   EXPECT_EQ(result.last_grid, tiny.dir / "run" / "epoch-002.png");
   EXPECT_GT(result.noise_loss, 0.0);
+}
+
+// The rows of epochs >= `from` (metrics and KID), as text with every digit: what a resume must give back.
+std::string rows_from(ResultsStore& store, int64_t run_id, int64_t from) {
+  std::ostringstream text;
+  text.precision(17);
+  for (const MetricRecord& metric : store.metrics(run_id))
+    if (metric.epoch >= from) text << metric.key << " " << metric.epoch << " " << metric.step << " " << metric.value << "\n";
+  for (const auto& [epoch, kid] : store.kid(run_id))
+    if (epoch >= from) text << "kid " << epoch << " " << kid.mean << " " << kid.std << "\n";
+  for (const ArtifactRecord& artifact : store.artifacts(run_id))
+    if (artifact.epoch >= from) text << artifact.kind << " " << artifact.epoch << " " << artifact.path << "\n";
+  return text.str();
+}
+
+// What a database restored from an older copy looks like: the run's rows from `from` on are gone.
+void forget_epochs(ResultsStore& store, int64_t run_id, int64_t from) {
+  for (const char* table : {"metrics", "kid", "artifacts"}) {
+    SQLite::Statement remove(store.database(), std::string("DELETE FROM ") + table + " WHERE run_id = ? AND epoch >= ?");
+    remove.bind(1, run_id);
+    remove.bind(2, from);
+    remove.exec();
+  }
+}
+
+TEST(RunLedger, ReadsBackEveryRowBitForBit) {
+  RunLedger ledger;
+  const double awkward[] = {1.0 / 3.0, 4.9406564584124654e-324, -0.0, 1.7976931348623157e308, 0.1 + 0.2, -2.5e-17};
+  EpochRows rows{4, 1234, {}, {{"sample_grid", "/runs/a b/epoch-004.png", 4}}, KidRecord{}};
+  for (size_t i = 0; i < std::size(awkward); ++i) rows.metrics.emplace_back("m" + std::to_string(i), awkward[i]);
+  rows.metrics.emplace_back("nan", std::nan(""));
+  rows.kid->mean = 1.0 / 7.0;
+  rows.kid->protocol = "per_batch";
+  rows.kid->nfe = 5;
+  ledger.epochs.push_back(rows);
+  DecisionRecord decision;
+  decision.rung = 1;
+  decision.epoch = 4;
+  decision.method = "asha";
+  decision.metric = "val_n_loss";
+  decision.value = 2.0 / 3.0;
+  decision.cutoff = std::nan("");
+  decision.peers = {"ab12", "cd34"};
+  decision.prune = true;
+  decision.decided_at = "2026-12-06T08:00:00.000Z";
+  ledger.decisions.push_back(decision);
+  const RunLedger read = read_ledger(write_ledger(ledger), "checkpoint.pt");
+  ASSERT_EQ(read.epochs.size(), 1u);
+  const EpochRows& back = read.epochs[0];
+  EXPECT_EQ(back.epoch, 4);
+  EXPECT_EQ(back.step, 1234);
+  ASSERT_EQ(back.metrics.size(), rows.metrics.size());
+  for (size_t i = 0; i < rows.metrics.size(); ++i) {
+    EXPECT_EQ(back.metrics[i].first, rows.metrics[i].first);
+    EXPECT_EQ(std::memcmp(&back.metrics[i].second, &rows.metrics[i].second, sizeof(double)), 0) << rows.metrics[i].first;
+  }
+  ASSERT_EQ(back.artifacts.size(), 1u);
+  EXPECT_EQ(back.artifacts[0].path, "/runs/a b/epoch-004.png");
+  EXPECT_EQ(back.kid->mean, 1.0 / 7.0);
+  EXPECT_EQ(back.kid->nfe, 5);
+  ASSERT_EQ(read.decisions.size(), 1u);
+  EXPECT_EQ(read.decisions[0].peers, decision.peers);
+  EXPECT_TRUE(read.decisions[0].prune);
+  EXPECT_TRUE(std::isnan(read.decisions[0].cutoff));
+  EXPECT_EQ(read.decisions[0].decided_at, decision.decided_at);
+  try {
+    read_ledger("epoch\t1\t4\nmetric\tn_loss\tnot-a-number\n", "/x/checkpoint.pt");
+    ADD_FAILURE() << "a damaged ledger was read";
+  } catch (const Error& error) {
+    EXPECT_NE(error.message().find("line 2"), std::string::npos) << error.what();
+    EXPECT_EQ(error.context().file, "/x/checkpoint.pt");
+  }
+}
+
+TEST(RunTrainer, AResumeRestoresTheEpochsADatabaseLostFromTheCheckpointsLedger) {
+  TinyRun tiny;
+  const RunContext context = tiny.context();
+  RunTrainer(context, tiny.device).run();  // two epochs
+  const std::string rows = rows_from(tiny.store, tiny.run_id, 1);
+  ASSERT_NE(rows.find("val_n_loss 2 "), std::string::npos) << rows;
+  forget_epochs(tiny.store, tiny.run_id, 1);
+  testing::internal::CaptureStdout();
+  RunTrainer resumed(context, tiny.device);
+  const std::string printed = testing::internal::GetCapturedStdout();
+  EXPECT_EQ(resumed.state().epoch, 2);
+  EXPECT_EQ(rows_from(tiny.store, tiny.run_id, 1), rows);
+  EXPECT_NE(printed.find("restored the rows of epochs 1 to 2 from the checkpoint"), std::string::npos) << printed;
+  EXPECT_NE(printed.find((tiny.dir / "results.sqlite").string()), std::string::npos) << printed;
+}
+
+TEST(RunTrainer, AResumeRefusesACheckpointThatCannotGiveBackTheRowsTheDatabaseLacks) {
+  TinyRun tiny;
+  const RunContext context = tiny.context();
+  RunTrainer(context, tiny.device).run();
+  // The checkpoint as difflab wrote it before checkpoints carried their rows.
+  const fs::path checkpoint = tiny.dir / "run" / "checkpoint.pt";
+  {
+    DiffusionModel& model = *tiny.components.model;
+    auto optimizer = make_optimizer(model, tiny.experiment);
+    TrainingState state = load_checkpoint(checkpoint, model, *optimizer, tiny.experiment.training_hash());
+    state.ledger.clear();
+    save_checkpoint(checkpoint, model, *optimizer, state, tiny.experiment.to_toml(), tiny.experiment.training_hash());
+  }
+  forget_epochs(tiny.store, tiny.run_id, 2);
+  try {
+    RunTrainer resumed(context, tiny.device);
+    ADD_FAILURE() << "resumed after epoch 2 with no rows of epoch 2";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.kind(), ErrorKind::runtime);
+    EXPECT_NE(error.message().find("epoch 2"), std::string::npos) << error.what();
+    EXPECT_NE(error.message().find((tiny.dir / "results.sqlite").string()), std::string::npos) << error.what();
+    EXPECT_EQ(error.context().file, checkpoint.string());
+  }
+  EXPECT_EQ(rows_from(tiny.store, tiny.run_id, 2), "");  // nothing written
 }
 
 TEST(SweepRunner, RunsEveryPointOnceAndSkipsFinishedPointsTheNextTime) {

@@ -361,6 +361,12 @@ std::vector<SweepRun> expand_root(toml::table root, const std::string& source, c
     throw ConfigError("expected a table [sweep]", ErrorContext::at(source, sweep_node->source().begin.line, 0, "sweep"));
   const std::vector<Assignments> points = expand_sweep(*sweep_node->as_table(), source);
   std::optional<AdaptiveSweep> adaptive = adaptive_sweep(*sweep_node->as_table(), source);
+  std::ostringstream sweep_text;
+  sweep_text << *sweep_node->as_table();
+  const auto sweep_settings = std::make_shared<const std::string>(sweep_text.str());
+  const std::string sweep_method = sweep_node->as_table()->get("method") != nullptr
+                                       ? sweep_node->as_table()->get("method")->value_or(std::string("grid"))
+                                       : std::string("grid");
   root.erase("sweep");
   if (points.empty()) throw ConfigError("the sweep excludes every point", ErrorContext::for_key(source, "sweep.exclude"));
 
@@ -383,6 +389,11 @@ std::vector<SweepRun> expand_root(toml::table root, const std::string& source, c
     throw ConfigError(fmt::format("{} of {} sweep points are invalid:\n  {}", problems.size(), points.size(),
                                   fmt::join(problems, "\n  ")),
                       ErrorContext::for_key(source, "sweep"));
+  for (size_t i = 0; i < runs.size(); ++i) {
+    runs[i].sweep_settings = sweep_settings;
+    runs[i].sweep_method = sweep_method;
+    runs[i].trial = static_cast<int64_t>(i);
+  }
   if (adaptive) {
     check_adaptive(*adaptive, runs);
     const auto shared = std::make_shared<const AdaptiveSweep>(std::move(*adaptive));

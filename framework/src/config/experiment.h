@@ -64,6 +64,9 @@ struct SweepRun {
   // An adaptive sweep's settings (the same for every trial), and this trial's index in it.
   std::shared_ptr<const AdaptiveSweep> adaptive;
   int64_t trial = 0;
+  // The file's [sweep] table as TOML and its method (grid, random, asha, ...); empty without one.
+  std::shared_ptr<const std::string> sweep_settings;
+  std::string sweep_method;
   // Its experiment's results database (experiment.database).
   std::string database() const { return experiment.settings().experiment.database; }
 };

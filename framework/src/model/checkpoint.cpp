@@ -8,6 +8,7 @@
 #include "difflab/cache.h"
 #include "difflab/error.h"
 #include "difflab/files.h"
+#include "process/crash_point.h"
 
 namespace difflab {
 namespace fs = std::filesystem;
@@ -62,6 +63,11 @@ void read_weights(torch::serialize::InputArchive& archive, DiffusionModel& model
 
 void save_checkpoint(const fs::path& path, DiffusionModel& model, torch::optim::Optimizer& optimizer,
                      const TrainingState& state, const std::string& config_toml, const std::string& training_hash) {
+  install_checkpoint(path, checkpoint_bytes(model, optimizer, state, config_toml, training_hash));
+}
+
+std::string checkpoint_bytes(DiffusionModel& model, torch::optim::Optimizer& optimizer, const TrainingState& state,
+                             const std::string& config_toml, const std::string& training_hash) {
   torch::serialize::OutputArchive archive, network, ema_network, optimizer_state;
   model.network().save(network);
   model.ema_network().save(ema_network);
@@ -75,6 +81,7 @@ void save_checkpoint(const fs::path& path, DiffusionModel& model, torch::optim::
   archive.write("step", torch::tensor(state.step));
   archive.write("best_kid", torch::tensor(state.best_kid, torch::kFloat64));
   archive.write("config_toml", c10::IValue(config_toml));
+  archive.write("ledger", c10::IValue(state.ledger));
   if (state.epoch_batches > 0) {
     archive.write("epoch_batches", torch::tensor(state.epoch_batches));
     archive.write("epoch_order", state.epoch_order.cpu());
@@ -104,18 +111,26 @@ void save_checkpoint(const fs::path& path, DiffusionModel& model, torch::optim::
   outer.write(kChecksum, torch::tensor(static_cast<int64_t>(fnv1a(bytes.data(), bytes.size()))));
   std::ostringstream file_bytes;
   outer.save_to(file_bytes);
+  return file_bytes.str();
+}
+
+void install_checkpoint(const fs::path& path, const std::string& bytes) {
   fs::path next = path;
   next += ".next";
   try {
-    write_file_atomically(next, file_bytes.str());
+    write_file_atomically(next, bytes);
   } catch (const Error& error) {
     throw RuntimeError("cannot write the checkpoint: " + error.message(), ErrorContext::in_file(path.string()));
   }
   std::error_code error;
   const bool had_one = fs::is_regular_file(path, error);
   error.clear();
-  if (had_one) fs::rename(path, previous_path(path), error);
-  if (error) throw RuntimeError("cannot keep the previous checkpoint: " + error.message(), ErrorContext::in_file(path.string()));
+  if (had_one) {
+    fs::rename(path, previous_path(path), error);
+    if (error)
+      throw RuntimeError("cannot keep the previous checkpoint: " + error.message(), ErrorContext::in_file(path.string()));
+    crash_point("checkpoint.previous_kept");  // no checkpoint.pt here: a resume reads the previous one
+  }
   fs::rename(next, path, error);
   if (error) throw RuntimeError("cannot move the checkpoint into place: " + error.message(), ErrorContext::in_file(path.string()));
 }
@@ -167,7 +182,9 @@ TrainingState load_checkpoint(const fs::path& path, DiffusionModel& model, torch
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(cuda_rng_state.cpu());
   }
-  TrainingState state{epoch.item<int64_t>(), step.item<int64_t>(), best_kid.item<double>(), 0, {}, {}};
+  TrainingState state{epoch.item<int64_t>(), step.item<int64_t>(), best_kid.item<double>(), 0, {}, {}, {}};
+  c10::IValue ledger;
+  if (archive.try_read("ledger", ledger) && ledger.isString()) state.ledger = ledger.toStringRef();
   torch::Tensor epoch_batches, epoch_order, epoch_sums;
   if (archive.try_read("epoch_batches", epoch_batches) && archive.try_read("epoch_order", epoch_order) &&
       archive.try_read("epoch_sums", epoch_sums)) {

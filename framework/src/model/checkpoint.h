@@ -25,6 +25,9 @@ struct TrainingState {
   int64_t epoch_batches = 0;
   torch::Tensor epoch_order;
   std::vector<double> epoch_sums;
+  // The rows of every completed epoch and the run's sweep decisions (training/run_ledger.h's
+  // text; empty in a checkpoint written before it existed).
+  std::string ledger;
 };
 
 // Network, EMA network, optimiser, normaliser, state, the default CPU (and CUDA) generator
@@ -35,6 +38,11 @@ struct TrainingState {
 void save_checkpoint(const std::filesystem::path& path, DiffusionModel& model,
                      torch::optim::Optimizer& optimizer, const TrainingState& state,
                      const std::string& config_toml, const std::string& training_hash);
+// The same in two steps, so that one serialisation can be written to two places (best.pt, then
+// checkpoint.pt): the file's bytes, and putting them in place as save_checkpoint does.
+std::string checkpoint_bytes(DiffusionModel& model, torch::optim::Optimizer& optimizer, const TrainingState& state,
+                             const std::string& config_toml, const std::string& training_hash);
+void install_checkpoint(const std::filesystem::path& path, const std::string& bytes);
 
 // Restores everything save_checkpoint wrote into `model` (already on its device), `optimizer`
 // and the generators; returns the state. A checkpoint of another training configuration (its

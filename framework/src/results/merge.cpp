@@ -50,7 +50,8 @@ void bind_value(SQLite::Statement& statement, int index, const Value& value) {
 
 // The tables that hang off a run (run_id), in the order they are written.
 const std::vector<std::string>& child_tables() {
-  static const std::vector<std::string> tables = {"params", "metrics", "artifacts", "kid", "decisions", "step_metrics"};
+  static const std::vector<std::string> tables = {"params",    "metrics",      "artifacts",   "kid",
+                                                  "decisions", "step_metrics", "sweep_trials"};
   return tables;
 }
 
@@ -120,12 +121,25 @@ RunContent read_run_content(SQLite::Database& db, const Layout& layout, int64_t 
   return content;
 }
 
-std::vector<RunContent> read_shard(const fs::path& shard, const Layout& layout) {
-  ResultsStore store(shard, OpenMode::read_only);
+// A shard's runs, and its sweeps' rows (the same in every shard of a sweep: kept once).
+struct ShardContent {
   std::vector<RunContent> runs;
+  std::vector<Row> sweeps;
+};
+
+ShardContent read_shard(const fs::path& shard, const Layout& layout, const std::vector<std::string>& sweep_columns) {
+  ResultsStore store(shard, OpenMode::read_only);
+  ShardContent content;
   SQLite::Statement ids(store.database(), "SELECT id FROM runs ORDER BY id");
-  while (ids.executeStep()) runs.push_back(read_run_content(store.database(), layout, ids.getColumn(0).getInt64()));
-  return runs;
+  while (ids.executeStep())
+    content.runs.push_back(read_run_content(store.database(), layout, ids.getColumn(0).getInt64()));
+  SQLite::Statement sweeps(store.database(), "SELECT " + joined(sweep_columns) + " FROM sweeps");
+  while (sweeps.executeStep()) {
+    Row row;
+    for (int i = 0; i < static_cast<int>(sweep_columns.size()); ++i) row.push_back(read_value(sweeps.getColumn(i)));
+    content.sweeps.push_back(std::move(row));
+  }
+  return content;
 }
 
 void write_children(SQLite::Database& db, const Layout& layout, int64_t run_id, const RunContent& content) {
@@ -206,12 +220,13 @@ MergeReport merge_shards(ResultsStore& main, const std::vector<fs::path>& shards
   MergeReport report;
   SQLite::Database& db = main.database();
   const Layout layout(db);
-  std::vector<std::pair<fs::path, std::vector<RunContent>>> good;
+  const std::vector<std::string> sweep_columns = columns(db, "sweeps", "");
+  std::vector<std::pair<fs::path, ShardContent>> good;
   for (const auto& shard : shards) {
     std::string problem = shard_problem(shard);
     if (problem.empty()) {
       try {
-        good.emplace_back(shard, read_shard(shard, layout));
+        good.emplace_back(shard, read_shard(shard, layout, sweep_columns));
         continue;
       } catch (const std::exception& failure) {
         problem = std::string("unreadable: ") + failure.what();
@@ -220,7 +235,16 @@ MergeReport merge_shards(ResultsStore& main, const std::vector<fs::path>& shards
     report.skipped.push_back({shard, problem});
   }
   SQLite::Transaction transaction(db, SQLite::TransactionBehavior::IMMEDIATE);
-  for (const auto& [shard, runs] : good) {
+  std::string marks;
+  for (size_t i = 0; i < sweep_columns.size(); ++i) marks += i == 0 ? "?" : ", ?";
+  SQLite::Statement add_sweep(db, "INSERT OR IGNORE INTO sweeps (" + joined(sweep_columns) + ") VALUES (" + marks + ")");
+  for (const auto& [shard, shard_content] : good) {
+    const std::vector<RunContent>& runs = shard_content.runs;
+    for (const Row& row : shard_content.sweeps) {
+      for (size_t i = 0; i < row.size(); ++i) bind_value(add_sweep, static_cast<int>(i) + 1, row[i]);
+      add_sweep.exec();
+      add_sweep.reset();
+    }
     for (const RunContent& content : runs) {
       switch (merge_run(db, layout, content)) {
         case Merged::added: ++report.runs_added; break;

@@ -235,6 +235,34 @@ CREATE TABLE IF NOT EXISTS step_metrics (
 );
 )SQL";
 
+// Version 10: the sweep each run belongs to, with the settings its decisions follow, so that a
+// decision can be explained and replayed from the database alone (the run's config_toml is the
+// experiment without its [sweep] table).
+constexpr const char* kSchemaV10 = R"SQL(
+CREATE TABLE IF NOT EXISTS sweeps (
+  sweep             TEXT PRIMARY KEY,  -- the sweep's hash (of its points' config hashes, in order)
+  name              TEXT NOT NULL,     -- experiment.name
+  trials            INTEGER NOT NULL,  -- its points, in the order they were expanded
+  method            TEXT NOT NULL,     -- [sweep] method: grid | random | asha | hyperband | successive_halving
+  settings          TEXT NOT NULL,     -- the [sweep] table, as TOML
+  rule              TEXT,              -- the adaptive rule: asha | hyperband | successive_halving | median; NULL: none
+  metric            TEXT,
+  direction         TEXT CHECK (direction IN ('minimize', 'maximize')),
+  min_epochs        INTEGER,           -- r, the first rung
+  max_epochs        INTEGER,           -- R, training.epochs
+  reduction_factor  INTEGER,           -- eta
+  brackets          INTEGER,           -- hyperband's, resolved (1 for the other rules)
+  startup_trials    INTEGER,           -- median
+  warmup_epochs     INTEGER            -- median
+);
+CREATE TABLE IF NOT EXISTS sweep_trials (
+  run_id   INTEGER PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+  sweep    TEXT NOT NULL REFERENCES sweeps (sweep),
+  trial    INTEGER NOT NULL,  -- its position in the sweep, from 0 (hyperband: bracket = trial mod brackets)
+  bracket  INTEGER NOT NULL   -- 0 but in hyperband
+);
+)SQL";
+
 std::string param_type(const ParamValue& value) {
   switch (value.index()) {
     case 0: return "boolean";
@@ -498,7 +526,8 @@ void ResultsStore::migrate() {
   if (version > kSchemaVersion) throw newer(version);
   const std::string migrations[] = {kSchemaV1, kSchemaV2, kRunSummaryView, std::string(kSchemaV4) + kAblationView,
                                     kSchemaV5, kSchemaV6, kSchemaV7,
-                                    std::string(kSchemaV8) + kRunSummaryView + kAblationView, kSchemaV9};
+                                    std::string(kSchemaV8) + kRunSummaryView + kAblationView, kSchemaV9,
+                                    kSchemaV10};
   for (int next = version + 1; next <= kSchemaVersion; ++next) {
     db_->exec(migrations[next - 1]);
     db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
@@ -944,7 +973,8 @@ std::optional<DecisionRecord> ResultsStore::decide(
   record->epoch = epoch;
   record->metric = metric;
   SQLite::Statement insert(*db_, "INSERT INTO decisions (run_id, rung, epoch, method, bracket, metric, value, cutoff, "
-                                 "rank, of, peers, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                                 "rank, of, peers, decision, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                                 "COALESCE(?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))");
   insert.bind(1, run_id);
   insert.bind(2, rung);
   insert.bind(3, epoch);
@@ -959,6 +989,7 @@ std::optional<DecisionRecord> ResultsStore::decide(
   for (const std::string& attempt : record->peers) quoted.push_back("\"" + attempt + "\"");
   insert.bind(11, fmt::format("[{}]", fmt::join(quoted, ", ")));
   insert.bind(12, record->prune ? "prune" : "continue");
+  if (!record->decided_at.empty()) insert.bind(13, record->decided_at);  // restored: when it was taken
   insert.exec();
   if (record->prune) {
     SQLite::Statement prune(*db_, "UPDATE runs SET status = 'pruned', error = ? WHERE id = ? AND status = 'interrupted'");
@@ -978,6 +1009,67 @@ std::vector<DecisionRecord> ResultsStore::decisions(int64_t run_id) const {
   std::vector<DecisionRecord> all;
   while (query.executeStep()) all.push_back(read_decision(query));
   return all;
+}
+
+void ResultsStore::record_sweep_trial(int64_t run_id, const SweepTrialRecord& record) {
+  SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+  SQLite::Statement sweep(*db_,
+                          "INSERT OR IGNORE INTO sweeps (sweep, name, trials, method, settings, rule, metric, direction, "
+                          "min_epochs, max_epochs, reduction_factor, brackets, startup_trials, warmup_epochs) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  sweep.bind(1, record.sweep);
+  sweep.bind(2, record.name);
+  sweep.bind(3, record.trials);
+  sweep.bind(4, record.method);
+  sweep.bind(5, record.settings);
+  if (!record.rule.empty()) {
+    sweep.bind(6, record.rule);
+    sweep.bind(7, record.metric);
+    sweep.bind(8, record.maximize ? "maximize" : "minimize");
+    sweep.bind(9, record.min_epochs);
+    sweep.bind(10, record.max_epochs);
+    sweep.bind(11, record.reduction_factor);
+    sweep.bind(12, record.brackets);
+    sweep.bind(13, record.startup_trials);
+    sweep.bind(14, record.warmup_epochs);
+  }
+  sweep.exec();
+  SQLite::Statement trial(*db_, "INSERT OR REPLACE INTO sweep_trials (run_id, sweep, trial, bracket) VALUES (?, ?, ?, ?)");
+  trial.bind(1, run_id);
+  trial.bind(2, record.sweep);
+  trial.bind(3, record.trial);
+  trial.bind(4, record.bracket);
+  trial.exec();
+  transaction.commit();
+}
+
+std::optional<SweepTrialRecord> ResultsStore::sweep_trial(int64_t run_id) const {
+  SQLite::Statement query(*db_,
+                          "SELECT s.sweep, s.name, s.trials, t.trial, t.bracket, s.method, s.settings, "
+                          "COALESCE(s.rule, ''), COALESCE(s.metric, ''), COALESCE(s.direction, 'minimize'), "
+                          "COALESCE(s.min_epochs, 0), COALESCE(s.max_epochs, 0), COALESCE(s.reduction_factor, 0), "
+                          "COALESCE(s.brackets, 0), COALESCE(s.startup_trials, 0), COALESCE(s.warmup_epochs, 0) "
+                          "FROM sweep_trials t JOIN sweeps s ON s.sweep = t.sweep WHERE t.run_id = ?");
+  query.bind(1, run_id);
+  if (!query.executeStep()) return std::nullopt;
+  SweepTrialRecord record;
+  record.sweep = query.getColumn(0).getString();
+  record.name = query.getColumn(1).getString();
+  record.trials = query.getColumn(2).getInt64();
+  record.trial = query.getColumn(3).getInt64();
+  record.bracket = query.getColumn(4).getInt64();
+  record.method = query.getColumn(5).getString();
+  record.settings = query.getColumn(6).getString();
+  record.rule = query.getColumn(7).getString();
+  record.metric = query.getColumn(8).getString();
+  record.maximize = query.getColumn(9).getString() == "maximize";
+  record.min_epochs = query.getColumn(10).getInt64();
+  record.max_epochs = query.getColumn(11).getInt64();
+  record.reduction_factor = query.getColumn(12).getInt64();
+  record.brackets = query.getColumn(13).getInt64();
+  record.startup_trials = query.getColumn(14).getInt64();
+  record.warmup_epochs = query.getColumn(15).getInt64();
+  return record;
 }
 
 }  // namespace difflab

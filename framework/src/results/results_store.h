@@ -24,7 +24,7 @@ class Experiment;
 // This machine's host name, as recorded on run rows.
 std::string host_name();
 
-constexpr int kSchemaVersion = 9;
+constexpr int kSchemaVersion = 10;
 
 // A running run's process refreshes its row's heartbeat every kHeartbeatSeconds; a "running" row
 // whose heartbeat is older than kLeaseSeconds (or, on this host, whose process is gone) belongs
@@ -124,6 +124,23 @@ struct DecisionRecord {
   std::string decided_at;
 };
 
+// The sweep a run belongs to and its place in it (the sweeps and sweep_trials tables): what a
+// decision needs besides the rows, so that it can be replayed from the database alone.
+struct SweepTrialRecord {
+  std::string sweep;     // the sweep's hash
+  std::string name;      // experiment.name
+  int64_t trials = 0;    // points in the sweep
+  int64_t trial = 0;     // this run's position, from 0
+  int64_t bracket = 0;   // hyperband's bracket of the trial; 0 otherwise
+  std::string method;    // [sweep] method
+  std::string settings;  // the [sweep] table as TOML
+  // An adaptive sweep's rule and settings; rule empty: none (the columns are NULL).
+  std::string rule;
+  std::string metric;
+  bool maximize = false;
+  int64_t min_epochs = 0, max_epochs = 0, reduction_factor = 0, brackets = 0, startup_trials = 0, warmup_epochs = 0;
+};
+
 // What a run at a rung is compared with: its own value and history, and each other trial's
 // latest run with its status and its value at that epoch.
 struct RungPeer {
@@ -212,6 +229,9 @@ class ResultsStore {
                                        const std::function<std::vector<RungPeer>()>& peers,
                                        const std::function<std::optional<DecisionRecord>(const RungView&)>& decide);
   std::vector<DecisionRecord> decisions(int64_t run_id = 0) const;  // 0: every run's, in order
+  // Records the sweep a run belongs to (the sweep's row once, the run's place every time).
+  void record_sweep_trial(int64_t run_id, const SweepTrialRecord& record);
+  std::optional<SweepTrialRecord> sweep_trial(int64_t run_id) const;
   // The value of a metric a run recorded at an epoch.
   std::optional<double> metric_at(int64_t run_id, const std::string& metric, int64_t epoch) const;
 

@@ -207,6 +207,33 @@ int64_t decide_halving_rung(const std::vector<SweepRun>& runs, int64_t rung) {
   return kept;
 }
 
+std::shared_ptr<const SweepTrialRecord> sweep_trial_record(const SweepRun& run, int64_t trials,
+                                                           const std::string& sweep_hash) {
+  if (!run.sweep_settings) return nullptr;
+  auto record = std::make_shared<SweepTrialRecord>();
+  const Settings settings = run.experiment.settings();
+  record->sweep = sweep_hash;
+  record->name = settings.experiment.name;
+  record->trials = trials;
+  record->trial = run.trial;
+  record->method = run.sweep_method;
+  record->settings = *run.sweep_settings;
+  if (const auto& adaptive = run.adaptive) {
+    const int64_t epochs = settings.training.epochs;
+    record->rule = to_string(adaptive->method);
+    record->metric = adaptive->metric;
+    record->maximize = adaptive->maximize;
+    record->min_epochs = adaptive->min_epochs;
+    record->max_epochs = epochs;
+    record->reduction_factor = adaptive->reduction_factor;
+    record->brackets = brackets_of(*adaptive, epochs);
+    record->startup_trials = adaptive->startup_trials;
+    record->warmup_epochs = adaptive->warmup_epochs;
+    record->bracket = hyperband_bracket(run.trial, record->brackets);
+  }
+  return record;
+}
+
 std::string adaptive_summary(const std::vector<SweepRun>& runs) {
   if (!runs.front().adaptive) return "";
   ResultsStore store(runs.front().database(), OpenMode::read_only);

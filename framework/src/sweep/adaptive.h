@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -52,6 +53,12 @@ bool record_halving_decision(ResultsStore& store, const DecisionRecord& decision
 
 // The rungs of a successive-halving sweep (epochs), for its coordinator.
 std::vector<int64_t> halving_rungs(const std::vector<SweepRun>& runs);
+
+// What the database records of a trial's sweep (ResultsStore::record_sweep_trial): its settings,
+// the adaptive rule's with hyperband's brackets resolved, and the trial's place. Null for a run
+// that is not part of a sweep.
+std::shared_ptr<const SweepTrialRecord> sweep_trial_record(const SweepRun& run, int64_t trials,
+                                                           const std::string& sweep_hash);
 
 // "N trials, P pruned, E epochs trained = X% of running all to the end", from the database.
 std::string adaptive_summary(const std::vector<SweepRun>& runs);

@@ -22,6 +22,7 @@
 #include "results/results_store.h"
 #include "sweep/adaptive.h"
 #include "sweep/processes.h"
+#include "sweep/sweep_folder.h"
 #include "training/distributed.h"
 #include "training/trainer.h"
 
@@ -102,6 +103,7 @@ RunOptions run_options(const SweepOptions& options, const std::vector<SweepRun>&
   const SweepRun& run = runs[i];
   RunOptions result = options.run;
   result.verdict = adaptive_verdict(runs, i);
+  result.sweep_trial = sweep_trial_record(run, static_cast<int64_t>(runs.size()), sweep_hash(runs));
   result.new_run = options.new_run;
   result.retry_failed = options.retry_failed;
   result.threads = options.threads;

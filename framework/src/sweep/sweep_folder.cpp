@@ -1,5 +1,7 @@
 #include "sweep/sweep_folder.h"
 
+#include "sweep/adaptive.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
@@ -15,18 +17,13 @@
 #include "plugin_host/registry.h"
 #include "results/merge.h"
 #include "results/results_store.h"
+#include "sweep/adaptive.h"
 
 namespace difflab {
 namespace fs = std::filesystem;
 namespace {
 
 constexpr int64_t kManifestFormat = 1;
-
-std::string sweep_hash(const std::vector<SweepRun>& runs) {
-  std::string hashes;
-  for (const auto& run : runs) hashes += run.experiment.config_hash();
-  return fmt::format("{:016x}", fnv1a(hashes.data(), hashes.size()));
-}
 
 std::string to_text(const toml::table& table) {
   std::ostringstream text;
@@ -51,6 +48,10 @@ void write_manifest(const Manifest& manifest) {
     points.push_back(toml::table{{"index", point.index}, {"config_hash", point.config_hash},
                                  {"point", point.point}, {"variant", point.variant}, {"config", point.config}});
   root.insert("points", std::move(points));
+  if (!manifest.sweep_settings.empty()) {
+    root.insert("sweep_method", manifest.sweep_method);
+    root.insert("sweep_settings", manifest.sweep_settings);
+  }
   if (const auto& adaptive = manifest.adaptive)
     root.insert("adaptive", toml::table{{"method", std::string(to_string(adaptive->method))},
                                         {"metric", adaptive->metric},
@@ -77,6 +78,21 @@ fs::path decider_job_id_path(const fs::path& folder, int64_t number) {
 }
 
 }  // namespace
+
+std::string sweep_hash(const std::vector<SweepRun>& runs) {
+  std::string hashes;
+  for (const auto& run : runs) hashes += run.experiment.config_hash();
+  return fmt::format("{:016x}", fnv1a(hashes.data(), hashes.size()));
+}
+
+std::shared_ptr<const SweepTrialRecord> point_sweep_trial(const Manifest& manifest, const ManifestPoint& point,
+                                                          const Experiment& experiment) {
+  if (manifest.sweep_settings.empty()) return nullptr;
+  SweepRun run{experiment, point.point, point.variant, nullptr, point.index,
+               std::make_shared<const std::string>(manifest.sweep_settings), manifest.sweep_method};
+  if (manifest.adaptive) run.adaptive = std::make_shared<const AdaptiveSweep>(*manifest.adaptive);
+  return sweep_trial_record(run, static_cast<int64_t>(manifest.points.size()), manifest.sweep_hash);
+}
 
 toml::table read_toml_file(const fs::path& path, const char* what) {
   try {
@@ -126,6 +142,10 @@ Manifest make_manifest(const fs::path& file, const std::vector<SweepRun>& runs, 
                                run.variant, run.experiment.to_toml()});
   }
   if (runs.front().adaptive) manifest.adaptive = *runs.front().adaptive;
+  if (runs.front().sweep_settings) {
+    manifest.sweep_method = runs.front().sweep_method;
+    manifest.sweep_settings = *runs.front().sweep_settings;
+  }
   return manifest;
 }
 
@@ -177,6 +197,8 @@ Manifest read_manifest(const fs::path& folder) {
       throw ConfigError("points out of order", ErrorContext::for_key(file, "points.index"));
     manifest.points.push_back(std::move(point));
   }
+  manifest.sweep_method = root["sweep_method"].value_or(std::string());
+  manifest.sweep_settings = root["sweep_settings"].value_or(std::string());
   if (const toml::table* table = root["adaptive"].as_table()) {
     AdaptiveSweep adaptive;
     const std::string method = required<std::string>(*table, "method", file);

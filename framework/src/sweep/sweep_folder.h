@@ -29,6 +29,7 @@ namespace difflab {
 
 class PluginRegistry;
 class ResultsStore;
+struct SweepTrialRecord;
 
 struct ManifestPoint {
   int64_t index = 0;
@@ -48,7 +49,17 @@ struct Manifest {
   std::vector<std::string> plugin_dirs;
   std::vector<ManifestPoint> points;
   std::optional<AdaptiveSweep> adaptive;  // an adaptive sweep's settings (its points are the trials, in order)
+  std::string sweep_method;    // [sweep] method, and the table as TOML (empty in a manifest older than them)
+  std::string sweep_settings;
 };
+
+// A sweep's identity: the hash of its points' configuration hashes, in order.
+std::string sweep_hash(const std::vector<SweepRun>& runs);
+
+// What the database records of a point's sweep (adaptive.h's sweep_trial_record, from the
+// manifest); null for a manifest written before the sweep's settings were kept in it.
+std::shared_ptr<const SweepTrialRecord> point_sweep_trial(const Manifest& manifest, const ManifestPoint& point,
+                                                          const Experiment& experiment);
 
 // A TOML file of the folder, which difflab wrote (manifest, task list, submission options): a
 // config Error naming the file, line and column when it is damaged.

@@ -12,6 +12,7 @@
 #include "difflab/error.h"
 #include "model/components.h"
 #include "plugin_host/registry.h"
+#include "process/crash_point.h"
 #include "process/stop_request.h"
 #include "results/merge.h"
 #include "results/results_store.h"
@@ -126,11 +127,12 @@ bool run_point(const Manifest& manifest, const fs::path& folder, const Submissio
   run.variant = point.variant;
   run.database = local.string();
   run.output_dir = point_folder(folder, point.index).string();
+  run.sweep_trial = point_sweep_trial(manifest, point, experiment);
   run.distributed = group;
-  run.after_epoch = [&](int64_t epoch) {
-    snapshot_database(local, shared);  // what a killed task leaves: the point up to this epoch
-    if (options.after_epoch) options.after_epoch(epoch);
-  };
+  // What a killed task leaves: the point up to this epoch, in the sweep folder before the
+  // checkpoint says the epoch is complete.
+  run.publish = [&] { snapshot_database(local, shared); };
+  run.after_epoch = options.after_epoch;
   run.after_step = options.after_step;
   if (!trials.empty()) run.verdict = adaptive_verdict(trials, static_cast<size_t>(point.index), shard_peers(folder, manifest));
   fmt::print("== point {} ({}): {}\n", point.index, point.config_hash, point.point.empty() ? "(no sweep)" : point.point);
@@ -154,7 +156,10 @@ bool run_point(const Manifest& manifest, const fs::path& folder, const Submissio
     failure = describe(error);
   }
   if (!failure.empty()) fmt::print(stderr, "difflab: point {} failed: {}\n", point.index, failure);
-  if (fs::exists(local)) snapshot_database(local, shared);
+  if (fs::exists(local)) {
+    snapshot_database(local, shared);
+    crash_point("point.published");
+  }
   remove_database(local);
   std::fflush(stdout);
   std::fflush(stderr);

@@ -1,9 +1,9 @@
 // One task of a frozen sweep (sweep_folder.h), whatever launcher started it: `difflab sweep task
 // FOLDER --submission N` trains the points that submission gave task K (--index K, else
 // SLURM_ARRAY_TASK_ID, else Kubernetes' JOB_COMPLETION_INDEX), each as `difflab run` would, into a
-// shard database on the task's local disk that is copied into the folder after every epoch and
-// when the point ends. A point interrupted (a signal) or killed resumes from its checkpoint in
-// the next task that runs it.
+// shard database on the task's local disk that is copied into the folder at every epoch's end,
+// before the epoch's checkpoint, and when the point ends. A point interrupted (a signal) or killed
+// resumes from its checkpoint in the next task that runs it.
 #pragma once
 
 #include <cstdint>

@@ -2,11 +2,13 @@
 // guard, the progress line, KID of an epoch and the run's folder.
 #include "training/run_trainer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <limits>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include "difflab/error.h"
 #include "difflab/features.h"
 #include "model/checkpoint.h"
+#include "process/crash_point.h"
 #include "process/stop_request.h"
 #include "difflab/files.h"
 #include "training/distributed.h"
@@ -140,33 +143,44 @@ RunTrainer::RunTrainer(const RunContext& run, torch::Device device)
 RunResult RunTrainer::run() {
   RunResult result;
   result.run_id = run_.run_id;
-  // Resumed where an adaptive sweep stops it (a trial waiting at its rung): it stays there.
-  if (state_.epoch > 0 && state_.epoch < training_.epochs && stops_after(state_.epoch, result)) return result;
+  // Resumed after a complete epoch of an adaptive sweep: its verdict again, at the epochs whose
+  // rows the resume restored and at the last (a trial waiting at its rung stays there; a decision
+  // recorded before stands).
+  if (state_.epoch > 0 && state_.epoch < training_.epochs && run_.options.verdict) {
+    EpochVerdict verdict;
+    if (leader())
+      for (int64_t epoch = first_verdict_epoch_; epoch <= state_.epoch && verdict.kind == EpochVerdict::Kind::go_on;
+           ++epoch)
+        verdict = run_.options.verdict(*run_.store, run_.run_id, epoch);
+    if (stops(shared(verdict), state_.epoch, result)) return result;
+  }
   for (int64_t epoch = state_.epoch + 1; epoch <= training_.epochs; ++epoch) {
     const auto epoch_start = Clock::now();
     const EpochLosses losses = train_epoch(epoch);
     result.noise_loss = losses.noise_loss;
     result.image_loss = losses.image_loss;
-    if (!leader()) {  // rank 0 evaluates and records; then every rank continues from its random state
+    if (!leader()) {  // rank 0 evaluates, records and decides; every rank continues from its random state
       state_.epoch = epoch;
+      const EpochVerdict verdict = run_.options.verdict ? shared({}) : EpochVerdict{};
       run_.options.distributed->share_random_state();
       if (run_.options.after_epoch) run_.options.after_epoch(epoch);
-      if (stops_after(epoch, result)) return result;
+      if (stops(verdict, epoch, result)) return result;
       continue;
     }
     const EpochEvaluation evaluated = evaluate(epoch);
-    record(epoch, evaluated,
-           {{"loss", losses.loss},
-            {"n_loss", losses.noise_loss},
-            {"i_loss", losses.image_loss},
-            {"v_loss", losses.velocity_loss},
-            {"train_images_per_second", steps_per_epoch_ * training_.batch_size / losses.train_seconds},
-            {"epoch_seconds", seconds_since(epoch_start)}});
+    crash_point("epoch.grid");
+    const EpochVerdict verdict = record(epoch, evaluated,
+                                        {{"loss", losses.loss},
+                                         {"n_loss", losses.noise_loss},
+                                         {"i_loss", losses.image_loss},
+                                         {"v_loss", losses.velocity_loss},
+                                         {"train_images_per_second", steps_per_epoch_ * training_.batch_size / losses.train_seconds},
+                                         {"epoch_seconds", seconds_since(epoch_start)}});
     result.last_grid = evaluated.grid_path;
     print_epoch(epoch, losses, evaluated);
     if (run_.options.distributed) run_.options.distributed->share_random_state();
     if (run_.options.after_epoch) run_.options.after_epoch(epoch);
-    if (stops_after(epoch, result)) return result;
+    if (stops(verdict, epoch, result)) return result;
   }
   // A run that reuses another run's trained network (it differs only in sampling or evaluation
   // settings) is evaluated once, after its last epoch; again after a crash if that did not finish.
@@ -198,6 +212,8 @@ void RunTrainer::resume(torch::Device device) {
     state_ = load_checkpoint(from, model_, *optimizer_, training_hash);
   }
   place_model(model_, run_.experiment, device);  // loading may change memory formats
+  first_verdict_epoch_ = state_.epoch;
+  if (leader() && !run_.trained_by) first_verdict_epoch_ = check_resumed_rows();
   if (run_.trained_by) {
     state_.best_kid = std::numeric_limits<double>::infinity();  // this run's sampler's, not the trainer's
     fmt::print("difflab: run {} evaluates the network trained by run {} (same training configuration)\n",
@@ -432,31 +448,117 @@ void RunTrainer::validation_losses(EpochEvaluation& evaluated) {
                                                        {"val_v_loss", velocity_loss}});
 }
 
-// The epoch's rows first, then the checkpoint: a crash in between replays this epoch from the
-// previous checkpoint, and its rows are replaced by the same values, never duplicated.
-void RunTrainer::record(int64_t epoch, const EpochEvaluation& evaluated, std::vector<std::pair<std::string, double>> metrics) {
+// The end of an epoch (docs/architecture.md, "The end of an epoch"). Until the checkpoint is in
+// place the epoch is not complete: a process killed before it trains the epoch again from the
+// previous checkpoint, to the same bits, and records the same rows again (INSERT OR REPLACE) and
+// finds its decision recorded (it stands). Once the checkpoint is there, everything the epoch
+// writes is already durable where the next process looks: the database, or the shard that
+// publish() copies it to.
+EpochVerdict RunTrainer::record(int64_t epoch, const EpochEvaluation& evaluated,
+                                std::vector<std::pair<std::string, double>> metrics) {
   metrics.insert(metrics.end(), evaluated.metrics.begin(), evaluated.metrics.end());
+  // 1. The epoch's rows, in one transaction.
   run_.store->record_epoch(run_.run_id, epoch, state_.step, metrics, evaluated.artifacts, evaluated.kid);
+  crash_point("epoch.rows");
+  // 2. The sweep's decision at this epoch, from the rows just recorded.
+  EpochVerdict verdict;
+  if (run_.options.verdict && !run_.trained_by) {
+    verdict = shared(run_.options.verdict(*run_.store, run_.run_id, epoch));
+    crash_point("epoch.decision");
+  }
+  // 3. Rows and decision where they outlive this process (a cluster task's shard).
+  if (run_.options.publish) {
+    run_.options.publish();
+    crash_point("epoch.published");
+  }
+  // 4. best.pt and 5. the checkpoint: one serialisation, carrying the ledger of every epoch.
   state_.epoch = epoch;
-  save_checkpoint(checkpoint_path_, model_, *optimizer_, state_, run_.experiment.to_toml(),
-                  run_.experiment.training_hash());
-  if (evaluated.new_best) copy_file_atomically(checkpoint_path_, run_.run_dir / "best.pt");
+  ledger_.epochs.erase(std::remove_if(ledger_.epochs.begin(), ledger_.epochs.end(),
+                                      [epoch](const EpochRows& rows) { return rows.epoch >= epoch; }),
+                       ledger_.epochs.end());
+  ledger_.epochs.push_back({epoch, state_.step, metrics, evaluated.artifacts, evaluated.kid});
+  ledger_.decisions = run_.store->decisions(run_.run_id);
+  state_.ledger = write_ledger(ledger_);
+  const std::string bytes = checkpoint_bytes(model_, *optimizer_, state_, run_.experiment.to_toml(),
+                                             run_.experiment.training_hash());
+  if (evaluated.new_best) {
+    write_file_atomically(run_.run_dir / "best.pt", bytes);
+    crash_point("epoch.best");
+  }
+  install_checkpoint(checkpoint_path_, bytes);
+  crash_point("epoch.checkpoint");
+  return verdict;
 }
 
-// An adaptive sweep's verdict after `epoch` (rank 0's, shared): true when the run stops here,
-// closed as pruned or, waiting at a rung, as interrupted.
-bool RunTrainer::stops_after(int64_t epoch, RunResult& result) {
-  if (!run_.options.verdict) return false;
-  EpochVerdict verdict;
-  if (leader()) verdict = run_.options.verdict(*run_.store, run_.run_id, epoch);
-  int64_t kind = static_cast<int64_t>(verdict.kind);
-  if (ProcessGroup* group = run_.options.distributed) kind = group->max(kind);
-  if (kind == static_cast<int64_t>(EpochVerdict::Kind::go_on)) return false;
-  const bool pruned = kind == static_cast<int64_t>(EpochVerdict::Kind::prune);
+int64_t RunTrainer::check_resumed_rows() {
+  ledger_ = read_ledger(state_.ledger, checkpoint_path_.string());
+  int64_t recorded = 0;  // the database's last epoch with rows
+  for (const MetricRecord& metric : run_.store->metrics(run_.run_id)) recorded = std::max(recorded, metric.epoch);
+  const std::string database = run_.store->path().string();
+  if (recorded > state_.epoch + 1) {
+    fmt::print("difflab: run {}: the database {} holds epochs up to {}, the checkpoint {} is after epoch {}: epochs "
+               "{} to {} are trained again from it and their rows recorded again\n",
+               run_.run_id, database, recorded, checkpoint_path_.string(), state_.epoch, state_.epoch + 1, recorded);
+  } else if (recorded < state_.epoch) {
+    // The database fell behind the checkpoint (restored from an older copy): its rows come back
+    // from the checkpoint's ledger, or the resume is refused; an epoch is never skipped.
+    std::vector<int64_t> missing;
+    for (int64_t epoch = recorded + 1; epoch <= state_.epoch; ++epoch)
+      if (!ledger_.find(epoch)) missing.push_back(epoch);
+    if (!missing.empty())
+      throw RuntimeError(
+          fmt::format("run {}: the checkpoint is after epoch {}, and the database {} holds the run's rows up to epoch {} "
+                      "only; the checkpoint does not carry the rows of epoch{} {} (it was written before checkpoints "
+                      "carried them), so resuming would skip them",
+                      run_.run_id, state_.epoch, database, recorded, missing.size() > 1 ? "s" : "",
+                      fmt::join(missing, ", ")),
+          ErrorContext::in_file(checkpoint_path_.string(),
+                                fmt::format("restore the database (or the sweep's shard) that holds those epochs, or "
+                                            "move {} away to train the run again from the start",
+                                            run_.run_dir.string())));
+    for (int64_t epoch = recorded + 1; epoch <= state_.epoch; ++epoch) {
+      const EpochRows& rows = *ledger_.find(epoch);
+      run_.store->record_epoch(run_.run_id, epoch, rows.step, rows.metrics, rows.artifacts, rows.kid);
+    }
+    fmt::print("difflab: run {}: the database {} held epochs up to {} and the checkpoint {} is after epoch {}: "
+               "restored the rows of epochs {} to {} from the checkpoint\n",
+               run_.run_id, database, recorded, checkpoint_path_.string(), state_.epoch, recorded + 1, state_.epoch);
+  }
+  // Decisions the database lacks, after their rows: as they were taken (a recorded one stands).
+  std::vector<int64_t> decided;
+  for (const DecisionRecord& decision : run_.store->decisions(run_.run_id)) decided.push_back(decision.rung);
+  int64_t restored = 0;
+  for (DecisionRecord decision : ledger_.decisions) {
+    if (std::find(decided.begin(), decided.end(), decision.rung) != decided.end()) continue;
+    decision.run_id = run_.run_id;
+    restored += run_.store
+                    ->decide(decision.run_id, decision.rung, decision.epoch, decision.metric,
+                             [] { return std::vector<RungPeer>(); },
+                             [&](const RungView&) { return std::optional(decision); })
+                    .has_value();
+  }
+  if (restored > 0)
+    fmt::print("difflab: run {}: restored {} sweep decision{} from the checkpoint into {}\n", run_.run_id, restored,
+               restored > 1 ? "s" : "", database);
+  std::fflush(stdout);
+  return recorded < state_.epoch ? recorded + 1 : state_.epoch;
+}
+
+EpochVerdict RunTrainer::shared(EpochVerdict verdict) {
+  if (ProcessGroup* group = run_.options.distributed)
+    verdict.kind = static_cast<EpochVerdict::Kind>(group->max(static_cast<int64_t>(verdict.kind)));
+  return verdict;
+}
+
+// A verdict that stops the run closes it: pruned, or interrupted while it waits at a rung.
+bool RunTrainer::stops(const EpochVerdict& verdict, int64_t epoch, RunResult& result) {
+  if (verdict.kind == EpochVerdict::Kind::go_on) return false;
+  const bool pruned = verdict.kind == EpochVerdict::Kind::prune;
   result.outcome = pruned ? RunOutcome::pruned : RunOutcome::paused;
   result.detail = verdict.message;
   if (leader()) {
     run_.store->close_run(run_.run_id, pruned ? RunStatus::pruned : RunStatus::interrupted, verdict.message);
+    crash_point("epoch.closed");
     fmt::print("difflab: run {} {} after epoch {}: {}\n", run_.run_id, pruned ? "pruned" : "waits", epoch,
                verdict.message);
     std::fflush(stdout);

@@ -23,6 +23,7 @@
 #include "model/components.h"
 #include "results/results_store.h"
 #include "training/kid.h"
+#include "training/run_ledger.h"
 #include "training/trainer.h"
 
 namespace difflab {
@@ -99,8 +100,12 @@ class RunTrainer {
   // The steps run() is made of.
   EpochLosses train_epoch(int64_t epoch);  // one shuffled epoch of train steps and EMA updates
   EpochEvaluation evaluate(int64_t epoch);  // validation losses, a sample grid, KID when due
-  // The epoch's database rows, then the checkpoint (and best.pt for a new best KID).
-  void record(int64_t epoch, const EpochEvaluation& evaluated, std::vector<std::pair<std::string, double>> metrics);
+  // The end of an epoch, in the order that loses nothing at any kill (docs/architecture.md, "The
+  // end of an epoch"): the epoch's rows, the sweep's decision, the rows published where they
+  // outlive the process (RunOptions::publish), best.pt, and last the checkpoint, which makes the
+  // epoch complete. Rank 0 alone records; it returns the decision, which the other ranks receive in
+  // run() through the same collective.
+  EpochVerdict record(int64_t epoch, const EpochEvaluation& evaluated, std::vector<std::pair<std::string, double>> metrics);
 
   const TrainingState& state() const { return state_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
@@ -119,7 +124,14 @@ class RunTrainer {
   void save_inside_epoch(const torch::Tensor& order, int64_t batches, const EpochLosses& sums);
   void validation_losses(EpochEvaluation& evaluated);
   [[noreturn]] void fail_diverged(int64_t epoch, double loss, double noise_loss);
-  bool stops_after(int64_t epoch, RunResult& result);
+  // Rank 0's verdict on every rank (data parallel: the others pass an empty one).
+  EpochVerdict shared(EpochVerdict verdict);
+  // Applies a verdict that stops the run: closes it as pruned or, waiting, interrupted.
+  bool stops(const EpochVerdict& verdict, int64_t epoch, RunResult& result);
+  // A resumed run's checkpoint against its database: rows the database lacks are restored from
+  // the checkpoint's ledger; what cannot be restored is refused naming both. Returns the first
+  // epoch whose decision must be asked again.
+  int64_t check_resumed_rows();
   void print_epoch(int64_t epoch, const EpochLosses& losses, const EpochEvaluation& evaluated) const;
 
   const RunContext& run_;
@@ -134,6 +146,8 @@ class RunTrainer {
   torch::Tensor grid_noise_;
   Progress progress_;
   std::vector<torch::Tensor> float_buffers_;  // BatchNorm statistics, kept equal across ranks
+  RunLedger ledger_;  // rank 0: every completed epoch's rows, carried in each checkpoint
+  int64_t first_verdict_epoch_ = 0;  // after a resume: the first epoch whose verdict is asked again
 };
 
 }  // namespace difflab

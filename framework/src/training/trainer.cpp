@@ -124,7 +124,7 @@ std::optional<int64_t> reuse_trained_network(const Experiment& experiment, const
 }  // namespace
 
 void check_data_fits(const Experiment& experiment, const Settings& settings, int64_t train_count,
-                     int64_t validation_count) {
+                     int64_t validation_count, const AdaptiveSweep* adaptive) {
   const int64_t batch_size = settings.training.batch_size;
   if (train_count < batch_size)
     throw ConfigError(fmt::format("batch_size {} exceeds the {} training images", batch_size, train_count),
@@ -135,6 +135,18 @@ void check_data_fits(const Experiment& experiment, const Settings& settings, int
                       ErrorContext::for_key(experiment.file.string(), "evaluation.kid_protocol",
                                             "lower training.batch_size, enlarge the validation split, or set "
                                             "kid_protocol = \"none\""));
+  // An adaptive sweep deciding on a validation loss needs it at every rung: one full batch.
+  if (adaptive != nullptr && adaptive->metric.rfind("val_", 0) == 0 && validation_count < batch_size) {
+    const auto where = adaptive->where.find("sweep.metric");
+    throw ConfigError(
+        fmt::format("sweep.metric \"{}\" is measured on full validation batches of batch_size {} images, and the "
+                    "validation split has {}: no rung would have a value to decide on",
+                    adaptive->metric, batch_size, validation_count),
+        where != adaptive->where.end()
+            ? where->second
+            : ErrorContext::for_key(experiment.file.string(), "sweep.metric",
+                                    "lower training.batch_size or enlarge the validation split"));
+  }
 }
 
 void check_data_memory(const Experiment& experiment, const Settings& settings, int64_t channels,
@@ -264,7 +276,7 @@ void check_before_running(const std::vector<SweepRun>& runs, const PluginRegistr
         registry.create<Component>(family, section.plugin, section.params, context);
       }
       const auto& [train, validation] = split_sizes.at(data_key);
-      check_data_fits(run.experiment, settings, train, validation);
+      check_data_fits(run.experiment, settings, train, validation, run.adaptive.get());
       continue;
     }
     {
@@ -282,7 +294,7 @@ void check_before_running(const std::vector<SweepRun>& runs, const PluginRegistr
         }
         sizes = split_sizes.emplace(data_key, std::make_pair(counts->train, counts->validation)).first;
       }
-      check_data_fits(run.experiment, settings, sizes->second.first, sizes->second.second);
+      check_data_fits(run.experiment, settings, sizes->second.first, sizes->second.second, run.adaptive.get());
       check_batch_fits(run.experiment, settings, components);
     }
 #if defined(__GLIBC__)
@@ -401,6 +413,7 @@ RunResult claim_and_train(const Experiment& experiment, const PluginRegistry& re
   std::fflush(stdout);
   std::optional<int64_t> trained_by;
   try {
+    if (options.sweep_trial) store->record_sweep_trial(claim->run_id, *options.sweep_trial);
     trained_by = reuse_trained_network(experiment, *claim, options.new_run, *store, run_dir);
     store->set_processes(claim->run_id, group ? group->world() : 1, group ? group->backend() : "");
   } catch (const std::exception& error) {

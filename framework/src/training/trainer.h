@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,8 @@ struct Settings;
 struct SweepRun;
 class ResultsStore;
 struct SplitCounts;
+struct SweepTrialRecord;
+struct AdaptiveSweep;
 
 enum class RunOutcome {
   trained,          // trained (from scratch, or resumed) to the end
@@ -50,10 +53,16 @@ struct RunOptions {
   int64_t threads = 0;        // LibTorch threads; 0 = [experiment] threads (not part of identity)
   std::string variant;        // the sweep point without its seed, recorded on the run row
   std::string announce;       // printed once the run is claimed (a sweep worker's header)
+  // The sweep the run belongs to, recorded with it (sweeps, sweep_trials); null: none.
+  std::shared_ptr<const SweepTrialRecord> sweep_trial;
   // Called after each epoch's checkpoint is written (the command line's test seam; see cli.cpp).
   std::function<void(int64_t epoch)> after_epoch;
-  // An adaptive sweep's decision after each epoch's rows and checkpoint are written (rank 0 asks
-  // it, through the run's own connection to its database; the other ranks follow): go on, stop as
+  // Called at the end of each epoch after its rows and decision are recorded and before its
+  // checkpoint (RunTrainer::record): makes the database durable where it must outlive this
+  // process, e.g. a cluster task's local shard copied into the sweep folder.
+  std::function<void()> publish;
+  // An adaptive sweep's decision after each epoch's rows are recorded, before its checkpoint (rank
+  // 0 asks it, through the run's own connection to its database; the other ranks follow): go on, stop as
   // pruned, or stop and wait at a rung (closed as interrupted with the message, so that the same
   // command resumes it once promoted). A process never opens a second connection to a database
   // it writes: closing one releases the POSIX locks of all (sqlite.org/howtocorrupt.html 2.2.1).
@@ -85,10 +94,10 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
                          const RunOptions& options = {});
 
 // What a run checks of its data before it writes anything: a training batch fits in the training
-// split and, with KID, an evaluation batch in the validation split. Throws a config Error naming
+// split and, with KID or an adaptive sweep's val_* metric, an evaluation batch in the validation split. Throws a config Error naming
 // the key (also used by `difflab check`).
 void check_data_fits(const Experiment& experiment, const Settings& settings, int64_t train_count,
-                     int64_t validation_count);
+                     int64_t validation_count, const AdaptiveSweep* adaptive = nullptr);
 
 // That the data, decoded to float32 at image_size, fits in this machine's memory: a config Error
 // naming data.image_size otherwise, with the bytes it would need (before anything is allocated).

@@ -1,7 +1,5 @@
 // A plugin-author mistake: a parameter's default breaks its own range (scale must be > 0, the
 // default is -1). Refused when the library loads, naming the parameter, before any run uses it.
-#include <torch/torch.h>
-
 #include "difflab/loss.h"
 #include "difflab/plugin.h"
 

@@ -1,8 +1,6 @@
 // A plugin compiled against SDK headers whose ImageSplits gained a member (tests/CMakeLists.txt
 // copies the SDK's headers and edits that struct): the host must refuse it by the layout
 // fingerprint in its ABI record, naming ImageSplits, before calling any of its code.
-#include <torch/torch.h>
-
 #include "difflab/loss.h"
 #include "difflab/plugin.h"
 

@@ -1,8 +1,6 @@
 // A plugin-author mistake that only shows when the component is made: the constructor reads a
 // parameter its schema does not declare ("scal" for "scale"). The error must name the plugin,
 // its section and the key.
-#include <torch/torch.h>
-
 #include "difflab/loss.h"
 #include "difflab/plugin.h"
 

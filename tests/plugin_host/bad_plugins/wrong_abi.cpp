@@ -1,7 +1,5 @@
 // A plugin built for another ABI version: the host must refuse it without calling into it.
 #define DIFFLAB_PLUGIN_ABI_VERSION 999u
-#include <torch/torch.h>
-
 #include "difflab/loss.h"
 #include "difflab/plugin.h"
 

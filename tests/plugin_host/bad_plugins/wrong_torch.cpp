@@ -1,7 +1,5 @@
 // A plugin whose ABI record says it was compiled against another LibTorch (as one built with a
 // different LibTorch's headers would): the host must refuse it without calling into it.
-#include <torch/torch.h>
-
 #include "difflab/loss.h"
 #include "difflab/plugin.h"
 
