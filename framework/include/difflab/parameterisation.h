@@ -12,13 +12,9 @@
 #include <string>
 #include <torch/types.h>
 
+#include "difflab/quantity.h"
+
 namespace difflab {
-
-enum class Quantity { noise, image, velocity };
-
-// "noise" | "image" | "velocity" (anything else is a logic error: the schemas check it first).
-DIFFLAB_API Quantity parse_quantity(const std::string& name);
-DIFFLAB_API const char* to_string(Quantity quantity);
 
 struct Decomposition {
   torch::Tensor noises;

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "difflab/parameterisation.h"
+#include "difflab/quantity.h"
 #include "difflab/params.h"
 
 namespace difflab {
