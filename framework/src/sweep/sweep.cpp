@@ -98,12 +98,13 @@ int print_summary(const std::vector<SweepRun>& runs, const std::vector<std::opti
   return failed + diverged + not_done > 0 ? 1 : 0;
 }
 
+// `hash`: the sweep's (sweep_folder.h's sweep_hash), computed once by the caller, not per point.
 RunOptions run_options(const SweepOptions& options, const std::vector<SweepRun>& runs, size_t i,
-                       const std::string& announce) {
+                       const std::string& announce, const std::string& hash) {
   const SweepRun& run = runs[i];
   RunOptions result = options.run;
   result.verdict = adaptive_verdict(runs, i);
-  result.sweep_trial = sweep_trial_record(run, static_cast<int64_t>(runs.size()), sweep_hash(runs));
+  result.sweep_trial = sweep_trial_record(run, static_cast<int64_t>(runs.size()), hash);
   result.new_run = options.new_run;
   result.retry_failed = options.retry_failed;
   result.threads = options.threads;
@@ -118,7 +119,7 @@ RunOptions run_options(const SweepOptions& options, const std::vector<SweepRun>&
 // would fail every run) and an interrupt stop it. Returns whether this process trained it (or
 // tried to).
 bool run_point(const std::vector<SweepRun>& runs, size_t i, const PluginRegistry& registry,
-               const SweepOptions& options, bool quiet_skips) {
+               const SweepOptions& options, bool quiet_skips, const std::string& hash) {
   const std::string header = fmt::format("== sweep run {}/{}: {}", i + 1, runs.size(), runs[i].point);
   if (!quiet_skips) {
     fmt::print("{}\n", header);
@@ -126,7 +127,7 @@ bool run_point(const std::vector<SweepRun>& runs, size_t i, const PluginRegistry
   }
   try {
     RunResult result = run_experiment(runs[i].experiment, registry,
-                                      run_options(options, runs, i, quiet_skips ? header : ""));
+                                      run_options(options, runs, i, quiet_skips ? header : "", hash));
     if (result.outcome == RunOutcome::trained || result.outcome == RunOutcome::paused ||
         result.outcome == RunOutcome::pruned)
       return true;
@@ -226,6 +227,7 @@ int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& regist
 // takes the promoted trials on. The last pass trains them to the end. Run again after a kill, the
 // rungs decided before stand and each trial resumes from its checkpoint.
 int run_halving(const std::vector<SweepRun>& runs, const PluginRegistry& registry, const SweepOptions& options) {
+  const std::string hash = sweep_hash(runs);
   const std::vector<std::optional<RunRecord>> before = latest_runs(runs);
   const std::vector<int64_t> rungs = halving_rungs(runs);
   for (size_t rung = 0; rung <= rungs.size(); ++rung) {
@@ -235,7 +237,7 @@ int run_halving(const std::vector<SweepRun>& runs, const PluginRegistry& registr
     if (options.workers > 1) {
       if (const int code = run_parallel(runs, registry, options, false); code != 0) return code;
     } else {
-      for (size_t i = 0; i < runs.size(); ++i) run_point(runs, i, registry, options, false);
+      for (size_t i = 0; i < runs.size(); ++i) run_point(runs, i, registry, options, false, hash);
     }
     if (rung == rungs.size()) break;
     if (leads(options)) {
@@ -257,12 +259,14 @@ int run_sweep(const std::vector<SweepRun>& runs, const PluginRegistry& registry,
     return run_halving(runs, registry, options);
   if (options.workers > 1) return run_parallel(runs, registry, options);
   const std::vector<std::optional<RunRecord>> before = latest_runs(runs);
-  for (size_t i = 0; i < runs.size(); ++i) run_point(runs, i, registry, options, false);
+  const std::string hash = sweep_hash(runs);
+  for (size_t i = 0; i < runs.size(); ++i) run_point(runs, i, registry, options, false, hash);
   return leads(options) ? print_summary(runs, before) : 0;
 }
 
 int run_sweep_worker(const std::vector<SweepRun>& runs, const PluginRegistry& registry,
                      const SweepOptions& options, int64_t worker) {
+  const std::string hash = sweep_hash(runs);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a pipe to the parent: lines in the order printed
   // Workers start at different points so that they rarely contend for the same claim; a pass
   // that trains nothing means everything is finished, failed, or in another live worker's hands.
@@ -275,7 +279,7 @@ int run_sweep_worker(const std::vector<SweepRun>& runs, const PluginRegistry& re
     worked = false;
     for (size_t k = 0; k < runs.size(); ++k) {
       const size_t i = (start + k) % runs.size();
-      if (attempted[i] || !run_point(runs, i, registry, options, true)) continue;
+      if (attempted[i] || !run_point(runs, i, registry, options, true, hash)) continue;
       attempted[i] = worked = true;
     }
   }

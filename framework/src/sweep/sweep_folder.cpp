@@ -1,7 +1,5 @@
 #include "sweep/sweep_folder.h"
 
-#include "sweep/adaptive.h"
-
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
