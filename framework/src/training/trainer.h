@@ -94,8 +94,8 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
                          const RunOptions& options = {});
 
 // What a run checks of its data before it writes anything: a training batch fits in the training
-// split and, with KID or an adaptive sweep's val_* metric, an evaluation batch in the validation split. Throws a config Error naming
-// the key (also used by `difflab check`).
+// split and, with KID or an adaptive sweep's val_* metric, an evaluation batch in the validation
+// split. Throws a config Error naming the key (also used by `difflab check`).
 void check_data_fits(const Experiment& experiment, const Settings& settings, int64_t train_count,
                      int64_t validation_count, const AdaptiveSweep* adaptive = nullptr);
 
