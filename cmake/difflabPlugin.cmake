@@ -33,6 +33,7 @@ function(difflab_add_plugin name)
   if(TARGET difflab_warnings)  # difflab's own tree
     target_link_libraries(${target} PRIVATE difflab_warnings)
   endif()
+  set_target_properties(${target} PROPERTIES CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
   if(COMMAND difflab_use_plugin_pch AND NOT ARG_TORCH_FRONTEND)
     difflab_use_plugin_pch(${target})
   elseif(COMMAND difflab_use_pch)
@@ -48,9 +49,7 @@ function(difflab_add_plugin name)
   set_target_properties(${target} PROPERTIES
     PREFIX ""
     OUTPUT_NAME difflab-${ARG_FAMILY}-${name}
-    LIBRARY_OUTPUT_DIRECTORY ${ARG_OUTPUT_DIRECTORY}
-    CXX_VISIBILITY_PRESET hidden
-    VISIBILITY_INLINES_HIDDEN ON)
+    LIBRARY_OUTPUT_DIRECTORY ${ARG_OUTPUT_DIRECTORY})
   if(NOT ARG_NO_INSTALL)
     install(TARGETS ${target} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/difflab/plugins)
     set_property(GLOBAL APPEND PROPERTY DIFFLAB_PLUGIN_TARGETS ${target})

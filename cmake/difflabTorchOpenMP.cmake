@@ -19,6 +19,20 @@ function(difflab_torch_openmp)
   if(NOT _openmp)
     return()
   endif()
+  # Clang defaults to LLVM's libomp, and Debian's LibTorch runs on GCC's libgomp: two thread pools
+  # in one process, each as large as the machine. Clang speaks libgomp's ABI: use that one.
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang" AND NOT DEFINED OpenMP_CXX_FLAGS)
+    execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=libgomp.so
+                    OUTPUT_VARIABLE _gomp OUTPUT_STRIP_TRAILING_WHITESPACE)
+    if(NOT IS_ABSOLUTE "${_gomp}")  # Clang asks GCC's folders; without GCC's, ask its own
+      find_library(_gomp NAMES gomp libgomp.so.1 PATHS /usr/lib/gcc/x86_64-linux-gnu/12 /usr/lib/gcc/x86_64-linux-gnu)
+    endif()
+    if(_gomp AND EXISTS "${_gomp}")
+      set(OpenMP_CXX_FLAGS "-fopenmp=libgomp" CACHE STRING "OpenMP flags (GCC's runtime, as LibTorch's)")
+      set(OpenMP_CXX_LIB_NAMES "gomp" CACHE STRING "")
+      set(OpenMP_gomp_LIBRARY "${_gomp}" CACHE FILEPATH "")
+    endif()
+  endif()
   find_package(OpenMP COMPONENTS CXX)
   if(NOT OpenMP_CXX_FOUND)
     message(WARNING "difflab: LibTorch parallelises with OpenMP but this compiler has none: "

@@ -3,6 +3,11 @@
 #include "difflab/precision.h"
 
 #include <cstdio>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "difflab/parallel.h"
 
 #include <torch/torch.h>
 
@@ -326,4 +331,32 @@ TEST(FusedKernels, GiveTheSameBitsAtEveryLevel) {
     for (size_t i = 0; i < results.size(); ++i)
       EXPECT_TRUE(torch::equal(results[i], baseline[i])) << kernel_isa_name(isa) << ", output " << i;
   }
+}
+
+// The fused kernels' loops run on LibTorch's OpenMP team, whichever compiler built them
+// (difflab/parallel.h): with two threads both take a chunk, the chunks tile the range once, and an
+// exception thrown in a worker's chunk reaches the caller.
+TEST(ParallelFor, RunsOnLibTorchsThreadsAndRethrows) {
+  const int before = torch::get_num_threads();
+  torch::set_num_threads(2);
+  std::mutex mutex;
+  std::set<std::thread::id> threads;
+  std::vector<int> visits(1000, 0);
+  difflab::parallel_for(0, 1000, 1, [&](int64_t begin, int64_t end) {
+    std::lock_guard<std::mutex> lock(mutex);
+    threads.insert(std::this_thread::get_id());
+    for (int64_t i = begin; i < end; ++i) ++visits[static_cast<size_t>(i)];
+  });
+  EXPECT_EQ(threads.size(), 2u) << "the loop ran on one thread: LibTorch's OpenMP runtime was not called";
+  EXPECT_EQ(std::count(visits.begin(), visits.end(), 1), 1000);
+  // Below the grain: the calling thread alone.
+  threads.clear();
+  difflab::parallel_for(0, 10, 100, [&](int64_t, int64_t) { threads.insert(std::this_thread::get_id()); });
+  EXPECT_EQ(threads, std::set<std::thread::id>{std::this_thread::get_id()});
+  EXPECT_THROW(difflab::parallel_for(0, 1000, 1,
+                                     [&](int64_t begin, int64_t) {
+                                       if (begin > 0) throw std::runtime_error("chunk");
+                                     }),
+               std::runtime_error);
+  torch::set_num_threads(before);
 }

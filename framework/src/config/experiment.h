@@ -62,11 +62,11 @@ struct SweepRun {
   std::string point;
   std::string variant;  // the point without its experiment.seed assignment
   // An adaptive sweep's settings (the same for every trial), and this trial's index in it.
-  std::shared_ptr<const AdaptiveSweep> adaptive;
+  std::shared_ptr<const AdaptiveSweep> adaptive = nullptr;
   int64_t trial = 0;
   // The file's [sweep] table as TOML and its method (grid, random, asha, ...); empty without one.
-  std::shared_ptr<const std::string> sweep_settings;
-  std::string sweep_method;
+  std::shared_ptr<const std::string> sweep_settings = nullptr;
+  std::string sweep_method{};
   // Its experiment's results database (experiment.database).
   std::string database() const { return experiment.settings().experiment.database; }
 };

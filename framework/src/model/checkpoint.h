@@ -27,7 +27,7 @@ struct TrainingState {
   std::vector<double> epoch_sums;
   // The rows of every completed epoch and the run's sweep decisions (training/run_ledger.h's
   // text; empty in a checkpoint written before it existed).
-  std::string ledger;
+  std::string ledger{};
 };
 
 // Network, EMA network, optimiser, normaliser, state, the default CPU (and CUDA) generator

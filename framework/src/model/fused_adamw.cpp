@@ -1,6 +1,6 @@
 #include "model/fused_adamw.h"
 
-#include <ATen/Parallel.h>
+#include "difflab/parallel.h"
 #include <torch/torch.h>
 
 #include <cmath>
@@ -211,7 +211,7 @@ bool FusedAdamW::fused_step(const std::vector<torch::Tensor>* ema, double decay)
     float* m = first_moments_.data_ptr<float>();
     float* v = second_moments_.data_ptr<float>();
     float* e = ema != nullptr ? ema_flat_.data_ptr<float>() : nullptr;
-    at::parallel_for(0, total_, kGrain, [&](int64_t begin, int64_t end) {
+    difflab::parallel_for(0, total_, kGrain, [&](int64_t begin, int64_t end) {
       adamw_ema_pass(p + begin, g + begin, m + begin, v + begin, e ? e + begin : nullptr, end - begin, scalars);
     });
   } else {  // AdamW::step's operations, on the whole buffers at once

@@ -2,7 +2,7 @@
 // post-operations, and the bf16 NHWC elementwise passes around them (simd_kernels.cpp).
 #include "difflab/inference.h"
 
-#include <ATen/Parallel.h>
+#include "difflab/parallel.h"
 #include <ATen/record_function.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
@@ -107,7 +107,7 @@ void Normalise::operator()(const std::vector<Activation>& parts, const Activatio
   bf16_bits* out = mutable_data(y);
   bf16_bits* copied = copy != nullptr ? mutable_data(*copy) : nullptr;
   const int64_t copy_stride = copy != nullptr ? copy->stride() : 0;
-  at::parallel_for(0, y.batch() * y.height() * y.width(), kGrainPixels, [&](int64_t begin, int64_t end) {
+  difflab::parallel_for(0, y.batch() * y.height() * y.width(), kGrainPixels, [&](int64_t begin, int64_t end) {
     int64_t first = 0;  // the part's first channel
     for (const Activation& part : parts) {
       simd::scale_shift_pixels(data(part) + begin * part.stride(), part.stride(), end - begin, part.channels,
@@ -134,7 +134,7 @@ void for_each_output_row(const Activation& x, const Activation& y, double scale,
   const int64_t in_image = x.height() * x.width() * x.stride(), out_image = y.height() * y.width() * y.stride();
   const bf16_bits* in = data(x);
   bf16_bits* out = mutable_data(y);
-  at::parallel_for(0, y.batch() * y.height(), 1, [&](int64_t begin, int64_t end) {
+  difflab::parallel_for(0, y.batch() * y.height(), 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t image = r / y.height(), out_y = r % y.height();
       row(out_y, in + image * in_image, out + image * out_image + out_y * y.width() * y.stride());
@@ -253,7 +253,7 @@ struct Conv::State {
       RECORD_FUNCTION("difflab::inference::swish", std::vector<c10::IValue>());
       auto* values = static_cast<bf16_bits*>(dst);
       const int64_t count = e.key[0] * e.key[1] * e.key[2] * out_channels;  // batch, height, width
-      at::parallel_for(0, count, 1 << 15, [&](int64_t begin, int64_t end) {
+      difflab::parallel_for(0, count, 1 << 15, [&](int64_t begin, int64_t end) {
         simd::silu_in_place(values + begin, end - begin);
       });
     }

@@ -4,7 +4,7 @@
 // rows, so results do not depend on the thread count.
 #include "difflab/precision.h"
 
-#include <ATen/Parallel.h>
+#include "difflab/parallel.h"
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
@@ -49,7 +49,7 @@ bool dense(const torch::Tensor& t) {
 
 template <typename Kernel>
 void elementwise(int64_t n, Kernel kernel) {
-  at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) { kernel(begin, end - begin); });
+  difflab::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) { kernel(begin, end - begin); });
 }
 
 // Per-channel sums over the rows of an NHWC tensor, reduced chunk by chunk in float64.
@@ -58,7 +58,7 @@ std::pair<std::vector<double>, std::vector<double>> channel_sums(int64_t rows, i
                                                                  ChunkSums chunk_sums) {
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
   std::vector<float> partial(static_cast<size_t>(2 * chunks * channels), 0.0f);
-  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+  difflab::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t first = chunk * kChunkRows;
       float* first_sum = partial.data() + 2 * chunk * channels;
@@ -134,7 +134,7 @@ struct NormaliseBlockInput : torch::autograd::Function<NormaliseBlockInput> {
     torch::Tensor residual = residual_bf16 ? at::empty_like(y) : first;
     bf16_bits* y_data = bf16_data(y);
     bf16_bits* residual_data = residual_bf16 ? bf16_data(residual) : nullptr;
-    at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / channels), [&](int64_t begin, int64_t end) {
+    difflab::parallel_for(0, rows, std::max<int64_t>(1, kGrain / channels), [&](int64_t begin, int64_t end) {
       int64_t first_channel = 0;
       for (const auto& part : parts) {
         const int64_t part_channels = part.size(1);
@@ -198,7 +198,7 @@ struct NormaliseBlockInput : torch::autograd::Function<NormaliseBlockInput> {
       if (part_channels > 0)
         dx.push_back(torch::empty({y.size(0), part_channels, y.size(2), y.size(3)},
                                   y.options().dtype(torch::kFloat32).memory_format(torch::MemoryFormat::ChannelsLast)));
-    at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / channels), [&](int64_t begin, int64_t end) {
+    difflab::parallel_for(0, rows, std::max<int64_t>(1, kGrain / channels), [&](int64_t begin, int64_t end) {
       int64_t first_channel = 0;
       for (auto& part : dx) {
         const int64_t part_channels = part.size(1);
@@ -311,7 +311,7 @@ struct Upsample2x : torch::autograd::Function<Upsample2x> {
     const float* in_data = x.data_ptr<float>();
     float* out_data = out.data_ptr<float>();
     const int64_t out_row = 2 * width * channels;
-    at::parallel_for(0, batch * 2 * height, 1, [&](int64_t begin, int64_t end) {
+    difflab::parallel_for(0, batch * 2 * height, 1, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r)
         upsample2x_forward_row(in_data + (r / (2 * height)) * height * width * channels, height, width,
                                channels, r % (2 * height), out_data + r * out_row);
@@ -333,7 +333,7 @@ struct Upsample2x : torch::autograd::Function<Upsample2x> {
     torch::Tensor dx = torch::empty(shape, g.options().memory_format(torch::MemoryFormat::ChannelsLast));
     const float* g_data = g.data_ptr<float>();
     float* dx_data = dx.data_ptr<float>();
-    at::parallel_for(0, batch * height, 1, [&](int64_t begin, int64_t end) {
+    difflab::parallel_for(0, batch * height, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> scratch(static_cast<size_t>(2 * width * channels));
       for (int64_t r = begin; r < end; ++r)
         upsample2x_backward_row(g_data + (r / height) * 4 * height * width * pixel_stride, pixel_stride,
