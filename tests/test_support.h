@@ -136,6 +136,12 @@ inline std::vector<double> metric_history(const std::filesystem::path& database,
   return values;
 }
 
+// A whole text file.
+inline std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 // The tiny synthetic experiment every end-to-end test trains (seconds on two cores).
 inline std::string tiny_experiment() { return std::string(DIFFLAB_TEST_SOURCE_DIR) + "/tests/data/tiny_synthetic.toml"; }
 

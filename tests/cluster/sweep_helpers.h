@@ -14,12 +14,8 @@
 namespace difflab::test::sweeps {
 
 namespace fs = std::filesystem;
+using difflab::test::read_text;  // test_support.h's, for the tests that use this namespace
 
-
-inline std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // DIR/sweep.toml: the tiny experiment, one thread, with `sweep` as its [sweep] table (none when
 // empty); returns "DIR/sweep.toml --set ..." with the database and the outputs inside DIR.

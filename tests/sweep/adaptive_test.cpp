@@ -17,13 +17,9 @@ using namespace difflab;
 namespace fs = std::filesystem;
 using difflab::test::difflab_command;
 using difflab::test::Outcome;
+using difflab::test::read_text;
 
 namespace {
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // DIR/sweep.toml: the tiny experiment with `sweep` as its [sweep] table; returns the arguments
 // that run it into DIR.

@@ -6,6 +6,8 @@
 #include "cluster/kubernetes.h"
 #include "cluster/launcher.h"
 #include "cluster/slurm.h"
+#include "results/results_store.h"
+#include "sweep/search.h"
 #include "plugin_host/registry.h"
 
 namespace difflab {
@@ -174,9 +176,31 @@ void add_folder_commands(CommandTable& table, const std::string& prefix) {
 
 }  // namespace
 
+// `difflab sweep replay DB`: every proposal and every asha/hyperband decision recomputed from the
+// database alone; exit 1 on any disagreement, naming it.
+int command_sweep_replay(const po::variables_map& values) {
+  const std::string database = text(values, "DB");
+  if (!std::filesystem::exists(database)) throw ConfigError("no such database", ErrorContext::in_file(database));
+  const ResultsStore store(database, OpenMode::read_only);
+  const ReplayOutcome proposals = replay_proposals(store);
+  const DecisionReplay decisions = replay_decisions(store);
+  fmt::print("{}: {} of {} proposals agree; {} of {} decisions agree{}\n", database, proposals.agreeing,
+             proposals.proposals, decisions.agreeing, decisions.decisions - decisions.not_replayed,
+             decisions.not_replayed > 0 ? fmt::format(" ({} median or synchronous ones not replayed)",
+                                                      decisions.not_replayed)
+                                        : "");
+  for (const std::string& disagreement : proposals.disagreements) fmt::print("  disagrees: {}\n", disagreement);
+  for (const std::string& disagreement : decisions.disagreements) fmt::print("  disagrees: {}\n", disagreement);
+  return proposals.disagreements.empty() && decisions.disagreements.empty() ? 0 : 1;
+}
+
 void add_cluster_commands(CommandTable& table) {
   add_slurm(table);
   add_k8s(table);
+  table.add("sweep replay", "DB",
+            "recompute every proposal (sampler = \"tpe\") and every asha and hyperband decision from the database "
+            "alone; exit 1 naming any that disagrees",
+            {"DB"}, 1, command_sweep_replay);
   add_folder_commands(table, "sweep");
   add_folder_commands(table, "slurm");
 }

@@ -353,20 +353,75 @@ void check_adaptive(const AdaptiveSweep& adaptive, const std::vector<SweepRun>& 
                                               "reduction_factor^k), or another sweep.metric"));
 }
 
+// A model-based sweep (sampler = "tpe") as one SweepRun holding its space. Its points are
+// proposed as it runs; here every alternative of every choice and both bounds of every
+// distribution are validated (each with the other dimensions at their first value), so that a bad
+// value fails before anything runs, as every point of a grid does.
+std::vector<SweepRun> search_root(toml::table root, SearchSpace space, const std::string& source,
+                                  const fs::path& base_dir, const std::vector<std::string>& overrides,
+                                  PluginRegistry& registry) {
+  const toml::table& sweep = *root.get("sweep")->as_table();
+  std::optional<AdaptiveSweep> adaptive = adaptive_sweep(sweep, source);
+  std::ostringstream sweep_text;
+  sweep_text << sweep;
+  const auto settings = std::make_shared<const std::string>(sweep_text.str());
+  root.erase("sweep");
+  auto search = std::make_shared<SearchSweep>();
+  search->experiment = [root, source, base_dir, overrides, &registry](const Assignments& point) {
+    return parse_root(root, source, base_dir, overrides, registry, point);
+  };
+  std::vector<double> first;
+  for (const auto& dimension : space.dimensions) first.push_back(dimension.kind == "choice" ? 0.0 : dimension.low);
+  std::vector<std::string> problems;
+  std::optional<Experiment> base;
+  for (size_t d = 0; d <= space.dimensions.size(); ++d) {
+    std::vector<std::vector<double>> variants;
+    if (d == space.dimensions.size()) variants.push_back(first);
+    else if (space.dimensions[d].kind == "choice")
+      for (size_t k = 1; k < space.dimensions[d].alternatives.size(); ++k) variants.push_back(first), variants.back()[d] = double(k);
+    else variants.push_back(first), variants.back()[d] = space.dimensions[d].high;
+    for (const auto& values : variants) {
+      const SearchPoint point = search_point(space, values);
+      try {
+        Experiment experiment = search->experiment(point.assignments);
+        if (d == space.dimensions.size()) base = std::move(experiment);
+      } catch (const Error& error) {
+        problems.push_back(fmt::format("{}: {}", fmt::join(point.assignments, ", "), error.what()));
+      }
+    }
+  }
+  if (!problems.empty())
+    throw ConfigError(fmt::format("{} values of the search space are invalid:\n  {}", problems.size(),
+                                  fmt::join(problems, "\n  ")),
+                      ErrorContext::for_key(source, "sweep"));
+  search->space = std::move(space);
+  SweepRun run{std::move(*base), fmt::format("sampler = \"tpe\", {} trials", search->space.trials), ""};
+  run.sweep_settings = settings;
+  run.sweep_method = "tpe";
+  run.search = std::move(search);
+  std::vector<SweepRun> runs = {std::move(run)};
+  if (adaptive) {
+    check_adaptive(*adaptive, runs);
+    runs.front().adaptive = std::make_shared<const AdaptiveSweep>(std::move(*adaptive));
+  }
+  return runs;
+}
+
 std::vector<SweepRun> expand_root(toml::table root, const std::string& source, const fs::path& base_dir,
                                   const std::vector<std::string>& overrides, PluginRegistry& registry) {
   const toml::node* sweep_node = root.get("sweep");
   if (sweep_node == nullptr) return {{parse_root(std::move(root), source, base_dir, overrides, registry), "", ""}};
   if (!sweep_node->is_table())
     throw ConfigError("expected a table [sweep]", ErrorContext::at(source, sweep_node->source().begin.line, 0, "sweep"));
+  if (std::optional<SearchSpace> space = search_space(*sweep_node->as_table(), source))
+    return search_root(std::move(root), std::move(*space), source, base_dir, overrides, registry);
   const std::vector<Assignments> points = expand_sweep(*sweep_node->as_table(), source);
   std::optional<AdaptiveSweep> adaptive = adaptive_sweep(*sweep_node->as_table(), source);
   std::ostringstream sweep_text;
   sweep_text << *sweep_node->as_table();
   const auto sweep_settings = std::make_shared<const std::string>(sweep_text.str());
-  const std::string sweep_method = sweep_node->as_table()->get("method") != nullptr
-                                       ? sweep_node->as_table()->get("method")->value_or(std::string("grid"))
-                                       : std::string("grid");
+  const toml::table& sweep_table = *sweep_node->as_table();
+  const std::string sweep_method = sweep_table["method"].value_or(sweep_table["sampler"].value_or(std::string("grid")));
   root.erase("sweep");
   if (points.empty()) throw ConfigError("the sweep excludes every point", ErrorContext::for_key(source, "sweep.exclude"));
 

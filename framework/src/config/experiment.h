@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,6 +58,14 @@ bool section_defines_training(const std::string& section);
 
 // One run of a sweep: its experiment and the point's assignments ("loss.plugin=\"mse\", ...";
 // empty for a file without [sweep]).
+// A model-based sweep (sampler = "tpe"): its space, and how a proposed point becomes a trial's
+// experiment (the file's values, the point's, then --set; validated like any point). The function
+// refers to the PluginRegistry the sweep was loaded with, which must outlive it.
+struct SearchSweep {
+  SearchSpace space;
+  std::function<Experiment(const Assignments& point)> experiment;
+};
+
 struct SweepRun {
   Experiment experiment;
   std::string point;
@@ -67,6 +76,10 @@ struct SweepRun {
   // The file's [sweep] table as TOML and its method (grid, random, asha, ...); empty without one.
   std::shared_ptr<const std::string> sweep_settings = nullptr;
   std::string sweep_method{};
+  // A model-based sweep, loaded as this one run: the first point of its space (every dimension's
+  // first alternative or low bound), for the checks before it runs; sweep/search.h proposes the
+  // trials. Null for any other sweep.
+  std::shared_ptr<const SearchSweep> search = nullptr;
   // Its experiment's results database (experiment.database).
   std::string database() const { return experiment.settings().experiment.database; }
 };

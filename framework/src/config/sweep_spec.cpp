@@ -57,13 +57,16 @@ struct Distribution {
 // [sweep], parsed: discrete axes (each alternative a list of assignments), distributions, seeds,
 // excluded partial assignments.
 struct SweepSpec {
-  std::string method = "grid";
+  std::string method = "grid";  // how its trials are chosen: grid, random (and the adaptive methods), tpe
   int64_t trials = 0;
   uint64_t draw_seed = 0;
   std::vector<Axis> axes;
   std::vector<Distribution> distributions;
   Axis seeds;
   std::vector<Assignments> excluded;
+  // sampler = "tpe" (sweep/samplers/tpe.h's Settings; Optuna's defaults)
+  int64_t random_trials = 10, candidates = 24;
+  bool multivariate = false, constant_liar = true;
 };
 
 // A uniform double in [0, 1) from 53 random bits: the same draws on every platform and library.
@@ -90,8 +93,10 @@ std::string draw(const Distribution& distribution, std::mt19937_64& generator) {
 }
 
 constexpr const char* kMethods[] = {"grid", "random", "asha", "hyperband", "successive_halving"};
+constexpr const char* kSamplers[] = {"grid", "random", "tpe"};
 const std::set<std::string> kAdaptiveKeys = {"metric",  "direction",      "min_epochs",     "reduction_factor",
                                              "brackets", "pruner",        "startup_trials", "warmup_epochs"};
+const std::set<std::string> kTpeKeys = {"random_trials", "candidates", "multivariate", "constant_liar"};
 
 SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source) {
   auto context = [&](const toml::node& node, const std::string& key) {
@@ -105,15 +110,43 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
                         context(*method, "method"));
     spec.method = *name;
   }
-  // The adaptive methods draw their trials as random does.
+  if (const toml::node* sampler = sweep.get("sampler")) {
+    const auto name = sampler->value<std::string>();
+    if (!name || std::find(std::begin(kSamplers), std::end(kSamplers), *name) == std::end(kSamplers))
+      throw ConfigError("sampler must be \"grid\", \"random\" or \"tpe\"", context(*sampler, "sampler"));
+    if (sweep.get("method") != nullptr)
+      throw ConfigError("method and sampler: one or the other (method = \"asha\" is sampler = \"random\" with "
+                        "pruner = \"asha\")",
+                        context(*sampler, "sampler"));
+    spec.method = *name;
+  }
+  // The adaptive methods and TPE draw their trials as random does (TPE its first ones).
   const bool random = spec.method != "grid";
   for (const auto& [key, node] : sweep) {
     const std::string name(key.str());
-    if (name == "method" || kAdaptiveKeys.count(name)) continue;  // adaptive_sweep() reads these
+    if (name == "method" || name == "sampler" || kAdaptiveKeys.count(name)) continue;  // adaptive_sweep() reads these
+    if (kTpeKeys.count(name)) {
+      if (spec.method != "tpe")
+        throw ConfigError(name + " is a key of sampler = \"tpe\", not of " +
+                              (sweep.get("sampler") ? "sampler" : "method") + " = \"" + spec.method + "\"",
+                          context(node, name));
+      if (name == "multivariate" || name == "constant_liar") {
+        const auto value = node.value<bool>();
+        if (!value || !node.is_boolean()) throw ConfigError("expected true or false", context(node, name));
+        (name == "multivariate" ? spec.multivariate : spec.constant_liar) = *value;
+      } else {
+        const auto value = node.value<int64_t>();
+        if (!value || !node.is_integer() || *value < (name == "candidates" ? 1 : 0))
+          throw ConfigError(name == "candidates" ? "expected a positive integer" : "expected a non-negative integer",
+                            context(node, name));
+        (name == "candidates" ? spec.candidates : spec.random_trials) = *value;
+      }
+      continue;
+    }
     if (name == "trials" || name == "seed") {
       const auto value = node.value<int64_t>();
       if (!random)
-        throw ConfigError(name + " is for method = \"random\" and the adaptive methods", context(node, name));
+        throw ConfigError(name + " is for method = \"random\", the adaptive methods and sampler = \"tpe\"", context(node, name));
       if (!value || *value < (name == "trials" ? 1 : 0))
         throw ConfigError(name == "trials" ? "expected a positive integer" : "expected a non-negative integer",
                           context(node, name));
@@ -144,9 +177,10 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
     } else if (name.find('.') == std::string::npos) {
       throw ConfigError("unknown sweep key \"" + name + "\"",
                         ErrorContext::at(source, key.source().begin.line, 0, "sweep." + name,
-                                         "sweep keys: method, trials, seed, seeds, exclude, linked, metric, "
+                                         "sweep keys: method, sampler, trials, seed, seeds, exclude, linked, metric, "
                                          "direction, min_epochs, reduction_factor, brackets, pruner, "
-                                         "startup_trials, warmup_epochs, or a dotted "
+                                         "startup_trials, warmup_epochs, random_trials, candidates, multivariate, "
+                                         "constant_liar, or a dotted "
                                          "parameter such as \"loss.plugin\" = [\"mae\", \"mse\"]"));
     } else if (const toml::table* table = node.as_table()) {
       // { uniform = [low, high] } and friends (random only); { choice = [...] } = a plain array.
@@ -160,7 +194,7 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
                           ErrorContext::at(source, node.source().begin.line, node.source().begin.column,
                                            "sweep." + name, "distributions: choice, uniform, log_uniform, int_uniform"));
       if (!random)
-        throw ConfigError("a distribution needs method = \"random\"", context(node, name));
+        throw ConfigError("a distribution needs method = \"random\" or sampler = \"random\" | \"tpe\"", context(node, name));
       if (values == nullptr || values->empty())
         throw ConfigError("expected " + kind + " = [...] with values", context(node, name));
       if (kind == "choice") {
@@ -189,7 +223,9 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
     }
   }
   if (random && spec.trials == 0)
-    throw ConfigError("method = \"" + spec.method + "\" needs trials = N", ErrorContext::for_key(source, "sweep.trials"));
+    throw ConfigError((sweep.get("sampler") ? "sampler" : "method") + std::string(" = \"") + spec.method +
+                          "\" needs trials = N",
+                      ErrorContext::for_key(source, "sweep.trials"));
   return spec;
 }
 
@@ -266,6 +302,73 @@ std::vector<Assignments> expand_sweep(const toml::table& sweep, const std::strin
   return seeded;
 }
 
+std::optional<SearchSpace> search_space(const toml::table& sweep, const std::string& source) {
+  const SweepSpec spec = parse_sweep_table(sweep, source);
+  if (spec.method != "tpe") return std::nullopt;
+  if (!spec.seeds.empty())
+    throw ConfigError("seeds with sampler = \"tpe\": a proposal is one run (set experiment.seed, or sweep seeds with "
+                      "sampler = \"random\")",
+                      ErrorContext::for_key(source, "sweep.seeds"));
+  SearchSpace space;
+  space.trials = spec.trials;
+  space.seed = spec.draw_seed;
+  space.random_trials = spec.random_trials;
+  space.candidates = spec.candidates;
+  space.multivariate = spec.multivariate;
+  space.constant_liar = spec.constant_liar;
+  space.excluded = spec.excluded;
+  for (const Axis& axis : spec.axes) {
+    SearchSpace::Dimension dimension;
+    dimension.key = axis.front().front().substr(0, axis.front().front().find('='));
+    dimension.kind = "choice";
+    dimension.alternatives = axis;
+    space.dimensions.push_back(std::move(dimension));
+  }
+  for (const Distribution& distribution : spec.distributions)
+    space.dimensions.push_back({distribution.key, distribution.kind, distribution.low, distribution.high, {}});
+  if (space.dimensions.empty())
+    throw ConfigError("sampler = \"tpe\" has nothing to search: give an axis or a distribution",
+                      ErrorContext::for_key(source, "sweep"));
+  if (const toml::node* metric = sweep.get("metric")) space.metric = metric->value_or(std::string("val_kid"));
+  if (const toml::node* direction = sweep.get("direction")) {
+    const auto text = direction->value<std::string>();
+    if (!text || (*text != "minimize" && *text != "maximize"))
+      throw ConfigError("direction must be \"minimize\" or \"maximize\"",
+                        ErrorContext::at(source, direction->source().begin.line, direction->source().begin.column,
+                                         "sweep.direction"));
+    space.maximize = *text == "maximize";
+  }
+  return space;
+}
+
+SearchPoint search_point(const SearchSpace& space, const std::vector<double>& values) {
+  SearchPoint point;
+  for (size_t d = 0; d < space.dimensions.size(); ++d) {
+    const SearchSpace::Dimension& dimension = space.dimensions[d];
+    if (dimension.kind == "choice") {
+      const size_t index = std::min(dimension.alternatives.size() - 1, static_cast<size_t>(std::max(0.0, values[d])));
+      point.assignments.insert(point.assignments.end(), dimension.alternatives[index].begin(),
+                               dimension.alternatives[index].end());
+      point.values.push_back(static_cast<double>(index));
+    } else if (dimension.kind == "int_uniform") {
+      const auto value = static_cast<int64_t>(std::llround(values[d]));
+      point.assignments.push_back(dimension.key + "=" + std::to_string(value));
+      point.values.push_back(static_cast<double>(value));
+    } else {
+      // The value as the run records it (6 significant digits), kept within the bounds.
+      const std::string text = float_text(std::clamp(values[d], dimension.low, dimension.high));
+      point.assignments.push_back(dimension.key + "=" + text);
+      point.values.push_back(std::clamp(std::stod(text), dimension.low, dimension.high));
+    }
+  }
+  point.excluded = std::any_of(space.excluded.begin(), space.excluded.end(), [&](const Assignments& rule) {
+    return std::all_of(rule.begin(), rule.end(), [&](const std::string& assignment) {
+      return std::find(point.assignments.begin(), point.assignments.end(), assignment) != point.assignments.end();
+    });
+  });
+  return point;
+}
+
 const char* to_string(AdaptiveSweep::Method method) {
   switch (method) {
     case AdaptiveSweep::Method::asha: return "asha";
@@ -280,21 +383,29 @@ std::optional<AdaptiveSweep> adaptive_sweep(const toml::table& sweep, const std:
   auto place = [&](const toml::node& node, const std::string& key) {
     return ErrorContext::at(source, node.source().begin.line, node.source().begin.column, "sweep." + key);
   };
-  const std::string method = sweep["method"].value_or(std::string("grid"));
+  // `method` names both halves (asha: random trials, the asha rule); `sampler` and `pruner` one each.
+  const std::string sampler = sweep["sampler"].value_or(std::string());
+  const std::string method = sweep["method"].value_or(sampler.empty() ? std::string("grid") : sampler);
   const toml::node* pruner = sweep.get("pruner");
+  const std::string pruner_name = pruner != nullptr ? pruner->value_or(std::string()) : std::string();
   AdaptiveSweep adaptive;
   if (method == "asha") adaptive.method = AdaptiveSweep::Method::asha;
   else if (method == "hyperband") adaptive.method = AdaptiveSweep::Method::hyperband;
   else if (method == "successive_halving") adaptive.method = AdaptiveSweep::Method::successive_halving;
-  else if (pruner != nullptr) adaptive.method = AdaptiveSweep::Method::median;
-  const bool is_adaptive = method != "grid" && method != "random";
+  else if (pruner_name == "asha") adaptive.method = AdaptiveSweep::Method::asha;
+  else if (pruner_name == "hyperband") adaptive.method = AdaptiveSweep::Method::hyperband;
+  else adaptive.method = AdaptiveSweep::Method::median;
+  const bool is_adaptive = method != "grid" && method != "random" && method != "tpe";
   if (pruner != nullptr) {
-    if (pruner->value<std::string>() != std::string("median"))
-      throw ConfigError("pruner must be \"median\"", place(*pruner, "pruner"));
+    if (pruner_name != "asha" && pruner_name != "hyperband" && pruner_name != "median" && pruner_name != "none")
+      throw ConfigError("pruner must be \"asha\", \"hyperband\", \"median\" or \"none\"", place(*pruner, "pruner"));
     if (is_adaptive)
-      throw ConfigError("pruner is for method = \"grid\" or \"random\"; " + method + " prunes by its own rule",
+      throw ConfigError("pruner is for a sampler (or method = \"grid\" or \"random\"); method = \"" + method +
+                            "\" prunes by its own rule",
                         place(*pruner, "pruner"));
   }
+  const bool pruning = is_adaptive || (pruner != nullptr && pruner_name != "none");
+  const bool searching = method == "tpe";
   if (pruner != nullptr) adaptive.where["sweep.pruner"] = place(*pruner, "pruner");
   if (const toml::node* node = sweep.get("method")) adaptive.where["sweep.method"] = place(*node, "method");
   // Which keys each method takes.
@@ -314,9 +425,10 @@ std::optional<AdaptiveSweep> adaptive_sweep(const toml::table& sweep, const std:
     const std::string name(key.str());
     auto allowed = takes.find(name);
     if (allowed == takes.end()) continue;
-    if ((!is_adaptive && pruner == nullptr) || !allowed->second.count(adaptive.method))
+    const bool searched = searching && (name == "metric" || name == "direction");  // what TPE learns from
+    if ((!pruning && !searched) || (pruning && !allowed->second.count(adaptive.method)))
       throw ConfigError(fmt::format("{} is not a key of {}", name,
-                                    is_adaptive || pruner != nullptr ? "this method" : "a sweep without a pruner"),
+                                    pruning ? "this pruner" : "a sweep without a pruner"),
                         place(node, name));
     adaptive.where["sweep." + name] = place(node, name);
     if (name == "metric" || name == "direction") {
@@ -337,7 +449,7 @@ std::optional<AdaptiveSweep> adaptive_sweep(const toml::table& sweep, const std:
     else if (name == "startup_trials") adaptive.startup_trials = *value;
     else adaptive.warmup_epochs = *value;
   }
-  if (!is_adaptive && pruner == nullptr) return std::nullopt;
+  if (!pruning) return std::nullopt;
   for (const char* key : {"metric", "min_epochs", "reduction_factor", "pruner", "method"})
     if (!adaptive.where.count(std::string("sweep.") + key))
       adaptive.where[std::string("sweep.") + key] = ErrorContext::for_key(source, std::string("sweep.") + key);

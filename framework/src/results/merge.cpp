@@ -121,23 +121,33 @@ RunContent read_run_content(SQLite::Database& db, const Layout& layout, int64_t 
   return content;
 }
 
-// A shard's runs, and its sweeps' rows (the same in every shard of a sweep: kept once).
+// The tables of a sweep rather than of a run, keyed by the sweep (and trial): a row is the same in
+// every shard that has it, and kept once (INSERT OR IGNORE).
+const std::vector<std::string>& sweep_tables() {
+  static const std::vector<std::string> tables = {"sweeps", "proposals"};
+  return tables;
+}
+
+// A shard's runs, and its sweep tables' rows, per table.
 struct ShardContent {
   std::vector<RunContent> runs;
-  std::vector<Row> sweeps;
+  std::map<std::string, std::vector<Row>> sweep_rows;
 };
 
-ShardContent read_shard(const fs::path& shard, const Layout& layout, const std::vector<std::string>& sweep_columns) {
+ShardContent read_shard(const fs::path& shard, const Layout& layout,
+                        const std::map<std::string, std::vector<std::string>>& sweep_columns) {
   ResultsStore store(shard, OpenMode::read_only);
   ShardContent content;
   SQLite::Statement ids(store.database(), "SELECT id FROM runs ORDER BY id");
   while (ids.executeStep())
     content.runs.push_back(read_run_content(store.database(), layout, ids.getColumn(0).getInt64()));
-  SQLite::Statement sweeps(store.database(), "SELECT " + joined(sweep_columns) + " FROM sweeps");
-  while (sweeps.executeStep()) {
-    Row row;
-    for (int i = 0; i < static_cast<int>(sweep_columns.size()); ++i) row.push_back(read_value(sweeps.getColumn(i)));
-    content.sweeps.push_back(std::move(row));
+  for (const auto& [table, names] : sweep_columns) {
+    SQLite::Statement rows(store.database(), "SELECT " + joined(names) + " FROM " + table);
+    while (rows.executeStep()) {
+      Row row;
+      for (int i = 0; i < static_cast<int>(names.size()); ++i) row.push_back(read_value(rows.getColumn(i)));
+      content.sweep_rows[table].push_back(std::move(row));
+    }
   }
   return content;
 }
@@ -220,7 +230,8 @@ MergeReport merge_shards(ResultsStore& main, const std::vector<fs::path>& shards
   MergeReport report;
   SQLite::Database& db = main.database();
   const Layout layout(db);
-  const std::vector<std::string> sweep_columns = columns(db, "sweeps", "");
+  std::map<std::string, std::vector<std::string>> sweep_columns;
+  for (const std::string& table : sweep_tables()) sweep_columns[table] = columns(db, table, "");
   std::vector<std::pair<fs::path, ShardContent>> good;
   for (const auto& shard : shards) {
     std::string problem = shard_problem(shard);
@@ -235,15 +246,18 @@ MergeReport merge_shards(ResultsStore& main, const std::vector<fs::path>& shards
     report.skipped.push_back({shard, problem});
   }
   SQLite::Transaction transaction(db, SQLite::TransactionBehavior::IMMEDIATE);
-  std::string marks;
-  for (size_t i = 0; i < sweep_columns.size(); ++i) marks += i == 0 ? "?" : ", ?";
-  SQLite::Statement add_sweep(db, "INSERT OR IGNORE INTO sweeps (" + joined(sweep_columns) + ") VALUES (" + marks + ")");
   for (const auto& [shard, shard_content] : good) {
     const std::vector<RunContent>& runs = shard_content.runs;
-    for (const Row& row : shard_content.sweeps) {
-      for (size_t i = 0; i < row.size(); ++i) bind_value(add_sweep, static_cast<int>(i) + 1, row[i]);
-      add_sweep.exec();
-      add_sweep.reset();
+    for (const auto& [table, rows] : shard_content.sweep_rows) {
+      const std::vector<std::string>& names = sweep_columns.at(table);
+      std::string marks;
+      for (size_t i = 0; i < names.size(); ++i) marks += i == 0 ? "?" : ", ?";
+      SQLite::Statement add(db, "INSERT OR IGNORE INTO " + table + " (" + joined(names) + ") VALUES (" + marks + ")");
+      for (const Row& row : rows) {
+        for (size_t i = 0; i < row.size(); ++i) bind_value(add, static_cast<int>(i) + 1, row[i]);
+        add.exec();
+        add.reset();
+      }
     }
     for (const RunContent& content : runs) {
       switch (merge_run(db, layout, content)) {

@@ -263,6 +263,25 @@ CREATE TABLE IF NOT EXISTS sweep_trials (
 );
 )SQL";
 
+// Version 11: a model-based sweep's proposals (sampler = "tpe"), each with what it was computed
+// from, so that `difflab sweep replay` recomputes it from the database alone.
+constexpr const char* kSchemaV11 = R"SQL(
+CREATE TABLE IF NOT EXISTS proposals (
+  sweep        TEXT NOT NULL,     -- the sweep's hash (sweeps.sweep)
+  trial        INTEGER NOT NULL,  -- from 0, in the order proposed
+  sampler      TEXT NOT NULL,     -- tpe
+  seed         INTEGER NOT NULL,  -- the generator's seed (from sweep.seed, the trial and the draw)
+  draw         INTEGER NOT NULL,  -- 0, or how many draws repeated an earlier trial or hit sweep.exclude
+  random       INTEGER NOT NULL,  -- 1: drawn from the space (fewer than random_trials trials to learn from)
+  conditioned  TEXT NOT NULL,     -- the trials it saw, a line each: trial attempt state step value v1 .. vD
+  assignments  TEXT NOT NULL,     -- the proposed point, a "key=value" line each
+  point_values TEXT NOT NULL,     -- its values, one per dimension (a choice: the alternative's index)
+  score        REAL,              -- log l(x) - log g(x) of the chosen candidate; NULL when random
+  proposed_at  TEXT NOT NULL,
+  PRIMARY KEY (sweep, trial)
+);
+)SQL";
+
 std::string param_type(const ParamValue& value) {
   switch (value.index()) {
     case 0: return "boolean";
@@ -527,7 +546,7 @@ void ResultsStore::migrate() {
   const std::string migrations[] = {kSchemaV1, kSchemaV2, kRunSummaryView, std::string(kSchemaV4) + kAblationView,
                                     kSchemaV5, kSchemaV6, kSchemaV7,
                                     std::string(kSchemaV8) + kRunSummaryView + kAblationView, kSchemaV9,
-                                    kSchemaV10};
+                                    kSchemaV10, kSchemaV11};
   for (int next = version + 1; next <= kSchemaVersion; ++next) {
     db_->exec(migrations[next - 1]);
     db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
@@ -1041,6 +1060,63 @@ void ResultsStore::record_sweep_trial(int64_t run_id, const SweepTrialRecord& re
   trial.bind(4, record.bracket);
   trial.exec();
   transaction.commit();
+}
+
+void ResultsStore::record_proposal(const ProposalRecord& record) {
+  SQLite::Statement insert(*db_,
+                           "INSERT OR IGNORE INTO proposals (sweep, trial, sampler, seed, draw, random, conditioned, "
+                           "assignments, point_values, score, proposed_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))");
+  insert.bind(1, record.sweep);
+  insert.bind(2, record.trial);
+  insert.bind(3, record.sampler);
+  insert.bind(4, static_cast<int64_t>(record.seed));  // the 64 bits, as SQLite's signed integer
+  insert.bind(5, record.draw);
+  insert.bind(6, record.random ? 1 : 0);
+  insert.bind(7, record.conditioned);
+  insert.bind(8, record.assignments);
+  insert.bind(9, record.values);
+  if (record.score) insert.bind(10, *record.score);
+  insert.exec();
+}
+
+std::vector<ProposalRecord> ResultsStore::proposals(const std::string& sweep) const {
+  SQLite::Statement query(*db_,
+                          "SELECT sweep, trial, sampler, seed, draw, random, conditioned, assignments, point_values, "
+                          "score FROM proposals WHERE ? = '' OR sweep = ? ORDER BY sweep, trial");
+  query.bind(1, sweep);
+  query.bind(2, sweep);
+  std::vector<ProposalRecord> records;
+  while (query.executeStep()) {
+    ProposalRecord record;
+    record.sweep = query.getColumn(0).getString();
+    record.trial = query.getColumn(1).getInt64();
+    record.sampler = query.getColumn(2).getString();
+    record.seed = static_cast<uint64_t>(query.getColumn(3).getInt64());
+    record.draw = query.getColumn(4).getInt64();
+    record.random = query.getColumn(5).getInt() != 0;
+    record.conditioned = query.getColumn(6).getString();
+    record.assignments = query.getColumn(7).getString();
+    record.values = query.getColumn(8).getString();
+    if (!query.getColumn(9).isNull()) record.score = query.getColumn(9).getDouble();
+    records.push_back(std::move(record));
+  }
+  return records;
+}
+
+std::optional<double> ResultsStore::attempt_metric_at(const std::string& attempt, const std::string& metric,
+                                                      int64_t epoch) const {
+  SQLite::Statement query(*db_, "SELECT id FROM runs WHERE attempt = ?");
+  query.bind(1, attempt);
+  if (!query.executeStep()) return std::nullopt;
+  return metric_at(query.getColumn(0).getInt64(), metric, epoch);
+}
+
+std::optional<std::string> ResultsStore::sweep_settings(const std::string& sweep) const {
+  SQLite::Statement query(*db_, "SELECT settings FROM sweeps WHERE sweep = ?");
+  query.bind(1, sweep);
+  if (!query.executeStep()) return std::nullopt;
+  return query.getColumn(0).getString();
 }
 
 std::optional<SweepTrialRecord> ResultsStore::sweep_trial(int64_t run_id) const {

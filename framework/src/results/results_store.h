@@ -24,7 +24,7 @@ class Experiment;
 // This machine's host name, as recorded on run rows.
 std::string host_name();
 
-constexpr int kSchemaVersion = 10;
+constexpr int kSchemaVersion = 11;
 
 // A running run's process refreshes its row's heartbeat every kHeartbeatSeconds; a "running" row
 // whose heartbeat is older than kLeaseSeconds (or, on this host, whose process is gone) belongs
@@ -122,6 +122,20 @@ struct DecisionRecord {
   std::vector<std::string> peers;  // the attempts (runs.attempt) of the runs it was compared with
   bool prune = false;          // else it goes on (is promoted)
   std::string decided_at;
+};
+
+// A row of the proposals table (schema 11): a model-based sweep's proposal for one trial.
+struct ProposalRecord {
+  std::string sweep;
+  int64_t trial = 0;
+  std::string sampler;
+  uint64_t seed = 0;
+  int64_t draw = 0;
+  bool random = false;
+  std::string conditioned;  // the trials it saw: "trial attempt state step value v1 .. vD" lines
+  std::string assignments;  // "key=value" lines
+  std::string values;       // one per dimension, space-separated
+  std::optional<double> score;
 };
 
 // The sweep a run belongs to and its place in it (the sweeps and sweep_trials tables): what a
@@ -231,9 +245,17 @@ class ResultsStore {
   std::vector<DecisionRecord> decisions(int64_t run_id = 0) const;  // 0: every run's, in order
   // Records the sweep a run belongs to (the sweep's row once, the run's place every time).
   void record_sweep_trial(int64_t run_id, const SweepTrialRecord& record);
+  // A model-based sweep's proposal for a trial (the proposals table); one recorded before stands.
+  void record_proposal(const ProposalRecord& record);
+  // Every proposal of `sweep` (every sweep's when empty), by sweep and trial.
+  std::vector<ProposalRecord> proposals(const std::string& sweep = "") const;
+  // The sweep's [sweep] table as TOML (sweeps.settings), or nullopt.
+  std::optional<std::string> sweep_settings(const std::string& sweep) const;
   std::optional<SweepTrialRecord> sweep_trial(int64_t run_id) const;
   // The value of a metric a run recorded at an epoch.
   std::optional<double> metric_at(int64_t run_id, const std::string& metric, int64_t epoch) const;
+  // The same, for the run of an attempt (runs.attempt, as decisions.peers name them).
+  std::optional<double> attempt_metric_at(const std::string& attempt, const std::string& metric, int64_t epoch) const;
 
   std::optional<RunRecord> run(int64_t run_id) const;
   // The newest run of a configuration (see Experiment::config_hash).

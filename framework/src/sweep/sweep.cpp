@@ -22,6 +22,7 @@
 #include "results/results_store.h"
 #include "sweep/adaptive.h"
 #include "sweep/processes.h"
+#include "sweep/search.h"
 #include "sweep/sweep_folder.h"
 #include "training/distributed.h"
 #include "training/trainer.h"
@@ -104,7 +105,8 @@ RunOptions run_options(const SweepOptions& options, const std::vector<SweepRun>&
   const SweepRun& run = runs[i];
   RunOptions result = options.run;
   result.verdict = adaptive_verdict(runs, i);
-  result.sweep_trial = sweep_trial_record(run, static_cast<int64_t>(runs.size()), hash);
+  const int64_t trials = run.search ? run.search->space.trials : static_cast<int64_t>(runs.size());
+  result.sweep_trial = sweep_trial_record(run, trials, hash);
   result.new_run = options.new_run;
   result.retry_failed = options.retry_failed;
   result.threads = options.threads;
@@ -120,7 +122,8 @@ RunOptions run_options(const SweepOptions& options, const std::vector<SweepRun>&
 // tried to).
 bool run_point(const std::vector<SweepRun>& runs, size_t i, const PluginRegistry& registry,
                const SweepOptions& options, bool quiet_skips, const std::string& hash) {
-  const std::string header = fmt::format("== sweep run {}/{}: {}", i + 1, runs.size(), runs[i].point);
+  const int64_t total = runs[i].search ? runs[i].search->space.trials : static_cast<int64_t>(runs.size());
+  const std::string header = fmt::format("== sweep run {}/{}: {}", i + 1, total, runs[i].point);
   if (!quiet_skips) {
     fmt::print("{}\n", header);
     std::fflush(stdout);
@@ -249,12 +252,51 @@ int run_halving(const std::vector<SweepRun>& runs, const PluginRegistry& registr
   return leads(options) ? print_summary(runs, before) : 0;
 }
 
+// A model-based sweep (sampler = "tpe") in this process: trial after trial, each proposed from
+// the ones before it (or its recorded proposal, run again), then trained as a sweep point is.
+int run_search(const SweepRun& sweep, const PluginRegistry& registry, const SweepOptions& options) {
+  const SearchSpace& space = sweep.search->space;
+  if (options.workers > 1)
+    throw ConfigError("sampler = \"tpe\" runs in one process for now: its trials learn from each other, and "
+                      "proposing them from several workers (a constant liar) is not built yet",
+                      ErrorContext::for_key(sweep.experiment.file.string(), "sweep.sampler", "drop --workers"));
+  if (options.run.distributed != nullptr)
+    throw ConfigError("sampler = \"tpe\" does not run data-parallel yet",
+                      ErrorContext::for_key(sweep.experiment.file.string(), "sweep.sampler", "drop --nproc"));
+  const std::string hash = search_hash(sweep);
+  ResultsStore store(sweep.database());
+  std::vector<SweepRun> runs;
+  std::vector<std::optional<RunRecord>> before;
+  for (int64_t trial = 0; trial < space.trials; ++trial) {
+    if (StopRequest::requested()) break;
+    fmt::print("== sweep trial {}/{}\n", trial + 1, space.trials);
+    std::fflush(stdout);
+    const SearchPoint point = propose_trial(sweep, runs, store, hash, trial, true);
+    SweepRun run{sweep.search->experiment(point.assignments), "", ""};
+    for (const auto& assignment : point.assignments) {
+      run.point += (run.point.empty() ? "" : ", ") + assignment;
+      if (assignment.rfind("experiment.seed=", 0) != 0) run.variant += (run.variant.empty() ? "" : ", ") + assignment;
+    }
+    run.adaptive = sweep.adaptive;
+    run.trial = trial;
+    run.sweep_settings = sweep.sweep_settings;
+    run.sweep_method = sweep.sweep_method;
+    run.search = sweep.search;
+    runs.push_back(std::move(run));
+    before.push_back(latest_runs({runs.back()}).front());
+    run_point(runs, static_cast<size_t>(trial), registry, options, true, hash);
+  }
+  if (static_cast<int64_t>(runs.size()) < space.trials) return 130;
+  return print_summary(runs, before);
+}
+
 }  // namespace
 
 int run_sweep(const std::vector<SweepRun>& runs, const PluginRegistry& registry, const SweepOptions& options) {
   // Every point's data and components before the first point runs: a bad input is exit 2 with
   // nothing written, not a failure found after other points finished.
   check_before_running(runs, registry);
+  if (runs.front().search) return run_search(runs.front(), registry, options);
   if (runs.front().adaptive && runs.front().adaptive->method == AdaptiveSweep::Method::successive_halving)
     return run_halving(runs, registry, options);
   if (options.workers > 1) return run_parallel(runs, registry, options);

@@ -117,6 +117,10 @@ fs::path tasks_path(const fs::path& folder, int64_t number) { return submission_
 
 Manifest make_manifest(const fs::path& file, const std::vector<SweepRun>& runs, const PluginRegistry& registry,
                        const std::string& folder, const std::string& launcher) {
+  if (runs.front().search)
+    throw ConfigError("sampler = \"tpe\" runs with `difflab run FILE` (one process) for now: a cluster task that "
+                      "proposes its own trial from the shards it sees is not built yet",
+                      ErrorContext::for_key(file.string(), "sweep.sampler", "run it with difflab run, or use sampler = \"random\""));
   Manifest manifest;
   manifest.sweep_hash = sweep_hash(runs);
   const ExperimentSettings& settings = runs.front().experiment.settings().experiment;

@@ -1,0 +1,331 @@
+// Model-based sweeps: proposing, recording and replaying each trial's point (search.h).
+#include "sweep/search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "difflab/cache.h"
+#include "difflab/error.h"
+#include "sweep/pruning.h"
+#include "sweep/samplers/tpe.h"
+
+namespace difflab {
+namespace {
+
+// splitmix64's finaliser: spreads (seed, trial, draw) over the generator's seeds.
+uint64_t mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+uint64_t proposal_seed(uint64_t sweep_seed, int64_t trial, int64_t draw) {
+  return mix(sweep_seed ^ mix(static_cast<uint64_t>(trial) * 1000003u + static_cast<uint64_t>(draw)));
+}
+
+std::vector<tpe::Axis> axes_of(const SearchSpace& space) {
+  std::vector<tpe::Axis> axes;
+  for (const auto& dimension : space.dimensions) {
+    tpe::Axis axis;
+    if (dimension.kind == "choice") {
+      axis.kind = tpe::Axis::Kind::choice;
+      axis.choices = static_cast<int64_t>(dimension.alternatives.size());
+    } else {
+      axis.kind = dimension.kind == "uniform"       ? tpe::Axis::Kind::uniform
+                  : dimension.kind == "log_uniform" ? tpe::Axis::Kind::log_uniform
+                                                    : tpe::Axis::Kind::int_uniform;
+      axis.low = dimension.low;
+      axis.high = dimension.high;
+    }
+    axes.push_back(axis);
+  }
+  return axes;
+}
+
+tpe::Settings settings_of(const SearchSpace& space) {
+  tpe::Settings settings;
+  settings.random_trials = space.random_trials;
+  settings.candidates = space.candidates;
+  settings.multivariate = space.multivariate;
+  settings.constant_liar = space.constant_liar;
+  return settings;
+}
+
+const char* state_text(tpe::Observation::State state) {
+  switch (state) {
+    case tpe::Observation::State::complete: return "complete";
+    case tpe::Observation::State::pruned: return "pruned";
+    case tpe::Observation::State::running: return "running";
+  }
+  return "?";
+}
+
+// Shortest text that reads back as the same double ("nan" for NaN).
+std::string number(double value) { return std::isnan(value) ? "nan" : fmt::format("{}", value); }
+double parse_number(const std::string& text) { return text == "nan" ? std::nan("") : std::stod(text); }
+
+// The conditioned trials as text: "trial attempt state step value v1 .. vD" a line.
+struct Seen {
+  int64_t trial = 0;
+  std::string attempt;
+  tpe::Observation observation;
+};
+std::string seen_text(const std::vector<Seen>& seen) {
+  std::string text;
+  for (const Seen& s : seen) {
+    text += fmt::format("{} {} {} {} {}", s.trial, s.attempt, state_text(s.observation.state), s.observation.step,
+                        number(s.observation.value));
+    for (double v : s.observation.values) text += " " + number(v);
+    text += "\n";
+  }
+  return text;
+}
+std::vector<tpe::Observation> parse_seen(const std::string& text, std::vector<std::string>* attempts = nullptr) {
+  std::vector<tpe::Observation> observations;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    std::istringstream in(line);
+    std::string trial, attempt, state, step, value, word;
+    in >> trial >> attempt >> state >> step >> value;
+    tpe::Observation observation;
+    observation.state = state == "complete" ? tpe::Observation::State::complete
+                        : state == "pruned" ? tpe::Observation::State::pruned
+                                            : tpe::Observation::State::running;
+    observation.step = std::stoll(step);
+    observation.value = parse_number(value);
+    while (in >> word) observation.values.push_back(parse_number(word));
+    observations.push_back(std::move(observation));
+    if (attempts != nullptr) attempts->push_back(attempt);
+  }
+  return observations;
+}
+
+// A run as TPE sees it: finished (its metric at its last epoch), pruned (the last epoch with the
+// metric and its value there), else running.
+tpe::Observation observation_of(const ResultsStore& store, const RunRecord& run, const std::string& metric_key) {
+  tpe::Observation observation;
+  int64_t last = 0;
+  double value = std::nan("");
+  for (const MetricRecord& metric : store.metrics(run.id))
+    if (metric.key == metric_key && metric.epoch >= last) last = metric.epoch, value = metric.value;
+  if (run.status == RunStatus::finished) {
+    observation.state = tpe::Observation::State::complete;
+    observation.value = value;
+  } else if (run.status == RunStatus::pruned) {
+    observation.state = tpe::Observation::State::pruned;
+    observation.step = last;
+    observation.value = value;
+  } else {
+    observation.state = tpe::Observation::State::running;
+  }
+  return observation;
+}
+
+std::string values_text(const std::vector<double>& values) {
+  std::string text;
+  for (double v : values) text += (text.empty() ? "" : " ") + number(v);
+  return text;
+}
+
+// The point TPE proposes for `trial` from `observations`: the first draw that neither repeats an
+// earlier trial's point nor hits sweep.exclude (after 100, the last draw stands).
+struct Drawn {
+  SearchPoint point;
+  tpe::Proposal proposal;
+  uint64_t seed = 0;
+  int64_t draw = 0;
+};
+Drawn draw_point(const SearchSpace& space, const std::vector<tpe::Observation>& observations,
+                 const std::vector<Assignments>& taken, int64_t trial) {
+  Drawn drawn;
+  for (drawn.draw = 0;; ++drawn.draw) {
+    drawn.seed = proposal_seed(space.seed, trial, drawn.draw);
+    drawn.proposal = tpe::propose(axes_of(space), observations, settings_of(space), space.maximize, drawn.seed);
+    drawn.point = search_point(space, drawn.proposal.values);
+    const bool repeated = std::find(taken.begin(), taken.end(), drawn.point.assignments) != taken.end();
+    if ((!repeated && !drawn.point.excluded) || drawn.draw >= 99) return drawn;
+  }
+}
+
+}  // namespace
+
+std::string search_hash(const SweepRun& sweep) {
+  const std::string text = (sweep.sweep_settings ? *sweep.sweep_settings : std::string()) + "\n" +
+                           sweep.experiment.config_hash();
+  return fmt::format("{:016x}", fnv1a(text));
+}
+
+SearchPoint propose_trial(const SweepRun& sweep, const std::vector<SweepRun>& earlier, ResultsStore& store,
+                          const std::string& hash, int64_t trial, bool announce) {
+  const SearchSpace& space = sweep.search->space;
+  for (const ProposalRecord& recorded : store.proposals(hash)) {
+    if (recorded.trial != trial) continue;
+    SearchPoint point;
+    std::istringstream lines(recorded.assignments);
+    for (std::string line; std::getline(lines, line);)
+      if (!line.empty()) point.assignments.push_back(line);
+    std::istringstream numbers(recorded.values);
+    for (std::string word; numbers >> word;) point.values.push_back(parse_number(word));
+    return point;
+  }
+  // What the trials before it recorded: their state, the last epoch with the sweep's metric and its
+  // value there (a finished trial: its value at its last epoch), their points' values.
+  std::vector<Seen> seen;
+  std::vector<Assignments> taken;
+  const std::vector<ProposalRecord> proposals = store.proposals(hash);
+  for (size_t k = 0; k < earlier.size(); ++k) {
+    const std::optional<RunRecord> run = store.latest_run(earlier[k].experiment.config_hash());
+    SearchPoint point;
+    for (const ProposalRecord& recorded : proposals)
+      if (recorded.trial == static_cast<int64_t>(k)) {
+        std::istringstream numbers(recorded.values);
+        for (std::string word; numbers >> word;) point.values.push_back(parse_number(word));
+        std::istringstream lines(recorded.assignments);
+        for (std::string line; std::getline(lines, line);)
+          if (!line.empty()) point.assignments.push_back(line);
+      }
+    taken.push_back(point.assignments);
+    if (!run || point.values.size() != space.dimensions.size()) continue;
+    if (run->status == RunStatus::failed || run->status == RunStatus::diverged) continue;
+    Seen s;
+    s.trial = static_cast<int64_t>(k);
+    s.attempt = run->attempt;
+    s.observation = observation_of(store, *run, space.metric);
+    s.observation.values = point.values;
+    seen.push_back(std::move(s));
+  }
+  std::vector<tpe::Observation> observations;
+  for (const Seen& s : seen) observations.push_back(s.observation);
+  const Drawn drawn = draw_point(space, observations, taken, trial);
+  ProposalRecord record;
+  record.sweep = hash;
+  record.trial = trial;
+  record.sampler = "tpe";
+  record.seed = drawn.seed;
+  record.draw = drawn.draw;
+  record.random = drawn.proposal.random;
+  record.conditioned = seen_text(seen);
+  for (const auto& assignment : drawn.point.assignments) record.assignments += assignment + "\n";
+  record.values = values_text(drawn.point.values);
+  if (!drawn.proposal.random) record.score = drawn.proposal.score;
+  store.record_proposal(record);
+  if (announce) {
+    if (drawn.proposal.random)
+      fmt::print("   proposed by tpe at random ({} of {} trials to learn from before the model): {}\n", observations.size(),
+                 space.random_trials, fmt::join(drawn.point.assignments, ", "));
+    else
+      fmt::print("   proposed by tpe from {} trials (l: {}, g: {}; log l/g {:.3f}): {}\n", observations.size(),
+                 drawn.proposal.below.size(), drawn.proposal.above.size(), drawn.proposal.score,
+                 fmt::join(drawn.point.assignments, ", "));
+  }
+  return drawn.point;
+}
+
+ReplayOutcome replay_proposals(const ResultsStore& store) {
+  ReplayOutcome outcome;
+  const std::vector<RunRecord> runs = store.runs();
+  for (const ProposalRecord& recorded : store.proposals()) {
+    ++outcome.proposals;
+    const std::string where = fmt::format("sweep {} trial {}", recorded.sweep, recorded.trial);
+    const std::optional<std::string> settings = store.sweep_settings(recorded.sweep);
+    if (!settings) {
+      outcome.disagreements.push_back(where + ": the sweeps table has no settings for it");
+      continue;
+    }
+    std::optional<SearchSpace> space;
+    try {
+      toml::table table = toml::parse(std::string_view(*settings), std::string_view("sweeps.settings"));
+      space = search_space(table, "sweeps.settings of " + recorded.sweep);
+    } catch (const std::exception& error) {
+      outcome.disagreements.push_back(where + ": its recorded settings do not parse: " + error.what());
+      continue;
+    }
+    if (!space) {
+      outcome.disagreements.push_back(where + ": its recorded settings are not a model-based sweep's");
+      continue;
+    }
+    // What it saw is what the database holds of those runs now (a finished or pruned run does not
+    // change; a running one may have finished since, and counted as running then).
+    std::vector<std::string> attempts;
+    const std::vector<tpe::Observation> observations = parse_seen(recorded.conditioned, &attempts);
+    std::string mismatch;
+    for (size_t k = 0; k < observations.size() && mismatch.empty(); ++k) {
+      const tpe::Observation& saw = observations[k];
+      if (saw.state == tpe::Observation::State::running) continue;
+      const auto run = std::find_if(runs.begin(), runs.end(), [&](const RunRecord& r) { return r.attempt == attempts[k]; });
+      if (run == runs.end()) {
+        mismatch = fmt::format("it saw attempt {}, which the database does not hold", attempts[k]);
+        continue;
+      }
+      const tpe::Observation now = observation_of(store, *run, space->metric);
+      const bool same_value = now.value == saw.value || (std::isnan(now.value) && std::isnan(saw.value));
+      if (now.state != saw.state || now.step != saw.step || !same_value)
+        mismatch = fmt::format("it saw run {} {} with {} {} at epoch {}; the database has {} {} at epoch {}", run->id,
+                               state_text(saw.state), space->metric, number(saw.value), saw.step, state_text(now.state),
+                               number(now.value), now.step);
+    }
+    if (!mismatch.empty()) {
+      outcome.disagreements.push_back(where + ": " + mismatch);
+      continue;
+    }
+    // The recorded draw's seed, recomputed, and the proposal from the trials it saw.
+    const uint64_t seed = proposal_seed(space->seed, recorded.trial, recorded.draw);
+    const tpe::Proposal proposal =
+        tpe::propose(axes_of(*space), observations, settings_of(*space), space->maximize, seed);
+    const SearchPoint point = search_point(*space, proposal.values);
+    std::string assignments;
+    for (const auto& assignment : point.assignments) assignments += assignment + "\n";
+    if (seed != recorded.seed || assignments != recorded.assignments || values_text(point.values) != recorded.values) {
+      std::string shown = recorded.assignments, again = assignments;
+      std::replace(shown.begin(), shown.end(), '\n', ' ');
+      std::replace(again.begin(), again.end(), '\n', ' ');
+      outcome.disagreements.push_back(fmt::format("{}: recorded {}(seed {}), recomputed {}(seed {})", where, shown,
+                                                  recorded.seed, again, seed));
+      continue;
+    }
+    ++outcome.agreeing;
+  }
+  return outcome;
+}
+
+DecisionReplay replay_decisions(const ResultsStore& store) {
+  DecisionReplay replay;
+  for (const DecisionRecord& decision : store.decisions()) {
+    ++replay.decisions;
+    const std::optional<SweepTrialRecord> sweep = store.sweep_trial(decision.run_id);
+    if ((decision.method != "asha" && decision.method != "hyperband") || !sweep || sweep->rule.empty()) {
+      ++replay.not_replayed;
+      continue;
+    }
+    const std::optional<double> own = store.metric_at(decision.run_id, decision.metric, decision.epoch);
+    if (!own || !(*own == decision.value || (std::isnan(*own) && std::isnan(decision.value)))) {
+      replay.disagreements.push_back(fmt::format("run {} rung {} (epoch {}): the decision's {} is {}, the run's row {}",
+                                                 decision.run_id, decision.rung, decision.epoch, decision.metric,
+                                                 decision.value, own ? fmt::format("{}", *own) : "missing"));
+      continue;
+    }
+    std::vector<double> peers;
+    for (const std::string& attempt : decision.peers)
+      if (const std::optional<double> value = store.attempt_metric_at(attempt, decision.metric, decision.epoch))
+        peers.push_back(*value);
+    const RungDecision again = asha_decision(decision.value, peers, sweep->reduction_factor,
+                                             sweep->maximize ? Direction::maximize : Direction::minimize);
+    const bool same = again.promote == !decision.prune && again.rank == decision.rank && again.of == decision.of &&
+                      (again.cutoff == decision.cutoff || (std::isnan(again.cutoff) && std::isnan(decision.cutoff)));
+    if (same) {
+      ++replay.agreeing;
+      continue;
+    }
+    replay.disagreements.push_back(fmt::format(
+        "run {} rung {} (epoch {}): recorded {} (cutoff {}, rank {} of {}), recomputed {} (cutoff {}, rank {} of {})",
+        decision.run_id, decision.rung, decision.epoch, decision.prune ? "pruned" : "goes on", decision.cutoff,
+        decision.rank, decision.of, again.promote ? "goes on" : "pruned", again.cutoff, again.rank, again.of));
+  }
+  return replay;
+}
+
+}  // namespace difflab

@@ -1,0 +1,199 @@
+// Model-based sweeps end to end through the command line (sweep/search.h): a tpe + asha sweep
+// records one proposal per trial before the trial trains, `difflab sweep replay` recomputes every
+// proposal and decision from the database alone and names the one a changed row breaks; killed at
+// every tenth crash point and run again, it proposes nothing twice and ends with the uninterrupted
+// sweep's proposals; bad input is exit 2 with nothing written.
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <fmt/format.h>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "results/results_store.h"
+#include "test_support.h"
+
+using namespace difflab;
+namespace fs = std::filesystem;
+using difflab::test::difflab_command;
+using difflab::test::Outcome;
+using difflab::test::read_text;
+
+namespace {
+
+const char* kSweep =
+    "sampler = \"tpe\"\npruner = \"asha\"\ntrials = 8\nseed = 3\nrandom_trials = 4\nmetric = \"val_n_loss\"\n"
+    "min_epochs = 1\nreduction_factor = 3\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }\n"
+    "\"loss.plugin\" = [\"mae\", \"mse\"]\n";
+
+// DIR/sweep.toml: the tiny experiment with `sweep` as its [sweep] table; the arguments that run it into DIR.
+std::string search_sweep(const fs::path& dir, const std::string& sweep = kSweep) {
+  std::ofstream(dir / "sweep.toml") << read_text(difflab::test::tiny_experiment()) << "\n[sweep]\n" << sweep << "\n";
+  return (dir / "sweep.toml").string() + " --set experiment.database=" + (dir / "results.sqlite").string() +
+         " --set experiment.output_dir=" + (dir / "runs").string() +
+         " --set experiment.threads=1 --set evaluation.kid_protocol=none --set training.epochs=3";
+}
+
+// The proposals table without its time stamps, a row a line.
+std::vector<std::string> proposal_rows(const fs::path& database) {
+  SQLite::Database db(database.string());
+  // Not the sweep's hash: it covers the experiment's paths, here each test folder's.
+  SQLite::Statement query(db, "SELECT trial, sampler, seed, draw, random, conditioned, assignments, "
+                              "point_values, quote(score) FROM proposals ORDER BY trial");
+  std::vector<std::string> rows;
+  while (query.executeStep()) {
+    std::string row;
+    for (int c = 0; c < query.getColumnCount(); ++c) row += query.getColumn(c).getString() + "|";
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+// Each conditioned line's attempt, replaced by the trial's position (attempts are new per process).
+std::string without_attempts(const std::string& row) {
+  std::string result;
+  std::istringstream lines(row);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream in(line);
+    std::string trial, attempt, rest;
+    if (in >> trial >> attempt) {
+      std::getline(in, rest);
+      result += trial + " *" + rest + "\n";
+    } else {
+      result += line + "\n";
+    }
+  }
+  return result;
+}
+
+}  // namespace
+
+TEST(SearchSweep, TpeWithAshaRecordsEveryProposalAndReplaysFromTheDatabase) {
+  difflab::test::TempDir dir;
+  const Outcome ran = difflab_command("run " + search_sweep(dir.path()));
+  ASSERT_EQ(ran.exit_code, 0) << ran.output;
+  EXPECT_NE(ran.output.find("proposed by tpe at random"), std::string::npos) << ran.output;
+  EXPECT_NE(ran.output.find("proposed by tpe from 4 trials"), std::string::npos) << ran.output;
+  const fs::path database = dir / "results.sqlite";
+  {
+    ResultsStore store(database, OpenMode::read_only);
+    const std::vector<ProposalRecord> proposals = store.proposals();
+    ASSERT_EQ(proposals.size(), 8u);
+    std::set<std::string> points;
+    for (const ProposalRecord& proposal : proposals) {
+      EXPECT_EQ(proposal.random, proposal.trial < 4) << proposal.trial;
+      EXPECT_EQ(proposal.score.has_value(), proposal.trial >= 4) << proposal.trial;
+      // A proposal saw every trial before it (none failed), and no two trials share a point.
+      EXPECT_EQ(std::count(proposal.conditioned.begin(), proposal.conditioned.end(), '\n'), proposal.trial);
+      EXPECT_TRUE(points.insert(proposal.assignments).second) << proposal.assignments;
+    }
+    EXPECT_EQ(store.runs().size(), 8u);
+    EXPECT_FALSE(store.decisions().empty());
+    // The sweep's settings, for the replay: the [sweep] table with its sampler.
+    const auto settings = store.sweep_settings(proposals.front().sweep);
+    ASSERT_TRUE(settings.has_value());
+    EXPECT_NE(settings->find("sampler = 'tpe'"), std::string::npos) << *settings;
+  }
+  const Outcome replay = difflab_command("sweep replay " + database.string());
+  EXPECT_EQ(replay.exit_code, 0) << replay.output;
+  EXPECT_NE(replay.output.find("8 of 8 proposals agree"), std::string::npos) << replay.output;
+
+  // Merged into another database (as `collect` merges shards), the proposals come along and replay.
+  const Outcome merged = difflab_command("results merge " + (dir / "merged.sqlite").string() + " " + database.string());
+  ASSERT_EQ(merged.exit_code, 0) << merged.output;
+  const Outcome merged_replay = difflab_command("sweep replay " + (dir / "merged.sqlite").string());
+  EXPECT_EQ(merged_replay.exit_code, 0) << merged_replay.output;
+  EXPECT_NE(merged_replay.output.find("8 of 8 proposals agree"), std::string::npos) << merged_replay.output;
+
+  // One value changed in a copy: the proposals that saw it and the decision that used it disagree.
+  fs::copy_file(database, dir / "changed.sqlite");
+  int64_t changed_run = 0;
+  {
+    SQLite::Database db((dir / "changed.sqlite").string(), SQLite::OPEN_READWRITE);
+    changed_run = db.execAndGet("SELECT run_id FROM decisions ORDER BY run_id LIMIT 1").getInt64();
+    db.exec(fmt::format("UPDATE metrics SET value = value * 2 WHERE run_id = {} AND key = 'val_n_loss'", changed_run));
+  }
+  const Outcome broken = difflab_command("sweep replay " + (dir / "changed.sqlite").string());
+  EXPECT_EQ(broken.exit_code, 1) << broken.output;
+  EXPECT_NE(broken.output.find(fmt::format("it saw run {} ", changed_run)), std::string::npos) << broken.output;
+  EXPECT_NE(broken.output.find(fmt::format("run {} rung 0", changed_run)), std::string::npos) << broken.output;
+
+  // A recorded point changed: that trial disagrees, by name.
+  fs::copy_file(database, dir / "moved.sqlite");
+  {
+    SQLite::Database db((dir / "moved.sqlite").string(), SQLite::OPEN_READWRITE);
+    db.exec("UPDATE proposals SET point_values = '1 0.001', assignments = 'loss.plugin=''mse''\n"
+            "training.learning_rate=0.001\n' WHERE trial = 5");
+  }
+  const Outcome moved = difflab_command("sweep replay " + (dir / "moved.sqlite").string());
+  EXPECT_EQ(moved.exit_code, 1) << moved.output;
+  EXPECT_NE(moved.output.find("trial 5: recorded"), std::string::npos) << moved.output;
+  EXPECT_NE(moved.output.find("7 of 8 proposals agree"), std::string::npos) << moved.output;
+}
+
+// SIGKILL at every 10th crash point of the whole sweep (the end-of-epoch protocol's points, in
+// every trial), then the same command: every trial is proposed once, the recorded proposals stand,
+// and the sweep ends with the uninterrupted sweep's proposals (attempts aside, new per process).
+TEST(SearchSweep, KilledAndRunAgainItProposesNothingTwiceAndEndsAsAnUninterruptedSweep) {
+  difflab::test::TempDir reference;
+  ASSERT_EQ(difflab_command("run " + search_sweep(reference.path())).exit_code, 0);
+  const std::vector<std::string> expected = proposal_rows(reference / "results.sqlite");
+  ASSERT_EQ(expected.size(), 8u);
+  difflab::test::TempDir counted;
+  const Outcome listed = difflab_command("run " + search_sweep(counted.path()), "DIFFLAB_TEST_CRASH_POINT=0");
+  int64_t points = 0;
+  for (size_t at = listed.output.find("crash point "); at != std::string::npos; at = listed.output.find("crash point ", at + 1))
+    ++points;
+  ASSERT_GT(points, 40) << listed.output.substr(0, 2000);
+  int64_t kills = 0;
+  for (int64_t k = 5; k < points; k += 10) {
+    difflab::test::TempDir dir;
+    const std::string arguments = "run " + search_sweep(dir.path());
+    const Outcome killed = difflab_command(arguments, fmt::format("DIFFLAB_TEST_CRASH_POINT={}", k));
+    ASSERT_NE(killed.exit_code, 0) << "crash point " << k << " was not reached:\n" << killed.output;
+    ++kills;
+    const std::vector<std::string> before = proposal_rows(dir / "results.sqlite");
+    const Outcome again = difflab_command(arguments);
+    ASSERT_EQ(again.exit_code, 0) << "after crash point " << k << ":\n" << again.output;
+    const std::vector<std::string> after = proposal_rows(dir / "results.sqlite");
+    ASSERT_EQ(after.size(), 8u) << "crash point " << k;
+    for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(after[i], before[i]) << "crash point " << k << ": trial " << i;
+    for (size_t i = 0; i < after.size(); ++i)
+      EXPECT_EQ(without_attempts(after[i]), without_attempts(expected[i])) << "crash point " << k << ": trial " << i;
+    EXPECT_EQ(difflab_command("sweep replay " + (dir / "results.sqlite").string()).exit_code, 0) << "crash point " << k;
+  }
+  std::printf("tpe + asha: killed at %lld of %lld crash points, each resumed to the uninterrupted sweep's proposals\n",
+              static_cast<long long>(kills), static_cast<long long>(points));
+}
+
+TEST(SearchSweep, BadInputIsExitTwoNamingTheKeyWithNothingWritten) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"sampler = \"bayes\"\ntrials = 4\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
+       "sweep.sampler: sampler must be \"grid\", \"random\" or \"tpe\""},
+      {"sampler = \"tpe\"\npruner = \"hyperopt\"\ntrials = 4\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
+       "sweep.pruner: pruner must be"},
+      {"sampler = \"random\"\ncandidates = 12\ntrials = 4\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
+       "sweep.candidates: candidates is a key of sampler = \"tpe\""},
+      {"\"loss.plugin\" = [\"mae\", \"mse\"]\nmultivariate = true", "sweep.multivariate: multivariate is a key of sampler = \"tpe\""},
+      {"method = \"asha\"\nsampler = \"tpe\"\ntrials = 4\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
+       "sweep.sampler: method and sampler: one or the other"},
+      {"sampler = \"tpe\"\ntrials = 4\nseeds = [1, 2]\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
+       "sweep.seeds: seeds with sampler = \"tpe\""},
+      {"sampler = \"tpe\"\ntrials = 4\nrandom_trials = -1\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
+       "sweep.random_trials: expected a non-negative integer"},
+  };
+  for (const auto& [sweep, expected] : cases) {
+    difflab::test::TempDir dir;
+    const Outcome outcome = difflab_command("run " + search_sweep(dir.path(), sweep));
+    EXPECT_EQ(outcome.exit_code, 2) << sweep << "\n" << outcome.output;
+    EXPECT_NE(outcome.output.find((dir / "sweep.toml").string() + ":"), std::string::npos) << outcome.output;
+    EXPECT_NE(outcome.output.find(expected), std::string::npos) << sweep << "\n" << outcome.output;
+    EXPECT_FALSE(fs::exists(dir / "results.sqlite")) << sweep;
+  }
+  // TPE learns trial from trial: several workers are refused before anything is written.
+  difflab::test::TempDir dir;
+  const Outcome workers = difflab_command("run " + search_sweep(dir.path()) + " --workers 2");
+  EXPECT_EQ(workers.exit_code, 2) << workers.output;
+  EXPECT_NE(workers.output.find("sweep.sampler"), std::string::npos) << workers.output;
+  EXPECT_FALSE(fs::exists(dir / "results.sqlite"));
+}
