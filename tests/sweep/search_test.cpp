@@ -181,6 +181,11 @@ TEST(SearchSweep, BadInputIsExitTwoNamingTheKeyWithNothingWritten) {
        "sweep.seeds: seeds with sampler = \"tpe\""},
       {"sampler = \"tpe\"\ntrials = 4\nrandom_trials = -1\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
        "sweep.random_trials: expected a non-negative integer"},
+      // What TPE learns from: val_kid by default, which these runs do not record (no KID).
+      {"sampler = \"tpe\"\ntrials = 4\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
+       "sweep.metric: metric \"val_kid\" needs KID"},
+      {"sampler = \"tpe\"\ntrials = 4\nmetric = \"val_fid\"\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
+       "sweep.metric: metric \"val_fid\" is never recorded"},
   };
   for (const auto& [sweep, expected] : cases) {
     difflab::test::TempDir dir;

@@ -362,6 +362,11 @@ std::vector<SweepRun> search_root(toml::table root, SearchSpace space, const std
                                   PluginRegistry& registry) {
   const toml::table& sweep = *root.get("sweep")->as_table();
   std::optional<AdaptiveSweep> adaptive = adaptive_sweep(sweep, source);
+  const toml::node* metric_node = sweep.get("metric");
+  const ErrorContext metric_place =
+      metric_node != nullptr
+          ? ErrorContext::at(source, metric_node->source().begin.line, metric_node->source().begin.column, "sweep.metric")
+          : ErrorContext::for_key(source, "sweep.metric");
   std::ostringstream sweep_text;
   sweep_text << sweep;
   const auto settings = std::make_shared<const std::string>(sweep_text.str());
@@ -403,6 +408,13 @@ std::vector<SweepRun> search_root(toml::table root, SearchSpace space, const std
   if (adaptive) {
     check_adaptive(*adaptive, runs);
     runs.front().adaptive = std::make_shared<const AdaptiveSweep>(std::move(*adaptive));
+  } else {
+    // What TPE learns from must be recorded every epoch, as a pruner's metric must.
+    AdaptiveSweep learned;
+    learned.method = AdaptiveSweep::Method::median;  // no rungs to check
+    learned.metric = runs.front().search->space.metric;
+    learned.where["sweep.metric"] = metric_place;
+    check_adaptive(learned, runs);
   }
   return runs;
 }

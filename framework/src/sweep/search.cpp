@@ -92,9 +92,10 @@ std::vector<tpe::Observation> parse_seen(const std::string& text, std::vector<st
     std::string trial, attempt, state, step, value, word;
     in >> trial >> attempt >> state >> step >> value;
     tpe::Observation observation;
-    observation.state = state == "complete" ? tpe::Observation::State::complete
-                        : state == "pruned" ? tpe::Observation::State::pruned
-                                            : tpe::Observation::State::running;
+    // The text back to its state, through the words state_text() writes.
+    for (const auto kind : {tpe::Observation::State::complete, tpe::Observation::State::pruned,
+                            tpe::Observation::State::running})
+      if (state == state_text(kind)) observation.state = kind;
     observation.step = std::stoll(step);
     observation.value = parse_number(value);
     while (in >> word) observation.values.push_back(parse_number(word));
