@@ -1,7 +1,7 @@
 // Model-based sweeps end to end through the command line (sweep/search.h): a tpe + asha sweep
 // records one proposal per trial before the trial trains, `difflab sweep replay` recomputes every
 // proposal and decision from the database alone and names the one a changed row breaks; killed at
-// every tenth crash point and run again, it proposes nothing twice and ends with the uninterrupted
+// every crash point and run again, it proposes nothing twice and ends with the uninterrupted
 // sweep's proposals; bad input is exit 2 with nothing written.
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <fmt/format.h>
@@ -27,11 +27,11 @@ const char* kSweep =
     "\"loss.plugin\" = [\"mae\", \"mse\"]\n";
 
 // DIR/sweep.toml: the tiny experiment with `sweep` as its [sweep] table; the arguments that run it into DIR.
-std::string search_sweep(const fs::path& dir, const std::string& sweep = kSweep) {
+std::string search_sweep(const fs::path& dir, const std::string& sweep = kSweep, int epochs = 3) {
   std::ofstream(dir / "sweep.toml") << read_text(difflab::test::tiny_experiment()) << "\n[sweep]\n" << sweep << "\n";
   return (dir / "sweep.toml").string() + " --set experiment.database=" + (dir / "results.sqlite").string() +
          " --set experiment.output_dir=" + (dir / "runs").string() +
-         " --set experiment.threads=1 --set evaluation.kid_protocol=none --set training.epochs=3";
+         " --set experiment.threads=1 --set evaluation.kid_protocol=none --set training.epochs=" + std::to_string(epochs);
 }
 
 // The proposals table without its time stamps, a row a line.
@@ -131,39 +131,50 @@ TEST(SearchSweep, TpeWithAshaRecordsEveryProposalAndReplaysFromTheDatabase) {
   EXPECT_NE(moved.output.find("7 of 8 proposals agree"), std::string::npos) << moved.output;
 }
 
-// SIGKILL at every 10th crash point of the whole sweep (the end-of-epoch protocol's points, in
-// every trial), then the same command: every trial is proposed once, the recorded proposals stand,
-// and the sweep ends with the uninterrupted sweep's proposals (attempts aside, new per process).
-TEST(SearchSweep, KilledAndRunAgainItProposesNothingTwiceAndEndsAsAnUninterruptedSweep) {
+// A smaller tpe + asha sweep (5 trials, 2 of them random, rungs at epoch 1 of 2), killed with
+// SIGKILL at every crash point it passes — each trial's proposal recorded (search.proposed) and
+// every step of every epoch's end — then the same command: every trial is proposed once, the
+// recorded proposals stand, and the sweep ends with the uninterrupted sweep's proposals (attempts
+// aside, new per process).
+const char* kSmallSweep =
+    "sampler = \"tpe\"\npruner = \"asha\"\ntrials = 5\nseed = 3\nrandom_trials = 2\nmetric = \"val_n_loss\"\n"
+    "min_epochs = 1\nreduction_factor = 2\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }\n"
+    "\"loss.plugin\" = [\"mae\", \"mse\"]\n";
+
+TEST(SearchSweep, KilledAtEveryCrashPointItProposesNothingTwiceAndEndsAsAnUninterruptedSweep) {
   difflab::test::TempDir reference;
-  ASSERT_EQ(difflab_command("run " + search_sweep(reference.path())).exit_code, 0);
+  ASSERT_EQ(difflab_command("run " + search_sweep(reference.path(), kSmallSweep, 2)).exit_code, 0);
   const std::vector<std::string> expected = proposal_rows(reference / "results.sqlite");
-  ASSERT_EQ(expected.size(), 8u);
+  ASSERT_EQ(expected.size(), 5u);
   difflab::test::TempDir counted;
-  const Outcome listed = difflab_command("run " + search_sweep(counted.path()), "DIFFLAB_TEST_CRASH_POINT=0");
-  int64_t points = 0;
+  const Outcome listed =
+      difflab_command("run " + search_sweep(counted.path(), kSmallSweep, 2), "DIFFLAB_TEST_CRASH_POINT=0");
+  int64_t points = 0, proposed = 0;
   for (size_t at = listed.output.find("crash point "); at != std::string::npos; at = listed.output.find("crash point ", at + 1))
     ++points;
-  ASSERT_GT(points, 40) << listed.output.substr(0, 2000);
-  int64_t kills = 0;
-  for (int64_t k = 5; k < points; k += 10) {
+  for (size_t at = listed.output.find(": search.proposed"); at != std::string::npos;
+       at = listed.output.find(": search.proposed", at + 1))
+    ++proposed;
+  ASSERT_EQ(proposed, 5) << listed.output.substr(0, 2000);
+  ASSERT_GT(points, 20) << listed.output.substr(0, 2000);
+  for (int64_t k = 1; k <= points; ++k) {
     difflab::test::TempDir dir;
-    const std::string arguments = "run " + search_sweep(dir.path());
+    const std::string arguments = "run " + search_sweep(dir.path(), kSmallSweep, 2);
     const Outcome killed = difflab_command(arguments, fmt::format("DIFFLAB_TEST_CRASH_POINT={}", k));
     ASSERT_NE(killed.exit_code, 0) << "crash point " << k << " was not reached:\n" << killed.output;
-    ++kills;
     const std::vector<std::string> before = proposal_rows(dir / "results.sqlite");
     const Outcome again = difflab_command(arguments);
     ASSERT_EQ(again.exit_code, 0) << "after crash point " << k << ":\n" << again.output;
     const std::vector<std::string> after = proposal_rows(dir / "results.sqlite");
-    ASSERT_EQ(after.size(), 8u) << "crash point " << k;
+    ASSERT_EQ(after.size(), 5u) << "crash point " << k;
     for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(after[i], before[i]) << "crash point " << k << ": trial " << i;
     for (size_t i = 0; i < after.size(); ++i)
       EXPECT_EQ(without_attempts(after[i]), without_attempts(expected[i])) << "crash point " << k << ": trial " << i;
     EXPECT_EQ(difflab_command("sweep replay " + (dir / "results.sqlite").string()).exit_code, 0) << "crash point " << k;
   }
-  std::printf("tpe + asha: killed at %lld of %lld crash points, each resumed to the uninterrupted sweep's proposals\n",
-              static_cast<long long>(kills), static_cast<long long>(points));
+  std::printf("tpe + asha: killed at each of %lld crash points (%lld proposals), each resumed to the uninterrupted "
+              "sweep's proposals\n",
+              static_cast<long long>(points), static_cast<long long>(proposed));
 }
 
 TEST(SearchSweep, BadInputIsExitTwoNamingTheKeyWithNothingWritten) {

@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
+#include <map>
 #include <sstream>
 #include <toml++/toml.h>
 
 #include "difflab/cache.h"
 #include "difflab/error.h"
+#include "process/crash_point.h"
 #include "sweep/pruning.h"
 #include "sweep/samplers/tpe.h"
 
@@ -126,6 +128,17 @@ tpe::Observation observation_of(const ResultsStore& store, const RunRecord& run,
   return observation;
 }
 
+// A recorded proposal's point, read back from its columns.
+SearchPoint recorded_point(const ProposalRecord& recorded) {
+  SearchPoint point;
+  std::istringstream lines(recorded.assignments);
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty()) point.assignments.push_back(line);
+  std::istringstream numbers(recorded.values);
+  for (std::string word; numbers >> word;) point.values.push_back(parse_number(word));
+  return point;
+}
+
 std::string values_text(const std::vector<double>& values) {
   std::string text;
   for (double v : values) text += (text.empty() ? "" : " ") + number(v);
@@ -163,32 +176,16 @@ std::string search_hash(const SweepRun& sweep) {
 SearchPoint propose_trial(const SweepRun& sweep, const std::vector<SweepRun>& earlier, ResultsStore& store,
                           const std::string& hash, int64_t trial, bool announce) {
   const SearchSpace& space = sweep.search->space;
-  for (const ProposalRecord& recorded : store.proposals(hash)) {
-    if (recorded.trial != trial) continue;
-    SearchPoint point;
-    std::istringstream lines(recorded.assignments);
-    for (std::string line; std::getline(lines, line);)
-      if (!line.empty()) point.assignments.push_back(line);
-    std::istringstream numbers(recorded.values);
-    for (std::string word; numbers >> word;) point.values.push_back(parse_number(word));
-    return point;
-  }
+  std::map<int64_t, SearchPoint> recorded_points;  // by trial
+  for (const ProposalRecord& recorded : store.proposals(hash)) recorded_points[recorded.trial] = recorded_point(recorded);
+  if (const auto recorded = recorded_points.find(trial); recorded != recorded_points.end()) return recorded->second;
   // What the trials before it recorded: their state, the last epoch with the sweep's metric and its
   // value there (a finished trial: its value at its last epoch), their points' values.
   std::vector<Seen> seen;
   std::vector<Assignments> taken;
-  const std::vector<ProposalRecord> proposals = store.proposals(hash);
   for (size_t k = 0; k < earlier.size(); ++k) {
     const std::optional<RunRecord> run = store.latest_run(earlier[k].experiment.config_hash());
-    SearchPoint point;
-    for (const ProposalRecord& recorded : proposals)
-      if (recorded.trial == static_cast<int64_t>(k)) {
-        std::istringstream numbers(recorded.values);
-        for (std::string word; numbers >> word;) point.values.push_back(parse_number(word));
-        std::istringstream lines(recorded.assignments);
-        for (std::string line; std::getline(lines, line);)
-          if (!line.empty()) point.assignments.push_back(line);
-      }
+    const SearchPoint point = recorded_points[static_cast<int64_t>(k)];
     taken.push_back(point.assignments);
     if (!run || point.values.size() != space.dimensions.size()) continue;
     if (run->status == RunStatus::failed || run->status == RunStatus::diverged) continue;
@@ -214,6 +211,7 @@ SearchPoint propose_trial(const SweepRun& sweep, const std::vector<SweepRun>& ea
   record.values = values_text(drawn.point.values);
   if (!drawn.proposal.random) record.score = drawn.proposal.score;
   store.record_proposal(record);
+  crash_point("search.proposed");  // recorded, not yet claimed: run again, the trial resumes this proposal
   if (announce) {
     if (drawn.proposal.random)
       fmt::print("   proposed by tpe at random ({} of {} trials to learn from before the model): {}\n", observations.size(),
