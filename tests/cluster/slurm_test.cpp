@@ -527,6 +527,76 @@ TEST(Slurm, AnAshaSweepDecidesFromTheShardsThroughAPreemption) {
   EXPECT_NE(again.output.find("nothing to submit"), std::string::npos) << again.output;
 }
 
+// A tpe + asha sweep on a real Slurm, 12 trials two at a time, with no coordinator and no shared
+// database server: each array task proposes its trial when it starts, from the proposals and
+// values in the other trials' shards it sees, and records the proposal in its own shard (published
+// to the folder) before it trains. One task is preempted mid-epoch: it requeues and resumes its
+// own recorded proposal. Collected, `difflab sweep replay` recomputes every proposal and every
+// decision from the database alone and agrees.
+TEST(Slurm, ATpeSweepProposesInItsTasksAndReplaysThroughAPreemption) {
+  SlurmCluster cluster;
+  if (!cluster.skip_reason().empty()) GTEST_SKIP() << "no local Slurm: " << cluster.skip_reason();
+  TempDir dir;
+  const fs::path marker = dir / "paused";
+  const std::string sweep =
+      "sampler = \"tpe\"\npruner = \"asha\"\ntrials = 12\nseed = 4\nrandom_trials = 4\nmetric = \"val_n_loss\"\n"
+      "min_epochs = 1\nreduction_factor = 2\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }\n"
+      "\"loss.plugin\" = [\"mae\", \"mse\"]";
+  const Outcome submitted = submit_adaptive(cluster, dir, sweep, marker);
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.output;
+  const std::string job = job_of(submitted.output);
+  const fs::path folder = folder_of(submitted.output);
+  const std::string manifest = read_text(folder / "manifest.toml");
+  EXPECT_NE(manifest.find("search_text"), std::string::npos);  // the space, not the points
+  const std::string task = wait_for_line(marker, 240);
+  ASSERT_FALSE(task.empty()) << "no task paused: " << all_logs(folder);
+  const std::string element = job + "_" + task;
+  const fs::path log = folder / "submit-001" / "logs" / ("task-" + task + ".log");
+  // Its proposal, as the folder holds it before the preemption.
+  const auto proposal_of = [&](const fs::path& database) {
+    difflab::ResultsStore store(database, difflab::OpenMode::read_only);
+    const std::vector<difflab::ProposalRecord> proposals = store.proposals();
+    return proposals.size() == 1 ? proposals.front().assignments + proposals.front().conditioned : std::string();
+  };
+  const std::string before = proposal_of(difflab::shard_path(folder, std::stoll(task)));
+  ASSERT_FALSE(before.empty());
+  preempt(cluster, element, log);
+  ASSERT_TRUE(cluster.wait_until_done(job, 300)) << cluster.command("squeue").output << all_logs(folder);
+  const std::string text = read_text(log);
+  EXPECT_NE(text.find("stopped by signal 12 at step 6"), std::string::npos) << text;
+  EXPECT_EQ(occurrences(text, "proposed by tpe"), 1u) << text;  // proposed once, resumed after the requeue
+  EXPECT_NE(text.find("resuming run 1 after epoch 1 and 2 batches of epoch 2 (step 6)"), std::string::npos) << text;
+  EXPECT_EQ(proposal_of(difflab::shard_path(folder, std::stoll(task))), before);
+
+  const Outcome status = difflab_command("sweep status " + folder.string(), cluster.environment());
+  EXPECT_EQ(status.output.find("not proposed"), std::string::npos) << status.output;
+  EXPECT_NE(status.output.find("training.learning_rate="), std::string::npos) << status.output;
+  ASSERT_EQ(difflab_command("sweep collect " + folder.string()).exit_code, 0);
+  {
+    difflab::ResultsStore store(dir / "results.sqlite", difflab::OpenMode::read_only);
+    const std::vector<difflab::ProposalRecord> proposals = store.proposals();
+    ASSERT_EQ(proposals.size(), 12u);
+    std::set<std::string> points;
+    int64_t learned = 0;
+    for (const auto& proposal : proposals) {
+      EXPECT_TRUE(points.insert(proposal.assignments).second) << proposal.assignments;
+      learned += !proposal.random;
+    }
+    EXPECT_GT(learned, 0);  // past the 4 random trials, tasks proposed from what the shards held
+    std::set<std::string> hashes;
+    for (const auto& run : store.runs()) {
+      hashes.insert(run.config_hash);
+      EXPECT_TRUE(run.status == difflab::RunStatus::finished || run.status == difflab::RunStatus::pruned)
+          << difflab::to_string(run.status);
+    }
+    EXPECT_EQ(hashes.size(), 12u);
+    EXPECT_EQ(store.runs().size(), 12u);  // each trial once: the preempted one resumed its run
+  }
+  const Outcome replay = difflab_command("sweep replay " + (dir / "results.sqlite").string());
+  EXPECT_EQ(replay.exit_code, 0) << replay.output;
+  EXPECT_NE(replay.output.find("12 of 12 proposals agree"), std::string::npos) << replay.output;
+}
+
 // Synchronous successive halving on a real Slurm: each rung's pass is one job array, decided by a
 // job that starts once the array has ended (afterany) and submits the next pass and its own
 // decider. One task of the second pass is preempted mid-epoch: it requeues, and the decider waits

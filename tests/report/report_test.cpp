@@ -15,6 +15,7 @@
 #include "report/html_report.h"
 #include "report/svg.h"
 #include "results/results_store.h"
+#include "results/sweep_progress.h"
 #include "test_support.h"
 
 using namespace difflab;
@@ -477,6 +478,89 @@ TEST(ReportBrowser, TheRungViewOfAnAdaptiveSweepWorksInChromium) {
     EXPECT_EQ(occurrences(series, "<circle"), static_cast<size_t>(epochs)) << series;
   }
   EXPECT_EQ(occurrences(markup, "data-series=\"cutoffs at rung"), rungs.size());
+}
+
+// The search view: a tpe + asha sweep and two random + asha sweeps (seeds) of one space in one
+// database. sweep_progress's best-so-far equals the one computed here from the rows with SQL; the
+// report draws every sweep's trials and best so far on one chart, and the mean ± std by sampler
+// on another (a band for the sampler with two sweeps); `difflab sweep progress` prints them.
+TEST(ReportBrowser, TheSearchViewComparesSamplersInChromium) {
+  if (difflab::test::shell_command("command -v chromium").exit_code != 0)
+    GTEST_SKIP() << "chromium is not installed (tools/install_deps.sh installs it)";
+  const Outcome blank = chromium("--dump-dom about:blank");
+  if (blank.output.find("<html>") == std::string::npos) GTEST_SKIP() << "chromium cannot start here: " << blank.output;
+  TempDir dir;
+  const std::string space = "trials = 6\nmetric = \"val_n_loss\"\nmin_epochs = 1\nreduction_factor = 2\n"
+                            "\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }\n";
+  const std::vector<std::string> sweeps = {"sampler = \"tpe\"\npruner = \"asha\"\nrandom_trials = 2\nseed = 1\n",
+                                           "method = \"asha\"\nseed = 1\n", "method = \"asha\"\nseed = 2\n"};
+  for (size_t i = 0; i < sweeps.size(); ++i) {
+    const fs::path file = dir / fmt::format("sweep{}.toml", i);
+    std::ofstream(file) << read_text(difflab::test::tiny_experiment()) << "\n[sweep]\n" << sweeps[i] << space;
+    const Outcome trained = difflab_command("run " + file.string() + " --set experiment.database=" +
+                                            (dir / "s.sqlite").string() + " --set experiment.output_dir=" +
+                                            (dir / "runs").string() + " --set training.epochs=3 --set "
+                                            "experiment.threads=1 --set evaluation.kid_protocol=none");
+    ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  }
+  difflab::ResultsStore store(dir / "s.sqlite", difflab::OpenMode::read_only);
+  const std::vector<difflab::SweepProgress> progress = difflab::sweep_progress(store);
+  ASSERT_EQ(progress.size(), 3u);
+  SQLite::Database db((dir / "s.sqlite").string());
+  int64_t pruned_trials = 0;
+  for (const auto& sweep : progress) {
+    EXPECT_EQ(sweep.label(), sweep.sampler == "tpe" ? "tpe + asha" : "random + asha");
+    ASSERT_EQ(sweep.best_so_far.size(), 6u);
+    // Each trial's value at its run's last epoch with the metric, and whether it finished.
+    SQLite::Statement trials(db, "SELECT t.trial, r.status, (SELECT value FROM metrics m WHERE m.run_id = r.id AND "
+                                 "m.key = 'val_n_loss' ORDER BY m.epoch DESC LIMIT 1) FROM sweep_trials t JOIN runs r "
+                                 "ON r.id = t.run_id WHERE t.sweep = ? ORDER BY t.trial");
+    trials.bind(1, sweep.sweep);
+    double best = std::nan("");
+    int64_t k = 0;
+    while (trials.executeStep()) {
+      ASSERT_EQ(trials.getColumn(0).getInt64(), k);
+      if (trials.getColumn(1).getString() == "finished" && (std::isnan(best) || trials.getColumn(2).getDouble() < best))
+        best = trials.getColumn(2).getDouble();
+      pruned_trials += trials.getColumn(1).getString() == "pruned";
+      if (std::isnan(best)) EXPECT_TRUE(std::isnan(sweep.best_so_far[k])) << k;
+      else EXPECT_EQ(sweep.best_so_far[k], best) << sweep.label() << " trial " << k;
+      ++k;
+    }
+    EXPECT_EQ(k, 6);
+  }
+  EXPECT_GT(pruned_trials, 0);
+  const Outcome printed = difflab_command("sweep progress " + (dir / "s.sqlite").string());
+  EXPECT_EQ(printed.exit_code, 0) << printed.output;
+  EXPECT_NE(printed.output.find("random + asha                            2"), std::string::npos) << printed.output;
+  EXPECT_NE(printed.output.find("tpe + asha                               1"), std::string::npos) << printed.output;
+
+  const fs::path report = dir / "report.html";
+  ASSERT_EQ(difflab_command("report " + (dir / "s.sqlite").string() + " --out " + report.string()).exit_code, 0);
+  const Outcome dom = chromium("--dump-dom file://" + report.string());
+  ASSERT_NE(dom.output.find("data-ready=\"true\""), std::string::npos) << dom.output.substr(0, 3000);
+  EXPECT_EQ(dom.output.find(":CONSOLE"), std::string::npos) << dom.output.substr(0, 3000);
+  EXPECT_NE(dom.output.find("<a href=\"#search\">search</a>"), std::string::npos);
+  const auto drawn = charts(dom.output);
+  const auto chart = [&](const std::string& id) {
+    const auto found = std::find_if(drawn.begin(), drawn.end(), [&](const auto& c) { return c.first == id; });
+    return found == drawn.end() ? std::string() : found->second;
+  };
+  const std::string trials = chart("search");
+  ASSERT_FALSE(trials.empty());
+  // Per sweep: its best so far and its finished trials; the pruned ones where it has any.
+  EXPECT_EQ(occurrences(trials, ": best so far\""), 3u);
+  EXPECT_EQ(occurrences(trials, ": finished trials\""), 3u);
+  size_t with_pruned = 0;
+  for (const auto& sweep : progress)
+    with_pruned += std::any_of(sweep.outcomes.begin(), sweep.outcomes.end(),
+                               [](const difflab::TrialOutcome& o) { return o.status == difflab::RunStatus::pruned; });
+  EXPECT_EQ(occurrences(trials, ": pruned, at its rung\""), with_pruned);
+  const std::string compared = chart("search-by-sampler");
+  ASSERT_FALSE(compared.empty());
+  EXPECT_EQ(occurrences(compared, "<g class=\"series\""), 2u);
+  EXPECT_NE(compared.find("data-series=\"random + asha (2 sweeps)\""), std::string::npos) << compared;
+  EXPECT_EQ(occurrences(compared, "class=\"band\""), 1u);  // over the two random sweeps only
 }
 
 // training.log_every_steps: the losses within epochs, recorded and drawn against the step; the

@@ -8,6 +8,9 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <csignal>
+#include <chrono>
+#include <thread>
 #include <sstream>
 
 #include "results/results_store.h"
@@ -206,10 +209,80 @@ TEST(SearchSweep, BadInputIsExitTwoNamingTheKeyWithNothingWritten) {
     EXPECT_NE(outcome.output.find(expected), std::string::npos) << sweep << "\n" << outcome.output;
     EXPECT_FALSE(fs::exists(dir / "results.sqlite")) << sweep;
   }
-  // TPE learns trial from trial: several workers are refused before anything is written.
+}
+
+// Two workers (--workers 2) propose and train an 8-trial tpe + asha sweep; the whole sweep (its
+// parent and both workers) is killed with SIGKILL once 5 trials are proposed and a trial is
+// training, then the same command runs it to the end: every trial proposed once, no recorded
+// proposal changed, the trials a worker proposed while the other trained saw it as running (the
+// constant liar), and `difflab sweep replay` agrees on every proposal and decision; one recorded
+// value changed in a copy makes it exit 1 naming the trial that saw it.
+TEST(SearchSweep, TwoWorkersKilledMidSweepProposeEveryTrialOnceAndReplay) {
   difflab::test::TempDir dir;
-  const Outcome workers = difflab_command("run " + search_sweep(dir.path()) + " --workers 2");
-  EXPECT_EQ(workers.exit_code, 2) << workers.output;
-  EXPECT_NE(workers.output.find("sweep.sampler"), std::string::npos) << workers.output;
-  EXPECT_FALSE(fs::exists(dir / "results.sqlite"));
+  const std::string arguments = "run " + search_sweep(dir.path()) + " --workers 2";
+  const fs::path database = dir / "results.sqlite";
+  // Its own session (setsid), so that one kill reaches the parent and the workers.
+  const Outcome started = difflab::test::shell_command(
+      "setsid " + std::string(DIFFLAB_TEST_EXECUTABLE) + " " + arguments + " > " + (dir / "first.log").string() +
+      " 2>&1 & echo $!");
+  const pid_t session = static_cast<pid_t>(std::stol(started.output));
+  size_t proposed = 0;
+  bool training = false;
+  for (int wait = 0; wait < 1200 && (proposed < 5 || !training); ++wait) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!fs::exists(database)) continue;
+    try {
+      ResultsStore store(database, OpenMode::read_only);
+      proposed = store.proposals().size();
+      const std::vector<RunRecord> runs = store.runs();
+      training = std::any_of(runs.begin(), runs.end(), [](const RunRecord& r) { return r.status == RunStatus::running; });
+    } catch (const std::exception&) {
+      // being created or migrated by the sweep: looked at again
+    }
+  }
+  kill(-session, SIGKILL);
+  ASSERT_GE(proposed, 5u) << read_text(dir / "first.log");
+  ASSERT_LT(proposed, 8u) << "the sweep ended before it was killed:\n" << read_text(dir / "first.log");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the kill lands; the database is what it left
+  const std::vector<std::string> before = proposal_rows(database);
+
+  const Outcome again = difflab_command(arguments);
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  const std::vector<std::string> after = proposal_rows(database);
+  ASSERT_EQ(after.size(), 8u);
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(after[i], before[i]) << "trial " << i;
+  std::set<std::string> points;
+  int64_t saw_running = 0;
+  {
+    ResultsStore store(database, OpenMode::read_only);
+    for (const ProposalRecord& proposal : store.proposals()) {
+      EXPECT_TRUE(points.insert(proposal.assignments).second) << proposal.assignments;
+      // Every other trial proposed before it, learned from or running (none failed).
+      EXPECT_GE(std::count(proposal.conditioned.begin(), proposal.conditioned.end(), '\n'), proposal.trial);
+      saw_running += proposal.conditioned.find(" running ") != std::string::npos;
+    }
+    // Each trial trained by one run, the one its sweep_trials row names.
+    std::set<std::string> hashes;
+    for (const RunRecord& run : store.runs()) hashes.insert(run.config_hash);
+    EXPECT_EQ(hashes.size(), 8u);
+  }
+  EXPECT_GE(saw_running, 1) << "no proposal was made while another trial trained";
+  const Outcome replay = difflab_command("sweep replay " + database.string());
+  EXPECT_EQ(replay.exit_code, 0) << replay.output;
+  EXPECT_NE(replay.output.find("8 of 8 proposals agree"), std::string::npos) << replay.output;
+
+  fs::copy_file(database, dir / "changed.sqlite");
+  int64_t changed_run = 0;
+  {
+    SQLite::Database db((dir / "changed.sqlite").string(), SQLite::OPEN_READWRITE);
+    changed_run = db.execAndGet("SELECT r.id FROM runs r JOIN sweep_trials t ON t.run_id = r.id "
+                                "WHERE r.status = 'finished' ORDER BY t.trial LIMIT 1").getInt64();
+    db.exec(fmt::format("UPDATE metrics SET value = value + 1 WHERE run_id = {} AND key = 'val_n_loss'", changed_run));
+  }
+  const Outcome broken = difflab_command("sweep replay " + (dir / "changed.sqlite").string());
+  EXPECT_EQ(broken.exit_code, 1) << broken.output;
+  EXPECT_NE(broken.output.find(fmt::format("it saw run {} ", changed_run)), std::string::npos) << broken.output;
+  EXPECT_NE(broken.output.find(" trial "), std::string::npos) << broken.output;
+  std::printf("tpe + asha, 2 workers: killed with %zu of 8 trials proposed; %lld proposals made while another trial "
+              "trained; replay agrees\n", proposed, static_cast<long long>(saw_running));
 }

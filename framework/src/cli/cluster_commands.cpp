@@ -1,5 +1,7 @@
 // slurm, k8s and sweep task|collect|status|cancel: a sweep on a cluster. `slurm task|collect|
 // status|cancel` are the same commands under their first names.
+#include <algorithm>
+#include <cmath>
 #include <fmt/format.h>
 
 #include "cli/command.h"
@@ -7,6 +9,7 @@
 #include "cluster/launcher.h"
 #include "cluster/slurm.h"
 #include "results/results_store.h"
+#include "results/sweep_progress.h"
 #include "sweep/search.h"
 #include "plugin_host/registry.h"
 
@@ -194,6 +197,46 @@ int command_sweep_replay(const po::variables_map& values) {
   return proposals.disagreements.empty() && decisions.disagreements.empty() ? 0 : 1;
 }
 
+// `difflab sweep progress DB`: each sampled sweep's best so far at a quarter, half, three quarters
+// and all of its trials, then the mean ± std by sampler (several sweeps of each: several seeds).
+int command_sweep_progress(const po::variables_map& values) {
+  const std::string database = text(values, "DB");
+  if (!std::filesystem::exists(database)) throw ConfigError("no such database", ErrorContext::in_file(database));
+  const ResultsStore store(database, OpenMode::read_only);
+  const std::vector<SweepProgress> sweeps = sweep_progress(store);
+  if (sweeps.empty()) {
+    fmt::print("{}: no sampled sweep (grid, random or tpe) recorded\n", database);
+    return 1;
+  }
+  size_t length = 0;
+  for (const auto& sweep : sweeps) length = std::max(length, sweep.best_so_far.size());
+  std::vector<size_t> at;  // trial counts shown
+  for (size_t quarter = 1; quarter <= 4; ++quarter) {
+    const size_t n = std::max<size_t>(1, (length * quarter + 3) / 4);
+    if (at.empty() || at.back() != n) at.push_back(n);
+  }
+  const auto cell = [](double value) { return std::isnan(value) ? std::string("-") : fmt::format("{:.5g}", value); };
+  std::string header;
+  for (size_t n : at) header += fmt::format("  {:>17}", fmt::format("after {}", n));
+  fmt::print("best so far (finished trials), by sweep:\n{:<34}{:>8}{}\n", "sweep", "trials", header);
+  for (const auto& sweep : sweeps) {
+    std::string row;
+    for (size_t n : at) row += fmt::format("  {:>17}", n <= sweep.best_so_far.size() ? cell(sweep.best_so_far[n - 1]) : "-");
+    fmt::print("{:<34}{:>8}{}\n", sweep.sweep.substr(0, 8) + " " + sweep.label() + " (" + sweep.metric + ")",
+               fmt::format("{}/{}", sweep.outcomes.size(), sweep.trials), row);
+  }
+  fmt::print("\nby sampler: mean ± std over its sweeps\n{:<34}{:>8}{}\n", "sampler", "sweeps", header);
+  for (const ProgressStats& label : progress_by_label(sweeps)) {
+    std::string row;
+    for (size_t n : at)
+      row += fmt::format("  {:>17}", n > label.mean.size() ? std::string("-")
+                                     : std::isnan(label.std[n - 1]) ? cell(label.mean[n - 1])
+                                                                    : cell(label.mean[n - 1]) + " ± " + cell(label.std[n - 1]));
+    fmt::print("{:<34}{:>8}{}\n", label.label, label.sweeps, row);
+  }
+  return 0;
+}
+
 void add_cluster_commands(CommandTable& table) {
   add_slurm(table);
   add_k8s(table);
@@ -201,6 +244,10 @@ void add_cluster_commands(CommandTable& table) {
             "recompute every proposal (sampler = \"tpe\") and every asha and hyperband decision from the database "
             "alone; exit 1 naming any that disagrees",
             {"DB"}, 1, command_sweep_replay);
+  table.add("sweep progress", "DB",
+            "each sampled sweep's best value so far, trial by trial, and the mean ± std by sampler over several "
+            "sweeps (seeds): TPE against random search on the same budget",
+            {"DB"}, 1, command_sweep_progress);
   add_folder_commands(table, "sweep");
   add_folder_commands(table, "slurm");
 }

@@ -122,7 +122,7 @@ int submit_sweep(const fs::path& file, const std::vector<std::string>& overrides
   }
   // Every point's data and components: bad input is exit 2 here, with nothing written.
   check_before_running(runs, registry);
-  const Manifest manifest = make_manifest(file, runs, registry, options.folder, launcher.name());
+  const Manifest manifest = make_manifest(file, runs, registry, options.folder, launcher.name(), overrides);
   const fs::path folder = manifest.path.parent_path();
   freeze_manifest(manifest);
 
@@ -298,7 +298,7 @@ int sweep_status(const fs::path& folder_argument) {
       detail = fmt::format("job {} task {} {}{}", queued->job_id, queued->task, queued->state,
                            queued->reason.empty() ? "" : " (" + queued->reason + ")");
     } else if (!state.status) {
-      shown = task == task_of.end() ? "not submitted" : "not run";
+      shown = task == task_of.end() ? "not submitted" : manifest.search() && !state.proposed ? "not proposed" : "not run";
     } else if (waiting.count(point.index) > 0 && *state.status == RunStatus::interrupted) {
       shown = "waiting";  // at the rung, for the decider
       detail = fmt::format("at {}", position->describe());
@@ -313,7 +313,8 @@ int sweep_status(const fs::path& folder_argument) {
     ++counts[shown];
     lines.push_back(fmt::format("{:>5}  {:<13} {:>6}  {}{}", point.index, shown,
                                 state.run_id > 0 ? std::to_string(state.run_id) : "-",
-                                point.point.empty() ? "(no sweep)" : point.point,
+                                manifest.search() ? state.proposed.value_or("(proposed when its task starts)")
+                                : point.point.empty() ? "(no sweep)" : point.point,
                                 detail.empty() ? "" : "\n       " + detail));
   }
   fmt::print("sweep \"{}\" in {}: {} points, {} submission(s){}\n", manifest.name, folder.string(),

@@ -600,8 +600,10 @@ std::vector<SweepRun> load_sweep(const fs::path& file, const std::vector<std::st
 }
 
 std::vector<SweepRun> parse_sweep(const std::string& toml_text, const std::string& source_name,
-                                  const std::vector<std::string>& overrides, PluginRegistry& registry) {
-  return expand_root(parse_text(toml_text, source_name), source_name, fs::current_path(), overrides, registry);
+                                  const std::vector<std::string>& overrides, PluginRegistry& registry,
+                                  const fs::path& base_dir) {
+  return expand_root(parse_text(toml_text, source_name), source_name, base_dir.empty() ? fs::current_path() : base_dir,
+                     overrides, registry);
 }
 
 Experiment load_experiment(const fs::path& file, const std::vector<std::string>& overrides,

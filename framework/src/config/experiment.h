@@ -90,8 +90,10 @@ struct SweepRun {
 // Every point is validated first; all invalid points are reported in one config Error.
 std::vector<SweepRun> load_sweep(const std::filesystem::path& file,
                                  const std::vector<std::string>& overrides, PluginRegistry& registry);
+// The same from TOML text; relative paths are relative to `base_dir` (default: the working folder).
 std::vector<SweepRun> parse_sweep(const std::string& toml_text, const std::string& source_name,
-                                  const std::vector<std::string>& overrides, PluginRegistry& registry);
+                                  const std::vector<std::string>& overrides, PluginRegistry& registry,
+                                  const std::filesystem::path& base_dir = {});
 
 // Loads `file` (which must not sweep), applies `overrides` ("section.key=value", TOML value
 // syntax; bare words are strings), validates everything, fills defaults. Throws a config Error

@@ -17,6 +17,7 @@
 #include "report/svg.h"
 #include "results/results_report.h"
 #include "results/results_store.h"
+#include "results/sweep_progress.h"
 
 namespace difflab {
 namespace fs = std::filesystem;
@@ -398,6 +399,96 @@ void rung_view(Page& page, const std::vector<RunData>& runs, const std::vector<D
   }
   for (auto& [rung, series] : cutoffs) chart.series.push_back(std::move(series));
   page.chart(svg::render(chart, 760, 380));
+  page.html += "</section>\n";
+}
+
+// The search view: every sampled sweep's metric trial by trial, in the order the trials were
+// proposed, with its best so far; pruned trials at the value of the rung they reached. Sweeps of
+// several samplers (or several sweeps of one) on one chart, and their mean ± std by sampler.
+void search_view(Page& page, const ResultsStore& store) {
+  std::vector<SweepProgress> sweeps = sweep_progress(store);
+  sweeps.erase(std::remove_if(sweeps.begin(), sweeps.end(),
+                              [](const SweepProgress& s) { return s.outcomes.size() < 2 || s.sampler == "grid"; }),
+               sweeps.end());
+  // Shown for a model-based sweep, or several sampled ones to compare; one random sweep has its
+  // trials in the rung view and the tables already.
+  const bool model_based = std::any_of(sweeps.begin(), sweeps.end(), [](const SweepProgress& s) { return s.sampler == "tpe"; });
+  if (sweeps.empty() || (!model_based && sweeps.size() < 2)) return;
+  // One metric a chart: the first sweep's; sweeps that optimise another are named, not drawn.
+  const std::string metric = sweeps.front().metric;
+  std::vector<std::string> other;
+  for (const auto& sweep : sweeps)
+    if (sweep.metric != metric) other.push_back(sweep.sweep.substr(0, 8) + " (" + sweep.metric + ")");
+  sweeps.erase(std::remove_if(sweeps.begin(), sweeps.end(), [&](const SweepProgress& s) { return s.metric != metric; }),
+               sweeps.end());
+  page.section("search", "Search: " + metric + " trial by trial", "search");
+  page.html += fmt::format(
+      "<p>{} sweep{} ({}). Each trial's {} in the order the trials were proposed (a model-based sampler) or drawn; the "
+      "line is the best so far among the finished trials ({}); a pruned trial is a grey mark at its value at the "
+      "rung it reached, which is not comparable with a finished one.{}</p>\n",
+      sweeps.size(), sweeps.size() == 1 ? "" : "s", escape(sweeps.front().maximize ? "maximized" : "minimized"),
+      escape(metric), sweeps.front().maximize ? "highest" : "lowest",
+      other.empty() ? "" : " Not drawn here (another metric): " + escape(fmt::format("{}", fmt::join(other, ", "))) + ".");
+  svg::Chart chart;
+  chart.id = "search";
+  chart.title = metric + " by trial, and the best so far";
+  chart.x_label = "trial";
+  chart.integer_x = true;
+  chart.y_label = metric;
+  for (size_t i = 0; i < sweeps.size(); ++i) {
+    const SweepProgress& sweep = sweeps[i];
+    const std::string name = sweep.label() + " " + sweep.sweep.substr(0, 8);
+    svg::Series best{name + ": best so far", svg::palette(i), {}, {}, {}, {}, svg::Style::lines};
+    for (size_t k = 0; k < sweep.best_so_far.size(); ++k) {
+      best.x.push_back(static_cast<double>(k + 1));
+      best.y.push_back(sweep.best_so_far[k]);
+    }
+    svg::Series finished{name + ": finished trials", svg::palette(i), {}, {}, {}, {}, svg::Style::points};
+    svg::Series pruned{name + ": pruned, at its rung", "#b5b5b5", {}, {}, {}, {}, svg::Style::points};
+    for (const TrialOutcome& outcome : sweep.outcomes) {
+      svg::Series* into = outcome.status == RunStatus::finished ? &finished
+                          : outcome.status == RunStatus::pruned ? &pruned
+                                                                 : nullptr;
+      if (into == nullptr) continue;
+      into->x.push_back(static_cast<double>(outcome.trial + 1));
+      into->y.push_back(outcome.value);
+    }
+    chart.series.push_back(std::move(best));
+    chart.series.push_back(std::move(finished));
+    if (!pruned.x.empty()) chart.series.push_back(std::move(pruned));
+  }
+  page.chart(svg::render(chart, 760, 380));
+  const std::vector<ProgressStats> labels = progress_by_label(sweeps);
+  const bool repeated = std::any_of(labels.begin(), labels.end(), [](const ProgressStats& l) { return l.sweeps > 1; });
+  if (labels.size() > 1 || repeated) {
+    svg::Chart compared;
+    compared.id = "search-by-sampler";
+    compared.title = "best " + metric + " so far by sampler: mean ± std over its sweeps";
+    compared.x_label = "trials";
+    compared.integer_x = true;
+    compared.y_label = "best " + metric;
+    std::string counts;
+    for (size_t i = 0; i < labels.size(); ++i) {
+      const ProgressStats& label = labels[i];
+      svg::Series series{fmt::format("{} ({} sweep{})", label.label, label.sweeps, label.sweeps == 1 ? "" : "s"),
+                         svg::palette(i), {}, {}, {}, {}, svg::Style::lines};
+      for (size_t k = 0; k < label.mean.size(); ++k) {
+        series.x.push_back(static_cast<double>(k + 1));
+        series.y.push_back(label.mean[k]);
+        if (label.sweeps < 2) continue;  // a band only over several sweeps
+        const double deviation = std::isnan(label.std[k]) ? 0.0 : label.std[k];
+        series.lo.push_back(label.mean[k] - deviation);
+        series.hi.push_back(label.mean[k] + deviation);
+      }
+      compared.series.push_back(std::move(series));
+      counts += fmt::format("{}{}: {} sweep{}", counts.empty() ? "" : "; ", label.label, label.sweeps,
+                            label.sweeps == 1 ? "" : "s");
+    }
+    page.html += "<p>The same budget, sampler against sampler (" + escape(counts) +
+                 "): the mean of the sweeps' best so far after each trial, the band ± one sample standard deviation "
+                 "over the sweeps (seeds) where there are two or more.</p>\n";
+    page.chart(svg::render(compared, 760, 380));
+  }
   page.html += "</section>\n";
 }
 
@@ -887,6 +978,7 @@ std::string render_report(ResultsStore& store, const ReportOptions& options, Rep
     learning_curves(page, runs, options);
     page.html += "</section>\n";
     rung_view(page, runs, store.decisions());
+    search_view(page, store);
     kid_against_nfe(page, runs);
     one_factor(page, runs, axes, options.metric);
     parallel_coordinates(page, runs, axes, options.metric);

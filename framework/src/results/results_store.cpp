@@ -1032,6 +1032,19 @@ std::vector<DecisionRecord> ResultsStore::decisions(int64_t run_id) const {
 
 void ResultsStore::record_sweep_trial(int64_t run_id, const SweepTrialRecord& record) {
   SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+  insert_sweep(record);
+  SQLite::Statement trial(*db_, "INSERT OR REPLACE INTO sweep_trials (run_id, sweep, trial, bracket) VALUES (?, ?, ?, ?)");
+  trial.bind(1, run_id);
+  trial.bind(2, record.sweep);
+  trial.bind(3, record.trial);
+  trial.bind(4, record.bracket);
+  trial.exec();
+  transaction.commit();
+}
+
+void ResultsStore::record_sweep(const SweepTrialRecord& record) { insert_sweep(record); }
+
+void ResultsStore::insert_sweep(const SweepTrialRecord& record) {
   SQLite::Statement sweep(*db_,
                           "INSERT OR IGNORE INTO sweeps (sweep, name, trials, method, settings, rule, metric, direction, "
                           "min_epochs, max_epochs, reduction_factor, brackets, startup_trials, warmup_epochs) "
@@ -1053,12 +1066,26 @@ void ResultsStore::record_sweep_trial(int64_t run_id, const SweepTrialRecord& re
     sweep.bind(14, record.warmup_epochs);
   }
   sweep.exec();
-  SQLite::Statement trial(*db_, "INSERT OR REPLACE INTO sweep_trials (run_id, sweep, trial, bracket) VALUES (?, ?, ?, ?)");
-  trial.bind(1, run_id);
-  trial.bind(2, record.sweep);
-  trial.bind(3, record.trial);
-  trial.bind(4, record.bracket);
-  trial.exec();
+}
+
+std::optional<RunRecord> ResultsStore::trial_run(const std::string& sweep, int64_t trial) const {
+  SQLite::Statement query(*db_, std::string(kRunColumns) +
+                                    " WHERE id = (SELECT MAX(run_id) FROM sweep_trials WHERE sweep = ? AND trial = ?)");
+  query.bind(1, sweep);
+  query.bind(2, trial);
+  if (!query.executeStep()) return std::nullopt;
+  return read_run(query);
+}
+
+std::optional<RunRecord> ResultsStore::newest_run() const {
+  SQLite::Statement query(*db_, std::string(kRunColumns) + " ORDER BY id DESC LIMIT 1");
+  if (!query.executeStep()) return std::nullopt;
+  return read_run(query);
+}
+
+void ResultsStore::write_transaction(const std::function<void()>& body) {
+  SQLite::Transaction transaction(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+  body();
   transaction.commit();
 }
 

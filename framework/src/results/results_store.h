@@ -245,6 +245,16 @@ class ResultsStore {
   std::vector<DecisionRecord> decisions(int64_t run_id = 0) const;  // 0: every run's, in order
   // Records the sweep a run belongs to (the sweep's row once, the run's place every time).
   void record_sweep_trial(int64_t run_id, const SweepTrialRecord& record);
+  // The sweep's row alone (a model-based sweep records it with its first proposal, before any run).
+  void record_sweep(const SweepTrialRecord& record);
+  // The newest run recorded as trial `trial` of `sweep` (sweep_trials), or nullopt.
+  std::optional<RunRecord> trial_run(const std::string& sweep, int64_t trial) const;
+  // The newest run of the database (a cluster point's shard holds that point's runs only).
+  std::optional<RunRecord> newest_run() const;
+  // Runs `body` in one IMMEDIATE transaction (the write lock first: one writer at a time across
+  // processes), committed when it returns; `body` may read and write through this store but not
+  // open another transaction.
+  void write_transaction(const std::function<void()>& body);
   // A model-based sweep's proposal for a trial (the proposals table); one recorded before stands.
   void record_proposal(const ProposalRecord& record);
   // Every proposal of `sweep` (every sweep's when empty), by sweep and trial.
@@ -280,6 +290,7 @@ class ResultsStore {
   const std::filesystem::path& path() const { return path_; }
 
  private:
+  void insert_sweep(const SweepTrialRecord& record);
   void migrate();
   void open_read_only();
   int64_t insert_run(const Experiment& experiment, const std::string& versions_json,

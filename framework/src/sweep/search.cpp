@@ -10,7 +10,8 @@
 
 #include "difflab/cache.h"
 #include "difflab/error.h"
-#include "process/crash_point.h"
+#include "sweep/adaptive.h"
+#include "sweep/sweep_folder.h"
 #include "sweep/pruning.h"
 #include "sweep/samplers/tpe.h"
 
@@ -173,28 +174,41 @@ std::string search_hash(const SweepRun& sweep) {
   return fmt::format("{:016x}", fnv1a(text));
 }
 
-SearchPoint propose_trial(const SweepRun& sweep, const std::vector<SweepRun>& earlier, ResultsStore& store,
-                          const std::string& hash, int64_t trial, bool announce) {
+namespace {
+
+// Another trial as a proposal sees it: its recorded point (no trial repeats it), and how its
+// newest run stands (none: proposed, not started yet, which counts as running); no observation
+// for a failed or diverged run (Optuna leaves failed trials out) or a damaged point.
+struct Known {
+  Assignments assignments;
+  std::optional<Seen> seen;
+};
+Known known_trial(const SearchSpace& space, const ProposalRecord& recorded, const ResultsStore& store,
+                  const std::optional<RunRecord>& run) {
+  const SearchPoint point = recorded_point(recorded);
+  Known known{point.assignments, std::nullopt};
+  if (point.values.size() != space.dimensions.size()) return known;
+  if (run && (run->status == RunStatus::failed || run->status == RunStatus::diverged)) return known;
+  Seen s;
+  s.trial = recorded.trial;
+  s.attempt = run ? run->attempt : "-";
+  if (run) s.observation = observation_of(store, *run, space.metric);
+  else s.observation.state = tpe::Observation::State::running;
+  s.observation.values = point.values;
+  known.seen = std::move(s);
+  return known;
+}
+
+// A new proposal for `trial` from the other trials (`seen`, in trial order), recorded in `store`
+// with the sweep's row (replay reads the settings from it) before it is returned.
+SearchPoint propose_from(const SweepRun& sweep, const std::string& hash, int64_t trial,
+                         const std::map<int64_t, Known>& others, ResultsStore& store, bool announce) {
   const SearchSpace& space = sweep.search->space;
-  std::map<int64_t, SearchPoint> recorded_points;  // by trial
-  for (const ProposalRecord& recorded : store.proposals(hash)) recorded_points[recorded.trial] = recorded_point(recorded);
-  if (const auto recorded = recorded_points.find(trial); recorded != recorded_points.end()) return recorded->second;
-  // What the trials before it recorded: their state, the last epoch with the sweep's metric and its
-  // value there (a finished trial: its value at its last epoch), their points' values.
   std::vector<Seen> seen;
   std::vector<Assignments> taken;
-  for (size_t k = 0; k < earlier.size(); ++k) {
-    const std::optional<RunRecord> run = store.latest_run(earlier[k].experiment.config_hash());
-    const SearchPoint point = recorded_points[static_cast<int64_t>(k)];
-    taken.push_back(point.assignments);
-    if (!run || point.values.size() != space.dimensions.size()) continue;
-    if (run->status == RunStatus::failed || run->status == RunStatus::diverged) continue;
-    Seen s;
-    s.trial = static_cast<int64_t>(k);
-    s.attempt = run->attempt;
-    s.observation = observation_of(store, *run, space.metric);
-    s.observation.values = point.values;
-    seen.push_back(std::move(s));
+  for (const auto& [other, known] : others) {
+    taken.push_back(known.assignments);
+    if (known.seen) seen.push_back(*known.seen);
   }
   std::vector<tpe::Observation> observations;
   for (const Seen& s : seen) observations.push_back(s.observation);
@@ -210,18 +224,106 @@ SearchPoint propose_trial(const SweepRun& sweep, const std::vector<SweepRun>& ea
   for (const auto& assignment : drawn.point.assignments) record.assignments += assignment + "\n";
   record.values = values_text(drawn.point.values);
   if (!drawn.proposal.random) record.score = drawn.proposal.score;
+  if (const auto sweep_row = sweep_trial_record(sweep, space.trials, hash)) store.record_sweep(*sweep_row);
   store.record_proposal(record);
-  crash_point("search.proposed");  // recorded, not yet claimed: run again, the trial resumes this proposal
   if (announce) {
+    const auto running = std::count_if(observations.begin(), observations.end(), [](const tpe::Observation& o) {
+      return o.state == tpe::Observation::State::running;
+    });
+    const std::string liars = running > 0 ? fmt::format(", {} still running", running) : "";
     if (drawn.proposal.random)
-      fmt::print("   proposed by tpe at random ({} of {} trials to learn from before the model): {}\n", observations.size(),
-                 space.random_trials, fmt::join(drawn.point.assignments, ", "));
+      fmt::print("   trial {} proposed by tpe at random ({} of {} trials to learn from before the model{}): {}\n",
+                 trial + 1, observations.size(), space.random_trials, liars, fmt::join(drawn.point.assignments, ", "));
     else
-      fmt::print("   proposed by tpe from {} trials (l: {}, g: {}; log l/g {:.3f}): {}\n", observations.size(),
-                 drawn.proposal.below.size(), drawn.proposal.above.size(), drawn.proposal.score,
-                 fmt::join(drawn.point.assignments, ", "));
+      fmt::print("   trial {} proposed by tpe from {} trials{} (l: {}, g: {}; log l/g {:.3f}): {}\n", trial + 1,
+                 observations.size(), liars, drawn.proposal.below.size(), drawn.proposal.above.size(),
+                 drawn.proposal.score, fmt::join(drawn.point.assignments, ", "));
+    std::fflush(stdout);
   }
   return drawn.point;
+}
+
+}  // namespace
+
+SweepRun search_trial(const SweepRun& sweep, const SearchPoint& point, int64_t trial) {
+  SweepRun run{sweep.search->experiment(point.assignments), "", ""};
+  for (const auto& assignment : point.assignments) {
+    run.point += (run.point.empty() ? "" : ", ") + assignment;
+    if (assignment.rfind("experiment.seed=", 0) != 0) run.variant += (run.variant.empty() ? "" : ", ") + assignment;
+  }
+  run.adaptive = sweep.adaptive;
+  run.trial = trial;
+  run.sweep_settings = sweep.sweep_settings;
+  run.sweep_method = sweep.sweep_method;
+  run.search = sweep.search;
+  return run;
+}
+
+std::vector<SweepRun> search_trials(const SweepRun& sweep) {
+  std::vector<SweepRun> runs(static_cast<size_t>(sweep.search->space.trials), sweep);
+  for (size_t t = 0; t < runs.size(); ++t) runs[t].trial = static_cast<int64_t>(t);
+  return runs;
+}
+
+PeerLookup search_peers(const std::string& hash, const std::filesystem::path& folder) {
+  return [hash, folder](ResultsStore& own, size_t trial, const std::string& metric,
+                        int64_t epoch) -> std::optional<RungPeer> {
+    const auto peer = [&](const ResultsStore& store) -> std::optional<RungPeer> {
+      const std::optional<RunRecord> run = store.trial_run(hash, static_cast<int64_t>(trial));
+      if (!run) return std::nullopt;
+      return RungPeer{run->id, run->attempt, run->status, store.metric_at(run->id, metric, epoch)};
+    };
+    if (folder.empty()) return peer(own);
+    // A shard is replaced by a rename and never written in place: one being replaced or damaged
+    // is no peer this time (sweep_task.cpp's shard_peers).
+    const std::filesystem::path shard = shard_path(folder, static_cast<int64_t>(trial));
+    if (!std::filesystem::exists(shard)) return std::nullopt;
+    try {
+      return peer(ResultsStore(shard, OpenMode::read_only));
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  };
+}
+
+std::optional<SearchPoint> recorded_proposal(const ResultsStore& store, const std::string& hash, int64_t trial) {
+  for (const ProposalRecord& recorded : store.proposals(hash))
+    if (recorded.trial == trial) return recorded_point(recorded);
+  return std::nullopt;
+}
+
+std::optional<ProposedTrial> propose_next(const SweepRun& sweep, ResultsStore& store, const std::string& hash,
+                                          bool announce) {
+  std::optional<ProposedTrial> proposed;
+  store.write_transaction([&] {
+    std::map<int64_t, Known> others;
+    for (const ProposalRecord& recorded : store.proposals(hash))
+      others[recorded.trial] = known_trial(sweep.search->space, recorded, store, store.trial_run(hash, recorded.trial));
+    int64_t trial = 0;
+    while (others.count(trial) > 0) ++trial;
+    if (trial >= sweep.search->space.trials) return;
+    proposed = ProposedTrial{trial, propose_from(sweep, hash, trial, others, store, announce)};
+  });
+  return proposed;
+}
+
+SearchPoint propose_from_shards(const SweepRun& sweep, const std::string& hash, int64_t trial, ResultsStore& local,
+                                const std::vector<std::filesystem::path>& shards, bool announce) {
+  if (auto recorded = recorded_proposal(local, hash, trial)) return *recorded;
+  std::map<int64_t, Known> others;
+  for (const auto& path : shards) {
+    try {
+      const ResultsStore shard(path, OpenMode::read_only);
+      for (const ProposalRecord& recorded : shard.proposals(hash))
+        if (recorded.trial != trial && others.count(recorded.trial) == 0)
+          others[recorded.trial] = known_trial(sweep.search->space, recorded, shard, shard.trial_run(hash, recorded.trial));
+    } catch (const std::exception& error) {
+      // A shard being replaced or damaged is no trial to learn from this time (its own task
+      // reports it); the proposal records what it did see.
+      fmt::print(stderr, "difflab: trial {}: shard {} not read: {}\n", trial + 1, path.string(), error.what());
+    }
+  }
+  return propose_from(sweep, hash, trial, others, local, announce);
 }
 
 ReplayOutcome replay_proposals(const ResultsStore& store) {

@@ -18,6 +18,7 @@
 
 #include "difflab/error.h"
 #include "plugin_host/registry.h"
+#include "process/crash_point.h"
 #include "process/stop_request.h"
 #include "results/results_store.h"
 #include "sweep/adaptive.h"
@@ -101,10 +102,10 @@ int print_summary(const std::vector<SweepRun>& runs, const std::vector<std::opti
 
 // `hash`: the sweep's (sweep_folder.h's sweep_hash), computed once by the caller, not per point.
 RunOptions run_options(const SweepOptions& options, const std::vector<SweepRun>& runs, size_t i,
-                       const std::string& announce, const std::string& hash) {
+                       const std::string& announce, const std::string& hash, const PeerLookup& peers) {
   const SweepRun& run = runs[i];
   RunOptions result = options.run;
-  result.verdict = adaptive_verdict(runs, i);
+  result.verdict = adaptive_verdict(runs, i, peers);
   const int64_t trials = run.search ? run.search->space.trials : static_cast<int64_t>(runs.size());
   result.sweep_trial = sweep_trial_record(run, trials, hash);
   result.new_run = options.new_run;
@@ -121,7 +122,7 @@ RunOptions run_options(const SweepOptions& options, const std::vector<SweepRun>&
 // would fail every run) and an interrupt stop it. Returns whether this process trained it (or
 // tried to).
 bool run_point(const std::vector<SweepRun>& runs, size_t i, const PluginRegistry& registry,
-               const SweepOptions& options, bool quiet_skips, const std::string& hash) {
+               const SweepOptions& options, bool quiet_skips, const std::string& hash, const PeerLookup& peers = {}) {
   const int64_t total = runs[i].search ? runs[i].search->space.trials : static_cast<int64_t>(runs.size());
   const std::string header = fmt::format("== sweep run {}/{}: {}", i + 1, total, runs[i].point);
   if (!quiet_skips) {
@@ -130,7 +131,7 @@ bool run_point(const std::vector<SweepRun>& runs, size_t i, const PluginRegistry
   }
   try {
     RunResult result = run_experiment(runs[i].experiment, registry,
-                                      run_options(options, runs, i, quiet_skips ? header : "", hash));
+                                      run_options(options, runs, i, quiet_skips ? header : "", hash, peers));
     if (result.outcome == RunOutcome::trained || result.outcome == RunOutcome::paused ||
         result.outcome == RunOutcome::pruned)
       return true;
@@ -172,7 +173,9 @@ int run_parallel(const std::vector<SweepRun>& runs, const PluginRegistry& regist
 
   const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
   const int64_t threads = options.threads > 0 ? options.threads : std::max<int64_t>(1, cores / options.workers);
-  fmt::print("difflab: {} runs, {} workers with {} thread{} each (database {})\n", runs.size(), options.workers,
+  fmt::print("difflab: {} {}, {} workers with {} thread{} each (database {})\n",
+             runs.front().search ? runs.front().search->space.trials : static_cast<int64_t>(runs.size()),
+             runs.front().search ? "trials" : "runs", options.workers,
              threads, threads == 1 ? "" : "s", runs.front().database());
 
   const StopRequest stop_request;  // passed on to the workers, which close their runs as interrupted
@@ -252,42 +255,114 @@ int run_halving(const std::vector<SweepRun>& runs, const PluginRegistry& registr
   return leads(options) ? print_summary(runs, before) : 0;
 }
 
-// A model-based sweep (sampler = "tpe") in this process: trial after trial, each proposed from
-// the ones before it (or its recorded proposal, run again), then trained as a sweep point is.
+// Trial `trial`'s recorded point, or a new proposal when it is the lowest trial without one; the
+// trial's run in `runs`. False when another process proposed it first (workers) or none is left.
+bool take_proposal(const SweepRun& sweep, ResultsStore& store, const std::string& hash, std::vector<SweepRun>& runs,
+                   std::optional<int64_t>& trial) {
+  if (trial) {
+    if (const auto recorded = recorded_proposal(store, hash, *trial)) {
+      runs[static_cast<size_t>(*trial)] = search_trial(sweep, *recorded, *trial);
+      return true;
+    }
+  }
+  const std::optional<ProposedTrial> proposed = propose_next(sweep, store, hash, true);
+  if (!proposed || (trial && proposed->trial != *trial)) return false;
+  crash_point("search.proposed");  // recorded, not yet claimed: the trial resumes this proposal
+  trial = proposed->trial;
+  runs[static_cast<size_t>(*trial)] = search_trial(sweep, proposed->point, *trial);
+  return true;
+}
+
+// The summary of a model-based sweep: its proposed trials as the database holds them.
+int search_summary(const SweepRun& sweep, const std::string& hash,
+                   const std::map<int64_t, std::optional<RunRecord>>& before) {
+  ResultsStore store(sweep.database());
+  std::vector<SweepRun> runs;
+  std::vector<std::optional<RunRecord>> earlier;
+  for (int64_t t = 0; t < sweep.search->space.trials; ++t)
+    if (const auto recorded = recorded_proposal(store, hash, t)) {
+      runs.push_back(search_trial(sweep, *recorded, t));
+      const auto was = before.find(t);
+      earlier.push_back(was == before.end() ? std::nullopt : was->second);
+    }
+  const int64_t unproposed = sweep.search->space.trials - static_cast<int64_t>(runs.size());
+  if (runs.empty()) {
+    fmt::print("sweep: none of its {} trials proposed yet\n", sweep.search->space.trials);
+    return 1;
+  }
+  const int code = print_summary(runs, earlier);
+  if (unproposed > 0) fmt::print("  {} of {} trials not proposed yet: run the sweep again\n", unproposed, sweep.search->space.trials);
+  return unproposed > 0 ? 1 : code;
+}
+
+// Each proposed trial's newest run before this sweep command (for "skipped (finished before)").
+std::map<int64_t, std::optional<RunRecord>> trial_runs_now(const SweepRun& sweep, const std::string& hash) {
+  std::map<int64_t, std::optional<RunRecord>> now;
+  if (!fs::exists(sweep.database())) return now;
+  ResultsStore store(sweep.database());
+  for (const ProposalRecord& recorded : store.proposals(hash))
+    now[recorded.trial] = latest_runs({search_trial(sweep, *recorded_proposal(store, hash, recorded.trial), recorded.trial)}).front();
+  return now;
+}
+
+// A model-based sweep (sampler = "tpe"): in this process, trial after trial, each proposed from
+// the ones before it (or its recorded proposal, run again), then trained as a sweep point is; with
+// --workers, N processes that each propose the next trial when they are free (run_search_worker).
 int run_search(const SweepRun& sweep, const PluginRegistry& registry, const SweepOptions& options) {
   const SearchSpace& space = sweep.search->space;
-  if (options.workers > 1)
-    throw ConfigError("sampler = \"tpe\" runs in one process for now: its trials learn from each other, and "
-                      "proposing them from several workers (a constant liar) is not built yet",
-                      ErrorContext::for_key(sweep.experiment.file.string(), "sweep.sampler", "drop --workers"));
   if (options.run.distributed != nullptr)
     throw ConfigError("sampler = \"tpe\" does not run data-parallel yet",
                       ErrorContext::for_key(sweep.experiment.file.string(), "sweep.sampler", "drop --nproc"));
   const std::string hash = search_hash(sweep);
-  ResultsStore store(sweep.database());
-  std::vector<SweepRun> runs;
-  std::vector<std::optional<RunRecord>> before;
-  for (int64_t trial = 0; trial < space.trials; ++trial) {
-    if (StopRequest::requested()) break;
-    fmt::print("== sweep trial {}/{}\n", trial + 1, space.trials);
-    std::fflush(stdout);
-    const SearchPoint point = propose_trial(sweep, runs, store, hash, trial, true);
-    SweepRun run{sweep.search->experiment(point.assignments), "", ""};
-    for (const auto& assignment : point.assignments) {
-      run.point += (run.point.empty() ? "" : ", ") + assignment;
-      if (assignment.rfind("experiment.seed=", 0) != 0) run.variant += (run.variant.empty() ? "" : ", ") + assignment;
-    }
-    run.adaptive = sweep.adaptive;
-    run.trial = trial;
-    run.sweep_settings = sweep.sweep_settings;
-    run.sweep_method = sweep.sweep_method;
-    run.search = sweep.search;
-    runs.push_back(std::move(run));
-    before.push_back(latest_runs({runs.back()}).front());
-    run_point(runs, static_cast<size_t>(trial), registry, options, true, hash);
+  const auto before = trial_runs_now(sweep, hash);
+  if (options.workers > 1) {
+    const int code = run_parallel({sweep}, registry, options, false);
+    if (code != 0) return code;
+    return search_summary(sweep, hash, before);
   }
-  if (static_cast<int64_t>(runs.size()) < space.trials) return 130;
-  return print_summary(runs, before);
+  ResultsStore store(sweep.database());
+  std::vector<SweepRun> runs = search_trials(sweep);
+  const PeerLookup peers = search_peers(hash);
+  for (int64_t t = 0; t < space.trials; ++t) {
+    if (StopRequest::requested()) return 130;
+    fmt::print("== sweep trial {}/{}\n", t + 1, space.trials);
+    std::fflush(stdout);
+    std::optional<int64_t> trial = t;
+    if (!take_proposal(sweep, store, hash, runs, trial)) break;
+    run_point(runs, static_cast<size_t>(t), registry, options, true, hash, peers);
+  }
+  if (StopRequest::requested()) return 130;
+  return search_summary(sweep, hash, before);
+}
+
+// A worker of a model-based sweep: takes a proposed trial nobody trains (a dead worker's, or one
+// proposed and not yet claimed), else proposes the next trial, and trains it; until every trial is
+// proposed and none is left to take. Each trial at most once per worker.
+int run_search_worker(const SweepRun& sweep, const PluginRegistry& registry, const SweepOptions& options) {
+  const std::string hash = search_hash(sweep);
+  ResultsStore store(sweep.database());
+  std::vector<SweepRun> runs = search_trials(sweep);
+  const PeerLookup peers = search_peers(hash);
+  std::vector<bool> attempted(runs.size(), false);
+  while (!StopRequest::requested()) {
+    bool worked = false;
+    for (const ProposalRecord& recorded : store.proposals(hash)) {
+      const size_t t = static_cast<size_t>(recorded.trial);
+      if (t >= runs.size() || attempted[t]) continue;
+      std::optional<int64_t> trial = recorded.trial;
+      take_proposal(sweep, store, hash, runs, trial);
+      if (run_point(runs, t, registry, options, true, hash, peers)) {
+        attempted[t] = worked = true;
+        break;
+      }
+    }
+    if (worked) continue;
+    std::optional<int64_t> trial;
+    if (!take_proposal(sweep, store, hash, runs, trial)) break;
+    attempted[static_cast<size_t>(*trial)] = true;
+    run_point(runs, static_cast<size_t>(*trial), registry, options, true, hash, peers);
+  }
+  return StopRequest::requested() ? 130 : 0;
 }
 
 }  // namespace
@@ -308,8 +383,9 @@ int run_sweep(const std::vector<SweepRun>& runs, const PluginRegistry& registry,
 
 int run_sweep_worker(const std::vector<SweepRun>& runs, const PluginRegistry& registry,
                      const SweepOptions& options, int64_t worker) {
-  const std::string hash = sweep_hash(runs);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a pipe to the parent: lines in the order printed
+  if (runs.front().search) return run_search_worker(runs.front(), registry, options);
+  const std::string hash = sweep_hash(runs);
   // Workers start at different points so that they rarely contend for the same claim; a pass
   // that trains nothing means everything is finished, failed, or in another live worker's hands.
   // (A point the worker skipped because it was busy may be claimable later: its owner died.)

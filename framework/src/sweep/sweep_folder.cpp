@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <fstream>
 #include <sstream>
 #include <toml++/toml.h>
@@ -16,6 +17,7 @@
 #include "results/merge.h"
 #include "results/results_store.h"
 #include "sweep/adaptive.h"
+#include "sweep/search.h"
 
 namespace difflab {
 namespace fs = std::filesystem;
@@ -49,6 +51,12 @@ void write_manifest(const Manifest& manifest) {
   if (!manifest.sweep_settings.empty()) {
     root.insert("sweep_method", manifest.sweep_method);
     root.insert("sweep_settings", manifest.sweep_settings);
+  }
+  if (manifest.search()) {
+    root.insert("search_text", manifest.search_text);
+    toml::array overrides;
+    for (const auto& value : manifest.overrides) overrides.push_back(value);
+    root.insert("overrides", std::move(overrides));
   }
   if (const auto& adaptive = manifest.adaptive)
     root.insert("adaptive", toml::table{{"method", std::string(to_string(adaptive->method))},
@@ -116,13 +124,10 @@ fs::path submission_folder(const fs::path& folder, int64_t submission) {
 fs::path tasks_path(const fs::path& folder, int64_t number) { return submission_folder(folder, number) / "tasks.toml"; }
 
 Manifest make_manifest(const fs::path& file, const std::vector<SweepRun>& runs, const PluginRegistry& registry,
-                       const std::string& folder, const std::string& launcher) {
-  if (runs.front().search)
-    throw ConfigError("sampler = \"tpe\" runs with `difflab run FILE` (one process) for now: a cluster task that "
-                      "proposes its own trial from the shards it sees is not built yet",
-                      ErrorContext::for_key(file.string(), "sweep.sampler", "run it with difflab run, or use sampler = \"random\""));
+                       const std::string& folder, const std::string& launcher,
+                       const std::vector<std::string>& overrides) {
   Manifest manifest;
-  manifest.sweep_hash = sweep_hash(runs);
+  manifest.sweep_hash = runs.front().search ? search_hash(runs.front()) : sweep_hash(runs);
   const ExperimentSettings& settings = runs.front().experiment.settings().experiment;
   fs::path where = folder;
   if (where.empty()) {
@@ -136,7 +141,16 @@ Manifest make_manifest(const fs::path& file, const std::vector<SweepRun>& runs, 
   manifest.base_dir = fs::absolute(file).parent_path().lexically_normal().string();
   manifest.database = fs::absolute(settings.database).lexically_normal().string();
   for (const auto& dir : registry.search_dirs()) manifest.plugin_dirs.push_back(fs::absolute(dir).string());
+  if (runs.front().search) {
+    std::ifstream in(file);
+    std::ostringstream text;
+    text << in.rdbuf();
+    manifest.search_text = text.str();
+    manifest.overrides = overrides;
+    for (int64_t trial = 0; trial < runs.front().search->space.trials; ++trial) manifest.points.push_back({trial, "", "", "", ""});
+  }
   for (const auto& run : runs) {
+    if (run.search) break;
     if (fs::absolute(run.experiment.settings().experiment.database).lexically_normal().string() != manifest.database)
       throw ConfigError("every point of a cluster sweep must use one database",
                         ErrorContext::for_key(file.string(), "experiment.database"));
@@ -201,6 +215,10 @@ Manifest read_manifest(const fs::path& folder) {
   }
   manifest.sweep_method = root["sweep_method"].value_or(std::string());
   manifest.sweep_settings = root["sweep_settings"].value_or(std::string());
+  manifest.search_text = root["search_text"].value_or(std::string());
+  if (const toml::array* overrides = root["overrides"].as_array())
+    for (const auto& value : *overrides)
+      if (auto text = value.value<std::string>()) manifest.overrides.push_back(*text);
   if (const toml::table* table = root["adaptive"].as_table()) {
     AdaptiveSweep adaptive;
     const std::string method = required<std::string>(*table, "method", file);
@@ -230,6 +248,18 @@ Experiment point_experiment(const Manifest& manifest, const ManifestPoint& point
                                   point.index, experiment.config_hash(), point.config_hash),
                       ErrorContext::in_file(manifest.path.string(), "submit the sweep again into a new --folder"));
   return experiment;
+}
+
+SweepRun manifest_search(const Manifest& manifest, PluginRegistry& registry) {
+  std::vector<SweepRun> runs =
+      parse_sweep(manifest.search_text, manifest.experiment_file, manifest.overrides, registry, manifest.base_dir);
+  if (!runs.front().search || search_hash(runs.front()) != manifest.sweep_hash)
+    throw ConfigError(fmt::format("the frozen experiment resolves to sweep hash {} now, not the manifest's {}: a "
+                                  "plugin's schema or defaults changed since the sweep was submitted",
+                                  runs.front().search ? search_hash(runs.front()) : "(not a model-based sweep)",
+                                  manifest.sweep_hash),
+                      ErrorContext::in_file(manifest.path.string(), "submit the sweep again into a new --folder"));
+  return std::move(runs.front());
 }
 
 std::optional<Submission> read_submission(const fs::path& folder, int64_t number) {
@@ -297,7 +327,8 @@ Submission new_submission(const fs::path& folder, const std::vector<int64_t>& po
   return submission;
 }
 
-PointStates::PointStates(const Manifest& manifest, const fs::path& folder) : folder_(folder) {
+PointStates::PointStates(const Manifest& manifest, const fs::path& folder)
+    : folder_(folder), sweep_hash_(manifest.sweep_hash), search_(manifest.search()) {
   if (fs::is_regular_file(manifest.database))
     database_ = std::make_unique<ResultsStore>(manifest.database, OpenMode::read_only);
 }
@@ -311,7 +342,10 @@ PointState PointStates::of(const ManifestPoint& point) const {
     state.shard_problem = shard_problem(shard);
     if (state.shard_problem.empty()) {
       ResultsStore store(shard, OpenMode::read_only);
-      if (auto run = store.latest_run(point.config_hash)) {
+      if (search_)
+        if (const auto proposal = recorded_proposal(store, sweep_hash_, point.index))
+          state.proposed = fmt::format("{}", fmt::join(proposal->assignments, ", "));
+      if (auto run = search_ ? store.trial_run(sweep_hash_, point.index) : store.latest_run(point.config_hash)) {
         state.status = run->status, state.run_id = run->id, state.error = run->error;
         for (const DecisionRecord& decision : store.decisions(run->id))
           state.rung = std::max(state.rung.value_or(0), decision.rung);
@@ -319,9 +353,14 @@ PointState PointStates::of(const ManifestPoint& point) const {
     }
   }
   // The database has the last word only for a point finished there (collected, or run there).
-  if (database_ && state.status != RunStatus::finished)
-    if (auto run = database_->latest_run(point.config_hash); run && (run->status == RunStatus::finished || !state.status))
+  if (database_ && state.status != RunStatus::finished) {
+    auto run = search_ ? database_->trial_run(sweep_hash_, point.index) : database_->latest_run(point.config_hash);
+    if (run && (run->status == RunStatus::finished || !state.status))
       state.status = run->status, state.run_id = run->id, state.error = run->error;
+    if (search_ && !state.proposed)
+      if (const auto proposal = recorded_proposal(*database_, sweep_hash_, point.index))
+        state.proposed = fmt::format("{}", fmt::join(proposal->assignments, ", "));
+  }
   return state;
 }
 

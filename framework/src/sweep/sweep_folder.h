@@ -51,6 +51,12 @@ struct Manifest {
   std::optional<AdaptiveSweep> adaptive;  // an adaptive sweep's settings (its points are the trials, in order)
   std::string sweep_method;    // [sweep] method, and the table as TOML (empty in a manifest older than them)
   std::string sweep_settings;
+  // A model-based sweep (sampler = "tpe"): the experiment file's text and the command line's
+  // --set values, frozen; its points are the trials, empty until a task proposes each (their
+  // shards record the proposals). Empty for any other sweep.
+  std::string search_text;
+  std::vector<std::string> overrides;
+  bool search() const { return !search_text.empty(); }
 };
 
 // A sweep's identity: the hash of its points' configuration hashes, in order.
@@ -75,9 +81,14 @@ std::filesystem::path tasks_path(const std::filesystem::path& folder, int64_t su
 
 // The manifest of a loaded sweep, for the folder given (or, when empty,
 // <output_dir>/<launcher>/<name>-<sweep hash>). A config Error when the points use more than one
-// database.
+// database. A model-based sweep's manifest holds the file and `overrides`, and one empty point a
+// trial.
 Manifest make_manifest(const std::filesystem::path& file, const std::vector<SweepRun>& runs,
-                       const PluginRegistry& registry, const std::string& folder, const std::string& launcher);
+                       const PluginRegistry& registry, const std::string& folder, const std::string& launcher,
+                       const std::vector<std::string>& overrides = {});
+// A model-based sweep's manifest loaded again (its frozen file and --set values); a config Error
+// when it no longer hashes to the manifest's sweep hash (a plugin's schema or defaults changed).
+SweepRun manifest_search(const Manifest& manifest, PluginRegistry& registry);
 // Writes the manifest into its folder, or checks that the folder's is this sweep's (a config
 // Error naming the folder when it holds another).
 void freeze_manifest(const Manifest& manifest);
@@ -115,6 +126,9 @@ struct PointState {
   std::string error;
   std::string shard_problem;  // why its shard cannot be read, if it cannot
   std::optional<int64_t> rung;  // an adaptive sweep's: the last rung the point was decided at
+  // A model-based sweep's trial: its proposal's assignments ("loss.plugin='mse', ..."), or nullopt
+  // before a task proposed it.
+  std::optional<std::string> proposed;
 };
 
 class PointStates {
@@ -125,6 +139,8 @@ class PointStates {
 
  private:
   std::filesystem::path folder_;
+  std::string sweep_hash_;
+  bool search_ = false;
   std::unique_ptr<ResultsStore> database_;
 };
 

@@ -17,6 +17,7 @@
 #include "results/merge.h"
 #include "results/results_store.h"
 #include "sweep/adaptive.h"
+#include "sweep/search.h"
 #include "sweep/sweep_folder.h"
 #include "training/distributed.h"
 #include "training/trainer.h"
@@ -107,35 +108,67 @@ fs::path take_shard(const Manifest& manifest, const fs::path& folder, const Mani
                  shared.string(), problem, kept.string());
     }
   }
-  ResultsStore store(local);
-  // This task alone owns the point: a running row is a dead earlier instance of it.
-  if (store.abandon_running(point.config_hash, "its cluster task ended before the run did") > 0)
-    fmt::print("difflab: point {}: taking over the run its previous task left running\n", point.index);
+  ResultsStore created(local);
   return local;
+}
+
+// This task alone owns the point: a running row of its configuration is a dead earlier instance.
+void take_over(const fs::path& local, const ManifestPoint& point, const std::string& config_hash) {
+  ResultsStore store(local);
+  if (store.abandon_running(config_hash, "its cluster task ended before the run did") > 0)
+    fmt::print("difflab: point {}: taking over the run its previous task left running\n", point.index);
+}
+
+// A model-based sweep's trial: its proposal, recorded in the local shard and published to the
+// folder before anything trains (a requeued task resumes it from there), or the one recorded.
+SweepRun proposed_trial(const SweepRun& search, const Manifest& manifest, const fs::path& folder,
+                        const ManifestPoint& point, const fs::path& local) {
+  std::vector<fs::path> others;
+  for (const fs::path& shard : shard_files(folder))
+    if (shard != shard_path(folder, point.index)) others.push_back(shard);
+  bool recorded = false;
+  SearchPoint proposal;
+  {
+    ResultsStore store(local);
+    recorded = recorded_proposal(store, manifest.sweep_hash, point.index).has_value();
+    proposal = propose_from_shards(search, manifest.sweep_hash, point.index, store, others, true);
+  }
+  if (!recorded) {
+    snapshot_database(local, shard_path(folder, point.index));
+    crash_point("search.proposed");  // published, not yet trained: the trial resumes this proposal
+  }
+  return search_trial(search, proposal, point.index);
 }
 
 // Trains one point into a local shard that starts as the shared one; returns whether it finished.
 bool run_point(const Manifest& manifest, const fs::path& folder, const Submission& submission,
                const ManifestPoint& point, const SweepTaskOptions& options, PluginRegistry& registry,
-               ProcessGroup* group, const std::vector<SweepRun>& trials) {
-  Experiment experiment = point_experiment(manifest, point, registry);
+               ProcessGroup* group, const std::vector<SweepRun>& trials, const SweepRun* search) {
   const fs::path shared = shard_path(folder, point.index);
   const fs::path local = take_shard(manifest, folder, point);
+  std::optional<SweepRun> trial;
+  if (search) trial = proposed_trial(*search, manifest, folder, point, local);
+  const Experiment experiment = trial ? trial->experiment : point_experiment(manifest, point, registry);
+  take_over(local, point, experiment.config_hash());
   RunOptions run;
   run.retry_failed = submission.retry_failed;
   run.threads = options.threads;
-  run.variant = point.variant;
+  run.variant = trial ? trial->variant : point.variant;
   run.database = local.string();
   run.output_dir = point_folder(folder, point.index).string();
-  run.sweep_trial = point_sweep_trial(manifest, point, experiment);
+  run.sweep_trial = trial ? sweep_trial_record(*trial, static_cast<int64_t>(manifest.points.size()), manifest.sweep_hash)
+                          : point_sweep_trial(manifest, point, experiment);
   run.distributed = group;
   // What a killed task leaves: the point up to this epoch, in the sweep folder before the
   // checkpoint says the epoch is complete.
   run.publish = [&] { snapshot_database(local, shared); };
   run.after_epoch = options.after_epoch;
   run.after_step = options.after_step;
-  if (!trials.empty()) run.verdict = adaptive_verdict(trials, static_cast<size_t>(point.index), shard_peers(folder, manifest));
-  fmt::print("== point {} ({}): {}\n", point.index, point.config_hash, point.point.empty() ? "(no sweep)" : point.point);
+  if (!trials.empty())
+    run.verdict = adaptive_verdict(trials, static_cast<size_t>(point.index),
+                                   search ? search_peers(manifest.sweep_hash, folder) : shard_peers(folder, manifest));
+  const std::string shown = trial ? trial->point : point.point;
+  fmt::print("== point {} ({}): {}\n", point.index, experiment.config_hash(), shown.empty() ? "(no sweep)" : shown);
   std::fflush(stdout);
   bool finished = false;
   std::string failure;
@@ -213,12 +246,22 @@ SweepTaskResult run_sweep_task(const SweepTaskOptions& options, PluginRegistry& 
   std::unique_ptr<ProcessGroup> group;
   const Rendezvous rendezvous = rendezvous_from_environment();
   if (rendezvous.world > 1 && !points.empty()) {
-    const Experiment first = point_experiment(manifest, manifest.points[static_cast<size_t>(points.front())], registry);
+    const Experiment first = manifest.search() ? manifest_search(manifest, registry).experiment
+                                               : point_experiment(manifest, manifest.points[static_cast<size_t>(points.front())], registry);
     DistributedOptions distributed;
     distributed.timeout_seconds = options.timeout_seconds;
     group = std::make_unique<ProcessGroup>(rendezvous, distributed, select_device(first.settings().experiment.device));
   }
-  const std::vector<SweepRun> trials = adaptive_trials(manifest, registry);
+  // A model-based sweep: its frozen file loaded again; each point proposes its trial.
+  std::optional<SweepRun> search;
+  if (manifest.search()) {
+    search = manifest_search(manifest, registry);
+    if (group)
+      throw ConfigError("a model-based sweep's task trains each trial in one process for now: srun started " +
+                            std::to_string(group->world()),
+                        ErrorContext::in_file(manifest.path.string(), "submit it with one process a task"));
+  }
+  const std::vector<SweepRun> trials = search ? search_trials(*search) : adaptive_trials(manifest, registry);
   SweepTaskResult result;
   result.index = *index;
   result.points = static_cast<int64_t>(points.size());
@@ -231,7 +274,8 @@ SweepTaskResult run_sweep_task(const SweepTaskOptions& options, PluginRegistry& 
     const bool stop = group ? group->max(StopRequest::requested() ? 1 : 0) > 0 : StopRequest::requested();
     if (stop) break;
     const ManifestPoint& entry = manifest.points[static_cast<size_t>(point)];
-    result.finished += result.leader ? run_point(manifest, folder, *submission, entry, task, registry, group.get(), trials)
+    result.finished += result.leader ? run_point(manifest, folder, *submission, entry, task, registry, group.get(), trials,
+                                                 search ? &*search : nullptr)
                                      : follow_point(manifest, entry, task, registry, *group, trials);
   }
   result.signal = StopRequest::signal();
