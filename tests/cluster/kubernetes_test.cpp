@@ -2,6 +2,7 @@
 // its task contract: the manifest's own command, run with JOB_COMPLETION_INDEX as Kubernetes sets
 // it, trains each index's points into the sweep folder. No cluster: what this cannot show (the
 // scheduler, the volume, kubectl) is listed in docs/cluster.md.
+#include <fmt/format.h>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -106,6 +107,51 @@ TEST(Kubernetes, TheIndexedJobManifestParsesAndItsCommandTrainsEachIndex) {
   const Outcome again = difflab_command("k8s " + tiny_sweep(dir, "seeds = [1, 2, 3]"));
   EXPECT_EQ(again.exit_code, 0) << again.output;
   EXPECT_NE(again.output.find("nothing to submit"), std::string::npos) << again.output;
+}
+
+// A tpe + asha sweep as an Indexed Job: the manifest holds the space, not the points (the job has
+// one completion a trial); the pods, run two at a time with the index Kubernetes gives them, each
+// propose their trial from the shards on the volume and record it in their own before training.
+// A pod run again (Kubernetes retries a failed pod) resumes its proposal. Collected, replay agrees.
+TEST(Kubernetes, ATpeSweepsPodsProposeTheirTrialsFromTheVolumesShards) {
+  TempDir dir;
+  const std::string sweep =
+      "sampler = \"tpe\"\npruner = \"asha\"\ntrials = 6\nseed = 5\nrandom_trials = 2\nmetric = \"val_n_loss\"\n"
+      "min_epochs = 1\nreduction_factor = 2\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }";
+  const Outcome written = difflab_command("k8s " + tiny_sweep(dir, sweep, " --set training.epochs=2 --set "
+                                                                          "evaluation.kid_protocol=none --executable " +
+                                                                              std::string(DIFFLAB_TEST_EXECUTABLE)));
+  ASSERT_EQ(written.exit_code, 0) << written.output;
+  const fs::path folder = folder_of(written.output);
+  EXPECT_NE(read_text(folder / "manifest.toml").find("search_text"), std::string::npos);
+  EXPECT_NE(read_text(folder / "submit-001" / "job.yaml").find("completions: 6"), std::string::npos);
+  const Outcome before = difflab_command("sweep status " + folder.string());
+  EXPECT_NE(before.output.find("6 not proposed"), std::string::npos) << before.output;
+  const std::string command = std::string(DIFFLAB_TEST_EXECUTABLE) + " sweep task " + folder.string() + " --submission 1";
+  for (int pair = 0; pair < 3; ++pair) {
+    const Outcome pods = difflab::test::shell_command(fmt::format(
+        "JOB_COMPLETION_INDEX={} {} > {} 2>&1 & JOB_COMPLETION_INDEX={} {} > {} 2>&1; wait", 2 * pair, command,
+        (dir / fmt::format("pod{}.log", 2 * pair)).string(), 2 * pair + 1, command,
+        (dir / fmt::format("pod{}.log", 2 * pair + 1)).string()));
+    ASSERT_EQ(pods.exit_code, 0) << pods.output;
+  }
+  for (int pod = 0; pod < 6; ++pod) {
+    const std::string log = read_text(dir / fmt::format("pod{}.log", pod));
+    EXPECT_EQ(occurrences(log, "proposed by tpe"), 1u) << log;
+  }
+  // A pod of index 3 run again: its trial finished or was pruned; it proposes nothing.
+  const Outcome again = difflab::test::shell_command("JOB_COMPLETION_INDEX=3 " + command);
+  EXPECT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(occurrences(again.output, "proposed by tpe"), 0u) << again.output;
+  const Outcome status = difflab_command("sweep status " + folder.string());
+  EXPECT_EQ(status.output.find("not proposed"), std::string::npos) << status.output;
+  ASSERT_EQ(difflab_command("sweep collect " + folder.string()).exit_code, 0);
+  EXPECT_EQ(count(dir / "results.sqlite", "SELECT COUNT(*) FROM proposals"), 6);
+  EXPECT_EQ(count(dir / "results.sqlite", "SELECT COUNT(*) FROM proposals WHERE random = 0"), 4);
+  EXPECT_EQ(count(dir / "results.sqlite", "SELECT COUNT(DISTINCT config_hash) FROM runs"), 6);
+  const Outcome replay = difflab_command("sweep replay " + (dir / "results.sqlite").string());
+  EXPECT_EQ(replay.exit_code, 0) << replay.output;
+  EXPECT_NE(replay.output.find("6 of 6 proposals agree"), std::string::npos) << replay.output;
 }
 
 // --apply hands the written job to kubectl: without kubectl, or with no cluster behind it (an empty

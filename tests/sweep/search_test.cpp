@@ -209,6 +209,18 @@ TEST(SearchSweep, BadInputIsExitTwoNamingTheKeyWithNothingWritten) {
     EXPECT_NE(outcome.output.find(expected), std::string::npos) << sweep << "\n" << outcome.output;
     EXPECT_FALSE(fs::exists(dir / "results.sqlite")) << sweep;
   }
+  // A pruner's rungs need one training length: a dimension that changes it is refused (no
+  // --set training.epochs here, which would override the swept value).
+  difflab::test::TempDir dir;
+  std::ofstream(dir / "sweep.toml") << read_text(difflab::test::tiny_experiment())
+                                    << "\n[sweep]\nsampler = \"tpe\"\npruner = \"asha\"\ntrials = 4\n"
+                                       "metric = \"val_n_loss\"\n\"training.epochs\" = [2, 4]\n";
+  const Outcome epochs = difflab_command("run " + (dir / "sweep.toml").string() + " --set experiment.database=" +
+                                         (dir / "results.sqlite").string());
+  EXPECT_EQ(epochs.exit_code, 2) << epochs.output;
+  EXPECT_NE(epochs.output.find("sweep.toml: sweep.training.epochs: the trials of an adaptive sweep share training.epochs"),
+            std::string::npos) << epochs.output;
+  EXPECT_FALSE(fs::exists(dir / "results.sqlite"));
 }
 
 // Two workers (--workers 2) propose and train an 8-trial tpe + asha sweep; the whole sweep (its

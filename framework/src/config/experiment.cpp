@@ -379,6 +379,7 @@ std::vector<SweepRun> search_root(toml::table root, SearchSpace space, const std
   for (const auto& dimension : space.dimensions) first.push_back(dimension.kind == "choice" ? 0.0 : dimension.low);
   std::vector<std::string> problems;
   std::optional<Experiment> base;
+  std::vector<std::pair<std::string, int64_t>> variant_epochs;  // (dimension, its trial's training.epochs)
   for (size_t d = 0; d <= space.dimensions.size(); ++d) {
     std::vector<std::vector<double>> variants;
     if (d == space.dimensions.size()) variants.push_back(first);
@@ -389,6 +390,7 @@ std::vector<SweepRun> search_root(toml::table root, SearchSpace space, const std
       const SearchPoint point = search_point(space, values);
       try {
         Experiment experiment = search->experiment(point.assignments);
+        if (d < space.dimensions.size()) variant_epochs.emplace_back(space.dimensions[d].key, experiment.settings().training.epochs);
         if (d == space.dimensions.size()) base = std::move(experiment);
       } catch (const Error& error) {
         problems.push_back(fmt::format("{}: {}", fmt::join(point.assignments, ", "), error.what()));
@@ -399,6 +401,15 @@ std::vector<SweepRun> search_root(toml::table root, SearchSpace space, const std
     throw ConfigError(fmt::format("{} values of the search space are invalid:\n  {}", problems.size(),
                                   fmt::join(problems, "\n  ")),
                       ErrorContext::for_key(source, "sweep"));
+  // A pruner's rungs are epochs of one training length: no dimension may change it (the check on
+  // the first point alone cannot see it).
+  if (adaptive)
+    for (const auto& [key, epochs] : variant_epochs)
+      if (epochs != base->settings().training.epochs)
+        throw ConfigError(fmt::format("the trials of an adaptive sweep share training.epochs (the most a trial trains); "
+                                      "the dimension {} changes it ({} and {})",
+                                      key, base->settings().training.epochs, epochs),
+                          ErrorContext::for_key(source, "sweep." + key, "sweep other keys"));
   search->space = std::move(space);
   SweepRun run{std::move(*base), fmt::format("sampler = \"tpe\", {} trials", search->space.trials), ""};
   run.sweep_settings = settings;
