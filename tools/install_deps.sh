@@ -24,6 +24,7 @@ test_packages=(
   python3-torch python3-numpy  # reference benchmark and test-fixture scripts
   python3-yaml            # the tests parse difflab k8s's Job manifest with a real YAML parser
   python3-optuna          # golden references for the adaptive sweeps' pruning rules
+  python3-scipy           # golden reference for FID (scipy.linalg.sqrtm, as clean-fid and pytorch-fid compute it)
   slurm-wlm munge         # difflab slurm; the tests start a single-node Slurm of their own
   chromium                # the tests open difflab report's HTML in a real (headless) browser
 )

@@ -483,6 +483,44 @@ TEST(Cli, KidBetweenImageFoldersSeparatesDistributions) {
   EXPECT_GT(value_after(bright.output, "kid_std: "), 0.0);
 }
 
+// difflab fid and difflab prdc between image folders: a folder against a copy of itself is FID 0 —
+// to rounding: 40 images give a rank-deficient 144-d covariance, whose ~105 zero eigenvalues each
+// contribute up to √δ, δ = d·ε·‖Σ‖₂² (tests/training/fid_test.cpp's analysis; ‖Σ‖₂ ≤ tr Σ ≤ 64/48
+// for 64 pixels uniform on [0, 0.5]): 4 · 105 · √(144 · 1.1e-16 · 1.8) ≈ 2e-5 — with precision, recall and coverage 1; against brighter images of disjoint pixel values the two
+// sets' k-NN balls do not reach each other (pixel distances ≈ 2.4 within a set, ≈ 6.5 across).
+TEST(Cli, FidAndPrdcBetweenImageFolders) {
+  difflab::test::TempDir dir;
+  torch::manual_seed(0);
+  torch::Tensor dark = torch::rand({40, 1, 8, 8}) * 0.5;
+  write_folder(dir / "a", dark);
+  write_folder(dir / "same", dark);
+  write_folder(dir / "bright", torch::rand({40, 1, 8, 8}) * 0.5 + 0.5);
+  const Outcome same = difflab_command("fid " + (dir / "a").string() + " " + (dir / "same").string());
+  ASSERT_EQ(same.exit_code, 0) << same.output;
+  EXPECT_NE(same.output.find("features: pixels (144 dimensions)"), std::string::npos) << same.output;
+  EXPECT_NE(same.output.find("a covariance of fewer samples than dimensions"), std::string::npos) << same.output;
+  EXPECT_NEAR(value_after(same.output, "fid: "), 0.0, 2e-5) << same.output;
+  const Outcome bright = difflab_command("fid " + (dir / "a").string() + " " + (dir / "bright").string());
+  ASSERT_EQ(bright.exit_code, 0) << bright.output;
+  // Each pixel's mean moves by 0.5 (the frame's pixels are 0 in both): |Δμ|² ≈ 64 · 0.25 = 16.
+  EXPECT_NEAR(value_after(bright.output, "fid: "), 16.0, 3.0) << bright.output;
+
+  const Outcome itself = difflab_command("prdc " + (dir / "a").string() + " " + (dir / "same").string());
+  ASSERT_EQ(itself.exit_code, 0) << itself.output;
+  EXPECT_EQ(value_after(itself.output, "precision: "), 1.0) << itself.output;
+  EXPECT_EQ(value_after(itself.output, "recall: "), 1.0) << itself.output;
+  EXPECT_EQ(value_after(itself.output, "coverage: "), 1.0) << itself.output;
+  const Outcome apart = difflab_command("prdc " + (dir / "a").string() + " " + (dir / "bright").string());
+  ASSERT_EQ(apart.exit_code, 0) << apart.output;
+  EXPECT_EQ(value_after(apart.output, "precision: "), 0.0) << apart.output;
+  EXPECT_EQ(value_after(apart.output, "recall: "), 0.0) << apart.output;
+  EXPECT_EQ(value_after(apart.output, "coverage: "), 0.0) << apart.output;
+  // k at least the number of images: exit 2, the option named.
+  const Outcome too_many = difflab_command("prdc " + (dir / "a").string() + " " + (dir / "same").string() + " --pr-k 40");
+  EXPECT_EQ(too_many.exit_code, 2) << too_many.output;
+  EXPECT_NE(too_many.output.find("--pr-k"), std::string::npos) << too_many.output;
+}
+
 TEST(Cli, KidOfAnEmptyFolderIsAnInputError) {
   difflab::test::TempDir dir;
   fs::create_directories(dir / "empty");

@@ -17,6 +17,7 @@
 #include "results/results_report.h"
 #include "results/results_store.h"
 #include "training/image_io.h"
+#include "training/fid.h"
 #include "training/kid.h"
 #include "training/sampling.h"
 
@@ -153,7 +154,8 @@ int command_results_merge(const po::variables_map& values) {
     fmt::print(stderr, "difflab: skipped shard {}: {}\n", problem.shard.string(), problem.message);
   return report.skipped.empty() ? 0 : 1;
 }
-int command_kid(const po::variables_map& values) {
+// The features of DIR_A and DIR_B's images under --features (kid, fid, prdc).
+std::pair<torch::Tensor, torch::Tensor> folder_features(const po::variables_map& values) {
   const std::string folder_a = text(values, "DIR_A"), folder_b = text(values, "DIR_B");
   const std::string features_name = text(values, "features");
   PluginRegistry registry;
@@ -177,9 +179,41 @@ int command_kid(const po::variables_map& values) {
     throw ConfigError(fmt::format("the folders give features of different sizes ({} and {})",
                                   a.size(1), b.size(1)),
                       ErrorContext::with_hint("with --features pixels both folders need one image size"));
+  fmt::print("features: {} ({} dimensions)\n", features_name, a.size(1));
+  return {a, b};
+}
+
+int command_kid(const po::variables_map& values) {
+  const auto [a, b] = folder_features(values);
   KidEstimate kid = kid_subsets(a, b, integer(values, "subsets", 1), integer(values, "subset-size", 2), /*seed=*/0);
   fmt::print("subsets: {}\nsubset_size: {}\nkid_mean: {:.8g}\nkid_std: {:.8g}\n", kid.subsets,
              kid.subset_size, kid.mean, kid.std);
+  return 0;
+}
+
+int command_fid(const po::variables_map& values) {
+  const auto [a, b] = folder_features(values);
+  if (a.size(0) < 2 || b.size(0) < 2)
+    throw ConfigError("FID needs at least 2 images in each folder", ErrorContext::in_file(text(values, a.size(0) < 2 ? "DIR_A" : "DIR_B")));
+  if (a.size(0) <= a.size(1) || b.size(0) <= b.size(1))
+    fmt::print("note: {} and {} images for {} dimensions: a covariance of fewer samples than dimensions is "
+               "rank-deficient; its zero eigenvalues add nothing (docs/experiments.md), but the estimate is biased\n",
+               a.size(0), b.size(0), a.size(1));
+  fmt::print("fid: {:.8g}\n", fid(a, b));
+  return 0;
+}
+
+int command_prdc(const po::variables_map& values) {
+  const auto [a, b] = folder_features(values);
+  const int64_t pr_k = integer(values, "pr-k", 1), dc_k = integer(values, "dc-k", 1);
+  if (std::max(pr_k, dc_k) >= std::min(a.size(0), b.size(0)))
+    throw ConfigError(fmt::format("k ({} and {}) must be below both folders' image counts ({} and {})", pr_k, dc_k,
+                                  a.size(0), b.size(0)),
+                      ErrorContext::in_file(pr_k >= dc_k ? "--pr-k" : "--dc-k"));
+  // DIR_A is the real set: precision asks how much of DIR_B lies on DIR_A's manifold.
+  const PrdcEstimate estimate = prdc(a, b, pr_k, dc_k);
+  fmt::print("precision: {:.6f}\nrecall: {:.6f}\ndensity: {:.6f}\ncoverage: {:.6f}\n", estimate.precision,
+             estimate.recall, estimate.density, estimate.coverage);
   return 0;
 }
 
@@ -246,6 +280,19 @@ void add_results_merge(CommandTable& table) {
             {"MAIN_DB", "SHARD"}, 2, command_results_merge).variadic = true;
 }
 
+void add_fid(CommandTable& table) {
+  Command& fid = table.add("fid", "DIR_A DIR_B", "Fréchet distance between two image folders' features (with "
+                           "--features inception: FID as the papers report it)", {"DIR_A", "DIR_B"}, 2, command_fid);
+  fid.options.add_options()
+      ("features", po::value<std::string>()->default_value("pixels")->value_name("NAME"), "feature extractor plugin");
+  Command& prdc = table.add("prdc", "DIR_A DIR_B", "precision, recall (k-NN manifolds), density and coverage of DIR_B "
+                            "against DIR_A (the real images)", {"DIR_A", "DIR_B"}, 2, command_prdc);
+  prdc.options.add_options()
+      ("features", po::value<std::string>()->default_value("pixels")->value_name("NAME"), "feature extractor plugin")
+      ("pr-k", po::value<int64_t>()->default_value(3)->value_name("K"), "neighbours for precision and recall")
+      ("dc-k", po::value<int64_t>()->default_value(5)->value_name("K"), "neighbours for density and coverage");
+}
+
 void add_kid(CommandTable& table) {
   Command& kid = table.add("kid", "DIR_A DIR_B", "KID between two image folders (clean-fid's subsets protocol)",
                            {"DIR_A", "DIR_B"}, 2, command_kid);
@@ -263,6 +310,7 @@ void add_results_commands(CommandTable& table) {
   add_report(table);
   add_results_merge(table);
   add_kid(table);
+  add_fid(table);
 }
 
 }  // namespace difflab
