@@ -563,6 +563,108 @@ TEST(ReportBrowser, TheSearchViewComparesSamplersInChromium) {
   EXPECT_EQ(occurrences(compared, "class=\"band\""), 1u);  // over the two random sweeps only
 }
 
+// Every sample metric on (evaluation.metrics), a sweep of two seeds of the tiny experiment: each
+// epoch records val_fid, val_precision, ... in metrics and in sample_metrics with what they
+// compared; the first run computes the real side's features and caches them, the second reads
+// them (its output says "read from" the same file, and the file is not written again); the report
+// draws each metric against epochs and precision against recall, in chromium.
+TEST(ReportBrowser, EverySampleMetricIsRecordedPerEpochCachedOnceAndDrawn) {
+  if (difflab::test::shell_command("command -v chromium").exit_code != 0)
+    GTEST_SKIP() << "chromium is not installed (tools/install_deps.sh installs it)";
+  const Outcome blank = chromium("--dump-dom about:blank");
+  if (blank.output.find("<html>") == std::string::npos) GTEST_SKIP() << "chromium cannot start here: " << blank.output;
+  TempDir dir;
+  std::ofstream(dir / "metrics.toml") << read_text(difflab::test::tiny_experiment())
+                                      << "\n[sweep]\nseeds = [1, 2]\n";
+  const Outcome trained = difflab_command(
+      "run " + (dir / "metrics.toml").string() + " --set experiment.database=" + (dir / "m.sqlite").string() +
+          " --set experiment.output_dir=" + (dir / "runs").string() + " --set training.epochs=2 --set "
+          "experiment.threads=1 --set 'evaluation.metrics=[\"kid\", \"fid\", \"precision\", \"recall\", "
+          "\"density\", \"coverage\"]' --set evaluation.best_by=val_fid",
+      "XDG_CACHE_HOME=" + (dir / "cache").string());
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  EXPECT_EQ(occurrences(trained.output, "computed and cached in"), 1u) << trained.output;
+  EXPECT_EQ(occurrences(trained.output, "read from " + (dir / "cache").string()), 1u) << trained.output;
+  difflab::ResultsStore store(dir / "m.sqlite", difflab::OpenMode::read_only);
+  const auto runs = store.runs();
+  ASSERT_EQ(runs.size(), 2u);
+  for (const auto& run : runs) {
+    const auto samples = store.sample_metrics(run.id);
+    ASSERT_EQ(samples.size(), 10u) << run.id;  // 5 metrics x 2 epochs
+    std::map<std::string, std::set<int64_t>> epochs;
+    for (const auto& [epoch, sample] : samples) {
+      epochs[sample.metric].insert(epoch);
+      EXPECT_EQ(sample.features, "pixels");
+      EXPECT_EQ(sample.real_count, 32);  // kid_batches 2 x batch_size 16
+      EXPECT_EQ(sample.k, sample.metric == "fid" ? 0 : (sample.metric == "precision" || sample.metric == "recall") ? 3 : 5);
+      const auto value = store.metric_at(run.id, "val_" + sample.metric, epoch);
+      ASSERT_TRUE(value.has_value()) << sample.metric;
+      EXPECT_EQ(*value, sample.value);
+    }
+    EXPECT_EQ(epochs.size(), 5u);
+    for (const auto& [metric, seen] : epochs) EXPECT_EQ(seen, (std::set<int64_t>{1, 2})) << metric;
+  }
+  const Outcome table = difflab_command("results " + (dir / "m.sqlite").string() + " --group-by loss.plugin");
+  EXPECT_NE(table.output.find("best_fid"), std::string::npos) << table.output;
+  EXPECT_NE(table.output.find(" ± "), std::string::npos) << table.output;  // two seeds
+
+  const fs::path report = dir / "report.html";
+  ASSERT_EQ(difflab_command("report " + (dir / "m.sqlite").string() + " --out " + report.string()).exit_code, 0);
+  const Outcome dom = chromium("--dump-dom file://" + report.string());
+  ASSERT_NE(dom.output.find("data-ready=\"true\""), std::string::npos) << dom.output.substr(0, 3000);
+  EXPECT_EQ(dom.output.find(":CONSOLE"), std::string::npos) << dom.output.substr(0, 3000);
+  const auto drawn = charts(dom.output);
+  std::set<std::string> ids;
+  for (const auto& [id, markup] : drawn) ids.insert(id);
+  for (const char* id : {"curve-val_fid", "curve-val_precision", "curve-val_recall", "curve-val_density",
+                         "curve-val_coverage", "precision-recall"})
+    EXPECT_TRUE(ids.count(id)) << id;
+  const auto scatter = std::find_if(drawn.begin(), drawn.end(), [](const auto& c) { return c.first == "precision-recall"; });
+  ASSERT_NE(scatter, drawn.end());
+  EXPECT_EQ(occurrences(scatter->second, "<circle"), 2u);  // a point a run
+}
+
+// Bad [evaluation] input: exit 2 naming the file, the line and the key, nothing written.
+TEST(ReportCommand, BadSampleMetricSettingsAreExitTwoNamingTheKey) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"metrics = [\"kid\", \"is\"]", "bad.toml:29:1: evaluation.metrics: value \"is\" is not allowed"},
+      {"metrics = [\"fid\"]", "evaluation.best_by: best_by = \"val_kid\" is not computed"},
+      {"metrics = [\"precision\"]\nbest_by = \"val_precision\"\npr_k = 40",
+       "evaluation.pr_k: pr_k = 40 needs more samples than that"},
+  };
+  for (const auto& [lines, expected] : cases) {
+    TempDir dir;
+    std::string text = read_text(difflab::test::tiny_experiment());
+    const size_t at = text.find("[evaluation]\n");
+    ASSERT_NE(at, std::string::npos);
+    text.insert(at + 13, lines + "\n");
+    std::ofstream(dir / "bad.toml") << text;
+    const Outcome outcome = difflab_command("run " + (dir / "bad.toml").string() + " --set experiment.database=" +
+                                            (dir / "r.sqlite").string());
+    EXPECT_EQ(outcome.exit_code, 2) << outcome.output;
+    EXPECT_NE(outcome.output.find("bad.toml"), std::string::npos) << outcome.output;
+    EXPECT_NE(outcome.output.find(expected), std::string::npos) << lines << "\n" << outcome.output;
+    EXPECT_FALSE(fs::exists(dir / "r.sqlite"));
+  }
+  // A sweep deciding on a sample metric the wrong way round, or one not computed.
+  const std::vector<std::pair<std::string, std::string>> sweeps = {
+      {"method = \"asha\"\ntrials = 2\nmetric = \"val_precision\"\n\"training.learning_rate\" = [1e-3, 1e-2]",
+       "metric \"val_precision\" is maximized: set direction = \"maximize\""},
+      {"method = \"asha\"\ntrials = 2\nmetric = \"val_fid\"\n\"training.learning_rate\" = [1e-3, 1e-2]",
+       "metric \"val_fid\" is not computed: evaluation.metrics is [kid]"},
+  };
+  for (const auto& [sweep, expected] : sweeps) {
+    TempDir dir;
+    std::ofstream(dir / "sweep.toml") << read_text(difflab::test::tiny_experiment()) << "\n[sweep]\n" << sweep << "\n";
+    const Outcome outcome = difflab_command("run " + (dir / "sweep.toml").string() + " --set experiment.database=" +
+                                            (dir / "r.sqlite").string());
+    EXPECT_EQ(outcome.exit_code, 2) << outcome.output;
+    EXPECT_NE(outcome.output.find("sweep.toml"), std::string::npos) << outcome.output;
+    EXPECT_NE(outcome.output.find(expected), std::string::npos) << sweep << "\n" << outcome.output;
+    EXPECT_FALSE(fs::exists(dir / "r.sqlite"));
+  }
+}
+
 // training.log_every_steps: the losses within epochs, recorded and drawn against the step; the
 // key is not part of the run's identity.
 TEST(ReportCommand, StepLossesDrawLearningCurvesWithinEpochs) {

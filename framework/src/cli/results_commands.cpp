@@ -1,5 +1,9 @@
 // sample, results, results merge, report, kid: what a researcher does with trained runs.
 #include <filesystem>
+#include <chrono>
+#include <sys/resource.h>
+#include <fstream>
+#include <cstdlib>
 #include <fmt/format.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -280,7 +284,65 @@ void add_results_merge(CommandTable& table) {
             {"MAIN_DB", "SHARD"}, 2, command_results_merge).variadic = true;
 }
 
+// `difflab bench-metrics`: FID and precision/recall/density/coverage on N x N random features of
+// D dimensions (two Gaussians apart), timed, with the peak memory; then the same FID through
+// scipy's sqrtm (clean-fid's formula) in Python, when Debian's python3-scipy is there.
+int command_bench_metrics(const po::variables_map& values) {
+  const int64_t n = integer(values, "samples", 2), d = integer(values, "dims", 1), block = integer(values, "block", 1);
+  torch::manual_seed(0);
+  const torch::Tensor real = torch::randn({n, d}, torch::kFloat64);
+  const torch::Tensor generated = torch::randn({n, d}, torch::kFloat64) * 1.1 + 0.1;
+  fmt::print("bench-metrics: {} real and {} generated features of {} dimensions, {} LibTorch threads\n", n, n, d,
+             at::get_num_threads());
+  const auto time = [](const auto& body) {
+    const auto start = std::chrono::steady_clock::now();
+    body();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  GaussianFit fa, fb;
+  const double fit_seconds = time([&] { fa = gaussian_fit(real), fb = gaussian_fit(generated); });
+  double value = 0.0;
+  const double distance_seconds = time([&] { value = frechet_distance(fa, fb); });
+  PrdcEstimate estimate;
+  const double prdc_seconds = time([&] { estimate = prdc(real, generated, 3, 5, block); });
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  fmt::print("fid {:.6g}: {:.2f} s (Gaussian fits {:.2f} s, Fréchet distance {:.2f} s)\n", value,
+             fit_seconds + distance_seconds, fit_seconds, distance_seconds);
+  fmt::print("precision {:.4f} recall {:.4f} density {:.4f} coverage {:.4f}: {:.2f} s (blocks of {} rows)\n",
+             estimate.precision, estimate.recall, estimate.density, estimate.coverage, prdc_seconds, block);
+  fmt::print("total {:.2f} s; peak resident memory {:.0f} MiB\n", fit_seconds + distance_seconds + prdc_seconds,
+             static_cast<double>(usage.ru_maxrss) / 1024.0);
+  if (!values["reference"].as<bool>()) return 0;
+  // The reference: clean-fid's frechet_distance from the same fits (numpy's cov of the same data
+  // would be the same matrices), timed around scipy.linalg.sqrtm.
+  const std::string script = fmt::format(
+      "import time, numpy as np\nfrom scipy import linalg\n"
+      "rng = np.random.default_rng(0)\n"
+      "a = rng.standard_normal(({0}, {1})); b = rng.standard_normal(({0}, {1})) * 1.1 + 0.1\n"
+      "t0 = time.time(); s1 = np.cov(a, rowvar=False); s2 = np.cov(b, rowvar=False)\n"
+      "m1 = a.mean(0); m2 = b.mean(0); t1 = time.time()\n"
+      "c, _ = linalg.sqrtm(s1.dot(s2), disp=False); d = m1 - m2\n"
+      "f = d.dot(d) + np.trace(s1) + np.trace(s2) - 2 * np.trace(c.real); t2 = time.time()\n"
+      "print('scipy reference: fid %.6g: %.2f s (np.cov %.2f s, sqrtm %.2f s)' % (f, t2 - t0, t1 - t0, t2 - t1))\n",
+      n, d);
+  const std::filesystem::path file = std::filesystem::temp_directory_path() / fmt::format("difflab-bench-{}.py", getpid());
+  { std::ofstream(file) << script; }
+  const int code = std::system(("/usr/bin/python3 " + file.string()).c_str());
+  std::filesystem::remove(file);
+  if (code != 0) fmt::print("(no scipy reference: Debian's python3-scipy is not installed)\n");
+  return 0;
+}
+
 void add_fid(CommandTable& table) {
+  Command& bench = table.add("bench-metrics", "", "time FID and precision/recall/density/coverage on random features "
+                             "(N x N of D dimensions), beside scipy's FID", {}, 0, command_bench_metrics);
+  bench.options.add_options()
+      ("samples", po::value<int64_t>()->default_value(10000)->value_name("N"), "features of each set")
+      ("dims", po::value<int64_t>()->default_value(2048)->value_name("D"), "feature dimensions (InceptionV3: 2048)")
+      ("block", po::value<int64_t>()->default_value(1024)->value_name("B"), "rows of distances at a time")
+      ("reference", po::bool_switch(), "also time scipy's sqrtm FID in Python (the same random data is not used: "
+       "numpy's generator; the time is what is compared)");
   Command& fid = table.add("fid", "DIR_A DIR_B", "Fréchet distance between two image folders' features (with "
                            "--features inception: FID as the papers report it)", {"DIR_A", "DIR_B"}, 2, command_fid);
   fid.options.add_options()

@@ -8,6 +8,7 @@
 #include <set>
 #include <random>
 #include <sstream>
+#include <tuple>
 #include <toml++/toml.h>
 
 #include "config/settings.h"
@@ -242,6 +243,30 @@ ErrorContext locate(const toml::table* table, const std::string& section, const 
   return ErrorContext::for_key(locator.source, dotted);
 }
 
+// What the [evaluation] keys need of each other: best_by among the metrics computed, and the
+// k-NN metrics' k below the number of samples they compare (kid_batches x batch_size of each).
+void check_evaluation(const Experiment& experiment, toml::table& root, Locator& locator) {
+  const Settings settings = experiment.settings();
+  const EvaluationSettings& evaluation = settings.evaluation;
+  const toml::table* table = root["evaluation"].as_table();
+  const std::string best = evaluation.best_by.substr(4);  // val_<name>
+  if (!evaluation.has_metric(best))
+    throw ConfigError(fmt::format("best_by = \"{}\" is not computed: evaluation.metrics is [{}]", evaluation.best_by,
+                                  fmt::join(evaluation.metrics, ", ")),
+                      locate(table, "evaluation", "best_by", locator));
+  const int64_t samples = evaluation.kid_batches * settings.training.batch_size;  // 0: all, known with the data
+  for (const auto& [key, k, metrics] :
+       {std::make_tuple("pr_k", evaluation.pr_k, std::vector<std::string>{"precision", "recall"}),
+        std::make_tuple("dc_k", evaluation.dc_k, std::vector<std::string>{"density", "coverage"})}) {
+    const bool used = std::any_of(metrics.begin(), metrics.end(), [&](const std::string& m) { return evaluation.has_metric(m); });
+    if (used && samples > 0 && k >= samples)
+      throw ConfigError(fmt::format("{} = {} needs more samples than that: the metrics compare kid_batches x "
+                                    "batch_size = {} real and {} generated images",
+                                    key, k, samples, samples),
+                        locate(table, "evaluation", key, locator));
+  }
+}
+
 Experiment resolve(toml::table& root, Locator& locator, const fs::path& base_dir,
                    PluginRegistry& registry) {
   for (const auto& [key, node] : root) {
@@ -299,6 +324,7 @@ Experiment resolve(toml::table& root, Locator& locator, const fs::path& base_dir
       }
     }
   }
+  check_evaluation(experiment, root, locator);
   return experiment;
 }
 
@@ -330,24 +356,38 @@ void check_adaptive(const AdaptiveSweep& adaptive, const std::vector<SweepRun>& 
     throw ConfigError(fmt::format("sweep.min_epochs = {} is more than training.epochs = {}: no trial reaches the first "
                                   "rung", adaptive.min_epochs, epochs),
                       adaptive.where.at("sweep.min_epochs"));
-  static const std::set<std::string> recorded = {"loss",    "n_loss",     "i_loss",     "v_loss",
-                                                 "val_loss", "val_n_loss", "val_i_loss", "val_v_loss",
-                                                 "val_kid", "train_images_per_second", "epoch_seconds"};
+  std::set<std::string> recorded = {"loss",    "n_loss",     "i_loss",     "v_loss",
+                                    "val_loss", "val_n_loss", "val_i_loss", "val_v_loss",
+                                    "train_images_per_second", "epoch_seconds"};
+  for (const auto& [name, higher_is_better] : sample_metrics()) recorded.insert("val_" + name);
   if (!recorded.count(adaptive.metric))
     throw ConfigError(fmt::format("metric \"{}\" is never recorded; a run records {} every epoch", adaptive.metric,
                                   fmt::join(recorded, ", ")),
                       adaptive.where.at("sweep.metric"));
-  if (adaptive.metric != "val_kid") return;
+  const auto sample = std::find_if(sample_metrics().begin(), sample_metrics().end(),
+                                   [&](const auto& m) { return "val_" + m.first == adaptive.metric; });
+  if (sample == sample_metrics().end()) return;
+  // A sample metric has one direction: lower KID and FID, higher precision, recall, density and
+  // coverage are better; a sweep that optimised the other way would select the worst trials.
+  if (adaptive.maximize != sample->second)
+    throw ConfigError(fmt::format("metric \"{}\" is {}d: set direction = \"{}\"", adaptive.metric,
+                                  sample->second ? "maximize" : "minimize", sample->second ? "maximize" : "minimize"),
+                      adaptive.where.count("sweep.direction") ? adaptive.where.at("sweep.direction")
+                                                              : adaptive.where.at("sweep.metric"));
   if (first.evaluation.kid_protocol == KidProtocol::none)
-    throw ConfigError("metric \"val_kid\" needs KID: evaluation.kid_protocol is \"none\"",
+    throw ConfigError(fmt::format("metric \"{}\" needs KID: evaluation.kid_protocol is \"none\"", adaptive.metric),
                       adaptive.where.at("sweep.metric"));
-  // Every rung epoch must have KID (kid_every divides it, or it is the last).
+  if (!first.evaluation.has_metric(sample->first))
+    throw ConfigError(fmt::format("metric \"{}\" is not computed: evaluation.metrics is [{}]", adaptive.metric,
+                                  fmt::join(first.evaluation.metrics, ", ")),
+                      adaptive.where.at("sweep.metric"));
+  // Every rung epoch must have the sample metrics (kid_every divides it, or it is the last).
   const int64_t every = first.evaluation.kid_every;
   for (int64_t epoch = adaptive.min_epochs; rungs && epoch < epochs; epoch *= adaptive.reduction_factor)
     if (epoch % every != 0)
-      throw ConfigError(fmt::format("metric \"val_kid\" is not recorded at rung epoch {}: evaluation.kid_every = {} "
+      throw ConfigError(fmt::format("metric \"{}\" is not recorded at rung epoch {}: evaluation.kid_every = {} "
                                     "skips it",
-                                    epoch, every),
+                                    adaptive.metric, epoch, every),
                         ErrorContext::for_key(file, "evaluation.kid_every",
                                               "use a kid_every that divides every rung epoch (sweep.min_epochs × "
                                               "reduction_factor^k), or another sweep.metric"));
@@ -424,6 +464,7 @@ std::vector<SweepRun> search_root(toml::table root, SearchSpace space, const std
     AdaptiveSweep learned;
     learned.method = AdaptiveSweep::Method::median;  // no rungs to check
     learned.metric = runs.front().search->space.metric;
+    learned.maximize = runs.front().search->space.maximize;
     learned.where["sweep.metric"] = metric_place;
     check_adaptive(learned, runs);
   }
@@ -545,13 +586,30 @@ const std::set<std::string>& keys_outside_identity() {
   return keys;
 }
 
+// Keys added after runs were recorded, left out of the hash at their default, so that every
+// configuration recorded before them keeps its hash (a run finished then is still finished).
+const std::map<std::string, ParamValue>& keys_added_later() {
+  static const std::map<std::string, ParamValue> keys = {
+      {"evaluation.metrics", std::vector<std::string>{"kid"}},
+      {"evaluation.best_by", std::string("val_kid")},
+      {"evaluation.pr_k", int64_t{3}},
+      {"evaluation.dc_k", int64_t{5}},
+  };
+  return keys;
+}
+
 std::string Experiment::config_hash() const {
   std::string text;
   for (const auto& section : sections) {
     text += (text.empty() ? "[" : "\n[") + section.name + "]\n";
     if (!section.plugin.empty()) text += "plugin = " + format_value(section.plugin) + "\n";
-    for (const auto& [key, value] : section.params.items())
-      if (!keys_outside_identity().count(section.name + "." + key)) text += key + " = " + format_value(value) + "\n";
+    for (const auto& [key, value] : section.params.items()) {
+      const std::string dotted = section.name + "." + key;
+      if (keys_outside_identity().count(dotted)) continue;
+      if (const auto added = keys_added_later().find(dotted); added != keys_added_later().end() && added->second == value)
+        continue;
+      text += key + " = " + format_value(value) + "\n";
+    }
   }
   return fmt::format("{:016x}", fnv1a(text));
 }

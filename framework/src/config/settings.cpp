@@ -162,6 +162,22 @@ const std::map<std::string, std::vector<Field>>& section_fields() {
            field(&Settings::evaluation, &EvaluationSettings::kid_subset_size, ParamSpec::integer("kid_subset_size", 1000,
                               "subsets protocol: rows per subset (capped at the sample count)")
                .at_least(2)),
+           field(&Settings::evaluation, &EvaluationSettings::metrics, ParamSpec::strings("metrics", {"kid"},
+                              "sample metrics every kid_every epochs, from the same real and generated features "
+                              "(kid_batches x batch_size of each; kid_protocol = \"none\" turns all off): kid, fid, "
+                              "precision, recall, density, coverage; recorded as val_<name>")
+               .one_of({"kid", "fid", "precision", "recall", "density", "coverage"})
+               .non_empty()),
+           field(&Settings::evaluation, &EvaluationSettings::best_by, ParamSpec::string("best_by", "val_kid",
+                              "the sample metric that picks best.pt (lowest; highest for precision, recall, density, "
+                              "coverage); it must be one of metrics")
+               .one_of({"val_kid", "val_fid", "val_precision", "val_recall", "val_density", "val_coverage"})),
+           field(&Settings::evaluation, &EvaluationSettings::pr_k, ParamSpec::integer("pr_k", 3,
+                              "nearest neighbours of precision and recall (Kynkaenniemi et al. 2019)")
+               .at_least(1)),
+           field(&Settings::evaluation, &EvaluationSettings::dc_k, ParamSpec::integer("dc_k", 5,
+                              "nearest neighbours of density and coverage (Naeem et al. 2020)")
+               .at_least(1)),
        })},
   };
   return fields;
@@ -195,6 +211,12 @@ const ParamSchema& framework_schema(const std::string& section) {
 
 void read_section(const std::string& section, const Params& params, Settings& settings) {
   for (const auto& field : fields_of(section)) field.read(params, settings);
+}
+
+const std::vector<std::pair<std::string, bool>>& sample_metrics() {
+  static const std::vector<std::pair<std::string, bool>> metrics = {
+      {"kid", false}, {"fid", false}, {"precision", true}, {"recall", true}, {"density", true}, {"coverage", true}};
+  return metrics;
 }
 
 }  // namespace difflab

@@ -73,7 +73,20 @@ struct EvaluationSettings {
   int64_t kid_every = 0;
   int64_t kid_subsets = 0;
   int64_t kid_subset_size = 0;
+  // The sample metrics computed every kid_every epochs from the same real and generated features
+  // (training/fid.h): kid, fid, precision, recall, density, coverage; recorded as val_<name>.
+  std::vector<std::string> metrics;
+  std::string best_by;  // the metric (val_kid, val_fid, ...) that picks best.pt
+  int64_t pr_k = 0, dc_k = 0;
+  bool has_metric(const std::string& name) const {
+    for (const auto& metric : metrics)
+      if (metric == name) return true;
+    return false;
+  }
 };
+
+// The sample metrics evaluation.metrics may name, and whether a higher value is better.
+const std::vector<std::pair<std::string, bool>>& sample_metrics();
 
 struct Settings {
   ExperimentSettings experiment;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -34,6 +35,7 @@ struct RunData {
   std::map<std::string, std::map<int64_t, double>> metrics;  // key -> epoch -> value
   std::map<std::string, std::map<int64_t, double>> steps;    // key -> step -> value (training.log_every_steps)
   std::vector<std::pair<int64_t, KidRecord>> kid;
+  std::vector<std::pair<int64_t, SampleMetricRecord>> samples;  // FID, precision, ... by epoch
   std::vector<ArtifactRecord> artifacts;
   double best_kid = kNaN;
   int64_t best_kid_epoch = 0;
@@ -96,6 +98,7 @@ std::vector<RunData> load_runs(ResultsStore& store, const Table& table) {
     for (const MetricRecord& metric : store.metrics(record.id)) run.metrics[metric.key][metric.epoch] = metric.value;
     for (const MetricRecord& metric : store.step_metrics(record.id)) run.steps[metric.key][metric.step] = metric.value;
     run.kid = store.kid(record.id);
+    run.samples = store.sample_metrics(record.id);
     for (const auto& [epoch, kid] : run.kid)
       if (std::isfinite(kid.mean) && !(kid.mean >= run.best_kid)) run.best_kid = kid.mean, run.best_kid_epoch = epoch;
     run.artifacts = store.artifacts(record.id);
@@ -331,7 +334,9 @@ void group_curve(Page& page, const std::vector<RunData>& runs,
 void learning_curves(Page& page, const std::vector<RunData>& runs, const ReportOptions& options) {
   static const std::vector<std::pair<std::string, std::string>> keys = {
       {"n_loss", "training noise loss"}, {"val_n_loss", "validation noise loss"}, {"i_loss", "training image loss"},
-      {"val_i_loss", "validation image loss"}, {"val_kid", "KID"}, {"loss", "training objective"}};
+      {"val_i_loss", "validation image loss"}, {"val_kid", "KID"}, {"val_fid", "FID"},
+      {"val_precision", "precision"}, {"val_recall", "recall"}, {"val_density", "density"},
+      {"val_coverage", "coverage"}, {"loss", "training objective"}};
   auto groups = group_names(runs);
   if (groups.size() > kMaxCurveGroups) {
     std::map<std::string, std::vector<double>> metric;
@@ -492,23 +497,29 @@ void search_view(Page& page, const ResultsStore& store) {
   page.html += "</section>\n";
 }
 
-void kid_against_nfe(Page& page, const std::vector<RunData>& runs) {
-  // Each run's last KID estimate, by sampler and network evaluations.
+// A sample metric against network evaluations, by sampler: each finished run's last evaluation.
+struct LastEvaluation {
+  std::string sampler;
+  int64_t nfe = 0;
+  double value = kNaN;
+};
+void metric_against_nfe(Page& page, const std::vector<RunData>& runs, const std::string& id, const std::string& label,
+                        const std::function<std::optional<LastEvaluation>(const RunData&)>& last, bool& section_open) {
   std::map<std::string, std::map<int64_t, std::vector<double>>> by_sampler;
   for (const auto& run : runs) {
-    if (run.kid.empty() || run.record.status != RunStatus::finished) continue;
-    const KidRecord& last = run.kid.back().second;
-    if (last.nfe > 0) by_sampler[last.sampler][last.nfe].push_back(last.mean);
+    if (run.record.status != RunStatus::finished) continue;
+    if (const auto evaluation = last(run); evaluation && evaluation->nfe > 0)
+      by_sampler[evaluation->sampler][evaluation->nfe].push_back(evaluation->value);
   }
   std::set<int64_t> nfes;
   for (const auto& [sampler, points] : by_sampler)
     for (const auto& [nfe, values] : points) nfes.insert(nfe);
   if (nfes.size() < 2 && by_sampler.size() < 2) return;
   svg::Chart chart;
-  chart.id = "kid-nfe";
-  chart.title = "KID against network evaluations, by sampler (mean ± std over runs)";
+  chart.id = id;
+  chart.title = label + " against network evaluations, by sampler (mean ± std over runs)";
   chart.x_label = "network evaluations per batch (NFE)";
-  chart.y_label = "KID";
+  chart.y_label = label;
   chart.log_x = *nfes.rbegin() >= 10 * *nfes.begin();
   for (const auto& [sampler, points] : by_sampler) {
     svg::Series series;
@@ -524,7 +535,59 @@ void kid_against_nfe(Page& page, const std::vector<RunData>& runs) {
     }
     chart.series.push_back(std::move(series));
   }
-  page.section("samplers", "KID against network evaluations", "samplers");
+  if (!section_open) page.section("samplers", "Sample metrics against network evaluations", "samplers");
+  section_open = true;
+  page.chart(svg::render(chart));
+}
+
+void kid_against_nfe(Page& page, const std::vector<RunData>& runs) {
+  bool open = false;
+  metric_against_nfe(page, runs, "kid-nfe", "KID", [](const RunData& run) -> std::optional<LastEvaluation> {
+    if (run.kid.empty()) return std::nullopt;
+    const KidRecord& last = run.kid.back().second;
+    return LastEvaluation{last.sampler, last.nfe, last.mean};
+  }, open);
+  for (const auto& [name, title] : {std::pair<const char*, const char*>{"fid", "FID"}, {"precision", "precision"},
+                                    {"recall", "recall"}, {"density", "density"}, {"coverage", "coverage"}})
+    metric_against_nfe(page, runs, std::string(name) + "-nfe", title,
+                       [name = std::string(name)](const RunData& run) -> std::optional<LastEvaluation> {
+                         for (auto it = run.samples.rbegin(); it != run.samples.rend(); ++it)
+                           if (it->second.metric == name) return LastEvaluation{it->second.sampler, it->second.nfe, it->second.value};
+                         return std::nullopt;
+                       }, open);
+  if (open) page.html += "</section>\n";
+}
+
+// Precision against recall, a point a run (its last evaluation): "sharp but few modes" (high
+// precision, low recall) against "diverse but blurry" (the reverse), which one distance hides.
+void precision_recall(Page& page, const std::vector<RunData>& runs) {
+  std::map<std::string, svg::Series> by_group;
+  for (const auto& run : runs) {
+    double precision = kNaN, recall = kNaN;
+    for (const auto& [epoch, sample] : run.samples) {
+      if (sample.metric == "precision") precision = sample.value;
+      if (sample.metric == "recall") recall = sample.value;
+    }
+    if (std::isnan(precision) || std::isnan(recall)) continue;
+    svg::Series& series = by_group[run.group_values];
+    series.name = run.group_values;
+    series.style = svg::Style::points;
+    series.x.push_back(recall);
+    series.y.push_back(precision);
+  }
+  if (by_group.empty()) return;
+  svg::Chart chart;
+  chart.id = "precision-recall";
+  chart.title = "precision against recall, a point a run (its last evaluation)";
+  chart.x_label = "recall (Kynkäänniemi et al. 2019)";
+  chart.y_label = "precision";
+  for (auto& [group, series] : by_group) {
+    series.color = svg::palette(chart.series.size());
+    chart.series.push_back(std::move(series));
+  }
+  page.section("precision-recall", "Precision and recall", "precision/recall");
+  page.html += "<p>High precision with low recall: sharp samples of few modes; the reverse: diverse but off the data's "
+               "manifold. One distance (KID, FID) cannot tell the two apart.</p>\n";
   page.chart(svg::render(chart));
   page.html += "</section>\n";
 }
@@ -980,6 +1043,7 @@ std::string render_report(ResultsStore& store, const ReportOptions& options, Rep
     rung_view(page, runs, store.decisions());
     search_view(page, store);
     kid_against_nfe(page, runs);
+    precision_recall(page, runs);
     one_factor(page, runs, axes, options.metric);
     parallel_coordinates(page, runs, axes, options.metric);
     sample_grids(page, runs, options);

@@ -51,7 +51,7 @@ void bind_value(SQLite::Statement& statement, int index, const Value& value) {
 // The tables that hang off a run (run_id), in the order they are written.
 const std::vector<std::string>& child_tables() {
   static const std::vector<std::string> tables = {"params",    "metrics",      "artifacts",   "kid",
-                                                  "decisions", "step_metrics", "sweep_trials"};
+                                                  "decisions", "step_metrics", "sweep_trials", "sample_metrics"};
   return tables;
 }
 

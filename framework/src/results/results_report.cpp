@@ -139,6 +139,15 @@ const std::vector<std::string> kMetricColumns = {"epochs", "n_loss", "i_loss", "
                                                  "val_i_loss", "best_kid", "best_kid_epoch"};
 // What --group-by aggregates, best first.
 const std::vector<std::string> kAggregated = {"best_kid", "val_n_loss", "val_i_loss", "n_loss", "i_loss"};
+// The sample metrics' columns, where some run has them.
+const std::vector<std::string> kSampleColumns = {"best_fid", "best_precision", "best_recall", "best_density",
+                                                 "best_coverage"};
+std::vector<std::string> present(const std::vector<std::string>& columns, const std::map<std::string, bool>& numeric) {
+  std::vector<std::string> shown;
+  for (const auto& column : columns)
+    if (numeric.count(column)) shown.push_back(column);
+  return shown;
+}
 
 // Every run as a Row of named cells: run_id, name, status, the summary metrics and every
 // parameter; `numeric` receives which columns hold numbers, `keys` the parameters in order.
@@ -161,6 +170,19 @@ std::vector<Row> read_runs(SQLite::Database& db, std::map<std::string, bool>& nu
     }
     index[*row["run_id"].text] = rows.size();
     rows.push_back(std::move(row));
+  }
+  // The sample metrics besides KID (sample_metrics, schema 12): each run's best over its epochs,
+  // lowest FID, highest precision, recall, density and coverage, as best_fid, best_precision, ...
+  if (db.tableExists("sample_metrics")) {
+    SQLite::Statement samples(db, "SELECT run_id, metric, CASE WHEN metric = 'fid' THEN MIN(value) ELSE MAX(value) END "
+                                  "FROM sample_metrics GROUP BY run_id, metric");
+    while (samples.executeStep()) {
+      auto found = index.find(samples.getColumn(0).getString());
+      if (found == index.end()) continue;
+      const std::string column = "best_" + samples.getColumn(1).getString();
+      numeric[column] = true;
+      rows[found->second][column] = Cell{fmt::format("{:.6g}", samples.getColumn(2).getDouble()), samples.getColumn(2).getDouble()};
+    }
   }
   // An adaptive sweep's trials: the last rung each was judged at (sweep/pruning.h).
   SQLite::Statement rungs(db, "SELECT run_id, MAX(rung) FROM decisions GROUP BY run_id");
@@ -237,12 +259,15 @@ std::tuple<size_t, double, double> mean_std(const std::vector<double>& values) {
 }
 
 Table group_table(const std::vector<Row>& rows, const RunsQuery& query, const std::map<std::string, bool>& numeric) {
+  std::vector<std::string> aggregated = {kAggregated.front()};  // best_kid, the sample metrics, the losses
+  for (const auto& column : present(kSampleColumns, numeric)) aggregated.push_back(column);
+  aggregated.insert(aggregated.end(), kAggregated.begin() + 1, kAggregated.end());
   Table table;
   table.columns = query.group_by;
   for (const auto& key : query.group_by) table.numeric.push_back(numeric.at(key));
   table.columns.push_back("runs");
   table.numeric.push_back(true);
-  for (const auto& metric : kAggregated) {
+  for (const auto& metric : aggregated) {
     if (query.split_std) {
       table.columns.insert(table.columns.end(), {metric + "_mean", metric + "_std"});
       table.numeric.insert(table.numeric.end(), {true, true});
@@ -271,7 +296,7 @@ Table group_table(const std::vector<Row>& rows, const RunsQuery& query, const st
   for (size_t g = 0; g < keys.size(); ++g) {
     std::vector<std::optional<std::string>> cells = keys[g];
     cells.push_back(std::to_string(members[g].size()));
-    for (const auto& metric : kAggregated) {
+    for (const auto& metric : aggregated) {
       std::vector<double> values;
       for (const Row* row : members[g])
         if (auto found = row->find(metric); found != row->end() && found->second.number)
@@ -322,6 +347,7 @@ Table runs_table(ResultsStore& store, const RunsQuery& query) {
     for (const auto& key : varying(rows, keys)) shown.push_back(key);
     table.columns.insert(table.columns.end(), shown.begin(), shown.end());
     table.columns.insert(table.columns.end(), kMetricColumns.begin(), kMetricColumns.end());
+    for (const auto& column : present(kSampleColumns, numeric)) table.columns.push_back(column);
     for (const auto& column : table.columns) table.numeric.push_back(numeric.at(column));
     for (const auto& row : rows) {
       std::vector<std::optional<std::string>> cells;
@@ -337,7 +363,8 @@ Table runs_table(ResultsStore& store, const RunsQuery& query) {
     std::string column = descending ? query.sort.substr(1) : query.sort;
     if (column == "kid") column = "best_kid";
     if (query.split_std && !query.group_by.empty() &&
-        std::find(kAggregated.begin(), kAggregated.end(), column) != kAggregated.end())
+        (std::find(kAggregated.begin(), kAggregated.end(), column) != kAggregated.end() ||
+         std::find(kSampleColumns.begin(), kSampleColumns.end(), column) != kSampleColumns.end()))
       column += "_mean";
     sort_rows(table, column_index(table, column, "--sort"), descending);
   }
@@ -366,16 +393,24 @@ std::string run_report(ResultsStore& store, int64_t run_id, TableFormat format) 
                           run_id);
   Table artifacts = query_table(db, "SELECT epoch, kind, path FROM artifacts WHERE run_id = ? ORDER BY epoch, kind",
                                 run_id);
+  Table samples = db.tableExists("sample_metrics")
+                      ? query_table(db,
+                                    "SELECT epoch, metric, value, features, sampler, diffusion_steps, nfe, real_count, "
+                                    "generated_count, k FROM sample_metrics WHERE run_id = ? ORDER BY epoch, metric",
+                                    run_id)
+                      : Table{};
   if (format == TableFormat::json)
     return fmt::format("{{\"run_id\": {}, \"status\": {}, \"error\": {}, \"config_toml\": {},\n"
-                       "\"metrics\": {}, \"kid\": {}, \"artifacts\": {}}}\n",
+                       "\"metrics\": {}, \"kid\": {}, \"sample_metrics\": {}, \"artifacts\": {}}}\n",
                        run_id, json_string(to_string(run->status)), json_string(run->error), json_string(run->config_toml),
-                       format_table(history, format), format_table(kid, format), format_table(artifacts, format));
+                       format_table(history, format), format_table(kid, format), format_table(samples, format),
+                       format_table(artifacts, format));
   const std::string heading = format == TableFormat::markdown ? "## " : "# ";
-  return fmt::format("{}run {} ({}){}\n\n{}configuration\n{}\n{}metrics\n{}\n{}kid\n{}\n{}artifacts\n{}", heading,
+  return fmt::format("{}run {} ({}){}\n\n{}configuration\n{}\n{}metrics\n{}\n{}kid\n{}\n{}{}artifacts\n{}", heading,
                      run_id, to_string(run->status), run->error.empty() ? "" : ": " + run->error, heading,
-                     run->config_toml, heading, format_table(history, format), heading,
-                     format_table(kid, format), heading, format_table(artifacts, format));
+                     run->config_toml, heading, format_table(history, format), heading, format_table(kid, format),
+                     samples.rows.empty() ? "" : heading + "sample metrics\n" + format_table(samples, format) + "\n",
+                     heading, format_table(artifacts, format));
 }
 
 }  // namespace difflab

@@ -282,6 +282,26 @@ CREATE TABLE IF NOT EXISTS proposals (
 );
 )SQL";
 
+// Version 12: the sample metrics besides KID (evaluation.metrics: fid, precision, recall, density,
+// coverage), each with what it compared, as the kid table records KID.
+constexpr const char* kSchemaV12 = R"SQL(
+CREATE TABLE IF NOT EXISTS sample_metrics (
+  run_id           INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+  epoch            INTEGER NOT NULL,
+  metric           TEXT NOT NULL,     -- fid | precision | recall | density | coverage
+  value            REAL NOT NULL,
+  features         TEXT NOT NULL,     -- feature-extractor plugin (inception: FID as the papers report it)
+  sampler          TEXT NOT NULL,
+  diffusion_steps  INTEGER NOT NULL,
+  nfe              INTEGER NOT NULL,
+  real_count       INTEGER NOT NULL,
+  generated_count  INTEGER NOT NULL,
+  k                INTEGER,           -- nearest neighbours (precision, recall: pr_k; density, coverage: dc_k)
+  created_at       TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (run_id, epoch, metric, features)
+);
+)SQL";
+
 std::string param_type(const ParamValue& value) {
   switch (value.index()) {
     case 0: return "boolean";
@@ -546,7 +566,7 @@ void ResultsStore::migrate() {
   const std::string migrations[] = {kSchemaV1, kSchemaV2, kRunSummaryView, std::string(kSchemaV4) + kAblationView,
                                     kSchemaV5, kSchemaV6, kSchemaV7,
                                     std::string(kSchemaV8) + kRunSummaryView + kAblationView, kSchemaV9,
-                                    kSchemaV10, kSchemaV11};
+                                    kSchemaV10, kSchemaV11, kSchemaV12};
   for (int next = version + 1; next <= kSchemaVersion; ++next) {
     db_->exec(migrations[next - 1]);
     db_->exec("INSERT INTO schema_info (version) VALUES (" + std::to_string(next) + ")");
@@ -795,7 +815,8 @@ bool RunHeartbeat::lost() const { return state_->lost; }
 void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
                                 const std::vector<std::pair<std::string, double>>& metrics,
                                 const std::vector<ArtifactRecord>& artifacts,
-                                const std::optional<KidRecord>& kid) {
+                                const std::optional<KidRecord>& kid,
+                                const std::vector<SampleMetricRecord>& samples) {
   SQLite::Transaction transaction(*db_);
   heartbeat(run_id);
   write_metric_rows(*db_, "metrics", run_id, epoch, step, metrics);
@@ -828,7 +849,47 @@ void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
     insert.bind(11, kid->nfe);
     insert.exec();
   }
+  for (const SampleMetricRecord& sample : samples) {
+    SQLite::Statement insert(*db_,
+                             "INSERT OR REPLACE INTO sample_metrics (run_id, epoch, metric, value, features, sampler, "
+                             "diffusion_steps, nfe, real_count, generated_count, k) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    insert.bind(1, run_id);
+    insert.bind(2, epoch);
+    insert.bind(3, sample.metric);
+    insert.bind(4, sample.value);
+    insert.bind(5, sample.features);
+    insert.bind(6, sample.sampler);
+    insert.bind(7, sample.diffusion_steps);
+    insert.bind(8, sample.nfe);
+    insert.bind(9, sample.real_count);
+    insert.bind(10, sample.generated_count);
+    if (sample.k > 0) insert.bind(11, sample.k);
+    insert.exec();
+  }
   transaction.commit();
+}
+
+std::vector<std::pair<int64_t, SampleMetricRecord>> ResultsStore::sample_metrics(int64_t run_id) const {
+  std::vector<std::pair<int64_t, SampleMetricRecord>> rows;
+  if (!db_->tableExists("sample_metrics")) return rows;  // a read-only database of an older schema
+  SQLite::Statement query(*db_,
+                          "SELECT epoch, metric, value, features, sampler, diffusion_steps, nfe, real_count, "
+                          "generated_count, COALESCE(k, 0) FROM sample_metrics WHERE run_id = ? ORDER BY epoch, metric");
+  query.bind(1, run_id);
+  while (query.executeStep()) {
+    SampleMetricRecord record;
+    record.metric = query.getColumn(1).getString();
+    record.value = query.getColumn(2).getDouble();
+    record.features = query.getColumn(3).getString();
+    record.sampler = query.getColumn(4).getString();
+    record.diffusion_steps = query.getColumn(5).getInt64();
+    record.nfe = query.getColumn(6).getInt64();
+    record.real_count = query.getColumn(7).getInt64();
+    record.generated_count = query.getColumn(8).getInt64();
+    record.k = query.getColumn(9).getInt64();
+    rows.emplace_back(query.getColumn(0).getInt64(), std::move(record));
+  }
+  return rows;
 }
 
 std::vector<std::pair<int64_t, KidRecord>> ResultsStore::kid(int64_t run_id) const {

@@ -24,7 +24,7 @@ class Experiment;
 // This machine's host name, as recorded on run rows.
 std::string host_name();
 
-constexpr int kSchemaVersion = 11;
+constexpr int kSchemaVersion = 12;
 
 // A running run's process refreshes its row's heartbeat every kHeartbeatSeconds; a "running" row
 // whose heartbeat is older than kLeaseSeconds (or, on this host, whose process is gone) belongs
@@ -104,6 +104,17 @@ struct KidRecord {
   int64_t real_count = 0;       // real images compared
   int64_t generated_count = 0;  // generated images compared
   int64_t nfe = 0;              // network evaluations the sampler spent per generated image batch
+};
+
+// A sample metric besides KID (the sample_metrics table, schema 12): FID, precision, recall,
+// density or coverage at an epoch, with what it compared (KID's columns: the kid table).
+struct SampleMetricRecord {
+  std::string metric;  // fid | precision | recall | density | coverage
+  double value = 0.0;
+  std::string features, sampler;
+  int64_t diffusion_steps = 0, nfe = 0;
+  int64_t real_count = 0, generated_count = 0;
+  int64_t k = 0;  // the k-NN metrics' neighbours; 0 for fid
 };
 
 // One decision of an adaptive sweep about a run at a rung (the decisions table): what it saw and
@@ -231,7 +242,10 @@ class ResultsStore {
   void record_epoch(int64_t run_id, int64_t epoch, int64_t step,
                     const std::vector<std::pair<std::string, double>>& metrics,
                     const std::vector<ArtifactRecord>& artifacts,
-                    const std::optional<KidRecord>& kid = std::nullopt);
+                    const std::optional<KidRecord>& kid = std::nullopt,
+                    const std::vector<SampleMetricRecord>& samples = {});
+  // A run's sample metrics (sample_metrics), by epoch and metric.
+  std::vector<std::pair<int64_t, SampleMetricRecord>> sample_metrics(int64_t run_id) const;
 
   // An adaptive sweep's decision for a run at a rung, in one IMMEDIATE transaction (two trials
   // reaching a rung at once see each other in turn): the decision recorded before, if there is

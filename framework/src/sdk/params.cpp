@@ -145,6 +145,9 @@ std::string ParamSpec::check(const ParamValue& value) const {
   } else if (const auto* v = std::get_if<std::vector<std::string>>(&value)) {
     if (min_length && static_cast<int64_t>(v->size()) < *min_length)
       return "expected a non-empty array";
+    for (const std::string& x : *v)
+      if (!choices.empty() && std::find(choices.begin(), choices.end(), x) == choices.end())
+        return fmt::format("value \"{}\" is not allowed: expected {}", x, constraint_text());
   }
   return "";
 }

@@ -62,6 +62,9 @@ std::string write_ledger(const RunLedger& ledger) {
       text += fmt::format("kid\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n", kid->mean, kid->std, kid->protocol,
                           kid->features, kid->sampler, kid->diffusion_steps, kid->real_count, kid->generated_count,
                           kid->nfe);
+    for (const SampleMetricRecord& m : rows.samples)
+      text += fmt::format("sample\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n", m.metric, m.value, m.features, m.sampler,
+                          m.diffusion_steps, m.nfe, m.real_count, m.generated_count, m.k);
   }
   for (const DecisionRecord& d : ledger.decisions)
     text += fmt::format("decision\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n", d.rung, d.epoch, d.method,
@@ -82,7 +85,7 @@ RunLedger read_ledger(const std::string& text, const std::string& where) {
     const Reader read{fields, where, number};
     const std::string& kind = fields[0];
     if (kind == "epoch") {
-      ledger.epochs.push_back({read.integer(1), read.integer(2), {}, {}, std::nullopt});
+      ledger.epochs.push_back({read.integer(1), read.integer(2), {}, {}, std::nullopt, {}});
       continue;
     }
     if (kind == "decision") {
@@ -114,6 +117,9 @@ RunLedger read_ledger(const std::string& text, const std::string& where) {
     } else if (kind == "kid") {
       rows.kid = KidRecord{read.number(1), read.number(2), read.at(3), read.at(4), read.at(5),
                            read.integer(6), read.integer(7), read.integer(8), read.integer(9)};
+    } else if (kind == "sample") {
+      rows.samples.push_back({read.at(1), read.number(2), read.at(3), read.at(4), read.integer(5), read.integer(6),
+                              read.integer(7), read.integer(8), read.integer(9)});
     } else {
       throw RuntimeError(fmt::format("the run's ledger is damaged: line {} is a '{}' record", number, kind),
                          ErrorContext::in_file(where));

@@ -22,6 +22,7 @@ struct EpochRows {
   std::vector<std::pair<std::string, double>> metrics;
   std::vector<ArtifactRecord> artifacts;
   std::optional<KidRecord> kid;
+  std::vector<SampleMetricRecord> samples;  // FID, precision, ... (sample_metrics)
 };
 
 struct RunLedger {

@@ -10,9 +10,11 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <limits>
+#include <sstream>
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include "difflab/cache.h"
 #include "difflab/error.h"
 #include "difflab/features.h"
 #include "model/checkpoint.h"
@@ -20,7 +22,9 @@
 #include "process/stop_request.h"
 #include "difflab/files.h"
 #include "training/distributed.h"
+#include "training/fid.h"
 #include "training/image_io.h"
+#include "training/kid.h"
 
 namespace difflab {
 namespace fs = std::filesystem;
@@ -65,8 +69,53 @@ void Progress::update(int64_t epoch, int64_t epochs, int64_t step, int64_t steps
   std::fflush(stderr);
 }
 
-KidRecord evaluate_kid(const Experiment& experiment, const Settings& settings, DiffusionModel& model,
-                       FeatureExtractor& features, const torch::Tensor& validation_images) {
+// The epoch's sample metrics for its line: "val_kid 0.1234  val_fid 12.3  ...".
+std::string sample_text(const EpochEvaluation& evaluated) {
+  std::string text;
+  if (evaluated.kid) text += fmt::format("val_kid {:.4f}  ", evaluated.kid->mean);
+  for (const SampleMetricRecord& sample : evaluated.samples) text += fmt::format("val_{} {:.4g}  ", sample.metric, sample.value);
+  return text;
+}
+
+torch::Tensor real_features(const Experiment& experiment, FeatureExtractor& features, const torch::Tensor& images,
+                            int64_t batch_size) {
+  std::string key;
+  for (const char* name : {"features", "data"}) {
+    const Section& section = experiment.section(name);
+    key += fmt::format("[{}]\nplugin = {}\n", name, section.plugin);
+    for (const auto& [param, value] : section.params.items()) key += param + " = " + format_value(value) + "\n";
+  }
+  const torch::Tensor bytes = images.to(torch::kCPU).contiguous();
+  const uint64_t content = fnv1a(bytes.data_ptr(), static_cast<size_t>(bytes.numel() * bytes.element_size()),
+                                 fnv1a(key + fmt::format("{}\n{}\n", fmt::join(bytes.sizes(), "x"), std::string(bytes.dtype().name()))));
+  const fs::path file = cache_root("") / "real-features" / fmt::format("{:016x}.pt", content);
+  CacheLock lock(file);  // the sweep's other workers wait, then read it
+  if (fs::exists(file)) {
+    try {
+      torch::Tensor cached;
+      torch::load(cached, file.string());
+      fmt::print("real features: {} images, {} dimensions, read from {}\n", cached.size(0), cached.size(1), file.string());
+      return cached;
+    } catch (const c10::Error&) {
+      fmt::print(stderr, "difflab: warning: {}: unreadable cache entry, computing the real features again\n",
+                 file.string());
+    }
+  }
+  std::vector<torch::Tensor> parts;
+  for (int64_t start = 0; start < images.size(0); start += batch_size)
+    parts.push_back(features.extract(images.slice(0, start, start + batch_size)));
+  torch::Tensor real = torch::cat(parts).to(torch::kCPU).contiguous();
+  std::ostringstream serialized;  // in memory: a full disk is a warning, not a crash
+  torch::save(real, serialized);
+  if (store_cache_entry(file, serialized.str()))
+    fmt::print("real features: {} images, {} dimensions, computed and cached in {}\n", real.size(0), real.size(1),
+               file.string());
+  return real;
+}
+
+SampleEvaluation evaluate_samples(const Experiment& experiment, const Settings& settings, DiffusionModel& model,
+                                  FeatureExtractor& features, const torch::Tensor& validation_images,
+                                  torch::Tensor& real) {
   const EvaluationSettings& evaluation = settings.evaluation;
   const int64_t batch_size = settings.training.batch_size;
   const int64_t all_batches = validation_images.size(0) / batch_size;
@@ -80,24 +129,51 @@ KidRecord evaluate_kid(const Experiment& experiment, const Settings& settings, D
   if (batches < 1)
     throw RuntimeError(fmt::format("KID needs at least one validation batch of {} images, the "
                                    "validation split has {}", batch_size, validation_images.size(0)));
-  std::vector<torch::Tensor> real_features, generated_features;
+  if (!real.defined() || real.size(0) != batches * batch_size)
+    real = real_features(experiment, features, validation_images.slice(0, 0, batches * batch_size), batch_size);
+  std::vector<torch::Tensor> generated_features;
   model.reset_evaluations();
-  for (int64_t batch = 0; batch < batches; ++batch) {
-    real_features.push_back(
-        features.extract(validation_images.slice(0, batch * batch_size, (batch + 1) * batch_size)));
+  for (int64_t batch = 0; batch < batches; ++batch)
     generated_features.push_back(features.extract(model.generate(batch_size, record.diffusion_steps)));
-  }
   record.nfe = model.evaluations() / batches;
-  torch::Tensor real = torch::cat(real_features), generated = torch::cat(generated_features);
-  if (evaluation.kid_protocol == KidProtocol::per_batch) {
-    record.mean = kid_per_batch(real, generated, batch_size);
-  } else {
-    KidEstimate estimate = kid_subsets(real, generated, evaluation.kid_subsets, evaluation.kid_subset_size,
-                                       static_cast<uint64_t>(settings.experiment.seed));
-    record.mean = estimate.mean;
-    record.std = estimate.std;
+  const torch::Tensor generated = torch::cat(generated_features);
+  SampleEvaluation result;
+  const auto sample = [&](const std::string& metric, double value, int64_t k) {
+    result.samples.push_back({metric, value, record.features, record.sampler, record.diffusion_steps, record.nfe,
+                              record.real_count, record.generated_count, k});
+  };
+  std::optional<PrdcEstimate> prdc_estimate;  // precision, recall, density and coverage: one pass
+  for (const std::string& metric : evaluation.metrics) {
+    if (metric == "kid") {
+      if (evaluation.kid_protocol == KidProtocol::per_batch) {
+        record.mean = kid_per_batch(real, generated, batch_size);
+      } else {
+        KidEstimate estimate = kid_subsets(real, generated, evaluation.kid_subsets, evaluation.kid_subset_size,
+                                           static_cast<uint64_t>(settings.experiment.seed));
+        record.mean = estimate.mean;
+        record.std = estimate.std;
+      }
+      result.kid = record;
+      result.metrics.emplace_back("val_kid", record.mean);
+      continue;
+    }
+    double value = 0.0;
+    int64_t k = 0;
+    if (metric == "fid") {
+      value = fid(real, generated);
+    } else {
+      if (!prdc_estimate) prdc_estimate = prdc(real, generated, evaluation.pr_k, evaluation.dc_k);
+      const bool manifold = metric == "precision" || metric == "recall";
+      k = manifold ? evaluation.pr_k : evaluation.dc_k;
+      value = metric == "precision" ? prdc_estimate->precision
+              : metric == "recall"  ? prdc_estimate->recall
+              : metric == "density" ? prdc_estimate->density
+                                    : prdc_estimate->coverage;
+    }
+    sample(metric, value, k);
+    result.metrics.emplace_back("val_" + metric, value);
   }
-  return record;
+  return result;
 }
 
 fs::path run_folder(const Experiment& experiment, const ExperimentSettings& settings, int64_t run_id, bool fresh) {
@@ -189,7 +265,7 @@ RunResult RunTrainer::run() {
     record(state_.epoch, evaluated, {});
     result.last_grid = evaluated.grid_path;
     fmt::print("evaluated: val_n_loss {:.4f}  val_i_loss {:.4f}  {}{}  grid {}\n", evaluated.val_noise_loss,
-               evaluated.val_image_loss, evaluated.kid ? fmt::format("val_kid {:.4f}  ", evaluated.kid->mean) : "",
+               evaluated.val_image_loss, sample_text(evaluated),
                format_duration(seconds_since(run_start_)), evaluated.grid_path.string());
     std::fflush(stdout);
   }
@@ -414,14 +490,26 @@ EpochEvaluation RunTrainer::evaluate(int64_t epoch) {
   // KID every kid_every epochs and after the last; the best checkpoint by KID is kept (the
   // seed's ModelCheckpoint on val_kid).
   if (evaluation_.kid_protocol != KidProtocol::none && (epoch % evaluation_.kid_every == 0 || epoch == training_.epochs)) {
-    evaluated.kid = evaluate_kid(run_.experiment, run_.settings, model_, *run_.components.features,
-                                 run_.data.validation);
-    evaluated.new_best = evaluated.kid->mean < state_.best_kid;
-    if (evaluated.new_best) {
-      state_.best_kid = evaluated.kid->mean;
-      evaluated.artifacts.push_back({"best_checkpoint", (run_.run_dir / "best.pt").string(), epoch});
+    SampleEvaluation sampled = evaluate_samples(run_.experiment, run_.settings, model_, *run_.components.features,
+                                                run_.data.validation, real_features_);
+    evaluated.kid = sampled.kid;
+    evaluated.samples = sampled.samples;
+    evaluated.metrics.insert(evaluated.metrics.end(), sampled.metrics.begin(), sampled.metrics.end());
+    // best.pt by evaluation.best_by; the checkpoint's best_kid holds its best value so far,
+    // oriented so that lower is better (a metric maximized is stored negated).
+    const auto best = std::find_if(sampled.metrics.begin(), sampled.metrics.end(),
+                                   [&](const auto& m) { return m.first == evaluation_.best_by; });
+    if (best != sampled.metrics.end()) {
+      const bool higher_is_better = std::any_of(sample_metrics().begin(), sample_metrics().end(), [&](const auto& m) {
+        return "val_" + m.first == evaluation_.best_by && m.second;
+      });
+      const double oriented = higher_is_better ? -best->second : best->second;
+      evaluated.new_best = oriented < state_.best_kid;
+      if (evaluated.new_best) {
+        state_.best_kid = oriented;
+        evaluated.artifacts.push_back({"best_checkpoint", (run_.run_dir / "best.pt").string(), epoch});
+      }
     }
-    evaluated.metrics.emplace_back("val_kid", evaluated.kid->mean);
   }
   return evaluated;
 }
@@ -458,7 +546,8 @@ EpochVerdict RunTrainer::record(int64_t epoch, const EpochEvaluation& evaluated,
                                 std::vector<std::pair<std::string, double>> metrics) {
   metrics.insert(metrics.end(), evaluated.metrics.begin(), evaluated.metrics.end());
   // 1. The epoch's rows, in one transaction.
-  run_.store->record_epoch(run_.run_id, epoch, state_.step, metrics, evaluated.artifacts, evaluated.kid);
+  run_.store->record_epoch(run_.run_id, epoch, state_.step, metrics, evaluated.artifacts, evaluated.kid,
+                           evaluated.samples);
   crash_point("epoch.rows");
   // 2. The sweep's decision at this epoch, from the rows just recorded.
   EpochVerdict verdict;
@@ -476,7 +565,7 @@ EpochVerdict RunTrainer::record(int64_t epoch, const EpochEvaluation& evaluated,
   ledger_.epochs.erase(std::remove_if(ledger_.epochs.begin(), ledger_.epochs.end(),
                                       [epoch](const EpochRows& rows) { return rows.epoch >= epoch; }),
                        ledger_.epochs.end());
-  ledger_.epochs.push_back({epoch, state_.step, metrics, evaluated.artifacts, evaluated.kid});
+  ledger_.epochs.push_back({epoch, state_.step, metrics, evaluated.artifacts, evaluated.kid, evaluated.samples});
   ledger_.decisions = run_.store->decisions(run_.run_id);
   state_.ledger = write_ledger(ledger_);
   const std::string bytes = checkpoint_bytes(model_, *optimizer_, state_, run_.experiment.to_toml(),
@@ -518,7 +607,7 @@ int64_t RunTrainer::check_resumed_rows() {
                                             run_.run_dir.string())));
     for (int64_t epoch = recorded + 1; epoch <= state_.epoch; ++epoch) {
       const EpochRows& rows = *ledger_.find(epoch);
-      run_.store->record_epoch(run_.run_id, epoch, rows.step, rows.metrics, rows.artifacts, rows.kid);
+      run_.store->record_epoch(run_.run_id, epoch, rows.step, rows.metrics, rows.artifacts, rows.kid, rows.samples);
     }
     fmt::print("difflab: run {}: the database {} held epochs up to {} and the checkpoint {} is after epoch {}: "
                "restored the rows of epochs {} to {} from the checkpoint\n",
@@ -570,7 +659,7 @@ void RunTrainer::print_epoch(int64_t epoch, const EpochLosses& losses, const Epo
   fmt::print("epoch {}/{}: n_loss {:.4f}  i_loss {:.4f}  val_n_loss {:.4f}  val_i_loss {:.4f}  "
              "{}{:.1f} images/s  {}  grid {}\n",
              epoch, training_.epochs, losses.noise_loss, losses.image_loss, evaluated.val_noise_loss,
-             evaluated.val_image_loss, evaluated.kid ? fmt::format("val_kid {:.4f}  ", evaluated.kid->mean) : "",
+             evaluated.val_image_loss, sample_text(evaluated),
              steps_per_epoch_ * training_.batch_size / losses.train_seconds,
              format_duration(seconds_since(run_start_)), evaluated.grid_path.string());
   std::fflush(stdout);

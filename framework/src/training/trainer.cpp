@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fmt/format.h>
+#include <tuple>
 #include <map>
 #include <optional>
 #include <set>
@@ -135,6 +136,22 @@ void check_data_fits(const Experiment& experiment, const Settings& settings, int
                       ErrorContext::for_key(experiment.file.string(), "evaluation.kid_protocol",
                                             "lower training.batch_size, enlarge the validation split, or set "
                                             "kid_protocol = \"none\""));
+  // The k-NN metrics compare kid_batches full validation batches (at most what the split holds)
+  // of real and as many generated images: k must be below that.
+  const EvaluationSettings& evaluation = settings.evaluation;
+  if (evaluation.kid_protocol != KidProtocol::none && validation_count >= batch_size) {
+    const int64_t available = validation_count / batch_size;
+    const int64_t samples =
+        (evaluation.kid_batches > 0 ? std::min(available, evaluation.kid_batches) : available) * batch_size;
+    for (const auto& [key, k, first, second] :
+         {std::make_tuple("pr_k", evaluation.pr_k, "precision", "recall"),
+          std::make_tuple("dc_k", evaluation.dc_k, "density", "coverage")})
+      if ((evaluation.has_metric(first) || evaluation.has_metric(second)) && k >= samples)
+        throw ConfigError(fmt::format("{} = {} needs more samples than that: the metrics compare {} real and {} "
+                                      "generated images ({} validation batches of {})",
+                                      key, k, samples, samples, samples / batch_size, batch_size),
+                          ErrorContext::for_key(experiment.file.string(), std::string("evaluation.") + key));
+  }
   // An adaptive sweep deciding on a validation loss needs it at every rung: one full batch.
   if (adaptive != nullptr && adaptive->metric.rfind("val_", 0) == 0 && validation_count < batch_size) {
     const auto where = adaptive->where.find("sweep.metric");
