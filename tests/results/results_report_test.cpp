@@ -166,3 +166,50 @@ TEST(RunsTable, WhereSelectsRunsAndShowsWhatVariesAmongThem) {
   query.where = "kid < 0.25 or status = \"failed\"";
   EXPECT_EQ(runs_table(store, query).rows.size(), 3u);
 }
+
+// --baseline: two losses x four seeds; each seed's runs share a seed effect, so the comparison is
+// paired by seed. The mse group's cells are its difference of means to the mae group, the paired
+// bootstrap interval and Welch's p (statistics.h computes them; here: that they reach the table,
+// in both formats, and that a baseline filter must pick exactly one group).
+TEST(RunsTable, BaselineAddsEachGroupsDifferenceWithItsIntervalAndWelchP) {
+  difflab::test::TempDir dir;
+  ResultsStore store(dir / "results.sqlite");
+  const double seed_effect[] = {0.05, -0.03, 0.11, 0.0};
+  for (const std::string loss : {"mae", "mse"})
+    for (int seed = 1; seed <= 4; ++seed) {
+      Experiment experiment = parse_experiment("", "exp.toml", {"loss.plugin=" + loss, "experiment.seed=" + std::to_string(seed)},
+                                               difflab::test::registry());
+      const int64_t run_id = store.start_run(experiment, "{}");
+      const double kid = 0.2 + seed_effect[seed - 1] + (loss == "mse" ? 0.04 + 0.001 * seed : 0.0);
+      store.record_epoch(run_id, 1, 10, {{"n_loss", 0.5}}, {}, KidRecord{kid, 0.0, "per_batch", "pixels", "ddim", 5, 64, 64});
+      store.finish_run(run_id);
+    }
+  RunsQuery query;
+  query.group_by = {"loss.plugin"};
+  query.baseline = "loss.plugin = \"mae\"";
+  const Table table = runs_table(store, query);
+  const auto column = [&](const std::string& name) {
+    return static_cast<size_t>(std::find(table.columns.begin(), table.columns.end(), name) - table.columns.begin());
+  };
+  ASSERT_LT(column("best_kid vs baseline"), table.columns.size());
+  ASSERT_EQ(table.rows.size(), 2u);
+  EXPECT_EQ(*table.rows[0][column("best_kid vs baseline")], "baseline");
+  const std::string cell = *table.rows[1][column("best_kid vs baseline")];
+  // mse − mae = 0.04 + 0.001 · seed: mean 0.0425, every resample in [0.041, 0.044].
+  EXPECT_EQ(cell.rfind("+0.0425 [+0.04", 0), 0u) << cell;
+  EXPECT_NE(cell.find("] paired p="), std::string::npos) << cell;
+
+  query.split_std = true;  // csv, json: numbers in columns of their own
+  const Table split = runs_table(store, query);
+  const auto at = [&](const std::string& name) {
+    return *split.rows[1][static_cast<size_t>(std::find(split.columns.begin(), split.columns.end(), name) - split.columns.begin())];
+  };
+  EXPECT_NEAR(std::stod(at("best_kid_diff")), 0.0425, 1e-12);
+  EXPECT_GE(std::stod(at("best_kid_ci_low")), 0.041);
+  EXPECT_LE(std::stod(at("best_kid_ci_high")), 0.044);
+  EXPECT_GT(std::stod(at("best_kid_p")), 0.0);
+
+  RunsQuery both = query;
+  both.baseline = "best_kid > 0";
+  EXPECT_THROW(runs_table(store, both), Error);  // matches both groups
+}

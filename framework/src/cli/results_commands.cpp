@@ -5,6 +5,7 @@
 #include <fstream>
 #include <cstdlib>
 #include <fmt/format.h>
+#include <thread>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -99,6 +100,9 @@ int command_results(const po::variables_map& values) {
   query.sort = text(values, "sort");
   query.limit = integer(values, "limit", 0);
   query.split_std = format == TableFormat::csv || format == TableFormat::json;
+  query.baseline = text(values, "baseline");
+  if (!query.baseline.empty() && query.group_by.empty())
+    throw ConfigError("--baseline compares groups: give --group-by too", ErrorContext::in_file("--baseline"));
   fmt::print("{}", format_table(runs_table(store, query), format));
   return 0;
 }
@@ -246,6 +250,9 @@ void add_results(CommandTable& table) {
       ("where", po::value<std::string>()->value_name("FILTER"),
        "e.g. 'loss.plugin = \"mae\" and kid < 0.3' (= != < <= > >=, in (...), is null, and/or/not)")
       ("group-by", po::value<std::string>()->value_name("KEY[,KEY]"), "mean ± std over the seeds of each group")
+      ("baseline", po::value<std::string>()->value_name("FILTER"),
+       "with --group-by: the group it picks (e.g. 'loss.plugin = \"mae\"'); every other group's difference to it, "
+       "95% bootstrap interval over seeds (paired by seed) and Welch's p")
       ("sort", po::value<std::string>()->value_name("[-]COLUMN"), "sort by a column (- for descending)")
       ("limit", po::value<int64_t>()->default_value(0)->value_name("N"), "at most N rows (0: all)")
       ("format", po::value<std::string>()->default_value("table"), "table, csv, json or markdown")
@@ -289,6 +296,8 @@ void add_results_merge(CommandTable& table) {
 // scipy's sqrtm (clean-fid's formula) in Python, when Debian's python3-scipy is there.
 int command_bench_metrics(const po::variables_map& values) {
   const int64_t n = integer(values, "samples", 2), d = integer(values, "dims", 1), block = integer(values, "block", 1);
+  const int64_t threads = values["threads"].as<int64_t>();
+  at::set_num_threads(static_cast<int>(threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency())));
   torch::manual_seed(0);
   const torch::Tensor real = torch::randn({n, d}, torch::kFloat64);
   const torch::Tensor generated = torch::randn({n, d}, torch::kFloat64) * 1.1 + 0.1;
@@ -313,6 +322,7 @@ int command_bench_metrics(const po::variables_map& values) {
              estimate.precision, estimate.recall, estimate.density, estimate.coverage, prdc_seconds, block);
   fmt::print("total {:.2f} s; peak resident memory {:.0f} MiB\n", fit_seconds + distance_seconds + prdc_seconds,
              static_cast<double>(usage.ru_maxrss) / 1024.0);
+  std::fflush(stdout);
   if (!values["reference"].as<bool>()) return 0;
   // The reference: clean-fid's frechet_distance from the same fits (numpy's cov of the same data
   // would be the same matrices), timed around scipy.linalg.sqrtm.
@@ -341,6 +351,7 @@ void add_fid(CommandTable& table) {
       ("samples", po::value<int64_t>()->default_value(10000)->value_name("N"), "features of each set")
       ("dims", po::value<int64_t>()->default_value(2048)->value_name("D"), "feature dimensions (InceptionV3: 2048)")
       ("block", po::value<int64_t>()->default_value(1024)->value_name("B"), "rows of distances at a time")
+      ("threads", po::value<int64_t>()->default_value(0)->value_name("N"), "LibTorch threads (0: every core)")
       ("reference", po::bool_switch(), "also time scipy's sqrtm FID in Python (the same random data is not used: "
        "numpy's generator; the time is what is compared)");
   Command& fid = table.add("fid", "DIR_A DIR_B", "Fréchet distance between two image folders' features (with "

@@ -1,4 +1,5 @@
 #include "results/results_report.h"
+#include "results/statistics.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <algorithm>
@@ -258,6 +259,65 @@ std::tuple<size_t, double, double> mean_std(const std::vector<double>& values) {
   return {values.size(), mean, values.size() > 1 ? std::sqrt(squares / static_cast<double>(values.size() - 1)) : 0.0};
 }
 
+// Each group's difference to the baseline group (query.baseline picks it), per metric: the
+// difference of means, its 95% bootstrap interval over seeds and Welch's p (statistics.h).
+void add_baseline_columns(Table& table, const std::vector<std::vector<const Row*>>& members,
+                          const std::vector<std::string>& aggregated, const RunsQuery& query,
+                          const std::map<std::string, bool>& numeric) {
+  std::optional<Filter> filter;
+  try {
+    filter = Filter::parse(query.baseline, numeric);
+  } catch (const Error& error) {
+    throw ConfigError(error.what(), ErrorContext::in_file("--baseline", "e.g. 'loss.plugin = \"mae\"'"));
+  }
+  std::vector<size_t> matched;
+  for (size_t g = 0; g < members.size(); ++g)
+    if (std::any_of(members[g].begin(), members[g].end(), [&](const Row* row) { return filter->matches(*row); }))
+      matched.push_back(g);
+  if (matched.size() != 1)
+    throw ConfigError(fmt::format("--baseline '{}' matches {} of the {} groups; it must pick one", query.baseline,
+                                  matched.size(), members.size()),
+                      ErrorContext::in_file("--baseline", "name the baseline group's values of the --group-by keys"));
+  const size_t base = matched.front();
+  const auto pairs = [](const std::vector<const Row*>& rows, const std::string& metric) {
+    std::vector<std::pair<std::string, double>> values;
+    for (const Row* row : rows) {
+      const auto found = row->find(metric);
+      if (found == row->end() || !found->second.number) continue;
+      const auto seed = row->find("experiment.seed");
+      values.emplace_back(seed == row->end() || !seed->second.text ? "" : *seed->second.text, *found->second.number);
+    }
+    return values;
+  };
+  for (size_t g = 0; g < members.size(); ++g)
+    for (const auto& metric : aggregated) {
+      auto& cells = table.rows[g];
+      if (g == base) {
+        if (query.split_std) cells.insert(cells.end(), {std::string("0"), std::nullopt, std::nullopt, std::nullopt});
+        else cells.emplace_back("baseline");
+        continue;
+      }
+      const auto a = pairs(members[g], metric), b = pairs(members[base], metric);
+      std::vector<double> va, vb;
+      for (const auto& entry : a) va.push_back(entry.second);
+      for (const auto& entry : b) vb.push_back(entry.second);
+      const BootstrapInterval interval = bootstrap_difference(a, b);
+      const WelchTest welch = welch_test(va, vb);
+      const auto number = [](double value) {
+        return std::isnan(value) ? std::nullopt : std::optional<std::string>(fmt::format("{:.6g}", value));
+      };
+      if (query.split_std) {
+        cells.insert(cells.end(), {number(interval.difference), number(interval.low), number(interval.high), number(welch.p)});
+      } else if (std::isnan(interval.difference)) {
+        cells.emplace_back(std::nullopt);
+      } else {
+        cells.push_back(fmt::format("{:+.3g} [{:+.3g}, {:+.3g}]{} p={}", interval.difference, interval.low,
+                                    interval.high, interval.paired ? " paired" : "",
+                                    std::isnan(welch.p) ? std::string("–") : fmt::format("{:.2g}", welch.p)));
+      }
+    }
+}
+
 Table group_table(const std::vector<Row>& rows, const RunsQuery& query, const std::map<std::string, bool>& numeric) {
   std::vector<std::string> aggregated = {kAggregated.front()};  // best_kid, the sample metrics, the losses
   for (const auto& column : present(kSampleColumns, numeric)) aggregated.push_back(column);
@@ -276,6 +336,16 @@ Table group_table(const std::vector<Row>& rows, const RunsQuery& query, const st
       table.numeric.push_back(true);
     }
   }
+  if (!query.baseline.empty())
+    for (const auto& metric : aggregated) {
+      if (query.split_std) {
+        for (const char* part : {"_diff", "_ci_low", "_ci_high", "_p"}) table.columns.push_back(metric + part);
+        table.numeric.insert(table.numeric.end(), {true, true, true, true});
+      } else {
+        table.columns.push_back(metric + " vs baseline");
+        table.numeric.push_back(false);
+      }
+    }
   std::vector<std::vector<std::optional<std::string>>> keys;
   std::vector<std::vector<const Row*>> members;
   for (const auto& row : rows) {
@@ -313,6 +383,7 @@ Table group_table(const std::vector<Row>& rows, const RunsQuery& query, const st
     }
     table.rows.push_back(std::move(cells));
   }
+  if (!query.baseline.empty()) add_baseline_columns(table, members, aggregated, query, numeric);
   for (size_t k = query.group_by.size(); k-- > 0;) sort_rows(table, k, false);
   return table;
 }

@@ -29,6 +29,11 @@ struct RunsQuery {
   std::string sort;                   // a column, "-" in front: descending (NULLs last)
   int64_t limit = 0;                  // 0 = all rows
   bool split_std = false;             // groups: mean and std in columns of their own (csv, json)
+  // groups: a filter (filter.h) that picks the baseline group, e.g. 'loss.plugin = "mae"'; every
+  // other group gets, per metric, its difference of means to it with a 95% bootstrap interval
+  // over seeds (paired by seed where both have the same seeds) and Welch's t-test p-value
+  // (results/statistics.h).
+  std::string baseline;
 };
 
 // Without group_by: one row per run that passes `where`: run_id, status, every parameter whose
