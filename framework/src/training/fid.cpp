@@ -23,22 +23,30 @@ void check_pair(const torch::Tensor& a, const torch::Tensor& b, const char* what
 // euclidean_distances computes them), clamped at 0 before the square root.
 torch::Tensor distances(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& a_norms,
                         const torch::Tensor& b_norms) {
-  return (a_norms.unsqueeze(1) + b_norms.unsqueeze(0) - 2.0 * torch::mm(a, b.t())).clamp_min(0.0).sqrt();
+  // In place on the product: no block-sized temporaries (each is 8·block·n bytes).
+  torch::Tensor d = torch::mm(a, b.t());
+  d.mul_(-2.0).add_(a_norms.unsqueeze(1)).add_(b_norms.unsqueeze(0));
+  return d.clamp_min_(0.0).sqrt_();
 }
 
-// Each row's distance to its k-th nearest neighbour among the rows of `x`, itself left out: the
-// (k+1)-th smallest of its row of distances, which holds its own 0.
-torch::Tensor knn_radii(const torch::Tensor& x, const torch::Tensor& norms, int64_t k, int64_t block) {
-  std::vector<torch::Tensor> radii;
+// Each row's distances to its k-th nearest neighbours among the rows of `x`, itself left out, for
+// each k of `ks` (one pass): the (k+1)-th smallest of its row of distances, which holds its own 0.
+std::vector<torch::Tensor> knn_radii(const torch::Tensor& x, const torch::Tensor& norms, const std::vector<int64_t>& ks,
+                                     int64_t block) {
+  const int64_t largest = *std::max_element(ks.begin(), ks.end());
+  std::vector<std::vector<torch::Tensor>> radii(ks.size());
   for (int64_t start = 0; start < x.size(0); start += block) {
     const torch::Tensor rows = x.slice(0, start, start + block);
     torch::Tensor d = distances(rows, x, norms.slice(0, start, start + block), norms);
     // The row's own distance is 0 by definition (rounding may leave it slightly above others' 0).
     const int64_t n = rows.size(0);
     d.index_put_({torch::arange(n), torch::arange(start, start + n)}, 0.0);
-    radii.push_back(std::get<0>(d.topk(k + 1, 1, /*largest=*/false, /*sorted=*/true)).select(1, k));
+    const torch::Tensor nearest = std::get<0>(d.topk(largest + 1, 1, /*largest=*/false, /*sorted=*/true));
+    for (size_t i = 0; i < ks.size(); ++i) radii[i].push_back(nearest.select(1, ks[i]).clone());
   }
-  return torch::cat(radii);
+  std::vector<torch::Tensor> result;
+  for (auto& parts : radii) result.push_back(torch::cat(parts));
+  return result;
 }
 
 }  // namespace
@@ -87,8 +95,10 @@ PrdcEstimate prdc(const torch::Tensor& real_features, const torch::Tensor& gener
   block = std::max<int64_t>(1, block);
   torch::NoGradGuard no_grad;
   const torch::Tensor x_norms = (x * x).sum(1), y_norms = (y * y).sum(1);
-  const torch::Tensor real_pr = knn_radii(x, x_norms, pr_k, block), fake_pr = knn_radii(y, y_norms, pr_k, block);
-  const torch::Tensor real_dc = pr_k == dc_k ? real_pr : knn_radii(x, x_norms, dc_k, block);
+  const std::vector<torch::Tensor> real_radii = knn_radii(x, x_norms, {pr_k, dc_k}, block);
+  const torch::Tensor& real_pr = real_radii[0];
+  const torch::Tensor& real_dc = real_radii[1];
+  const torch::Tensor fake_pr = knn_radii(y, y_norms, {pr_k}, block)[0];
   // One pass over the real-generated distances, `block` real rows at a time.
   torch::Tensor in_real_manifold = torch::zeros({m}, torch::kBool);  // precision, per generated point
   torch::Tensor density_counts = torch::zeros({m}, torch::kFloat64);
