@@ -624,6 +624,65 @@ TEST(ReportBrowser, EverySampleMetricIsRecordedPerEpochCachedOnceAndDrawn) {
   EXPECT_EQ(occurrences(scatter->second, "<circle"), 2u);  // a point a run
 }
 
+// difflab evaluate: a trained run's latest checkpoint measured with another sample count and
+// other metrics, recorded with source "evaluate" beside the per-epoch rows, which it leaves as
+// they were (and best_fid, from those, too); run again with the same count it measures the same
+// values (its noise is seeded) and replaces its rows; bad input is exit 2.
+TEST(ReportCommand, EvaluateMeasuresACheckpointWithAnySampleCountBesideTheEpochRows) {
+  TempDir dir;
+  const std::string database = (dir / "e.sqlite").string();
+  const Outcome trained = difflab_command("run " + difflab::test::tiny_experiment() + " --set experiment.database=" +
+                                          database + " --set experiment.output_dir=" + (dir / "runs").string() +
+                                          " --set training.epochs=2 --set experiment.threads=1 --set "
+                                          "'evaluation.metrics=[\"kid\", \"fid\"]'",
+                                          "XDG_CACHE_HOME=" + (dir / "cache").string());
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  const auto epoch_rows = [&] {
+    std::vector<std::string> rows;
+    difflab::ResultsStore store(database, difflab::OpenMode::read_only);
+    for (const auto& [epoch, sample] : store.sample_metrics(1))
+      if (sample.source == "epoch") rows.push_back(fmt::format("{} {} {}", epoch, sample.metric, sample.value));
+    return rows;
+  };
+  const std::vector<std::string> before = epoch_rows();
+  ASSERT_EQ(before.size(), 2u);  // fid at epochs 1 and 2
+  const std::string evaluate = "evaluate --database " + database + " --run 1 --samples 24 --set "
+                               "'evaluation.metrics=[\"fid\", \"precision\", \"recall\"]' --set evaluation.best_by=val_fid";
+  const Outcome first = difflab_command(evaluate, "XDG_CACHE_HOME=" + (dir / "cache").string());
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("(epoch 2), 24 real and 24 generated images"), std::string::npos) << first.output;
+  const auto evaluated = [&] {
+    std::map<std::string, double> values;
+    difflab::ResultsStore store(database, difflab::OpenMode::read_only);
+    for (const auto& [epoch, sample] : store.sample_metrics(1))
+      if (sample.source == "evaluate") {
+        EXPECT_EQ(epoch, 2);
+        EXPECT_EQ(sample.real_count, 24);
+        EXPECT_EQ(sample.generated_count, 24);
+        values[sample.metric] = sample.value;
+      }
+    return values;
+  };
+  const std::map<std::string, double> once = evaluated();
+  EXPECT_EQ(once.size(), 3u);
+  EXPECT_EQ(epoch_rows(), before);
+  const Outcome again = difflab_command(evaluate, "XDG_CACHE_HOME=" + (dir / "cache").string());
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(evaluated(), once);  // seeded: the same values, the rows replaced (still 3)
+  const Outcome table = difflab_command("results " + database + " --format csv");
+  EXPECT_NE(table.output.find(fmt::format("{:.6g}", std::min(std::stod(before[0].substr(6)),
+                                                            std::stod(before[1].substr(6))))),
+            std::string::npos) << table.output;  // best_fid: the run's own epochs only
+
+  const Outcome no_run = difflab_command("evaluate --database " + database + " --run 9");
+  EXPECT_EQ(no_run.exit_code, 2) << no_run.output;
+  EXPECT_NE(no_run.output.find("no run 9"), std::string::npos) << no_run.output;
+  const Outcome too_few = difflab_command("evaluate --database " + database + " --run 1 --samples 3 --set "
+                                          "'evaluation.metrics=[\"precision\"]' --set evaluation.best_by=val_precision");
+  EXPECT_EQ(too_few.exit_code, 2) << too_few.output;
+  EXPECT_NE(too_few.output.find("pr_k = 3 needs more than 3 samples"), std::string::npos) << too_few.output;
+}
+
 // Bad [evaluation] input: exit 2 naming the file, the line and the key, nothing written.
 TEST(ReportCommand, BadSampleMetricSettingsAreExitTwoNamingTheKey) {
   const std::vector<std::pair<std::string, std::string>> cases = {

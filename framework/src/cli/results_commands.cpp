@@ -83,6 +83,25 @@ int command_sample(const po::variables_map& values) {
   return 0;
 }
 
+int command_evaluate(const po::variables_map& values) {
+  EvaluateRequest request;
+  request.database = text(values, "database");
+  if (request.database.empty() || !values.count("run"))
+    throw ConfigError("say which run to evaluate", ErrorContext::with_hint("--database DB --run ID [--best]"));
+  request.run_id = integer(values, "run", 1);
+  request.best = flag(values, "best");
+  request.samples = integer(values, "samples", 0);
+  if (values.count("steps")) request.diffusion_steps = integer(values, "steps", 1);
+  request.overrides = overrides(values);
+  PluginRegistry registry;
+  const EvaluateResult result = evaluate_run(request, registry);
+  fmt::print("run {}, {} (epoch {}), {} real and {} generated images:\n", request.run_id, result.checkpoint.string(),
+             result.epoch, result.samples, result.samples);
+  for (const auto& [metric, value] : result.metrics) fmt::print("  {}: {:.8g}\n", metric, value);
+  fmt::print("recorded in {} (sample_metrics, source \"evaluate\")\n", request.database.string());
+  return 0;
+}
+
 int command_results(const po::variables_map& values) {
   const std::string database = text(values, "DB");
   if (!std::filesystem::is_regular_file(database))
@@ -243,6 +262,20 @@ void add_sample(CommandTable& table) {
   add_set_option(sample.options);
 }
 
+void add_evaluate(CommandTable& table) {
+  Command& evaluate = table.add("evaluate", "", "the sample metrics (evaluation.metrics) of a run's latest or best "
+                                "checkpoint with any number of samples, recorded beside its per-epoch ones", {}, 0,
+                                command_evaluate);
+  evaluate.options.add_options()
+      ("database", po::value<std::string>()->value_name("DB"), "the results database")
+      ("run", po::value<int64_t>()->value_name("ID"), "the run")
+      ("best", po::bool_switch(), "its best checkpoint (evaluation.best_by) instead of the latest")
+      ("samples", po::value<int64_t>()->default_value(0)->value_name("N"),
+       "real and generated images each (0: the whole validation split)")
+      ("steps", po::value<int64_t>()->value_name("S"), "sampling steps (default: the run's kid_diffusion_steps)");
+  add_set_option(evaluate.options);
+}
+
 void add_results(CommandTable& table) {
   Command& results = table.add("results", "DB", "one row per run (the parameters that differ, final losses, best "
                                "KID), the ablation table, or one run in full", {"DB"}, 1, command_results);
@@ -379,6 +412,7 @@ void add_kid(CommandTable& table) {
 
 void add_results_commands(CommandTable& table) {
   add_sample(table);
+  add_evaluate(table);
   add_results(table);
   add_report(table);
   add_results_merge(table);

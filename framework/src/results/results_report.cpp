@@ -176,7 +176,7 @@ std::vector<Row> read_runs(SQLite::Database& db, std::map<std::string, bool>& nu
   // lowest FID, highest precision, recall, density and coverage, as best_fid, best_precision, ...
   if (db.tableExists("sample_metrics")) {
     SQLite::Statement samples(db, "SELECT run_id, metric, CASE WHEN metric = 'fid' THEN MIN(value) ELSE MAX(value) END "
-                                  "FROM sample_metrics GROUP BY run_id, metric");
+                                  "FROM sample_metrics WHERE source = 'epoch' GROUP BY run_id, metric");
     while (samples.executeStep()) {
       auto found = index.find(samples.getColumn(0).getString());
       if (found == index.end()) continue;
@@ -466,8 +466,9 @@ std::string run_report(ResultsStore& store, int64_t run_id, TableFormat format) 
                                 run_id);
   Table samples = db.tableExists("sample_metrics")
                       ? query_table(db,
-                                    "SELECT epoch, metric, value, features, sampler, diffusion_steps, nfe, real_count, "
-                                    "generated_count, k FROM sample_metrics WHERE run_id = ? ORDER BY epoch, metric",
+                                    "SELECT epoch, source, metric, value, features, sampler, diffusion_steps, nfe, "
+                                    "real_count, generated_count, k FROM sample_metrics WHERE run_id = ? "
+                                    "ORDER BY epoch, source, metric",
                                     run_id)
                       : Table{};
   if (format == TableFormat::json)

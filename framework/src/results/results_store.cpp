@@ -297,8 +297,9 @@ CREATE TABLE IF NOT EXISTS sample_metrics (
   real_count       INTEGER NOT NULL,
   generated_count  INTEGER NOT NULL,
   k                INTEGER,           -- nearest neighbours (precision, recall: pr_k; density, coverage: dc_k)
+  source           TEXT NOT NULL DEFAULT 'epoch',  -- epoch: the run's own evaluation; evaluate: difflab evaluate
   created_at       TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-  PRIMARY KEY (run_id, epoch, metric, features)
+  PRIMARY KEY (run_id, epoch, metric, features, source, real_count)
 );
 )SQL";
 
@@ -852,7 +853,8 @@ void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
   for (const SampleMetricRecord& sample : samples) {
     SQLite::Statement insert(*db_,
                              "INSERT OR REPLACE INTO sample_metrics (run_id, epoch, metric, value, features, sampler, "
-                             "diffusion_steps, nfe, real_count, generated_count, k) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                             "diffusion_steps, nfe, real_count, generated_count, k, source) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     insert.bind(1, run_id);
     insert.bind(2, epoch);
     insert.bind(3, sample.metric);
@@ -864,6 +866,31 @@ void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
     insert.bind(9, sample.real_count);
     insert.bind(10, sample.generated_count);
     if (sample.k > 0) insert.bind(11, sample.k);
+    insert.bind(12, sample.source);
+    insert.exec();
+  }
+  transaction.commit();
+}
+
+void ResultsStore::record_evaluation(int64_t run_id, int64_t epoch, const std::vector<SampleMetricRecord>& samples) {
+  SQLite::Transaction transaction(*db_);
+  for (const SampleMetricRecord& sample : samples) {
+    SQLite::Statement insert(*db_,
+                             "INSERT OR REPLACE INTO sample_metrics (run_id, epoch, metric, value, features, sampler, "
+                             "diffusion_steps, nfe, real_count, generated_count, k, source) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    insert.bind(1, run_id);
+    insert.bind(2, epoch);
+    insert.bind(3, sample.metric);
+    insert.bind(4, sample.value);
+    insert.bind(5, sample.features);
+    insert.bind(6, sample.sampler);
+    insert.bind(7, sample.diffusion_steps);
+    insert.bind(8, sample.nfe);
+    insert.bind(9, sample.real_count);
+    insert.bind(10, sample.generated_count);
+    if (sample.k > 0) insert.bind(11, sample.k);
+    insert.bind(12, sample.source);
     insert.exec();
   }
   transaction.commit();
@@ -874,7 +901,8 @@ std::vector<std::pair<int64_t, SampleMetricRecord>> ResultsStore::sample_metrics
   if (!db_->tableExists("sample_metrics")) return rows;  // a read-only database of an older schema
   SQLite::Statement query(*db_,
                           "SELECT epoch, metric, value, features, sampler, diffusion_steps, nfe, real_count, "
-                          "generated_count, COALESCE(k, 0) FROM sample_metrics WHERE run_id = ? ORDER BY epoch, metric");
+                          "generated_count, COALESCE(k, 0), source FROM sample_metrics WHERE run_id = ? "
+                          "ORDER BY epoch, source, metric");
   query.bind(1, run_id);
   while (query.executeStep()) {
     SampleMetricRecord record;
@@ -887,6 +915,7 @@ std::vector<std::pair<int64_t, SampleMetricRecord>> ResultsStore::sample_metrics
     record.real_count = query.getColumn(7).getInt64();
     record.generated_count = query.getColumn(8).getInt64();
     record.k = query.getColumn(9).getInt64();
+    record.source = query.getColumn(10).getString();
     rows.emplace_back(query.getColumn(0).getInt64(), std::move(record));
   }
   return rows;

@@ -115,6 +115,7 @@ struct SampleMetricRecord {
   int64_t diffusion_steps = 0, nfe = 0;
   int64_t real_count = 0, generated_count = 0;
   int64_t k = 0;  // the k-NN metrics' neighbours; 0 for fid
+  std::string source = "epoch";  // epoch: the run's own evaluation; evaluate: difflab evaluate
 };
 
 // One decision of an adaptive sweep about a run at a rung (the decisions table): what it saw and
@@ -244,6 +245,9 @@ class ResultsStore {
                     const std::vector<ArtifactRecord>& artifacts,
                     const std::optional<KidRecord>& kid = std::nullopt,
                     const std::vector<SampleMetricRecord>& samples = {});
+  // `difflab evaluate`'s measurement of a run's checkpoint (of `epoch`): sample_metrics rows with
+  // source "evaluate", one set per sample count (a second measurement with the same count replaces it).
+  void record_evaluation(int64_t run_id, int64_t epoch, const std::vector<SampleMetricRecord>& samples);
   // A run's sample metrics (sample_metrics), by epoch and metric.
   std::vector<std::pair<int64_t, SampleMetricRecord>> sample_metrics(int64_t run_id) const;
 

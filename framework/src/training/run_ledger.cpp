@@ -119,7 +119,7 @@ RunLedger read_ledger(const std::string& text, const std::string& where) {
                            read.integer(6), read.integer(7), read.integer(8), read.integer(9)};
     } else if (kind == "sample") {
       rows.samples.push_back({read.at(1), read.number(2), read.at(3), read.at(4), read.integer(5), read.integer(6),
-                              read.integer(7), read.integer(8), read.integer(9)});
+                              read.integer(7), read.integer(8), read.integer(9), "epoch"});
     } else {
       throw RuntimeError(fmt::format("the run's ledger is damaged: line {} is a '{}' record", number, kind),
                          ErrorContext::in_file(where));

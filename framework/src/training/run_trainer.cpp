@@ -136,11 +136,17 @@ SampleEvaluation evaluate_samples(const Experiment& experiment, const Settings& 
   for (int64_t batch = 0; batch < batches; ++batch)
     generated_features.push_back(features.extract(model.generate(batch_size, record.diffusion_steps)));
   record.nfe = model.evaluations() / batches;
-  const torch::Tensor generated = torch::cat(generated_features);
+  return measure_samples(settings, record, real, torch::cat(generated_features));
+}
+
+SampleEvaluation measure_samples(const Settings& settings, KidRecord record, const torch::Tensor& real,
+                                 const torch::Tensor& generated) {
+  const EvaluationSettings& evaluation = settings.evaluation;
+  const int64_t batch_size = settings.training.batch_size;
   SampleEvaluation result;
   const auto sample = [&](const std::string& metric, double value, int64_t k) {
     result.samples.push_back({metric, value, record.features, record.sampler, record.diffusion_steps, record.nfe,
-                              record.real_count, record.generated_count, k});
+                              record.real_count, record.generated_count, k, "epoch"});
   };
   std::optional<PrdcEstimate> prdc_estimate;  // precision, recall, density and coverage: one pass
   for (const std::string& metric : evaluation.metrics) {

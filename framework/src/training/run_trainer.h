@@ -58,6 +58,11 @@ SampleEvaluation evaluate_samples(const Experiment& experiment, const Settings& 
                                   FeatureExtractor& features, const torch::Tensor& validation_images,
                                   torch::Tensor& real);
 
+// The metrics of evaluation.metrics from extracted features (any counts); `record` carries what
+// every row names (features, sampler, steps, NFE, counts, KID's protocol).
+SampleEvaluation measure_samples(const Settings& settings, KidRecord record, const torch::Tensor& real,
+                                 const torch::Tensor& generated);
+
 // The features of `images` (the real side of the sample metrics), cached on disk under
 // cache_root()/real-features, keyed by the images' own bytes and the [features] and [data]
 // sections, with the cache's lock: the runs of a sweep, in any process, compute them once. Prints

@@ -3,6 +3,7 @@
 #include "training/sampling.h"
 
 #include <cmath>
+#include <tuple>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -13,6 +14,7 @@
 #include "plugin_host/registry.h"
 #include "results/results_store.h"
 #include "training/image_io.h"
+#include "training/run_trainer.h"
 
 namespace difflab {
 namespace fs = std::filesystem;
@@ -107,6 +109,80 @@ std::vector<fs::path> sample_images(const SampleRequest& request, PluginRegistry
     written.push_back(request.grid);
   }
   return written;
+}
+
+EvaluateResult evaluate_run(const EvaluateRequest& request, PluginRegistry& registry) {
+  if (request.samples < 0 || request.diffusion_steps < 0)
+    throw ConfigError("--samples and --steps must not be negative");
+  SampleRequest which;
+  which.database = request.database;
+  which.run_id = request.run_id;
+  which.best = request.best;
+  EvaluateResult result;
+  result.checkpoint = find_checkpoint(which);
+  {
+    const ResultsStore store(request.database, OpenMode::read_only);
+    for (const auto& artifact : store.artifacts(request.run_id))
+      if (fs::path(artifact.path) == result.checkpoint) result.epoch = artifact.epoch;
+  }
+  Experiment experiment = parse_experiment(read_checkpoint_config(result.checkpoint),
+                                           result.checkpoint.string() + " (stored experiment)", request.overrides,
+                                           registry);
+  const Settings settings = experiment.settings();
+  if (settings.evaluation.kid_protocol == KidProtocol::none)
+    throw ConfigError("evaluation.kid_protocol is \"none\": no sample metric to compute",
+                      ErrorContext::in_file("--set", "evaluation.kid_protocol=subsets"));
+  const torch::Device device = configure_process(experiment);
+  Components components = build_components(experiment, registry);
+  DiffusionModel& model = *components.model;
+  place_model(model, experiment, device);
+  load_weights(result.checkpoint, model);
+  const ImageSplits data = components.dataset->load();
+  const int64_t available = data.validation.size(0);
+  const int64_t count = request.samples > 0 ? std::min(request.samples, available) : available;
+  if (request.samples > available)
+    fmt::print("note: the validation split has {} images: {} real and {} generated are compared, not {}\n", available,
+               count, count, request.samples);
+  const EvaluationSettings& evaluation = settings.evaluation;
+  const bool manifold = evaluation.has_metric("precision") || evaluation.has_metric("recall");
+  const bool balls = evaluation.has_metric("density") || evaluation.has_metric("coverage");
+  for (const auto& [key, k, used] : {std::make_tuple("pr_k", evaluation.pr_k, manifold),
+                                     std::make_tuple("dc_k", evaluation.dc_k, balls)})
+    if (used && k >= count)
+      throw ConfigError(fmt::format("{} = {} needs more than {} samples", key, k, count), ErrorContext::in_file("--samples"));
+  components.features->prepare(data);
+  const int64_t batch_size = settings.training.batch_size;
+  const torch::Tensor real = real_features(experiment, *components.features, data.validation.slice(0, 0, count), batch_size);
+  KidRecord record;
+  record.protocol = to_string(evaluation.kid_protocol);
+  record.features = experiment.section("features").plugin;
+  record.sampler = experiment.section("sampler").plugin;
+  record.diffusion_steps = request.diffusion_steps > 0 ? request.diffusion_steps : evaluation.kid_diffusion_steps;
+  record.real_count = record.generated_count = count;
+  std::vector<torch::Tensor> generated;
+  model.reset_evaluations();
+  torch::manual_seed(static_cast<uint64_t>(settings.experiment.seed));  // the same measurement when run again
+  int64_t batches = 0, shown = 0;
+  for (int64_t done = 0; done < count; done += batch_size, ++batches) {
+    generated.push_back(components.features->extract(model.generate(std::min(batch_size, count - done), record.diffusion_steps)));
+    const int64_t percent = 100 * std::min(count, done + batch_size) / count;
+    if (percent >= shown + 10 || done + batch_size >= count) {
+      fmt::print("generated {} of {} images ({}%)\n", std::min(count, done + batch_size), count, percent);
+      std::fflush(stdout);
+      shown = percent;
+    }
+  }
+  record.nfe = model.evaluations() / std::max<int64_t>(1, batches);
+  const SampleEvaluation measured = measure_samples(settings, record, real, torch::cat(generated));
+  std::vector<SampleMetricRecord> rows = measured.samples;
+  if (measured.kid)  // KID too, as a row of its own measurement (the kid table holds the epochs')
+    rows.push_back({"kid", measured.kid->mean, record.features, record.sampler, record.diffusion_steps, record.nfe,
+                    count, count, 0, "evaluate"});
+  for (SampleMetricRecord& row : rows) row.source = "evaluate";
+  ResultsStore(request.database).record_evaluation(request.run_id, result.epoch, rows);
+  result.metrics = measured.metrics;
+  result.samples = count;
+  return result;
 }
 
 }  // namespace difflab

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace difflab {
@@ -31,5 +32,24 @@ struct SampleRequest {
 
 // Generates and writes what `request` asks for; returns the files written.
 std::vector<std::filesystem::path> sample_images(const SampleRequest& request, PluginRegistry& registry);
+
+// `difflab evaluate`: the sample metrics of a run's latest (or best) checkpoint with any number of
+// samples — a paper table's 10,000 or 50,000 — recorded in sample_metrics with source "evaluate"
+// and the checkpoint's epoch, beside the run's own per-epoch rows.
+struct EvaluateRequest {
+  std::filesystem::path database;
+  int64_t run_id = 0;
+  bool best = false;
+  int64_t samples = 0;          // real and generated images each; 0 = the whole validation split
+  int64_t diffusion_steps = 0;  // 0 = the run's kid_diffusion_steps
+  std::vector<std::string> overrides;  // e.g. "evaluation.metrics=[\"fid\"]", "sampler.plugin=ddpm"
+};
+struct EvaluateResult {
+  int64_t epoch = 0;
+  std::filesystem::path checkpoint;
+  std::vector<std::pair<std::string, double>> metrics;  // val_<name>
+  int64_t samples = 0;
+};
+EvaluateResult evaluate_run(const EvaluateRequest& request, PluginRegistry& registry);
 
 }  // namespace difflab
