@@ -198,8 +198,11 @@ TEST(SearchSweep, BadInputIsExitTwoNamingTheKeyWithNothingWritten) {
       // What TPE learns from: val_kid by default, which these runs do not record (no KID).
       {"sampler = \"tpe\"\ntrials = 4\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
        "sweep.metric: metric \"val_kid\" needs KID"},
+      {"sampler = \"tpe\"\ntrials = 4\nmetric = \"val_fdi\"\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
+       "sweep.metric: metric \"val_fdi\" is never recorded"},
+      // A sample metric with the sample metrics off (these runs set kid_protocol = "none").
       {"sampler = \"tpe\"\ntrials = 4\nmetric = \"val_fid\"\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }",
-       "sweep.metric: metric \"val_fid\" is never recorded"},
+       "sweep.metric: metric \"val_fid\" needs generated samples"},
   };
   for (const auto& [sweep, expected] : cases) {
     difflab::test::TempDir dir;

@@ -375,7 +375,10 @@ void check_adaptive(const AdaptiveSweep& adaptive, const std::vector<SweepRun>& 
                       adaptive.where.count("sweep.direction") ? adaptive.where.at("sweep.direction")
                                                               : adaptive.where.at("sweep.metric"));
   if (first.evaluation.kid_protocol == KidProtocol::none)
-    throw ConfigError(fmt::format("metric \"{}\" needs KID: evaluation.kid_protocol is \"none\"", adaptive.metric),
+    throw ConfigError(adaptive.metric == "val_kid"
+                          ? std::string("metric \"val_kid\" needs KID: evaluation.kid_protocol is \"none\"")
+                          : fmt::format("metric \"{}\" needs generated samples: evaluation.kid_protocol is \"none\", "
+                                        "which turns every sample metric off", adaptive.metric),
                       adaptive.where.at("sweep.metric"));
   if (!first.evaluation.has_metric(sample->first))
     throw ConfigError(fmt::format("metric \"{}\" is not computed: evaluation.metrics is [{}]", adaptive.metric,
