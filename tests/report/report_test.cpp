@@ -220,6 +220,29 @@ TEST(Report, ASingleRunHasCurvesWithoutBandsAndNoComparisons) {
   EXPECT_EQ(html.find("id=\"effects\""), std::string::npos);
 }
 
+// --baseline-group: the grouped table gains each group's difference to the baseline group, with its
+// bootstrap interval and Welch's p (the numbers: tests/results/statistics_test.cpp and
+// results_report_test.cpp); a filter that picks no group is a config error naming the option.
+TEST(Report, TheGroupedTableShowsEachGroupsDifferenceToTheBaselineGroup) {
+  TempDir dir;
+  ResultsStore store(dir / "r.sqlite");
+  for (const std::string loss : {"mae", "mse"})
+    for (int seed = 0; seed < 3; ++seed)
+      finished_run(store, {"loss.plugin=" + loss, "experiment.seed=" + std::to_string(seed)},
+                   1.0 + (loss == "mse") * 0.5 + 0.1 * seed, 2);
+  ReportOptions options;
+  options.group_by = {"loss.plugin"};
+  options.baseline_group = "loss.plugin = \"mae\"";
+  const std::string html = render_report(store, options);
+  EXPECT_NE(html.find("best_kid vs baseline"), std::string::npos);
+  EXPECT_NE(html.find(">baseline<"), std::string::npos);
+  // mse − mae: n_loss 0.5/2 = 0.25 at the last epoch for every seed: paired, the interval a point.
+  EXPECT_NE(html.find("+0.25 [+0.25, +0.25] paired p="), std::string::npos) << html.substr(html.find("grouped"), 3000);
+  ReportOptions none = options;
+  none.baseline_group = "loss.plugin = \"huber\"";
+  EXPECT_THROW(render_report(store, none), Error);
+}
+
 TEST(Report, GroupsOverSeedsGetABandAndTheSweptAxesTheirCharts) {
   TempDir dir;
   ResultsStore store(dir / "r.sqlite");

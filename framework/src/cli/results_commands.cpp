@@ -135,6 +135,7 @@ int command_report(const po::variables_map& values) {
   options.where = text(values, "where");
   options.group_by = comma_list(text(values, "group-by"));
   if (values.count("baseline")) options.baseline = integer(values, "baseline", 1);
+  options.baseline_group = text(values, "baseline-group");
   options.metric = text(values, "metric", "best_kid");
   options.out = text(values, "out", "report.html");
   if (flag(values, "embed-images") && flag(values, "link-images"))
@@ -302,6 +303,9 @@ void add_report(CommandTable& table) {
        "group runs (curves, table) by these parameters; default: every swept one but the seed")
       ("baseline", po::value<int64_t>()->value_name("RUN"), "compare every run's parameters with this run's "
        "(default: the best by --metric)")
+      ("baseline-group", po::value<std::string>()->value_name("FILTER"),
+       "the grouped table's baseline group (e.g. 'loss.plugin = \"mae\"'): each group's "
+       "difference to it, 95% bootstrap interval over seeds and Welch's p")
       ("metric", po::value<std::string>()->default_value("best_kid")->value_name("KEY"),
        "for effects and parallel coordinates: best_kid, or the final value of a metric (val_n_loss, ...)")
       ("out", po::value<std::string>()->default_value("report.html")->value_name("FILE"), "where to write it")

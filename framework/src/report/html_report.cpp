@@ -261,11 +261,21 @@ void results_table(Page& page, ResultsStore& store, const ReportOptions& options
   RunsQuery query;
   query.where = options.where;
   query.group_by = group_by;
+  query.baseline = options.baseline_group;
+  if (group_by.empty() && !options.baseline_group.empty())
+    throw ConfigError("--baseline-group compares groups, and the runs have no parameter to group by",
+                      ErrorContext::in_file("--baseline-group", "give --group-by"));
   if (!group_by.empty()) {
     const Table grouped = runs_table(store, query);
     page.html += fmt::format("<p>Finished runs grouped by <code>{}</code>: mean ± sample std over each group's runs "
-                             "(the seeds), best (not last) KID. Click a column to sort.</p>\n",
-                             escape(fmt::format("{}", fmt::join(group_by, ", "))));
+                             "(the seeds), best (not last) KID. Click a column to sort.{}</p>\n",
+                             escape(fmt::format("{}", fmt::join(group_by, ", "))),
+                             options.baseline_group.empty()
+                                 ? ""
+                                 : " The \"vs baseline\" columns are each group's difference of means to the group "
+                                   "<code>" + escape(options.baseline_group) + "</code> picks, its 95% bootstrap "
+                                   "interval over seeds (paired by seed where both ran the same seeds) and Welch's "
+                                   "p-value.");
     html_table(page, grouped, "grouped");
   }
   page.html += "<details" + std::string(group_by.empty() ? " open" : "") + "><summary>Every run</summary>\n";

@@ -18,6 +18,8 @@ struct ReportOptions {
   std::string where;                  // a filter (filter.h); empty: every run
   std::vector<std::string> group_by;  // default: the parameters that vary, but experiment.seed
   int64_t baseline = 0;               // the run others are compared with; 0: the best by `metric`
+  std::string baseline_group;         // a filter picking the grouped table's baseline group (difflab
+                                      // results --baseline): each group's differences to it
   std::string metric = "best_kid";    // the one-factor and parallel-coordinates metric: best_kid or
                                       // the final value of a metric key (val_n_loss, ...)
   bool embed_images = true;           // base64 thumbnails in the file; false: links relative to it
