@@ -583,12 +583,13 @@ TEST(Cli, BenchPrintsThroughputAndMemory) {
   ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
   // Each figure is a positive number; the batch is the experiment's.
   for (const char* key : {"train_images_per_second", "optimizer_share", "sample_images_per_second",
-                          "kid_sample_images_per_second", "forward_sample_images_per_second", "peak_rss_mb"}) {
+                          "kid_sample_images_per_second", "forward_sample_images_per_second", "metrics_share",
+                          "peak_rss_mb"}) {
     std::smatch value;
     ASSERT_TRUE(std::regex_search(outcome.output, value, std::regex(std::string("\n") + key + ": ([0-9.]+)[ \n]")))
         << key << "\n" << outcome.output;
     EXPECT_GT(std::stod(value[1].str()), 0.0) << key;
-    if (std::string(key) == "optimizer_share") {
+    if (std::string(key) == "optimizer_share" || std::string(key) == "metrics_share") {
       EXPECT_LT(std::stod(value[1].str()), 1.0);
     }
   }
@@ -597,6 +598,9 @@ TEST(Cli, BenchPrintsThroughputAndMemory) {
   EXPECT_NE(outcome.output.find("(5 steps, kid_diffusion_steps)"), std::string::npos) << outcome.output;
   EXPECT_NE(outcome.output.find("batch_shape: 16x1x16x16"), std::string::npos) << outcome.output;
   EXPECT_NE(outcome.output.find("threads: "), std::string::npos) << outcome.output;
+  // The sample metrics' share: kid_batches 8 x batch 16 would be 128 images, the split has 2 batches.
+  EXPECT_NE(outcome.output.find("sample metrics [kid] every 1 epoch(s)"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("generating 32 images"), std::string::npos) << outcome.output;
 }
 
 TEST(Cli, BenchProfileListsTheOperatorsOfATrainingStep) {

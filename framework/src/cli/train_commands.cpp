@@ -184,6 +184,14 @@ void print_bench(const BenchResult& result, const ProcessGroup* group, const po:
              result.kid_sample_images_per_second, result.kid_steps);
   fmt::print("forward_sample_images_per_second: {:.2f}  ({} steps through forward() in one batch)\n",
              result.forward_sample_images_per_second, result.plot_steps);
+  if (result.metrics_share >= 0.0)
+    fmt::print("metrics_share: {:.4f}  (sample metrics [{}] every {} epoch(s): {:.2f} s an evaluation = generating {} "
+               "images {:.2f} s + features {:.2f} s + metrics of {}-d features {:.3f} s; an epoch's training {:.2f} s)\n",
+               result.metrics_share, result.metrics_names, result.kid_every,
+               result.evaluation_seconds, result.metric_samples, result.generation_seconds, result.features_seconds,
+               result.feature_dims, result.metric_seconds, result.epoch_train_seconds);
+  else
+    fmt::print("metrics_share: not measured ({})\n", result.metrics_note);
   fmt::print("peak_rss_mb: {:.1f}\n", result.peak_rss_mb);
   if (group) {
     fmt::print("processes: {} ({})\n", group->world(), group->backend());

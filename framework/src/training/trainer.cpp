@@ -483,6 +483,62 @@ RunResult run_experiment(const Experiment& experiment, const PluginRegistry& reg
   }
 }
 
+namespace {
+
+// BenchResult's sample-metrics share (its comment says what is timed).
+void bench_sample_metrics(BenchResult& result, const Settings& settings, const Experiment& experiment,
+                          Components& components, int64_t batch_size, int64_t channels, int64_t image_size) {
+  const EvaluationSettings& evaluation = settings.evaluation;
+  result.kid_every = evaluation.kid_every;
+  for (const auto& metric : evaluation.metrics) result.metrics_names += (result.metrics_names.empty() ? "" : ", ") + metric;
+  if (evaluation.kid_protocol == KidProtocol::none) {
+    result.metrics_note = "kid_protocol = \"none\": no sample metrics";
+    return;
+  }
+  const std::optional<SplitCounts> counts = components.dataset->counts();
+  const int64_t validation_batches = counts ? counts->validation / batch_size : evaluation.kid_batches;
+  const int64_t batches = evaluation.kid_batches > 0 && (validation_batches <= 0 || evaluation.kid_batches < validation_batches)
+                              ? evaluation.kid_batches
+                              : std::max<int64_t>(1, validation_batches);
+  result.metric_samples = batches * batch_size;
+  const torch::Tensor images = torch::rand({batch_size, channels, image_size, image_size});
+  torch::Tensor features;
+  try {
+    const auto start = Clock::now();
+    features = components.features->extract(images);
+    result.features_seconds = std::chrono::duration<double>(Clock::now() - start).count() * static_cast<double>(batches);
+  } catch (const std::exception& error) {
+    result.metrics_note = fmt::format("the {} features are prepared on the data first ({}): not timed",
+                                      experiment.section("features").plugin, error.what());
+    return;
+  }
+  result.feature_dims = features.size(1);
+  result.generation_seconds = static_cast<double>(result.metric_samples) / result.kid_sample_images_per_second;
+  torch::manual_seed(0);
+  const torch::Tensor real = torch::randn({result.metric_samples, result.feature_dims});
+  const torch::Tensor generated = torch::randn({result.metric_samples, result.feature_dims}) * 1.1;
+  KidRecord record;
+  record.protocol = to_string(evaluation.kid_protocol);
+  record.real_count = record.generated_count = result.metric_samples;
+  const auto start = Clock::now();
+  measure_samples(settings, record, real, generated);
+  result.metric_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  result.evaluation_seconds = result.generation_seconds + result.features_seconds + result.metric_seconds;
+  const int64_t steps_per_epoch = settings.training.steps_per_epoch > 0 ? settings.training.steps_per_epoch
+                                  : counts ? std::max<int64_t>(1, counts->train / batch_size)
+                                           : 0;
+  if (steps_per_epoch == 0) {
+    result.metrics_note = "the dataset does not say its size before loading: no epoch to compare with";
+    return;
+  }
+  result.epoch_train_seconds =
+      static_cast<double>(steps_per_epoch * batch_size) / result.train_images_per_second;
+  const double per_epoch = result.evaluation_seconds / static_cast<double>(std::max<int64_t>(1, evaluation.kid_every));
+  result.metrics_share = per_epoch / (result.epoch_train_seconds + per_epoch);
+}
+
+}  // namespace
+
 BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry& registry,
                              int64_t steps, bool profile, int64_t threads, ProcessGroup* distributed) {
   const Settings settings = experiment.settings();
@@ -554,6 +610,7 @@ BenchResult bench_experiment(const Experiment& experiment, const PluginRegistry&
   result.forward_sample_images_per_second = images_per_second(result.plot_steps);
   model.set_inference_path(true);
   model.set_sample_batch_size(result.sample_batch_size);
+  bench_sample_metrics(result, settings, experiment, components, batch_size, channels, image_size);
   result.peak_rss_mb = peak_rss_mb();
 
   if (profile) {

@@ -137,6 +137,18 @@ struct BenchResult {
   double kid_sample_images_per_second = 0.0;
   double forward_sample_images_per_second = 0.0;
   double peak_rss_mb = 0.0;
+  // The sample metrics' share of an epoch (evaluation.metrics every kid_every epochs): per
+  // evaluation, generating kid_batches x batch_size images, extracting their features and
+  // computing the metrics from features of the extractor's size (random ones: the cost does not
+  // depend on the values); against an epoch's training (steps_per_epoch, or the training split).
+  // metrics_share < 0: not measured (kid_protocol "none", or an extractor that must be prepared
+  // on the data first, as the classifier).
+  double metrics_share = -1.0;
+  double evaluation_seconds = 0.0, generation_seconds = 0.0, features_seconds = 0.0, metric_seconds = 0.0;
+  double epoch_train_seconds = 0.0;
+  int64_t metric_samples = 0, feature_dims = 0, kid_every = 1;
+  std::string metrics_names;  // "kid, fid"
+  std::string metrics_note;
   // With `profile`: the operators that took the most time per training step (name, self ms
   // per step, calls per step), slowest first.
   struct Operator {
