@@ -303,6 +303,31 @@ CREATE TABLE IF NOT EXISTS sample_metrics (
 );
 )SQL";
 
+// sample_metrics rows of a run's epoch (record_epoch's and record_evaluation's), in the caller's
+// transaction.
+void insert_sample_metrics(SQLite::Database& db, int64_t run_id, int64_t epoch,
+                           const std::vector<SampleMetricRecord>& samples) {
+  for (const SampleMetricRecord& sample : samples) {
+    SQLite::Statement insert(db,
+                             "INSERT OR REPLACE INTO sample_metrics (run_id, epoch, metric, value, features, sampler, "
+                             "diffusion_steps, nfe, real_count, generated_count, k, source) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    insert.bind(1, run_id);
+    insert.bind(2, epoch);
+    insert.bind(3, sample.metric);
+    insert.bind(4, sample.value);
+    insert.bind(5, sample.features);
+    insert.bind(6, sample.sampler);
+    insert.bind(7, sample.diffusion_steps);
+    insert.bind(8, sample.nfe);
+    insert.bind(9, sample.real_count);
+    insert.bind(10, sample.generated_count);
+    if (sample.k > 0) insert.bind(11, sample.k);
+    insert.bind(12, sample.source);
+    insert.exec();
+  }
+}
+
 std::string param_type(const ParamValue& value) {
   switch (value.index()) {
     case 0: return "boolean";
@@ -850,49 +875,13 @@ void ResultsStore::record_epoch(int64_t run_id, int64_t epoch, int64_t step,
     insert.bind(11, kid->nfe);
     insert.exec();
   }
-  for (const SampleMetricRecord& sample : samples) {
-    SQLite::Statement insert(*db_,
-                             "INSERT OR REPLACE INTO sample_metrics (run_id, epoch, metric, value, features, sampler, "
-                             "diffusion_steps, nfe, real_count, generated_count, k, source) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    insert.bind(1, run_id);
-    insert.bind(2, epoch);
-    insert.bind(3, sample.metric);
-    insert.bind(4, sample.value);
-    insert.bind(5, sample.features);
-    insert.bind(6, sample.sampler);
-    insert.bind(7, sample.diffusion_steps);
-    insert.bind(8, sample.nfe);
-    insert.bind(9, sample.real_count);
-    insert.bind(10, sample.generated_count);
-    if (sample.k > 0) insert.bind(11, sample.k);
-    insert.bind(12, sample.source);
-    insert.exec();
-  }
+  insert_sample_metrics(*db_, run_id, epoch, samples);
   transaction.commit();
 }
 
 void ResultsStore::record_evaluation(int64_t run_id, int64_t epoch, const std::vector<SampleMetricRecord>& samples) {
   SQLite::Transaction transaction(*db_);
-  for (const SampleMetricRecord& sample : samples) {
-    SQLite::Statement insert(*db_,
-                             "INSERT OR REPLACE INTO sample_metrics (run_id, epoch, metric, value, features, sampler, "
-                             "diffusion_steps, nfe, real_count, generated_count, k, source) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    insert.bind(1, run_id);
-    insert.bind(2, epoch);
-    insert.bind(3, sample.metric);
-    insert.bind(4, sample.value);
-    insert.bind(5, sample.features);
-    insert.bind(6, sample.sampler);
-    insert.bind(7, sample.diffusion_steps);
-    insert.bind(8, sample.nfe);
-    insert.bind(9, sample.real_count);
-    insert.bind(10, sample.generated_count);
-    if (sample.k > 0) insert.bind(11, sample.k);
-    insert.bind(12, sample.source);
-    insert.exec();
-  }
+  insert_sample_metrics(*db_, run_id, epoch, samples);
   transaction.commit();
 }
 
