@@ -6,7 +6,7 @@ usage: tpe_golden.py estimators CASES.txt   the split, both Parzen estimators an
        tpe_golden.py optimize SPEC.txt      best-so-far of Optuna's TPESampler on analytic
                                             objectives, one line per seed
 
-Two changes to Optuna 3.1, both what difflab does and says (framework/src/sweep/samplers/tpe.h):
+Two changes to Optuna 3.1, both what difflab does and says (framework/src/strategy/samplers/tpe.h):
 - _truncnorm.logpdf gets the -log(scale) it lacks (optuna/optuna#5109, fixed in Optuna 3.5 by
   #5110): without it the continuous components' densities do not integrate to 1;
 - the bandwidths' sort is numpy's stable one, so that tied observations are ordered by trial as

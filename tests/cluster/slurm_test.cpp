@@ -14,7 +14,7 @@
 #include "cluster/slurm_cluster.h"
 #include "cluster/sweep_helpers.h"
 #include "results/results_store.h"
-#include "sweep/pruning.h"
+#include "strategy/pruning.h"
 #include "sweep/sweep_folder.h"
 
 namespace fs = std::filesystem;
@@ -309,7 +309,7 @@ TEST(Slurm, APreemptedTaskRequeuesAloneAndEndsWithTheLossesOfAnUninterruptedRun)
   EXPECT_EQ(signal.exit_code, 0) << signal.output;
   // The task requeues itself; Slurm holds a requeued job for a while: release it now.
   const fs::path log = folder / "submit-001" / "logs" / ("task-" + task + ".log");
-  for (int i = 0; i < 300 && read_text(log).find("requeued") == std::string::npos; ++i) usleep(100000);
+  for (int i = 0; i < 1200 && read_text(log).find("requeued") == std::string::npos; ++i) usleep(100000);
   ASSERT_NE(read_text(log).find("requeued " + element), std::string::npos) << read_text(log);
   // The requeue completes when the old instance's script has exited, after it printed that line,
   // and only then does Slurm hold the element (reason BeginTime): release it whenever it is held,

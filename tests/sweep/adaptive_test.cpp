@@ -1,5 +1,5 @@
 // Adaptive sweeps end to end through the command line: asha with two worker processes, whose
-// every recorded decision is the rule (sweep/pruning.h) replayed over the values recorded in the
+// every recorded decision is the rule (strategy/pruning.h) replayed over the values recorded in the
 // database; synchronous successive halving, the same decisions and rows on every run; killed and
 // run again, decisions stand and nothing is trained twice; bad input is exit 2 with nothing written.
 #include <SQLiteCpp/SQLiteCpp.h>
@@ -9,7 +9,7 @@
 #include <set>
 
 #include "results/results_store.h"
-#include "sweep/pruning.h"
+#include "strategy/pruning.h"
 #include "training/distributed.h"
 #include "test_support.h"
 
@@ -84,13 +84,15 @@ TEST(AdaptiveSweep, AshaWithTwoWorkersRecordsDecisionsThatReplayFromTheDatabase)
     EXPECT_EQ(trial->rule, "asha");
     EXPECT_EQ(trial->trials, 9);
     EXPECT_EQ(trial->max_epochs, 9);
-    EXPECT_EQ(trial->min_epochs, 1);
+    EXPECT_EQ(trial->min_epochs, std::optional<int64_t>(1));
+    EXPECT_EQ(trial->startup_trials, std::nullopt) << "not a key of asha: NULL";
+    ASSERT_TRUE(trial->reduction_factor);
     EXPECT_NE(trial->settings.find("log_uniform"), std::string::npos) << trial->settings;
     const double value = *store.metric_at(decision.run_id, trial->metric, decision.epoch);
     EXPECT_EQ(decision.value, value);
     std::vector<double> peers;
     for (const std::string& attempt : decision.peers) peers.push_back(*store.metric_at(run_of.at(attempt), trial->metric, decision.epoch));
-    const RungDecision replay = asha_decision(value, peers, trial->reduction_factor,
+    const RungDecision replay = asha_decision(value, peers, *trial->reduction_factor,
                                               trial->maximize ? Direction::maximize : Direction::minimize);
     EXPECT_EQ(decision.prune, !replay.promote) << "run " << decision.run_id << " rung " << decision.rung;
     EXPECT_EQ(decision.cutoff, replay.cutoff);

@@ -1,4 +1,4 @@
-// The adaptive sweeps' rules (sweep/pruning.h): rungs and brackets from their formulas, and the
+// The adaptive sweeps' rules (strategy/pruning.h): rungs and brackets from their formulas, and the
 // promotion and median rules decision for decision against Optuna's own pruners (Debian's
 // python3-optuna, tools/optuna_golden.py): hundreds of reports in random orders, with ties and
 // NaN, for η ∈ {2, 3, 4}, both directions, several early-stopping rates (hyperband's brackets).
@@ -9,7 +9,7 @@
 #include <random>
 #include <set>
 
-#include "sweep/pruning.h"
+#include "strategy/pruning.h"
 #include "test_support.h"
 
 using namespace difflab;

@@ -1,4 +1,4 @@
-// TPE (sweep/samplers/tpe.h): its pieces against their formulas, its estimators against Optuna
+// TPE (strategy/samplers/tpe.h): its pieces against their formulas, its estimators against Optuna
 // 3.1's own (Debian's python3-optuna, tools/tpe_golden.py) on hundreds of random observation sets,
 // and its search against random search and against Optuna's TPESampler on analytic objectives.
 #include <algorithm>
@@ -10,7 +10,7 @@
 #include <random>
 #include <sstream>
 
-#include "sweep/samplers/tpe.h"
+#include "strategy/samplers/tpe.h"
 #include "test_support.h"
 
 using namespace difflab;

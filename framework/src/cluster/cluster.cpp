@@ -73,7 +73,7 @@ std::vector<QueuedTask> still_queued(const fs::path& folder, const std::vector<S
 }
 
 bool halving(const Manifest& manifest) {
-  return manifest.adaptive && manifest.adaptive->method == AdaptiveSweep::Method::successive_halving;
+  return manifest.adaptive && manifest.adaptive->synchronous;
 }
 
 void write_submit_options(const fs::path& folder, const Submission& submission, const SubmitOptions& options) {
@@ -110,7 +110,7 @@ int submit_sweep(const fs::path& file, const std::vector<std::string>& overrides
                  const Launcher& launcher, const SubmitOptions& options) {
   if (options.runs_per_task < 1) throw ConfigError("--runs-per-task must be at least 1");
   std::vector<SweepRun> runs = load_sweep(file, overrides, registry);
-  if (runs.front().adaptive && runs.front().adaptive->method == AdaptiveSweep::Method::successive_halving &&
+  if (runs.front().adaptive && runs.front().adaptive->synchronous &&
       !launcher.chains_jobs()) {
     ErrorContext where = runs.front().adaptive->where.at("sweep.method");
     where.hint = "run it with difflab slurm FILE or difflab run FILE --workers N, or use method = \"asha\", which "

@@ -351,11 +351,7 @@ void check_adaptive(const AdaptiveSweep& adaptive, const std::vector<SweepRun>& 
       throw ConfigError("the trials of an adaptive sweep share training.epochs (the most a trial trains); it is "
                         "not a key to sweep",
                         ErrorContext::for_key(file, "training.epochs", "sweep other keys"));
-  const bool rungs = adaptive.method != AdaptiveSweep::Method::median;
-  if (rungs && adaptive.min_epochs > epochs)
-    throw ConfigError(fmt::format("sweep.min_epochs = {} is more than training.epochs = {}: no trial reaches the first "
-                                  "rung", adaptive.min_epochs, epochs),
-                      adaptive.where.at("sweep.min_epochs"));
+  if (adaptive.pruner) adaptive.pruner->check(epochs);
   std::set<std::string> recorded = {"loss",    "n_loss",     "i_loss",     "v_loss",
                                     "val_loss", "val_n_loss", "val_i_loss", "val_v_loss",
                                     "train_images_per_second", "epoch_seconds"};
@@ -384,16 +380,19 @@ void check_adaptive(const AdaptiveSweep& adaptive, const std::vector<SweepRun>& 
     throw ConfigError(fmt::format("metric \"{}\" is not computed: evaluation.metrics is [{}]", adaptive.metric,
                                   fmt::join(first.evaluation.metrics, ", ")),
                       adaptive.where.at("sweep.metric"));
-  // Every rung epoch must have the sample metrics (kid_every divides it, or it is the last).
+  // Every rung epoch of every bracket must have the sample metrics (kid_every divides it, or it is
+  // the last).
+  if (!adaptive.pruner) return;
   const int64_t every = first.evaluation.kid_every;
-  for (int64_t epoch = adaptive.min_epochs; rungs && epoch < epochs; epoch *= adaptive.reduction_factor)
-    if (epoch % every != 0)
-      throw ConfigError(fmt::format("metric \"{}\" is not recorded at rung epoch {}: evaluation.kid_every = {} "
-                                    "skips it",
-                                    adaptive.metric, epoch, every),
-                        ErrorContext::for_key(file, "evaluation.kid_every",
-                                              "use a kid_every that divides every rung epoch (sweep.min_epochs × "
-                                              "reduction_factor^k), or another sweep.metric"));
+  for (int64_t bracket = 0; bracket < adaptive.pruner->brackets(epochs); ++bracket)
+    for (int64_t epoch : adaptive.pruner->rungs(bracket, epochs))
+      if (epoch % every != 0)
+        throw ConfigError(fmt::format("metric \"{}\" is not recorded at rung epoch {}: evaluation.kid_every = {} "
+                                      "skips it",
+                                      adaptive.metric, epoch, every),
+                          ErrorContext::for_key(file, "evaluation.kid_every",
+                                                "use a kid_every that divides every rung epoch (sweep.min_epochs × "
+                                                "reduction_factor^k), or another sweep.metric"));
 }
 
 // A model-based sweep (sampler = "tpe") as one SweepRun holding its space. Its points are
@@ -454,9 +453,10 @@ std::vector<SweepRun> search_root(toml::table root, SearchSpace space, const std
                                       key, base->settings().training.epochs, epochs),
                           ErrorContext::for_key(source, "sweep." + key, "sweep other keys"));
   search->space = std::move(space);
-  SweepRun run{std::move(*base), fmt::format("sampler = \"tpe\", {} trials", search->space.trials), ""};
+  SweepRun run{std::move(*base),
+               fmt::format("sampler = \"{}\", {} trials", search->space.sampler_name, search->space.trials), ""};
   run.sweep_settings = settings;
-  run.sweep_method = "tpe";
+  run.sweep_method = search->space.sampler_name;
   run.search = std::move(search);
   std::vector<SweepRun> runs = {std::move(run)};
   if (adaptive) {
@@ -464,8 +464,7 @@ std::vector<SweepRun> search_root(toml::table root, SearchSpace space, const std
     runs.front().adaptive = std::make_shared<const AdaptiveSweep>(std::move(*adaptive));
   } else {
     // What TPE learns from must be recorded every epoch, as a pruner's metric must.
-    AdaptiveSweep learned;
-    learned.method = AdaptiveSweep::Method::median;  // no rungs to check
+    AdaptiveSweep learned;  // no pruner: no rungs to check
     learned.metric = runs.front().search->space.metric;
     learned.maximize = runs.front().search->space.maximize;
     learned.where["sweep.metric"] = metric_place;

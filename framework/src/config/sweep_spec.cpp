@@ -1,16 +1,17 @@
-// [sweep], the specification: grid axes, linked axes, random distributions, seeds and exclusions,
-// expanded into the list of points (assignments) a sweep runs. Resolving each point into an
-// experiment is experiment.cpp's business.
+// [sweep], the specification: the sampler and the pruner by name (strategy/registry.cpp) with the
+// keys each declares, grid axes, linked axes, distributions, seeds and exclusions; the sampler's
+// points (assignments) a sweep runs. Resolving each point into an experiment is experiment.cpp's
+// business.
 #include "config/sweep_spec.h"
 
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
-#include <random>
 #include <set>
 #include <sstream>
 
 #include "difflab/error.h"
+#include "strategy/strategy.h"
 
 namespace difflab {
 namespace {
@@ -47,111 +48,165 @@ Assignments inline_assignments(const toml::node& node, const std::string& where,
   return assignments;
 }
 
-// A random axis: a distribution over one key's values (method = "random").
-struct Distribution {
-  std::string key;
-  std::string kind;  // uniform | log_uniform | int_uniform
-  double low = 0.0, high = 0.0;
-};
-
-// [sweep], parsed: discrete axes (each alternative a list of assignments), distributions, seeds,
-// excluded partial assignments.
+// [sweep], parsed: the chosen sampler and pruner with their settings, the space, the seeds.
 struct SweepSpec {
-  std::string method = "grid";  // how its trials are chosen: grid, random (and the adaptive methods), tpe
-  int64_t trials = 0;
-  uint64_t draw_seed = 0;
-  std::vector<Axis> axes;
-  std::vector<Distribution> distributions;
+  const SamplerKind* sampler = nullptr;
+  const PrunerKind* pruner = nullptr;  // none: no pruning
+  std::string method = "grid";         // what the file named: its method, else its sampler (sweeps.method)
+  SweepSpace space;
   Axis seeds;
-  std::vector<Assignments> excluded;
-  // sampler = "tpe" (sweep/samplers/tpe.h's Settings; Optuna's defaults)
-  int64_t random_trials = 10, candidates = 24;
-  bool multivariate = false, constant_liar = true;
+  StrategySettings sampler_settings, pruner_settings;
+  std::optional<std::string> metric;
+  std::optional<bool> maximize;
+  std::map<std::string, ErrorContext> where;  // sweep.method, .sampler, .pruner, .metric, .direction
 };
 
-// A uniform double in [0, 1) from 53 random bits: the same draws on every platform and library.
-double unit_draw(std::mt19937_64& generator) {
-  return static_cast<double>(generator() >> 11) * 0x1.0p-53;
+// The keys of [sweep] itself; every other undotted key is a strategy's (strategy/registry.cpp).
+const std::set<std::string> kSweepKeys = {"method", "sampler", "pruner", "trials",  "seed",     "seeds",
+                                          "exclude", "linked", "metric", "direction"};
+
+// One strategy key's value from the file, checked against its declaration.
+double strategy_value(const StrategyKey& key, const toml::node& node, const ErrorContext& where) {
+  if (key.type == StrategyKey::Type::boolean) {
+    if (!node.is_boolean()) throw ConfigError("expected true or false", where);
+    return *node.value<bool>() ? 1.0 : 0.0;
+  }
+  if (key.type == StrategyKey::Type::number) {
+    const auto value = node.value<double>();
+    if (!node.is_number() || !value || !std::isfinite(*value) || *value < key.least)
+      throw ConfigError(fmt::format("expected a number of at least {}", key.least), where);
+    return *value;
+  }
+  const auto value = node.value<int64_t>();
+  if (!node.is_integer() || !value || static_cast<double>(*value) < key.least)
+    throw ConfigError(key.least == 0.0   ? std::string("expected a non-negative integer")
+                      : key.least == 1.0 ? std::string("expected a positive integer")
+                                         : fmt::format("expected an integer of at least {}", key.least),
+                      where);
+  return static_cast<double>(*value);
 }
 
-// A drawn float as TOML text with 6 significant digits (readable in run lists; always a float).
-std::string float_text(double value) {
-  std::string text = fmt::format("{:.6g}", value);
-  if (text.find_first_of(".einf") == std::string::npos) text += ".0";
-  return text;
+const StrategyKey* declared(const std::vector<StrategyKey>& keys, const std::string& name) {
+  for (const StrategyKey& key : keys)
+    if (key.name == name) return &key;
+  return nullptr;
 }
-
-std::string draw(const Distribution& distribution, std::mt19937_64& generator) {
-  const double u = unit_draw(generator);
-  if (distribution.kind == "uniform")
-    return float_text(distribution.low + u * (distribution.high - distribution.low));
-  if (distribution.kind == "log_uniform")  // uniform in log space
-    return float_text(std::exp(std::log(distribution.low) +
-                               u * (std::log(distribution.high) - std::log(distribution.low))));
-  const auto low = static_cast<int64_t>(distribution.low), high = static_cast<int64_t>(distribution.high);
-  return std::to_string(std::min(high, low + static_cast<int64_t>(u * static_cast<double>(high - low + 1))));
-}
-
-constexpr const char* kMethods[] = {"grid", "random", "asha", "hyperband", "successive_halving"};
-constexpr const char* kSamplers[] = {"grid", "random", "tpe"};
-const std::set<std::string> kAdaptiveKeys = {"metric",  "direction",      "min_epochs",     "reduction_factor",
-                                             "brackets", "pruner",        "startup_trials", "warmup_epochs"};
-const std::set<std::string> kTpeKeys = {"random_trials", "candidates", "multivariate", "constant_liar"};
 
 SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source) {
   auto context = [&](const toml::node& node, const std::string& key) {
     return ErrorContext::at(source, node.source().begin.line, node.source().begin.column, "sweep." + key);
   };
   SweepSpec spec;
+  // `method` names both halves (asha: random trials, the asha rule); `sampler` and `pruner` one each.
+  std::vector<std::string> methods, sampler_list, pruner_list;
+  for (const SamplerKind* kind : samplers()) {
+    sampler_list.push_back(kind->name);
+    if (kind->method) methods.push_back(kind->name);
+  }
+  for (const PrunerKind* kind : pruners()) {
+    if (kind->method) methods.push_back(kind->name);
+    if (!kind->synchronous) pruner_list.push_back(kind->name);
+  }
+  pruner_list.push_back("none");
+  spec.sampler = find_sampler("grid");
   if (const toml::node* method = sweep.get("method")) {
-    const auto name = method->value<std::string>();
-    if (!name || std::find(std::begin(kMethods), std::end(kMethods), *name) == std::end(kMethods))
-      throw ConfigError("method must be \"grid\", \"random\", \"asha\", \"hyperband\" or \"successive_halving\"",
-                        context(*method, "method"));
-    spec.method = *name;
+    const std::string name = method->value_or(std::string());
+    if (std::find(methods.begin(), methods.end(), name) == methods.end())
+      throw ConfigError("method must be " + name_list(methods), context(*method, "method"));
+    spec.method = name;
+    spec.where["sweep.method"] = context(*method, "method");
+    if (const SamplerKind* sampler = find_sampler(name)) spec.sampler = sampler;
+    else spec.sampler = find_sampler("random"), spec.pruner = find_pruner(name);
   }
   if (const toml::node* sampler = sweep.get("sampler")) {
-    const auto name = sampler->value<std::string>();
-    if (!name || std::find(std::begin(kSamplers), std::end(kSamplers), *name) == std::end(kSamplers))
-      throw ConfigError("sampler must be \"grid\", \"random\" or \"tpe\"", context(*sampler, "sampler"));
+    const std::string name = sampler->value_or(std::string());
+    if (find_sampler(name) == nullptr)
+      throw ConfigError("sampler must be " + name_list(sampler_list), context(*sampler, "sampler"));
     if (sweep.get("method") != nullptr)
       throw ConfigError("method and sampler: one or the other (method = \"asha\" is sampler = \"random\" with "
                         "pruner = \"asha\")",
                         context(*sampler, "sampler"));
-    spec.method = *name;
+    spec.method = name;
+    spec.sampler = find_sampler(name);
+    spec.where["sweep.sampler"] = context(*sampler, "sampler");
   }
-  // The adaptive methods and TPE draw their trials as random does (TPE its first ones).
-  const bool random = spec.method != "grid";
+  if (const toml::node* pruner = sweep.get("pruner")) {
+    const std::string name = pruner->value_or(std::string());
+    if (std::find(pruner_list.begin(), pruner_list.end(), name) == pruner_list.end())
+      throw ConfigError("pruner must be " + name_list(pruner_list), context(*pruner, "pruner"));
+    if (spec.pruner != nullptr)
+      throw ConfigError("pruner is for a sampler (or method = \"grid\" or \"random\"); method = \"" + spec.method +
+                            "\" prunes by its own rule",
+                        context(*pruner, "pruner"));
+    spec.pruner = find_pruner(name);  // "none": nullptr
+    spec.where["sweep.pruner"] = context(*pruner, "pruner");
+  }
+  spec.sampler_settings = StrategySettings(spec.sampler->keys, source);
+  if (spec.pruner != nullptr) spec.pruner_settings = StrategySettings(spec.pruner->keys, source);
+  const std::string sampler_named = std::string(sweep.get("sampler") ? "sampler" : "method") + " = \"" + spec.method + "\"";
+  const bool draws = spec.sampler->draws;
+  std::vector<std::string> drawing;
+  for (const SamplerKind* kind : samplers())
+    if (kind->draws) drawing.push_back(kind->name);
   for (const auto& [key, node] : sweep) {
     const std::string name(key.str());
-    if (name == "method" || name == "sampler" || kAdaptiveKeys.count(name)) continue;  // adaptive_sweep() reads these
-    if (kTpeKeys.count(name)) {
-      if (spec.method != "tpe")
-        throw ConfigError(name + " is a key of sampler = \"tpe\", not of " +
-                              (sweep.get("sampler") ? "sampler" : "method") + " = \"" + spec.method + "\"",
-                          context(node, name));
-      if (name == "multivariate" || name == "constant_liar") {
-        const auto value = node.value<bool>();
-        if (!value || !node.is_boolean()) throw ConfigError("expected true or false", context(node, name));
-        (name == "multivariate" ? spec.multivariate : spec.constant_liar) = *value;
-      } else {
-        const auto value = node.value<int64_t>();
-        if (!value || !node.is_integer() || *value < (name == "candidates" ? 1 : 0))
-          throw ConfigError(name == "candidates" ? "expected a positive integer" : "expected a non-negative integer",
-                            context(node, name));
-        (name == "candidates" ? spec.candidates : spec.random_trials) = *value;
-      }
+    if (name == "method" || name == "sampler" || name == "pruner") continue;
+    if (name == "metric" || name == "direction") {
+      // What a pruner decides on and a model-based sampler learns from.
+      if (spec.pruner == nullptr && !spec.sampler->proposes)
+        throw ConfigError(name + " is not a key of a sweep without a pruner", context(node, name));
+      const auto text = node.value<std::string>();
+      if (!text || text->empty()) throw ConfigError("expected a string", context(node, name));
+      if (name == "metric") spec.metric = *text;
+      else if (*text == "minimize" || *text == "maximize") spec.maximize = *text == "maximize";
+      else throw ConfigError("direction must be \"minimize\" or \"maximize\"", context(node, name));
+      spec.where["sweep." + name] = context(node, name);
       continue;
+    }
+    if (!kSweepKeys.count(name) && name.find('.') == std::string::npos) {
+      // A strategy's key: the sampler's or the pruner's, else an error that says whose it is.
+      if (const StrategyKey* own = declared(spec.sampler->keys, name)) {
+        spec.sampler_settings.set(name, strategy_value(*own, node, context(node, name)), context(node, name));
+        continue;
+      }
+      if (const StrategyKey* own = spec.pruner != nullptr ? declared(spec.pruner->keys, name) : nullptr) {
+        spec.pruner_settings.set(name, strategy_value(*own, node, context(node, name)), context(node, name));
+        continue;
+      }
+      std::vector<std::string> whose;
+      for (const SamplerKind* kind : samplers())
+        if (declared(kind->keys, name)) whose.push_back("sampler = \"" + kind->name + "\"");
+      for (const PrunerKind* kind : pruners())
+        if (declared(kind->keys, name)) whose.push_back((kind->synchronous ? "method = \"" : "pruner = \"") + kind->name + "\"");
+      if (!whose.empty()) {
+        const std::string these =
+            sweep.get("pruner") == nullptr && spec.pruner != nullptr ? "method = \"" + spec.method + "\""
+            : sampler_named + (spec.pruner != nullptr ? " with pruner = \"" + spec.pruner->name + "\"" : " without a pruner");
+        std::string owners;
+        for (size_t i = 0; i < whose.size(); ++i) owners += (i == 0 ? "" : i + 1 == whose.size() ? " or " : ", ") + whose[i];
+        throw ConfigError(fmt::format("{} is a key of {}, not of {}", name, owners, these), context(node, name));
+      }
+      std::set<std::string> every(kSweepKeys.begin(), kSweepKeys.end());
+      for (const SamplerKind* kind : samplers())
+        for (const StrategyKey& k : kind->keys) every.insert(k.name);
+      for (const PrunerKind* kind : pruners())
+        for (const StrategyKey& k : kind->keys) every.insert(k.name);
+      throw ConfigError("unknown sweep key \"" + name + "\"",
+                        ErrorContext::at(source, key.source().begin.line, 0, "sweep." + name,
+                                         fmt::format("sweep keys: {}, or a dotted parameter such as "
+                                                     "\"loss.plugin\" = [\"mae\", \"mse\"]",
+                                                     fmt::join(every, ", "))));
     }
     if (name == "trials" || name == "seed") {
       const auto value = node.value<int64_t>();
-      if (!random)
-        throw ConfigError(name + " is for method = \"random\", the adaptive methods and sampler = \"tpe\"", context(node, name));
+      if (!draws)
+        throw ConfigError(fmt::format("{} is for sampler = {} (and the methods that prune)", name, name_list(drawing)),
+                          context(node, name));
       if (!value || *value < (name == "trials" ? 1 : 0))
         throw ConfigError(name == "trials" ? "expected a positive integer" : "expected a non-negative integer",
                           context(node, name));
-      if (name == "trials") spec.trials = *value;
-      else spec.draw_seed = static_cast<uint64_t>(*value);
+      if (name == "trials") spec.space.trials = *value;
+      else spec.space.seed = static_cast<uint64_t>(*value);
     } else if (name == "seeds") {
       const toml::array* array = node.as_array();
       if (array == nullptr || array->empty() || !array->is_homogeneous(toml::node_type::integer))
@@ -160,7 +215,7 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
     } else if (name == "exclude") {
       const toml::array* array = node.as_array();
       if (array == nullptr) throw ConfigError("expected an array of tables", context(node, name));
-      for (const auto& entry : *array) spec.excluded.push_back(inline_assignments(entry, "sweep.exclude", source));
+      for (const auto& entry : *array) spec.space.excluded.push_back(inline_assignments(entry, "sweep.exclude", source));
     } else if (name == "linked") {
       // [sweep.linked] axis = [{ "sampler.plugin" = "ddim", "sampler.eta" = 0.5 }, ...]
       const toml::table* linked = node.as_table();
@@ -172,18 +227,10 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
         Axis axis;
         for (const auto& entry : *array)
           axis.push_back(inline_assignments(entry, "sweep.linked." + std::string(axis_name.str()), source));
-        spec.axes.push_back(axis);
+        spec.space.axes.push_back(axis);
       }
-    } else if (name.find('.') == std::string::npos) {
-      throw ConfigError("unknown sweep key \"" + name + "\"",
-                        ErrorContext::at(source, key.source().begin.line, 0, "sweep." + name,
-                                         "sweep keys: method, sampler, trials, seed, seeds, exclude, linked, metric, "
-                                         "direction, min_epochs, reduction_factor, brackets, pruner, "
-                                         "startup_trials, warmup_epochs, random_trials, candidates, multivariate, "
-                                         "constant_liar, or a dotted "
-                                         "parameter such as \"loss.plugin\" = [\"mae\", \"mse\"]"));
     } else if (const toml::table* table = node.as_table()) {
-      // { uniform = [low, high] } and friends (random only); { choice = [...] } = a plain array.
+      // { uniform = [low, high] } and friends (a drawing sampler only); { choice = [...] } = a plain array.
       if (table->size() != 1)
         throw ConfigError("expected one distribution: { choice | uniform | log_uniform | int_uniform = [...] }",
                           context(node, name));
@@ -193,14 +240,15 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
         throw ConfigError("unknown distribution \"" + kind + "\"",
                           ErrorContext::at(source, node.source().begin.line, node.source().begin.column,
                                            "sweep." + name, "distributions: choice, uniform, log_uniform, int_uniform"));
-      if (!random)
-        throw ConfigError("a distribution needs method = \"random\" or sampler = \"random\" | \"tpe\"", context(node, name));
+      if (!draws)
+        throw ConfigError("a distribution needs sampler = " + name_list(drawing) + " (or method = \"random\")",
+                          context(node, name));
       if (values == nullptr || values->empty())
         throw ConfigError("expected " + kind + " = [...] with values", context(node, name));
       if (kind == "choice") {
         Axis axis;
         for (const auto& value : *values) axis.push_back({name + "=" + value_text(value)});
-        spec.axes.push_back(axis);
+        spec.space.axes.push_back(axis);
         continue;
       }
       const bool integral = kind == "int_uniform";
@@ -212,69 +260,19 @@ SweepSpec parse_sweep_table(const toml::table& sweep, const std::string& source)
                                       integral ? "integers, " : "",
                                       kind == "log_uniform" ? " and low > 0" : ""),
                           context(node, name));
-      spec.distributions.push_back({name, kind, *low, *high});
+      spec.space.distributions.push_back({name, kind, *low, *high});
     } else {
       const toml::array* array = node.as_array();
       if (array == nullptr || array->empty())
         throw ConfigError("expected a non-empty array of values to sweep", context(node, name));
       Axis axis;
       for (const auto& value : *array) axis.push_back({name + "=" + value_text(value)});
-      spec.axes.push_back(axis);
+      spec.space.axes.push_back(axis);
     }
   }
-  if (random && spec.trials == 0)
-    throw ConfigError((sweep.get("sampler") ? "sampler" : "method") + std::string(" = \"") + spec.method +
-                          "\" needs trials = N",
-                      ErrorContext::for_key(source, "sweep.trials"));
+  if (draws && spec.space.trials == 0)
+    throw ConfigError(sampler_named + " needs trials = N", ErrorContext::for_key(source, "sweep.trials"));
   return spec;
-}
-
-bool is_excluded(const SweepSpec& spec, const Assignments& point) {
-  for (const auto& rule : spec.excluded)
-    if (std::all_of(rule.begin(), rule.end(), [&](const std::string& assignment) {
-          return std::find(point.begin(), point.end(), assignment) != point.end();
-        }))
-      return true;
-  return false;
-}
-
-// Every combination of the axes' alternatives, in order (axes as the table lists them).
-std::vector<Assignments> grid_points(const SweepSpec& spec) {
-  std::vector<Assignments> points = {{}};
-  for (const auto& axis : spec.axes) {
-    std::vector<Assignments> next;
-    for (const auto& point : points)
-      for (const auto& alternative : axis) {
-        Assignments extended = point;
-        extended.insert(extended.end(), alternative.begin(), alternative.end());
-        next.push_back(extended);
-      }
-    points = std::move(next);
-  }
-  return points;
-}
-
-// `trials` distinct draws (one alternative per axis, one value per distribution), seeded by
-// sweep.seed; a draw that is excluded or repeats an earlier one is drawn again.
-std::vector<Assignments> random_points(const SweepSpec& spec, const std::string& source) {
-  std::mt19937_64 generator(spec.draw_seed);
-  std::vector<Assignments> points;
-  const int64_t attempts = 1000 * spec.trials;
-  for (int64_t attempt = 0; attempt < attempts && static_cast<int64_t>(points.size()) < spec.trials; ++attempt) {
-    Assignments point;
-    for (const auto& axis : spec.axes) {
-      const auto& alternative = axis[std::min(axis.size() - 1, static_cast<size_t>(unit_draw(generator) * axis.size()))];
-      point.insert(point.end(), alternative.begin(), alternative.end());
-    }
-    for (const auto& distribution : spec.distributions)
-      point.push_back(distribution.key + "=" + draw(distribution, generator));
-    if (!is_excluded(spec, point) && std::find(points.begin(), points.end(), point) == points.end())
-      points.push_back(point);
-  }
-  if (static_cast<int64_t>(points.size()) < spec.trials)
-    throw ConfigError(fmt::format("only {} distinct trials could be drawn, {} asked for", points.size(), spec.trials),
-                      ErrorContext::for_key(source, "sweep.trials", "the space is smaller than trials: lower trials or widen it"));
-  return points;
 }
 
 }  // namespace
@@ -282,62 +280,51 @@ std::vector<Assignments> random_points(const SweepSpec& spec, const std::string&
 // [sweep] -> its points, in order (seeds innermost), without the excluded ones.
 std::vector<Assignments> expand_sweep(const toml::table& sweep, const std::string& source) {
   const SweepSpec spec = parse_sweep_table(sweep, source);
-  std::vector<Assignments> points;
-  if (spec.method != "grid") {
-    points = random_points(spec, source);
-  } else {
-    points = grid_points(spec);
-    points.erase(std::remove_if(points.begin(), points.end(),
-                                [&](const Assignments& point) { return is_excluded(spec, point); }),
-                 points.end());
-  }
-  if (spec.seeds.empty()) return points;
+  const std::optional<std::vector<Assignments>> points =
+      spec.sampler->make(spec.sampler_settings)->points(spec.space, source);
+  if (!points)
+    throw ConfigError("sampler = \"" + spec.sampler->name + "\" proposes its trials as they run; they are not listed",
+                      ErrorContext::for_key(source, "sweep.sampler"));
+  if (spec.seeds.empty()) return *points;
   std::vector<Assignments> seeded;
-  for (const auto& point : points)
+  for (const auto& point : *points)
     for (const auto& seed : spec.seeds) {
       Assignments extended = point;
       extended.insert(extended.end(), seed.begin(), seed.end());
-      if (!is_excluded(spec, extended)) seeded.push_back(extended);
+      if (!spec.space.is_excluded(extended)) seeded.push_back(extended);
     }
   return seeded;
 }
 
 std::optional<SearchSpace> search_space(const toml::table& sweep, const std::string& source) {
   const SweepSpec spec = parse_sweep_table(sweep, source);
-  if (spec.method != "tpe") return std::nullopt;
+  if (!spec.sampler->proposes) return std::nullopt;
+  const std::string named = "sampler = \"" + spec.sampler->name + "\"";
   if (!spec.seeds.empty())
-    throw ConfigError("seeds with sampler = \"tpe\": a proposal is one run (set experiment.seed, or sweep seeds with "
+    throw ConfigError("seeds with " + named + ": a proposal is one run (set experiment.seed, or sweep seeds with "
                       "sampler = \"random\")",
                       ErrorContext::for_key(source, "sweep.seeds"));
   SearchSpace space;
-  space.trials = spec.trials;
-  space.seed = spec.draw_seed;
-  space.random_trials = spec.random_trials;
-  space.candidates = spec.candidates;
-  space.multivariate = spec.multivariate;
-  space.constant_liar = spec.constant_liar;
-  space.excluded = spec.excluded;
-  for (const Axis& axis : spec.axes) {
+  space.trials = spec.space.trials;
+  space.seed = spec.space.seed;
+  space.sampler_name = spec.sampler->name;
+  space.sampler = spec.sampler->make(spec.sampler_settings);
+  space.settings = spec.sampler_settings;
+  space.excluded = spec.space.excluded;
+  for (const Axis& axis : spec.space.axes) {
     SearchSpace::Dimension dimension;
     dimension.key = axis.front().front().substr(0, axis.front().front().find('='));
     dimension.kind = "choice";
     dimension.alternatives = axis;
     space.dimensions.push_back(std::move(dimension));
   }
-  for (const Distribution& distribution : spec.distributions)
+  for (const Distribution& distribution : spec.space.distributions)
     space.dimensions.push_back({distribution.key, distribution.kind, distribution.low, distribution.high, {}});
   if (space.dimensions.empty())
-    throw ConfigError("sampler = \"tpe\" has nothing to search: give an axis or a distribution",
+    throw ConfigError(named + " has nothing to search: give an axis or a distribution",
                       ErrorContext::for_key(source, "sweep"));
-  if (const toml::node* metric = sweep.get("metric")) space.metric = metric->value_or(std::string("val_kid"));
-  if (const toml::node* direction = sweep.get("direction")) {
-    const auto text = direction->value<std::string>();
-    if (!text || (*text != "minimize" && *text != "maximize"))
-      throw ConfigError("direction must be \"minimize\" or \"maximize\"",
-                        ErrorContext::at(source, direction->source().begin.line, direction->source().begin.column,
-                                         "sweep.direction"));
-    space.maximize = *text == "maximize";
-  }
+  space.metric = spec.metric.value_or("val_kid");
+  space.maximize = spec.maximize.value_or(false);
   return space;
 }
 
@@ -369,90 +356,26 @@ SearchPoint search_point(const SearchSpace& space, const std::vector<double>& va
   return point;
 }
 
-const char* to_string(AdaptiveSweep::Method method) {
-  switch (method) {
-    case AdaptiveSweep::Method::asha: return "asha";
-    case AdaptiveSweep::Method::hyperband: return "hyperband";
-    case AdaptiveSweep::Method::successive_halving: return "successive_halving";
-    case AdaptiveSweep::Method::median: return "median";
-  }
-  return "?";
-}
-
 std::optional<AdaptiveSweep> adaptive_sweep(const toml::table& sweep, const std::string& source) {
-  auto place = [&](const toml::node& node, const std::string& key) {
-    return ErrorContext::at(source, node.source().begin.line, node.source().begin.column, "sweep." + key);
-  };
-  // `method` names both halves (asha: random trials, the asha rule); `sampler` and `pruner` one each.
-  const std::string sampler = sweep["sampler"].value_or(std::string());
-  const std::string method = sweep["method"].value_or(sampler.empty() ? std::string("grid") : sampler);
-  const toml::node* pruner = sweep.get("pruner");
-  const std::string pruner_name = pruner != nullptr ? pruner->value_or(std::string()) : std::string();
-  AdaptiveSweep adaptive;
-  if (method == "asha") adaptive.method = AdaptiveSweep::Method::asha;
-  else if (method == "hyperband") adaptive.method = AdaptiveSweep::Method::hyperband;
-  else if (method == "successive_halving") adaptive.method = AdaptiveSweep::Method::successive_halving;
-  else if (pruner_name == "asha") adaptive.method = AdaptiveSweep::Method::asha;
-  else if (pruner_name == "hyperband") adaptive.method = AdaptiveSweep::Method::hyperband;
-  else adaptive.method = AdaptiveSweep::Method::median;
-  const bool is_adaptive = method != "grid" && method != "random" && method != "tpe";
-  if (pruner != nullptr) {
-    if (pruner_name != "asha" && pruner_name != "hyperband" && pruner_name != "median" && pruner_name != "none")
-      throw ConfigError("pruner must be \"asha\", \"hyperband\", \"median\" or \"none\"", place(*pruner, "pruner"));
-    if (is_adaptive)
-      throw ConfigError("pruner is for a sampler (or method = \"grid\" or \"random\"); method = \"" + method +
-                            "\" prunes by its own rule",
-                        place(*pruner, "pruner"));
-  }
-  const bool pruning = is_adaptive || (pruner != nullptr && pruner_name != "none");
-  const bool searching = method == "tpe";
-  if (pruner != nullptr) adaptive.where["sweep.pruner"] = place(*pruner, "pruner");
-  if (const toml::node* node = sweep.get("method")) adaptive.where["sweep.method"] = place(*node, "method");
-  // Which keys each method takes.
-  const std::map<std::string, std::set<AdaptiveSweep::Method>> takes = {
-      {"metric", {AdaptiveSweep::Method::asha, AdaptiveSweep::Method::hyperband, AdaptiveSweep::Method::successive_halving,
-                  AdaptiveSweep::Method::median}},
-      {"direction", {AdaptiveSweep::Method::asha, AdaptiveSweep::Method::hyperband,
-                     AdaptiveSweep::Method::successive_halving, AdaptiveSweep::Method::median}},
-      {"min_epochs", {AdaptiveSweep::Method::asha, AdaptiveSweep::Method::hyperband, AdaptiveSweep::Method::successive_halving}},
-      {"reduction_factor", {AdaptiveSweep::Method::asha, AdaptiveSweep::Method::hyperband,
-                            AdaptiveSweep::Method::successive_halving}},
-      {"brackets", {AdaptiveSweep::Method::hyperband}},
-      {"startup_trials", {AdaptiveSweep::Method::median}},
-      {"warmup_epochs", {AdaptiveSweep::Method::median}},
-  };
-  for (const auto& [key, node] : sweep) {
-    const std::string name(key.str());
-    auto allowed = takes.find(name);
-    if (allowed == takes.end()) continue;
-    const bool searched = searching && (name == "metric" || name == "direction");  // what TPE learns from
-    if ((!pruning && !searched) || (pruning && !allowed->second.count(adaptive.method)))
-      throw ConfigError(fmt::format("{} is not a key of {}", name,
-                                    pruning ? "this pruner" : "a sweep without a pruner"),
-                        place(node, name));
-    adaptive.where["sweep." + name] = place(node, name);
-    if (name == "metric" || name == "direction") {
-      const auto text = node.value<std::string>();
-      if (!text || text->empty()) throw ConfigError("expected a string", place(node, name));
-      if (name == "metric") adaptive.metric = *text;
-      else if (*text == "minimize" || *text == "maximize") adaptive.maximize = *text == "maximize";
-      else throw ConfigError("direction must be \"minimize\" or \"maximize\"", place(node, name));
-      continue;
-    }
-    const auto value = node.value<int64_t>();
-    const int64_t least = name == "reduction_factor" ? 2 : name == "startup_trials" || name == "warmup_epochs" ? 0 : 1;
-    if (!value || *value < least)
-      throw ConfigError(fmt::format("expected an integer of at least {}", least), place(node, name));
-    if (name == "min_epochs") adaptive.min_epochs = *value;
-    else if (name == "reduction_factor") adaptive.reduction_factor = *value;
-    else if (name == "brackets") adaptive.brackets = *value;
-    else if (name == "startup_trials") adaptive.startup_trials = *value;
-    else adaptive.warmup_epochs = *value;
-  }
-  if (!pruning) return std::nullopt;
-  for (const char* key : {"metric", "min_epochs", "reduction_factor", "pruner", "method"})
+  SweepSpec spec = parse_sweep_table(sweep, source);
+  if (spec.pruner == nullptr) return std::nullopt;
+  AdaptiveSweep adaptive = make_adaptive(*spec.pruner, std::move(spec.pruner_settings),
+                                         spec.metric.value_or("val_kid"), spec.maximize.value_or(false));
+  adaptive.where = spec.where;
+  for (const char* key : {"metric", "pruner", "method"})
     if (!adaptive.where.count(std::string("sweep.") + key))
       adaptive.where[std::string("sweep.") + key] = ErrorContext::for_key(source, std::string("sweep.") + key);
+  return adaptive;
+}
+
+AdaptiveSweep make_adaptive(const PrunerKind& kind, StrategySettings settings, std::string metric, bool maximize) {
+  AdaptiveSweep adaptive;
+  adaptive.name = kind.name;
+  adaptive.synchronous = kind.synchronous;
+  adaptive.pruner = kind.make(settings);
+  adaptive.settings = std::move(settings);
+  adaptive.metric = std::move(metric);
+  adaptive.maximize = maximize;
   return adaptive;
 }
 

@@ -3,45 +3,42 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <toml++/toml.h>
 #include <vector>
 
 #include "difflab/error.h"
+#include "strategy/strategy.h"
 
 namespace difflab {
 
-// One point of a sweep, or one alternative of an axis: "section.key=value" assignments with TOML
-// values.
-using Assignments = std::vector<std::string>;
-
-// [sweep] (method = "grid": dotted keys with arrays of values, `seeds`, [sweep.linked] axes whose
-// keys vary together, `exclude` partial assignments; method = "random": `trials` draws from
+// [sweep] (sampler = "grid": dotted keys with arrays of values, `seeds`, [sweep.linked] axes whose
+// keys vary together, `exclude` partial assignments; sampler = "random": `trials` draws from
 // choice, uniform, log_uniform and int_uniform axes with `seed`) -> its points in order, seeds
-// innermost, without the excluded ones. Throws a config Error naming `source`, the line and the key.
+// innermost, without the excluded ones: the sampler's points (strategy/samplers/). Every key is
+// checked against the keys [sweep] and its sampler and pruner take. Throws a config Error naming
+// `source`, the line and the key.
 std::vector<Assignments> expand_sweep(const toml::table& sweep, const std::string& source);
 
-// A model-based sweep ([sweep] sampler = "tpe"): not expanded into points but proposed trial by
-// trial (sweep/search.h). Its dimensions: each choice axis (a plain array, { choice = [...] }, or
-// a [sweep.linked] axis, whose alternatives are several assignments) and each distribution.
+// A model-based sweep (a sampler that proposes, such as sampler = "tpe"): not expanded into
+// points but proposed trial by trial (sweep/search.h). Its dimensions: each choice axis (a plain
+// array, { choice = [...] }, or a [sweep.linked] axis, whose alternatives are several
+// assignments) and each distribution.
 struct SearchSpace {
-  struct Dimension {
-    std::string key;   // the dotted key (a linked axis: its first)
-    std::string kind;  // uniform | log_uniform | int_uniform | choice
-    double low = 0.0, high = 0.0;
-    std::vector<Assignments> alternatives;  // choice: what each alternative assigns
-  };
+  using Dimension = SearchDimension;
   std::vector<Dimension> dimensions;
   int64_t trials = 0;
   uint64_t seed = 0;  // sweep.seed: each trial's proposal draws from (seed, trial)
-  int64_t random_trials = 10, candidates = 24;
-  bool multivariate = false, constant_liar = true;
+  std::string sampler_name;
+  std::shared_ptr<const TrialSampler> sampler;  // made from its keys (strategy/samplers/)
+  StrategySettings settings;                    // its keys' values
   std::string metric = "val_kid";  // what the sampler learns from: sweep.metric, sweep.direction
   bool maximize = false;
   std::vector<Assignments> excluded;
 };
-// The space of a [sweep] table with sampler = "tpe", or nullopt for any other. Config Errors name
+// The space of a [sweep] table whose sampler proposes, or nullopt for any other. Config Errors name
 // the file, the line and the key.
 std::optional<SearchSpace> search_space(const toml::table& sweep, const std::string& source);
 
@@ -54,25 +51,24 @@ struct SearchPoint {
 };
 SearchPoint search_point(const SearchSpace& space, const std::vector<double>& values);
 
-// An adaptive sweep's settings: method = "asha" | "hyperband" | "successive_halving" (trials
-// drawn as method = "random" draws them), or pruner = "median" on a grid or random sweep. Every
-// key's place in the file is kept for the checks that need the experiment (adaptive_checks()).
+// An adaptive sweep's settings: a pruner (pruner = "asha" | "hyperband" | "median" with any
+// sampler, or method = "asha" | "hyperband" | "successive_halving" with random trials), its keys,
+// and the metric it decides on. Every key's place in the file is kept for the checks that need
+// the experiment (config/experiment.cpp: check_adaptive).
 struct AdaptiveSweep {
-  enum class Method { asha, hyperband, successive_halving, median };
-  Method method = Method::asha;
+  std::string name;          // the pruner's, as registered (strategy/registry.cpp)
+  bool synchronous = false;  // successive_halving: the coordinator decides whole rungs
+  std::shared_ptr<const Pruner> pruner;
+  StrategySettings settings;       // its keys' values
   std::string metric = "val_kid";  // any metric a run records per epoch
   bool maximize = false;           // direction = "maximize"
-  int64_t min_epochs = 1;          // r: the first rung
-  int64_t reduction_factor = 3;    // η
-  int64_t brackets = 0;            // hyperband; 0 = ⌊log_η(R/r)⌋ + 1
-  int64_t startup_trials = 5;      // median: finished trials before it prunes
-  int64_t warmup_epochs = 0;       // median: epochs before it prunes
-  std::map<std::string, ErrorContext> where;  // "sweep.min_epochs" -> its place
+  std::map<std::string, ErrorContext> where;  // "sweep.metric" -> its place
 };
-const char* to_string(AdaptiveSweep::Method method);
 
-// The adaptive settings of a [sweep] table, or nullopt for a grid or random sweep without a
-// pruner. Config Errors name the file, the line and the key.
+// The adaptive settings of a [sweep] table, or nullopt for a sweep without a pruner. Config
+// Errors name the file, the line and the key.
 std::optional<AdaptiveSweep> adaptive_sweep(const toml::table& sweep, const std::string& source);
+// An adaptive sweep from its pruner and settings (a manifest's, a database's).
+AdaptiveSweep make_adaptive(const PrunerKind& kind, StrategySettings settings, std::string metric, bool maximize);
 
 }  // namespace difflab

@@ -185,7 +185,7 @@ std::vector<Row> read_runs(SQLite::Database& db, std::map<std::string, bool>& nu
       rows[found->second][column] = Cell{fmt::format("{:.6g}", samples.getColumn(2).getDouble()), samples.getColumn(2).getDouble()};
     }
   }
-  // An adaptive sweep's trials: the last rung each was judged at (sweep/pruning.h).
+  // An adaptive sweep's trials: the last rung each was judged at (strategy/pruning.h).
   SQLite::Statement rungs(db, "SELECT run_id, MAX(rung) FROM decisions GROUP BY run_id");
   while (rungs.executeStep()) {
     auto found = index.find(rungs.getColumn(0).getString());

@@ -206,7 +206,7 @@ CREATE INDEX runs_by_hash ON runs (config_hash);
 CREATE UNIQUE INDEX runs_by_attempt ON runs (attempt);
 )SQL";  // then both views again
 
-// Version 9: adaptive sweeps' decisions (sweep/pruning.h), one row per run and rung.
+// Version 9: adaptive sweeps' decisions (strategy/pruning.h), one row per run and rung.
 constexpr const char* kSchemaV9 = R"SQL(
 CREATE TABLE IF NOT EXISTS decisions (
   run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
@@ -248,7 +248,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
   rule              TEXT,              -- the adaptive rule: asha | hyperband | successive_halving | median; NULL: none
   metric            TEXT,
   direction         TEXT CHECK (direction IN ('minimize', 'maximize')),
-  min_epochs        INTEGER,           -- r, the first rung
+  min_epochs        INTEGER,           -- r, the first rung (NULL: not a key of the rule)
   max_epochs        INTEGER,           -- R, training.epochs
   reduction_factor  INTEGER,           -- eta
   brackets          INTEGER,           -- hyperband's, resolved (1 for the other rules)
@@ -1137,12 +1137,12 @@ void ResultsStore::insert_sweep(const SweepTrialRecord& record) {
     sweep.bind(6, record.rule);
     sweep.bind(7, record.metric);
     sweep.bind(8, record.maximize ? "maximize" : "minimize");
-    sweep.bind(9, record.min_epochs);
+    if (record.min_epochs) sweep.bind(9, *record.min_epochs);
     sweep.bind(10, record.max_epochs);
-    sweep.bind(11, record.reduction_factor);
+    if (record.reduction_factor) sweep.bind(11, *record.reduction_factor);
     sweep.bind(12, record.brackets);
-    sweep.bind(13, record.startup_trials);
-    sweep.bind(14, record.warmup_epochs);
+    if (record.startup_trials) sweep.bind(13, *record.startup_trials);
+    if (record.warmup_epochs) sweep.bind(14, *record.warmup_epochs);
   }
   sweep.exec();
 }
@@ -1229,8 +1229,8 @@ std::optional<SweepTrialRecord> ResultsStore::sweep_trial(int64_t run_id) const 
   SQLite::Statement query(*db_,
                           "SELECT s.sweep, s.name, s.trials, t.trial, t.bracket, s.method, s.settings, "
                           "COALESCE(s.rule, ''), COALESCE(s.metric, ''), COALESCE(s.direction, 'minimize'), "
-                          "COALESCE(s.min_epochs, 0), COALESCE(s.max_epochs, 0), COALESCE(s.reduction_factor, 0), "
-                          "COALESCE(s.brackets, 0), COALESCE(s.startup_trials, 0), COALESCE(s.warmup_epochs, 0) "
+                          "s.min_epochs, COALESCE(s.max_epochs, 0), s.reduction_factor, "
+                          "COALESCE(s.brackets, 0), s.startup_trials, s.warmup_epochs "
                           "FROM sweep_trials t JOIN sweeps s ON s.sweep = t.sweep WHERE t.run_id = ?");
   query.bind(1, run_id);
   if (!query.executeStep()) return std::nullopt;
@@ -1245,12 +1245,12 @@ std::optional<SweepTrialRecord> ResultsStore::sweep_trial(int64_t run_id) const 
   record.rule = query.getColumn(7).getString();
   record.metric = query.getColumn(8).getString();
   record.maximize = query.getColumn(9).getString() == "maximize";
-  record.min_epochs = query.getColumn(10).getInt64();
+  if (!query.getColumn(10).isNull()) record.min_epochs = query.getColumn(10).getInt64();
   record.max_epochs = query.getColumn(11).getInt64();
-  record.reduction_factor = query.getColumn(12).getInt64();
+  if (!query.getColumn(12).isNull()) record.reduction_factor = query.getColumn(12).getInt64();
   record.brackets = query.getColumn(13).getInt64();
-  record.startup_trials = query.getColumn(14).getInt64();
-  record.warmup_epochs = query.getColumn(15).getInt64();
+  if (!query.getColumn(14).isNull()) record.startup_trials = query.getColumn(14).getInt64();
+  if (!query.getColumn(15).isNull()) record.warmup_epochs = query.getColumn(15).getInt64();
   return record;
 }
 

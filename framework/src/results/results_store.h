@@ -164,7 +164,11 @@ struct SweepTrialRecord {
   std::string rule;
   std::string metric;
   bool maximize = false;
-  int64_t min_epochs = 0, max_epochs = 0, reduction_factor = 0, brackets = 0, startup_trials = 0, warmup_epochs = 0;
+  int64_t max_epochs = 0, brackets = 0;
+  // The rule's own keys where it takes them (the successive-halving family: min_epochs,
+  // reduction_factor; median: startup_trials, warmup_epochs); NULL where it does not. Every
+  // strategy's keys, these and any other, are in `settings`.
+  std::optional<int64_t> min_epochs, reduction_factor, startup_trials, warmup_epochs;
 };
 
 // What a run at a rung is compared with: its own value and history, and each other trial's

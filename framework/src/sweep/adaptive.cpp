@@ -7,7 +7,8 @@
 #include <memory>
 
 #include "results/results_store.h"
-#include "sweep/pruning.h"
+#include "strategy/pruning.h"
+#include "strategy/strategy.h"
 
 namespace difflab {
 namespace {
@@ -17,13 +18,6 @@ Direction direction_of(const AdaptiveSweep& adaptive) {
 }
 
 int64_t max_epochs(const std::vector<SweepRun>& runs) { return runs.front().experiment.settings().training.epochs; }
-
-// Hyperband's brackets: the sweep's, or ⌊log_η(R/r)⌋ + 1.
-int64_t brackets_of(const AdaptiveSweep& adaptive, int64_t epochs) {
-  if (adaptive.method != AdaptiveSweep::Method::hyperband) return 1;
-  return adaptive.brackets > 0 ? adaptive.brackets
-                               : hyperband_brackets(adaptive.min_epochs, adaptive.reduction_factor, epochs);
-}
 
 // The trials that are peers of trial i: its bracket's (every trial but in hyperband), itself left out.
 std::vector<size_t> peer_trials(size_t count, size_t trial, int64_t brackets) {
@@ -71,8 +65,7 @@ std::function<EpochVerdict(ResultsStore&, int64_t, int64_t)> adaptive_verdict(co
   for (const auto& run : runs) hashes.push_back(run.experiment.config_hash());
   const AdaptiveSweep adaptive = *runs[trial].adaptive;
   const int64_t epochs = max_epochs(runs);
-  using Method = AdaptiveSweep::Method;
-  if (adaptive.method == Method::successive_halving) {
+  if (adaptive.synchronous) {
     // Wait at the next rung this trial has not been promoted past; the coordinator decides.
     const std::vector<int64_t> rungs = halving_rungs(runs);
     return [rungs](ResultsStore& store, int64_t run_id, int64_t epoch) -> EpochVerdict {
@@ -83,66 +76,37 @@ std::function<EpochVerdict(ResultsStore&, int64_t, int64_t)> adaptive_verdict(co
               fmt::format("waiting at rung {} (epoch {}) for the other trials of the rung", next, epoch)};
     };
   }
-  if (adaptive.method == Method::median) {
-    const std::vector<size_t> trials = peer_trials(runs.size(), trial, 1);
-    return [hashes, trials, lookup, adaptive](ResultsStore& store, int64_t run_id, int64_t epoch) -> EpochVerdict {
-      const auto peers = peers_of(store, hashes, trials, lookup, adaptive.metric, epoch);
-      return verdict_of(store.decide(run_id, epoch, epoch, adaptive.metric, peers, [&](const RungView& view) {
-        std::vector<double> finished;
-        int64_t finished_trials = 0;
-        std::vector<std::string> compared;
-        for (const RungPeer& peer : view.peers) {
-          if (peer.status != RunStatus::finished) continue;
-          ++finished_trials;
-          if (peer.value) finished.push_back(*peer.value), compared.push_back(peer.attempt);
-        }
-        const auto median = median_decision(view.history, epoch, finished, finished_trials, adaptive.startup_trials,
-                                            adaptive.warmup_epochs, direction_of(adaptive));
-        if (!median) return std::optional<DecisionRecord>();
-        DecisionRecord record;
-        record.method = "median";
-        record.value = median->best;
-        record.cutoff = median->median;
-        record.of = median->of + 1;
-        record.peers = compared;
-        record.prune = median->prune;
-        return std::optional<DecisionRecord>(record);
-      }));
-    };
-  }
-  // asha, hyperband: each trial decides at its bracket's rungs against its bracket's trials.
-  const int64_t brackets = brackets_of(adaptive, epochs);
+  // Each trial decides at its bracket's rungs against its bracket's trials, by the pruner's rule.
+  const int64_t brackets = adaptive.pruner->brackets(epochs);
   const int64_t bracket = hyperband_bracket(static_cast<int64_t>(trial), brackets);
-  const std::vector<int64_t> rungs =
-      rung_epochs(adaptive.min_epochs, adaptive.reduction_factor, epochs, adaptive.method == Method::hyperband ? bracket : 0);
   const std::vector<size_t> trials = peer_trials(runs.size(), trial, brackets);
-  return [hashes, trials, lookup, rungs, adaptive, bracket](ResultsStore& store, int64_t run_id,
-                                                             int64_t epoch) -> EpochVerdict {
-    const auto at = std::find(rungs.begin(), rungs.end(), epoch);
-    if (at == rungs.end()) return {};
-    const int64_t rung = at - rungs.begin();
+  return [hashes, trials, lookup, adaptive, bracket, epochs](ResultsStore& store, int64_t run_id,
+                                                            int64_t epoch) -> EpochVerdict {
+    const std::optional<int64_t> rung = adaptive.pruner->rung_at(bracket, epoch, epochs);
+    if (!rung) return {};
     const auto peers = peers_of(store, hashes, trials, lookup, adaptive.metric, epoch);
-    return verdict_of(store.decide(run_id, rung, epoch, adaptive.metric, peers, [&](const RungView& view) {
-      std::vector<double> values;
-      DecisionRecord record;
+    return verdict_of(store.decide(run_id, *rung, epoch, adaptive.metric, peers, [&](const RungView& view) {
+      PrunerView seen{epoch, view.value, view.history, {}};
       for (const RungPeer& peer : view.peers)
-        if (peer.value) values.push_back(*peer.value), record.peers.push_back(peer.attempt);
-      const RungDecision decision = asha_decision(view.value, values, adaptive.reduction_factor, direction_of(adaptive));
-      record.method = to_string(adaptive.method);
+        seen.peers.push_back({peer.attempt, peer.status == RunStatus::finished, peer.value});
+      const std::optional<PrunerVerdict> verdict = adaptive.pruner->decide(seen, direction_of(adaptive));
+      if (!verdict) return std::optional<DecisionRecord>();
+      DecisionRecord record;
+      record.method = adaptive.name;
       record.bracket = bracket;
-      record.value = view.value;
-      record.cutoff = decision.cutoff;
-      record.rank = decision.rank;
-      record.of = decision.of;
-      record.prune = !decision.promote;
+      record.value = verdict->value;
+      record.cutoff = verdict->cutoff;
+      record.rank = verdict->rank;
+      record.of = verdict->of;
+      record.peers = verdict->compared;
+      record.prune = verdict->prune;
       return std::optional<DecisionRecord>(record);
     }));
   };
 }
 
 std::vector<int64_t> halving_rungs(const std::vector<SweepRun>& runs) {
-  const AdaptiveSweep& adaptive = *runs.front().adaptive;
-  return rung_epochs(adaptive.min_epochs, adaptive.reduction_factor, max_epochs(runs));
+  return runs.front().adaptive->pruner->rungs(0, max_epochs(runs));
 }
 
 bool in_halving_rung(const std::vector<DecisionRecord>& taken, int64_t rung) {
@@ -154,7 +118,7 @@ std::vector<DecisionRecord> halving_decisions(const AdaptiveSweep& adaptive, int
                                               const std::vector<HalvingEntry>& entries) {
   std::vector<double> values;
   for (const HalvingEntry& entry : entries) values.push_back(entry.value);
-  const std::vector<bool> promoted = halving_promotions(values, adaptive.reduction_factor, direction_of(adaptive));
+  const std::vector<bool> promoted = halving_promotions(values, adaptive.settings.integer("reduction_factor"), direction_of(adaptive));
   // The cutoff: the worst promoted value.
   double cutoff = std::nan("");
   for (size_t i = 0; i < values.size(); ++i)
@@ -220,15 +184,20 @@ std::shared_ptr<const SweepTrialRecord> sweep_trial_record(const SweepRun& run, 
   record->settings = *run.sweep_settings;
   if (const auto& adaptive = run.adaptive) {
     const int64_t epochs = settings.training.epochs;
-    record->rule = to_string(adaptive->method);
+    record->rule = adaptive->name;
     record->metric = adaptive->metric;
     record->maximize = adaptive->maximize;
-    record->min_epochs = adaptive->min_epochs;
     record->max_epochs = epochs;
-    record->reduction_factor = adaptive->reduction_factor;
-    record->brackets = brackets_of(*adaptive, epochs);
-    record->startup_trials = adaptive->startup_trials;
-    record->warmup_epochs = adaptive->warmup_epochs;
+    // The columns of the successive-halving family's and the median rule's keys, where the rule
+    // takes them; the [sweep] table in `settings` holds every key of every strategy.
+    const auto key = [&](const char* name) {
+      return adaptive->settings.has(name) ? std::optional<int64_t>(adaptive->settings.integer(name)) : std::nullopt;
+    };
+    record->min_epochs = key("min_epochs");
+    record->reduction_factor = key("reduction_factor");
+    record->startup_trials = key("startup_trials");
+    record->warmup_epochs = key("warmup_epochs");
+    record->brackets = adaptive->pruner->brackets(epochs);
     record->bracket = hyperband_bracket(run.trial, record->brackets);
   }
   return record;
@@ -248,7 +217,7 @@ std::string adaptive_summary(const std::vector<SweepRun>& runs) {
   }
   const int64_t all = static_cast<int64_t>(runs.size()) * max_epochs(runs);
   return fmt::format("{} ({}): {} trials, {} pruned, {} epochs trained = {:.0f}% of running all to the end ({})",
-                     to_string(runs.front().adaptive->method), runs.front().adaptive->metric, runs.size(), pruned,
+                     runs.front().adaptive->name, runs.front().adaptive->metric, runs.size(), pruned,
                      trained, 100.0 * static_cast<double>(trained) / static_cast<double>(all), all);
 }
 

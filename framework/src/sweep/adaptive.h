@@ -1,7 +1,7 @@
 // Adaptive sweeps on the sweep runner: each trial's decision after its epochs (asha, hyperband,
 // the median pruner: taken by the trial's own process, at its rung epochs, from what the database
 // holds), and synchronous successive halving's rungs (every trial of a rung reaches it, then the
-// rung is decided at once). The rules are sweep/pruning.h's; every decision is a row of the
+// rung is decided at once). The rules are strategy/pruning.h's; every decision is a row of the
 // decisions table.
 #pragma once
 

@@ -10,14 +10,13 @@
 #include "results/merge.h"
 #include "results/results_store.h"
 #include "sweep/adaptive.h"
-#include "sweep/pruning.h"
 
 namespace difflab {
 namespace fs = std::filesystem;
 namespace {
 
 const AdaptiveSweep& halving_of(const Manifest& manifest) {
-  if (!manifest.adaptive || manifest.adaptive->method != AdaptiveSweep::Method::successive_halving)
+  if (!manifest.adaptive || !manifest.adaptive->synchronous)
     throw ConfigError("not a successive-halving sweep: its tasks decide their rungs themselves",
                       ErrorContext::for_key(manifest.path.string(), "adaptive.method"));
   return *manifest.adaptive;
@@ -70,7 +69,7 @@ HalvingPosition halving_position(const Manifest& manifest, const fs::path& folde
   HalvingPosition position;
   const int64_t epochs = epochs_of(manifest);
   position.epochs = epochs;
-  position.rungs = rung_epochs(adaptive.min_epochs, adaptive.reduction_factor, epochs);
+  position.rungs = adaptive.pruner->rungs(0, epochs);
   std::vector<ShardRun> shards;
   for (const auto& point : manifest.points) shards.push_back(read_shard(shard_path(folder, point.index), point));
   // The rung now: the fewest decisions among the points in the running (a decider that died

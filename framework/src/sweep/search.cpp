@@ -10,10 +10,9 @@
 
 #include "difflab/cache.h"
 #include "difflab/error.h"
+#include "strategy/strategy.h"
 #include "sweep/adaptive.h"
 #include "sweep/sweep_folder.h"
-#include "sweep/pruning.h"
-#include "sweep/samplers/tpe.h"
 
 namespace difflab {
 namespace {
@@ -29,39 +28,11 @@ uint64_t proposal_seed(uint64_t sweep_seed, int64_t trial, int64_t draw) {
   return mix(sweep_seed ^ mix(static_cast<uint64_t>(trial) * 1000003u + static_cast<uint64_t>(draw)));
 }
 
-std::vector<tpe::Axis> axes_of(const SearchSpace& space) {
-  std::vector<tpe::Axis> axes;
-  for (const auto& dimension : space.dimensions) {
-    tpe::Axis axis;
-    if (dimension.kind == "choice") {
-      axis.kind = tpe::Axis::Kind::choice;
-      axis.choices = static_cast<int64_t>(dimension.alternatives.size());
-    } else {
-      axis.kind = dimension.kind == "uniform"       ? tpe::Axis::Kind::uniform
-                  : dimension.kind == "log_uniform" ? tpe::Axis::Kind::log_uniform
-                                                    : tpe::Axis::Kind::int_uniform;
-      axis.low = dimension.low;
-      axis.high = dimension.high;
-    }
-    axes.push_back(axis);
-  }
-  return axes;
-}
-
-tpe::Settings settings_of(const SearchSpace& space) {
-  tpe::Settings settings;
-  settings.random_trials = space.random_trials;
-  settings.candidates = space.candidates;
-  settings.multivariate = space.multivariate;
-  settings.constant_liar = space.constant_liar;
-  return settings;
-}
-
-const char* state_text(tpe::Observation::State state) {
+const char* state_text(Observation::State state) {
   switch (state) {
-    case tpe::Observation::State::complete: return "complete";
-    case tpe::Observation::State::pruned: return "pruned";
-    case tpe::Observation::State::running: return "running";
+    case Observation::State::complete: return "complete";
+    case Observation::State::pruned: return "pruned";
+    case Observation::State::running: return "running";
   }
   return "?";
 }
@@ -74,7 +45,7 @@ double parse_number(const std::string& text) { return text == "nan" ? std::nan("
 struct Seen {
   int64_t trial = 0;
   std::string attempt;
-  tpe::Observation observation;
+  Observation observation;
 };
 std::string seen_text(const std::vector<Seen>& seen) {
   std::string text;
@@ -86,18 +57,18 @@ std::string seen_text(const std::vector<Seen>& seen) {
   }
   return text;
 }
-std::vector<tpe::Observation> parse_seen(const std::string& text, std::vector<std::string>* attempts = nullptr) {
-  std::vector<tpe::Observation> observations;
+std::vector<Observation> parse_seen(const std::string& text, std::vector<std::string>* attempts = nullptr) {
+  std::vector<Observation> observations;
   std::istringstream lines(text);
   for (std::string line; std::getline(lines, line);) {
     if (line.empty()) continue;
     std::istringstream in(line);
     std::string trial, attempt, state, step, value, word;
     in >> trial >> attempt >> state >> step >> value;
-    tpe::Observation observation;
+    Observation observation;
     // The text back to its state, through the words state_text() writes.
-    for (const auto kind : {tpe::Observation::State::complete, tpe::Observation::State::pruned,
-                            tpe::Observation::State::running})
+    for (const auto kind : {Observation::State::complete, Observation::State::pruned,
+                            Observation::State::running})
       if (state == state_text(kind)) observation.state = kind;
     observation.step = std::stoll(step);
     observation.value = parse_number(value);
@@ -110,21 +81,21 @@ std::vector<tpe::Observation> parse_seen(const std::string& text, std::vector<st
 
 // A run as TPE sees it: finished (its metric at its last epoch), pruned (the last epoch with the
 // metric and its value there), else running.
-tpe::Observation observation_of(const ResultsStore& store, const RunRecord& run, const std::string& metric_key) {
-  tpe::Observation observation;
+Observation observation_of(const ResultsStore& store, const RunRecord& run, const std::string& metric_key) {
+  Observation observation;
   int64_t last = 0;
   double value = std::nan("");
   for (const MetricRecord& metric : store.metrics(run.id))
     if (metric.key == metric_key && metric.epoch >= last) last = metric.epoch, value = metric.value;
   if (run.status == RunStatus::finished) {
-    observation.state = tpe::Observation::State::complete;
+    observation.state = Observation::State::complete;
     observation.value = value;
   } else if (run.status == RunStatus::pruned) {
-    observation.state = tpe::Observation::State::pruned;
+    observation.state = Observation::State::pruned;
     observation.step = last;
     observation.value = value;
   } else {
-    observation.state = tpe::Observation::State::running;
+    observation.state = Observation::State::running;
   }
   return observation;
 }
@@ -150,16 +121,16 @@ std::string values_text(const std::vector<double>& values) {
 // earlier trial's point nor hits sweep.exclude (after 100, the last draw stands).
 struct Drawn {
   SearchPoint point;
-  tpe::Proposal proposal;
+  Proposal proposal;
   uint64_t seed = 0;
   int64_t draw = 0;
 };
-Drawn draw_point(const SearchSpace& space, const std::vector<tpe::Observation>& observations,
+Drawn draw_point(const SearchSpace& space, const std::vector<Observation>& observations,
                  const std::vector<Assignments>& taken, int64_t trial) {
   Drawn drawn;
   for (drawn.draw = 0;; ++drawn.draw) {
     drawn.seed = proposal_seed(space.seed, trial, drawn.draw);
-    drawn.proposal = tpe::propose(axes_of(space), observations, settings_of(space), space.maximize, drawn.seed);
+    drawn.proposal = space.sampler->propose(space.dimensions, observations, space.maximize, drawn.seed);
     drawn.point = search_point(space, drawn.proposal.values);
     const bool repeated = std::find(taken.begin(), taken.end(), drawn.point.assignments) != taken.end();
     if ((!repeated && !drawn.point.excluded) || drawn.draw >= 99) return drawn;
@@ -193,7 +164,7 @@ Known known_trial(const SearchSpace& space, const ProposalRecord& recorded, cons
   s.trial = recorded.trial;
   s.attempt = run ? run->attempt : "-";
   if (run) s.observation = observation_of(store, *run, space.metric);
-  else s.observation.state = tpe::Observation::State::running;
+  else s.observation.state = Observation::State::running;
   s.observation.values = point.values;
   known.seen = std::move(s);
   return known;
@@ -210,13 +181,13 @@ SearchPoint propose_from(const SweepRun& sweep, const std::string& hash, int64_t
     taken.push_back(known.assignments);
     if (known.seen) seen.push_back(*known.seen);
   }
-  std::vector<tpe::Observation> observations;
+  std::vector<Observation> observations;
   for (const Seen& s : seen) observations.push_back(s.observation);
   const Drawn drawn = draw_point(space, observations, taken, trial);
   ProposalRecord record;
   record.sweep = hash;
   record.trial = trial;
-  record.sampler = "tpe";
+  record.sampler = space.sampler_name;
   record.seed = drawn.seed;
   record.draw = drawn.draw;
   record.random = drawn.proposal.random;
@@ -227,16 +198,17 @@ SearchPoint propose_from(const SweepRun& sweep, const std::string& hash, int64_t
   if (const auto sweep_row = sweep_trial_record(sweep, space.trials, hash)) store.record_sweep(*sweep_row);
   store.record_proposal(record);
   if (announce) {
-    const auto running = std::count_if(observations.begin(), observations.end(), [](const tpe::Observation& o) {
-      return o.state == tpe::Observation::State::running;
+    const auto running = std::count_if(observations.begin(), observations.end(), [](const Observation& o) {
+      return o.state == Observation::State::running;
     });
     const std::string liars = running > 0 ? fmt::format(", {} still running", running) : "";
     if (drawn.proposal.random)
-      fmt::print("   trial {} proposed by tpe at random ({} of {} trials to learn from before the model{}): {}\n",
-                 trial + 1, observations.size(), space.random_trials, liars, fmt::join(drawn.point.assignments, ", "));
+      fmt::print("   trial {} proposed by {} at random ({} of {} trials to learn from before the model{}): {}\n",
+                 trial + 1, space.sampler_name, observations.size(), space.sampler->random_trials(), liars,
+                 fmt::join(drawn.point.assignments, ", "));
     else
-      fmt::print("   trial {} proposed by tpe from {} trials{} (l: {}, g: {}; log l/g {:.3f}): {}\n", trial + 1,
-                 observations.size(), liars, drawn.proposal.below.size(), drawn.proposal.above.size(),
+      fmt::print("   trial {} proposed by {} from {} trials{} (l: {}, g: {}; log l/g {:.3f}): {}\n", trial + 1,
+                 space.sampler_name, observations.size(), liars, drawn.proposal.below.size(), drawn.proposal.above.size(),
                  drawn.proposal.score, fmt::join(drawn.point.assignments, ", "));
     std::fflush(stdout);
   }
@@ -352,17 +324,17 @@ ReplayOutcome replay_proposals(const ResultsStore& store) {
     // What it saw is what the database holds of those runs now (a finished or pruned run does not
     // change; a running one may have finished since, and counted as running then).
     std::vector<std::string> attempts;
-    const std::vector<tpe::Observation> observations = parse_seen(recorded.conditioned, &attempts);
+    const std::vector<Observation> observations = parse_seen(recorded.conditioned, &attempts);
     std::string mismatch;
     for (size_t k = 0; k < observations.size() && mismatch.empty(); ++k) {
-      const tpe::Observation& saw = observations[k];
-      if (saw.state == tpe::Observation::State::running) continue;
+      const Observation& saw = observations[k];
+      if (saw.state == Observation::State::running) continue;
       const auto run = std::find_if(runs.begin(), runs.end(), [&](const RunRecord& r) { return r.attempt == attempts[k]; });
       if (run == runs.end()) {
         mismatch = fmt::format("it saw attempt {}, which the database does not hold", attempts[k]);
         continue;
       }
-      const tpe::Observation now = observation_of(store, *run, space->metric);
+      const Observation now = observation_of(store, *run, space->metric);
       const bool same_value = now.value == saw.value || (std::isnan(now.value) && std::isnan(saw.value));
       if (now.state != saw.state || now.step != saw.step || !same_value)
         mismatch = fmt::format("it saw run {} {} with {} {} at epoch {}; the database has {} {} at epoch {}", run->id,
@@ -375,8 +347,7 @@ ReplayOutcome replay_proposals(const ResultsStore& store) {
     }
     // The recorded draw's seed, recomputed, and the proposal from the trials it saw.
     const uint64_t seed = proposal_seed(space->seed, recorded.trial, recorded.draw);
-    const tpe::Proposal proposal =
-        tpe::propose(axes_of(*space), observations, settings_of(*space), space->maximize, seed);
+    const Proposal proposal = space->sampler->propose(space->dimensions, observations, space->maximize, seed);
     const SearchPoint point = search_point(*space, proposal.values);
     std::string assignments;
     for (const auto& assignment : point.assignments) assignments += assignment + "\n";
@@ -395,10 +366,30 @@ ReplayOutcome replay_proposals(const ResultsStore& store) {
 
 DecisionReplay replay_decisions(const ResultsStore& store) {
   DecisionReplay replay;
+  std::map<std::string, std::optional<AdaptiveSweep>> rules;  // by sweep: its pruner, from its recorded settings
   for (const DecisionRecord& decision : store.decisions()) {
     ++replay.decisions;
     const std::optional<SweepTrialRecord> sweep = store.sweep_trial(decision.run_id);
-    if ((decision.method != "asha" && decision.method != "hyperband") || !sweep || sweep->rule.empty()) {
+    if (!sweep || sweep->rule.empty()) {
+      ++replay.not_replayed;
+      continue;
+    }
+    if (!rules.count(sweep->sweep)) {
+      std::optional<AdaptiveSweep> rule;
+      try {
+        const toml::table table = toml::parse(std::string_view(sweep->settings), std::string_view("sweeps.settings"));
+        rule = adaptive_sweep(table, "sweeps.settings of " + sweep->sweep);
+      } catch (const std::exception& error) {
+        replay.disagreements.push_back(fmt::format("run {} rung {}: its sweep's recorded settings do not parse: {}",
+                                                   decision.run_id, decision.rung, error.what()));
+        continue;
+      }
+      rules[sweep->sweep] = std::move(rule);
+    }
+    const std::optional<AdaptiveSweep>& rule = rules.at(sweep->sweep);
+    // A rule that decides from more than the values (the median's finished trials, a synchronous
+    // rung's coordinator) is counted, not replayed.
+    if (!rule || rule->name != decision.method || !rule->pruner->replays()) {
       ++replay.not_replayed;
       continue;
     }
@@ -409,22 +400,28 @@ DecisionReplay replay_decisions(const ResultsStore& store) {
                                                  decision.value, own ? fmt::format("{}", *own) : "missing"));
       continue;
     }
-    std::vector<double> peers;
+    PrunerView view{decision.epoch, decision.value, {}, {}};
     for (const std::string& attempt : decision.peers)
-      if (const std::optional<double> value = store.attempt_metric_at(attempt, decision.metric, decision.epoch))
-        peers.push_back(*value);
-    const RungDecision again = asha_decision(decision.value, peers, sweep->reduction_factor,
-                                             sweep->maximize ? Direction::maximize : Direction::minimize);
-    const bool same = again.promote == !decision.prune && again.rank == decision.rank && again.of == decision.of &&
-                      (again.cutoff == decision.cutoff || (std::isnan(again.cutoff) && std::isnan(decision.cutoff)));
+      view.peers.push_back({attempt, true, store.attempt_metric_at(attempt, decision.metric, decision.epoch)});
+    const std::optional<PrunerVerdict> again =
+        rule->pruner->decide(view, sweep->maximize ? Direction::maximize : Direction::minimize);
+    const bool same = again && again->prune == decision.prune && again->rank == decision.rank &&
+                      again->of == decision.of &&
+                      (again->cutoff == decision.cutoff || (std::isnan(again->cutoff) && std::isnan(decision.cutoff)));
     if (same) {
       ++replay.agreeing;
+      continue;
+    }
+    if (!again) {
+      replay.disagreements.push_back(fmt::format("run {} rung {} (epoch {}): recorded {}, recomputed no decision",
+                                                 decision.run_id, decision.rung, decision.epoch,
+                                                 decision.prune ? "pruned" : "goes on"));
       continue;
     }
     replay.disagreements.push_back(fmt::format(
         "run {} rung {} (epoch {}): recorded {} (cutoff {}, rank {} of {}), recomputed {} (cutoff {}, rank {} of {})",
         decision.run_id, decision.rung, decision.epoch, decision.prune ? "pruned" : "goes on", decision.cutoff,
-        decision.rank, decision.of, again.promote ? "goes on" : "pruned", again.cutoff, again.rank, again.of));
+        decision.rank, decision.of, again->prune ? "pruned" : "goes on", again->cutoff, again->rank, again->of));
   }
   return replay;
 }

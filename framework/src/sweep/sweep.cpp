@@ -372,7 +372,7 @@ int run_sweep(const std::vector<SweepRun>& runs, const PluginRegistry& registry,
   // nothing written, not a failure found after other points finished.
   check_before_running(runs, registry);
   if (runs.front().search) return run_search(runs.front(), registry, options);
-  if (runs.front().adaptive && runs.front().adaptive->method == AdaptiveSweep::Method::successive_halving)
+  if (runs.front().adaptive && runs.front().adaptive->synchronous)
     return run_halving(runs, registry, options);
   if (options.workers > 1) return run_parallel(runs, registry, options);
   const std::vector<std::optional<RunRecord>> before = latest_runs(runs);

@@ -1,5 +1,7 @@
 #include "sweep/sweep_folder.h"
 
+#include "strategy/strategy.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
@@ -16,6 +18,7 @@
 #include "plugin_host/registry.h"
 #include "results/merge.h"
 #include "results/results_store.h"
+#include "strategy/strategy.h"
 #include "sweep/adaptive.h"
 #include "sweep/search.h"
 
@@ -58,15 +61,16 @@ void write_manifest(const Manifest& manifest) {
     for (const auto& value : manifest.overrides) overrides.push_back(value);
     root.insert("overrides", std::move(overrides));
   }
-  if (const auto& adaptive = manifest.adaptive)
-    root.insert("adaptive", toml::table{{"method", std::string(to_string(adaptive->method))},
-                                        {"metric", adaptive->metric},
-                                        {"maximize", adaptive->maximize},
-                                        {"min_epochs", adaptive->min_epochs},
-                                        {"reduction_factor", adaptive->reduction_factor},
-                                        {"brackets", adaptive->brackets},
-                                        {"startup_trials", adaptive->startup_trials},
-                                        {"warmup_epochs", adaptive->warmup_epochs}});
+  if (const auto& adaptive = manifest.adaptive) {
+    // The pruner by name and its keys' values, whatever keys it declares.
+    toml::table table{{"method", adaptive->name}, {"metric", adaptive->metric}, {"maximize", adaptive->maximize}};
+    for (const auto& [key, value] : adaptive->settings.values()) {
+      if (value.type == StrategyKey::Type::number) table.insert(key, value.number);
+      else if (value.type == StrategyKey::Type::boolean) table.insert(key, value.number != 0.0);
+      else table.insert(key, static_cast<int64_t>(value.number));
+    }
+    root.insert("adaptive", std::move(table));
+  }
   write_toml_file(manifest.path, "difflab sweep manifest: written by difflab slurm / k8s; do not edit", root);
 }
 
@@ -220,21 +224,20 @@ Manifest read_manifest(const fs::path& folder) {
     for (const auto& value : *overrides)
       if (auto text = value.value<std::string>()) manifest.overrides.push_back(*text);
   if (const toml::table* table = root["adaptive"].as_table()) {
-    AdaptiveSweep adaptive;
     const std::string method = required<std::string>(*table, "method", file);
-    bool known = false;
-    for (auto candidate : {AdaptiveSweep::Method::asha, AdaptiveSweep::Method::hyperband,
-                           AdaptiveSweep::Method::successive_halving, AdaptiveSweep::Method::median})
-      if (method == to_string(candidate)) adaptive.method = candidate, known = true;
-    if (!known) throw ConfigError("unknown adaptive method \"" + method + "\"", ErrorContext::for_key(file, "adaptive.method"));
-    adaptive.metric = required<std::string>(*table, "metric", file);
-    adaptive.maximize = required<bool>(*table, "maximize", file);
-    adaptive.min_epochs = required<int64_t>(*table, "min_epochs", file);
-    adaptive.reduction_factor = required<int64_t>(*table, "reduction_factor", file);
-    adaptive.brackets = required<int64_t>(*table, "brackets", file);
-    adaptive.startup_trials = required<int64_t>(*table, "startup_trials", file);
-    adaptive.warmup_epochs = required<int64_t>(*table, "warmup_epochs", file);
-    manifest.adaptive = std::move(adaptive);
+    const PrunerKind* kind = find_pruner(method);
+    if (kind == nullptr)
+      throw ConfigError("unknown pruner \"" + method + "\"",
+                        ErrorContext::for_key(file, "adaptive.method", "written by another difflab version"));
+    StrategySettings settings(kind->keys, file);
+    for (const StrategyKey& key : kind->keys) {
+      const ErrorContext where = ErrorContext::for_key(file, "adaptive." + key.name);
+      if (key.type == StrategyKey::Type::number) settings.set(key.name, required<double>(*table, key.name, file), where);
+      else if (key.type == StrategyKey::Type::boolean) settings.set(key.name, required<bool>(*table, key.name, file), where);
+      else settings.set(key.name, static_cast<double>(required<int64_t>(*table, key.name, file)), where);
+    }
+    manifest.adaptive = make_adaptive(*kind, std::move(settings), required<std::string>(*table, "metric", file),
+                                      required<bool>(*table, "maximize", file));
   }
   return manifest;
 }

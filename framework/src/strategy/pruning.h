@@ -11,9 +11,9 @@
 #include <optional>
 #include <vector>
 
-namespace difflab {
+#include "strategy/strategy.h"
 
-enum class Direction { minimize, maximize };
+namespace difflab {
 
 // The rung epochs of successive halving with minimum resource r, reduction factor η and
 // early-stopping rate s: r·η^(s+k) for k = 0, 1, ... while below the maximum R (Li et al. 2020,
@@ -65,5 +65,28 @@ struct MedianDecision {
 std::optional<MedianDecision> median_decision(const std::vector<double>& own_values, int64_t epoch,
                                               const std::vector<double>& finished_at_epoch, int64_t finished_trials,
                                               int64_t startup_trials, int64_t warmup_epochs, Direction direction);
+
+// The successive-halving family's pruners (asha, hyperband, successive_halving): rungs at
+// r·η^(s+k) below R, and at each the promotion rule of asha_decision(). Their keys: min_epochs
+// (r) and reduction_factor (η).
+std::vector<StrategyKey> rung_keys();
+class RungPruner : public Pruner {
+ public:
+  explicit RungPruner(const StrategySettings& settings);
+  std::vector<int64_t> rungs(int64_t bracket, int64_t max_epochs) const override;
+  std::optional<PrunerVerdict> decide(const PrunerView& view, Direction direction) const override;
+  bool replays() const override { return true; }
+  void check(int64_t max_epochs) const override;  // r <= R: some trial reaches the first rung
+  int64_t min_epochs() const { return min_epochs_; }
+  int64_t reduction_factor() const { return reduction_factor_; }
+
+ protected:
+  // The early-stopping rate s of a bracket's rungs: 0 but in hyperband, where it is the bracket.
+  virtual int64_t early_stopping_rate(int64_t /*bracket*/) const { return 0; }
+
+ private:
+  int64_t min_epochs_ = 1, reduction_factor_ = 3;
+  ErrorContext min_epochs_where_;
+};
 
 }  // namespace difflab

@@ -1,7 +1,8 @@
-#include "sweep/pruning.h"
+#include "strategy/pruning.h"
 
 #include <algorithm>
 #include <cmath>
+#include <fmt/format.h>
 #include <numeric>
 
 namespace difflab {
@@ -98,6 +99,42 @@ std::optional<MedianDecision> median_decision(const std::vector<double>& own_val
   decision.median = values[below] + (values[above] - values[below]) * (position - static_cast<double>(below));
   decision.prune = direction == Direction::minimize ? decision.best > decision.median : decision.best < decision.median;
   return decision;
+}
+
+std::vector<StrategyKey> rung_keys() {
+  return {{"min_epochs", StrategyKey::Type::integer, 1, 1, "r: the first rung's epoch"},
+          {"reduction_factor", StrategyKey::Type::integer, 2, 3, "η: a rung keeps 1/η of its trials"}};
+}
+
+RungPruner::RungPruner(const StrategySettings& settings)
+    : min_epochs_(settings.integer("min_epochs")),
+      reduction_factor_(settings.integer("reduction_factor")),
+      min_epochs_where_(settings.where("min_epochs")) {}
+
+std::vector<int64_t> RungPruner::rungs(int64_t bracket, int64_t max_epochs) const {
+  return rung_epochs(min_epochs_, reduction_factor_, max_epochs, early_stopping_rate(bracket));
+}
+
+std::optional<PrunerVerdict> RungPruner::decide(const PrunerView& view, Direction direction) const {
+  PrunerVerdict verdict;
+  std::vector<double> values;
+  for (const PrunerPeer& peer : view.peers)
+    if (peer.value) values.push_back(*peer.value), verdict.compared.push_back(peer.attempt);
+  const RungDecision decision = asha_decision(view.value, values, reduction_factor_, direction);
+  verdict.prune = !decision.promote;
+  verdict.value = view.value;
+  verdict.cutoff = decision.cutoff;
+  verdict.rank = decision.rank;
+  verdict.of = decision.of;
+  return verdict;
+}
+
+void RungPruner::check(int64_t max_epochs) const {
+  if (min_epochs_ > max_epochs)
+    throw ConfigError(fmt::format("sweep.min_epochs = {} is more than training.epochs = {}: no trial reaches the first "
+                                  "rung",
+                                  min_epochs_, max_epochs),
+                      min_epochs_where_);
 }
 
 }  // namespace difflab

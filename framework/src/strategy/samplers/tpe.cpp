@@ -1,6 +1,6 @@
 // The tree-structured Parzen estimator, step for step as Optuna 3.1 computes it
 // (optuna/samplers/_tpe/sampler.py, parzen_estimator.py, _truncnorm.py); see tpe.h.
-#include "sweep/samplers/tpe.h"
+#include "strategy/samplers/tpe.h"
 
 #include <algorithm>
 #include <cmath>
@@ -63,7 +63,6 @@ double round_even(double value) { return std::nearbyint(value); }
 
 }  // namespace
 
-double unit_draw(std::mt19937_64& random) { return static_cast<double>(random() >> 11) * 0x1.0p-53; }
 
 Rank rank_of(const Observation& observation, bool maximize) {
   const double sign = maximize ? -1.0 : 1.0;
@@ -423,3 +422,65 @@ Proposal propose(const std::vector<Axis>& space, const std::vector<Observation>&
 }
 
 }  // namespace difflab::tpe
+
+// ---- the sampler: sampler = "tpe" ------------------------------------------------------------
+namespace difflab {
+namespace {
+
+class TpeSampler final : public TrialSampler {
+ public:
+  explicit TpeSampler(const StrategySettings& keys) {
+    settings_.random_trials = keys.integer("random_trials");
+    settings_.candidates = keys.integer("candidates");
+    settings_.multivariate = keys.boolean("multivariate");
+    settings_.constant_liar = keys.boolean("constant_liar");
+  }
+  std::optional<std::vector<Assignments>> points(const SweepSpace&, const std::string&) const override {
+    return std::nullopt;
+  }
+  Proposal propose(const std::vector<SearchDimension>& space, const std::vector<Observation>& history, bool maximize,
+                   uint64_t seed) const override {
+    std::vector<tpe::Axis> axes;
+    for (const SearchDimension& dimension : space) {
+      tpe::Axis axis;
+      if (dimension.kind == "choice") {
+        axis.kind = tpe::Axis::Kind::choice;
+        axis.choices = static_cast<int64_t>(dimension.alternatives.size());
+      } else {
+        axis.kind = dimension.kind == "uniform"       ? tpe::Axis::Kind::uniform
+                    : dimension.kind == "log_uniform" ? tpe::Axis::Kind::log_uniform
+                                                      : tpe::Axis::Kind::int_uniform;
+        axis.low = dimension.low;
+        axis.high = dimension.high;
+      }
+      axes.push_back(axis);
+    }
+    return tpe::propose(axes, history, settings_, maximize, seed);
+  }
+  int64_t random_trials() const override { return settings_.random_trials; }
+
+ private:
+  tpe::Settings settings_;
+};
+
+}  // namespace
+
+// Optuna 3.1's defaults (tpe::Settings); `random_trials` is its n_startup_trials, named apart from
+// the median pruner's startup_trials, which counts something else.
+const SamplerKind& tpe_sampler() {
+  static const SamplerKind kind{
+      "tpe",
+      {{"random_trials", StrategyKey::Type::integer, 0, 10, "trials drawn at random before the model"},
+       {"candidates", StrategyKey::Type::integer, 1, 24, "draws from l(x) scored per proposal"},
+       {"multivariate", StrategyKey::Type::boolean, 0, 0, "one joint mixture over every dimension"},
+       {"constant_liar", StrategyKey::Type::boolean, 0, 1, "running trials count, as the worst"}},
+      /*draws=*/true,
+      /*proposes=*/true,
+      /*method=*/false,
+      [](const StrategySettings& settings) -> std::unique_ptr<TrialSampler> {
+        return std::make_unique<TpeSampler>(settings);
+      }};
+  return kind;
+}
+
+}  // namespace difflab

@@ -14,6 +14,8 @@
 #include <random>
 #include <vector>
 
+#include "strategy/strategy.h"
+
 namespace difflab::tpe {
 
 // One axis of the space, as Optuna's distributions: uniform = FloatDistribution(low, high),
@@ -38,14 +40,9 @@ struct Settings {
   bool constant_liar = true;      // running trials count, as the worst (Optuna's constant_liar)
 };
 
-// A trial as the sampler sees it.
-struct Observation {
-  enum class State { complete, pruned, running };
-  State state = State::complete;
-  std::vector<double> values;  // one per axis (choice: the index); NaN: the trial lacks the axis
-  int64_t step = 0;            // pruned: the last epoch with a metric value (0: none)
-  double value = std::numeric_limits<double>::quiet_NaN();  // complete: the final value; pruned: at `step`
-};
+// A trial as the sampler sees it, and what it proposes (strategy/strategy.h).
+using difflab::Observation;
+using difflab::Proposal;
 
 // Optuna's ranking of a trial (_get_observation_pairs), compared lexicographically, smaller is
 // better: a complete trial (-inf, ±value), a pruned one (-step, ±value) (a later rung ranks
@@ -104,14 +101,6 @@ class ParzenEstimator {
   std::vector<Component> axes_;
 };
 
-// A proposal: the next trial's values, how it was made, and from what.
-struct Proposal {
-  std::vector<double> values;  // one per axis, in the axes' own terms
-  bool random = false;         // fewer than random_trials complete or pruned trials: drawn from the space
-  double score = std::numeric_limits<double>::quiet_NaN();  // log l(x) - log g(x) of the chosen candidate
-  std::vector<size_t> below, above;  // the observations that formed l and g (indices into the history)
-};
-
 // Optuna's TPESampler: sample_relative over all axes (multivariate) or sample_independent axis by
 // axis, from `history` (the trials in the order they were proposed) and a generator seeded with
 // `seed`: `candidates` draws from l, the one with the largest log l - log g wins.
@@ -122,7 +111,6 @@ Proposal propose(const std::vector<Axis>& space, const std::vector<Observation>&
 // numpy's argmax), Optuna's TPESampler._compare.
 size_t best_candidate(const std::vector<double>& log_l, const std::vector<double>& log_g);
 
-// A uniform double in [0, 1) from 53 random bits: the same draws on every platform.
-double unit_draw(std::mt19937_64& random);
+using difflab::unit_draw;  // strategy/strategy.h
 
 }  // namespace difflab::tpe
