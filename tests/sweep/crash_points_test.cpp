@@ -2,9 +2,12 @@
 // process is killed with SIGKILL at the k-th point (DIFFLAB_TEST_CRASH_POINT=k, process/crash_point.h),
 // for every k, and the same command is run again. Whatever k, the results must be those of a run
 // that was never killed: every epoch's rows once and bit for bit the same, every rung decided once,
-// no trial past a rung undecided, and collecting twice changes nothing. In a local run and in a
-// cluster task of an asha sweep (its shard published into the sweep folder).
+// no trial past a rung undecided, every proposal made once, and collecting twice changes nothing.
+// In a local run and in a cluster task of a tpe + asha sweep (its shard published into the sweep
+// folder).
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <algorithm>
+#include <fmt/format.h>
 #include <future>
 #include <map>
 #include <regex>
@@ -56,6 +59,15 @@ std::string results_of(const fs::path& database) {
     while (kid.executeStep())
       text << "  kid " << kid.getColumn(0).getInt64() << " " << kid.getColumn(1).getDouble() << " "
            << kid.getColumn(2).getDouble() << " " << kid.getColumn(3).getInt64() << "\n";
+    SQLite::Statement samples(db, "SELECT epoch, metric, value, features, sampler, nfe, real_count, generated_count, "
+                                  "COALESCE(k, -1), source FROM sample_metrics WHERE run_id = ? ORDER BY epoch, metric");
+    samples.bind(1, id);
+    while (samples.executeStep()) {
+      text << "  sample";
+      for (int i = 0; i < samples.getColumnCount(); ++i)
+        text << " " << (i == 2 ? fmt::format("{:.17g}", samples.getColumn(i).getDouble()) : samples.getColumn(i).getString());
+      text << "\n";
+    }
     SQLite::Statement artifacts(db, "SELECT kind, epoch FROM artifacts WHERE run_id = ? ORDER BY epoch, kind");
     artifacts.bind(1, id);
     while (artifacts.executeStep())
@@ -77,6 +89,28 @@ std::string results_of(const fs::path& database) {
       for (int i = 0; i < trial.getColumnCount(); ++i) text << " " << trial.getColumn(i).getText("NULL");
       text << "\n";
     }
+  }
+  // A model-based sweep's proposals: each once, the same point from the same draw. (What each saw
+  // names attempts, which differ between any two runs: its trials, states, steps and values are
+  // compared.)
+  SQLite::Statement proposals(db, "SELECT trial, sampler, seed, draw, random, assignments, point_values, "
+                                  "COALESCE(score, 'NULL'), conditioned FROM proposals ORDER BY trial");
+  while (proposals.executeStep()) {
+    text << "proposal";
+    for (int i = 0; i < 8; ++i) {
+      std::string field = proposals.getColumn(i).getString();
+      std::replace(field.begin(), field.end(), '\n', ' ');  // assignments: a line each
+      text << " " << field;
+    }
+    std::istringstream seen(proposals.getColumn(8).getString());
+    for (std::string line; std::getline(seen, line);) {
+      std::istringstream words(line);
+      std::string trial, attempt, rest;
+      words >> trial >> attempt;
+      std::getline(words, rest);
+      text << " | saw " << trial << rest;
+    }
+    text << "\n";
   }
   return text.str();
 }
@@ -131,9 +165,11 @@ void for_every_point(int64_t points, Cycle cycle) {
   }
 }
 
+// KID and two of the other sample metrics (their rows are written with the epoch's).
 const char* kTinyRun =
     " --set training.epochs=3 --set evaluation.kid_protocol=per_batch --set evaluation.kid_batches=1"
-    " --set evaluation.kid_diffusion_steps=2 --set training.log_every_steps=2";
+    " --set evaluation.kid_diffusion_steps=2 --set training.log_every_steps=2"
+    " --set 'evaluation.metrics=[\"kid\", \"precision\", \"recall\"]'";
 
 }  // namespace
 
@@ -152,6 +188,8 @@ TEST(CrashPoints, ALocalRunKilledAtEveryPointOfAnEpochsEndLosesNothing) {
   const std::string expected = results_of(reference / "results.sqlite");
   ASSERT_NE(expected.find("metric val_n_loss 3 "), std::string::npos) << expected;
   ASSERT_NE(expected.find("kid 3 "), std::string::npos) << expected;
+  ASSERT_NE(expected.find("sample 3 precision "), std::string::npos) << expected;
+  ASSERT_NE(expected.find("sample 3 recall "), std::string::npos) << expected;
 
   for_every_point(points, [&](int64_t k) {
     TempDir dir;
@@ -166,13 +204,15 @@ TEST(CrashPoints, ALocalRunKilledAtEveryPointOfAnEpochsEndLosesNothing) {
   });
 }
 
-// A cluster task of an asha sweep (difflab k8s's task contract, JOB_COMPLETION_INDEX): the point's
-// database lives on the task's local disk and is published into the sweep folder's shard at the
-// end of every epoch, before the checkpoint in the sweep folder says the epoch is complete.
-TEST(CrashPoints, AClusterTaskOfAnAshaSweepKilledAtEveryPointLosesNoRowAndSkipsNoRung) {
+// A cluster task of a tpe + asha sweep (difflab k8s's task contract, JOB_COMPLETION_INDEX): each
+// trial's proposal is recorded in the point's database on the task's local disk and published into
+// the sweep folder's shard before it trains; the point's rows are published at the end of every
+// epoch, before the checkpoint in the sweep folder says the epoch is complete. (The second and
+// third trials are the model's: random_trials = 1.)
+TEST(CrashPoints, AClusterTaskOfATpeAshaSweepKilledAtEveryPointLosesNoRowProposesOnceAndSkipsNoRung) {
   const std::string sweep =
-      "method = \"asha\"\ntrials = 3\nseed = 4\nmetric = \"val_n_loss\"\nmin_epochs = 1\nreduction_factor = 2\n"
-      "\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }";
+      "sampler = \"tpe\"\npruner = \"asha\"\ntrials = 3\nseed = 4\nrandom_trials = 1\nmetric = \"val_n_loss\"\n"
+      "min_epochs = 1\nreduction_factor = 2\n\"training.learning_rate\" = { log_uniform = [1e-4, 0.3] }";
   const std::string options = " --set training.epochs=3 --set evaluation.kid_protocol=none --runs-per-task 3";
   const std::vector<int64_t> rungs = {1, 2};  // r·η^k below R = 3
 
@@ -196,11 +236,17 @@ TEST(CrashPoints, AClusterTaskOfAnAshaSweepKilledAtEveryPointLosesNoRowAndSkipsN
   const int64_t points = crash_points_of(listed);
   EXPECT_NE(listed.output.find(": epoch.published"), std::string::npos) << listed.output;
   EXPECT_NE(listed.output.find(": epoch.decision"), std::string::npos) << listed.output;
+  EXPECT_EQ(occurrences(listed.output, ": search.proposed\n"), 3u) << listed.output;
   ASSERT_EQ(collect(folder).exit_code, 0);
   const fs::path database = reference / "results.sqlite";
   const std::string expected = results_of(database);
   ASSERT_NE(expected.find("decision 1 2 "), std::string::npos) << "no trial reached the second rung:\n" << expected;
   ASSERT_NE(expected.find("trial 0 0 asha val_n_loss minimize 1 3 2 1"), std::string::npos) << expected;
+  ASSERT_EQ(occurrences(expected, "proposal "), 3u) << expected;
+  ASSERT_EQ(occurrences(expected, "proposal 0 tpe"), 1u) << expected;
+  // Trials 1 and 2 are the model's (random = 0): the proposals a kill could change.
+  ASSERT_TRUE(std::regex_search(expected, std::regex("\nproposal 1 tpe -?[0-9]+ [0-9]+ 0 "))) << expected;
+  ASSERT_TRUE(std::regex_search(expected, std::regex("\nproposal 2 tpe -?[0-9]+ [0-9]+ 0 "))) << expected;
   expect_rungs_decided(database, rungs, "uninterrupted");
 
   for_every_point(points, [&](int64_t k) {
@@ -221,5 +267,7 @@ TEST(CrashPoints, AClusterTaskOfAnAshaSweepKilledAtEveryPointLosesNoRowAndSkipsN
     expect_rungs_decided(dir / "results.sqlite", rungs, label);
     EXPECT_EQ(results_of(dir / "results.sqlite"), expected) << label << ":\n" << killed.output << "\nresumed:\n"
                                                             << resumed.output;
+    const Outcome replay = difflab::test::difflab_command("sweep replay " + (dir / "results.sqlite").string());
+    EXPECT_EQ(replay.exit_code, 0) << label << ":\n" << replay.output;
   });
 }
