@@ -9,6 +9,7 @@
 #include <csignal>
 #include <fmt/format.h>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unistd.h>
@@ -94,6 +95,28 @@ class SlurmCluster {
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
     }
     return false;
+  }
+
+  // Waits until `log` says that the requeued array element runs again ("restart 1)"), at most
+  // 120 s, releasing Slurm's hold on it (reason BeginTime: about two minutes after a requeue) 1.5 s
+  // after the hold is first seen. Released at once, it may start in the second of the requeue and be
+  // killed as "Job credential revoked" (slurmctld compares the new credential's time with the
+  // revocation's in whole seconds). Returns the states the element was seen in.
+  std::string restart_requeued(const std::string& element, const std::filesystem::path& log) const {
+    std::string states;
+    std::optional<std::chrono::steady_clock::time_point> held;
+    for (int i = 0; i < 1200 && read_text(log).find("restart 1)") == std::string::npos; ++i) {
+      std::string state = command("squeue -h -j " + element + " -o %T:%r").output;
+      state = state.substr(0, state.find('\n'));
+      if (states.find("[" + state + "]") == std::string::npos) states += "[" + state + "]";
+      if (state.find("PENDING:BeginTime") != std::string::npos) {
+        if (!held) held = std::chrono::steady_clock::now();
+        if (std::chrono::steady_clock::now() - *held > std::chrono::milliseconds(1500))
+          command("scontrol update JobId=" + element + " StartTime=now");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return states;
   }
 
   std::string logs() const {

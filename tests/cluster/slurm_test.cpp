@@ -309,16 +309,14 @@ TEST(Slurm, APreemptedTaskRequeuesAloneAndEndsWithTheLossesOfAnUninterruptedRun)
   EXPECT_EQ(signal.exit_code, 0) << signal.output;
   // The task requeues itself; Slurm holds a requeued job for a while: release it now.
   const fs::path log = folder / "submit-001" / "logs" / ("task-" + task + ".log");
-  for (int i = 0; i < 1200 && read_text(log).find("requeued") == std::string::npos; ++i) usleep(100000);
-  ASSERT_NE(read_text(log).find("requeued " + element), std::string::npos) << read_text(log);
-  // The requeue completes when the old instance's script has exited, after it printed that line,
-  // and only then does Slurm hold the element (reason BeginTime): release it whenever it is held,
-  // until the new instance has started.
-  for (int i = 0; i < 1200 && read_text(log).find("restart 1)") == std::string::npos; ++i) {
-    if (cluster.command("squeue -h -j " + element + " -o %T:%r").output.find("PENDING:BeginTime") != std::string::npos)
-      cluster.command("scontrol update JobId=" + element + " StartTime=now");
-    usleep(100000);
-  }
+  for (int i = 0; i < 1200 && read_text(log).find("requeueing") == std::string::npos; ++i) usleep(100000);
+  ASSERT_NE(read_text(log).find("requeueing " + element), std::string::npos) << read_text(log);
+  // The requeue completes when the old instance's script has exited, and only then does Slurm
+  // hold the element (reason BeginTime): released, it runs again.
+  const std::string states = cluster.restart_requeued(element, log);
+  ASSERT_NE(read_text(log).find("restart 1)"), std::string::npos)
+      << "the requeued element never started again; its states: " << states << "\n"
+      << cluster.command("scontrol show job " + element).output << cluster.logs() << read_text(log);
   ASSERT_TRUE(cluster.wait_until_done(job, 240)) << cluster.command("squeue").output << all_logs(folder);
 
   const std::string text = read_text(log);
@@ -386,7 +384,7 @@ TEST(Slurm, ACancelledArrayResubmittedRunsOnlyItsUnfinishedPoints) {
   ASSERT_TRUE(cluster.wait_until_done(job, 120)) << cluster.command("squeue").output;
   const std::string cancelled = read_text(folder / "submit-001" / "logs" / ("task-" + task + ".log"));
   EXPECT_NE(cancelled.find("stopped by signal 15 at step 6"), std::string::npos) << cancelled;
-  EXPECT_EQ(cancelled.find("requeued"), std::string::npos) << cancelled;
+  EXPECT_EQ(cancelled.find("requeueing"), std::string::npos) << cancelled;
 
   const Outcome status = difflab_command("slurm status " + folder.string(), cluster.environment());
   EXPECT_NE(status.output.find("2 finished, 1 interrupted"), std::string::npos) << status.output;
@@ -444,16 +442,12 @@ Outcome submit_adaptive(const SlurmCluster& cluster, const TempDir& dir, const s
 }
 
 // Sends array element `element` the warning signal and waits until it has run again (its log
-// says "restart 1)"), releasing it whenever Slurm holds the requeued element (BeginTime). scancel
+// says "restart 1)"; SlurmCluster::restart_requeued releases Slurm's hold on it). scancel
 // may answer "Job can not be altered now" when the task requeues itself at once: the signal was
 // delivered then, which the task's log says.
 void preempt(const SlurmCluster& cluster, const std::string& element, const fs::path& log) {
   cluster.command("scancel --signal=USR2 --batch " + element);
-  for (int i = 0; i < 1200 && read_text(log).find("restart 1)") == std::string::npos; ++i) {
-    if (cluster.command("squeue -h -j " + element + " -o %T:%r").output.find("PENDING:BeginTime") != std::string::npos)
-      cluster.command("scontrol update JobId=" + element + " StartTime=now");
-    usleep(100000);
-  }
+  cluster.restart_requeued(element, log);
 }
 
 }  // namespace

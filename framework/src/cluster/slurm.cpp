@@ -204,8 +204,12 @@ bool SlurmLauncher::requeue_this_task() const {
     job = std::to_string(*single);
   }
   if (job.empty()) return false;
+  // Said before it is done: Slurm ends this very script to requeue it, often before scontrol
+  // returns, and a line printed after it would be lost.
+  fmt::print("difflab: requeueing {} (scontrol requeue); it resumes from its checkpoint\n", job);
+  std::fflush(stdout);
   const CommandOutput output = run_command({"scontrol", "requeue", job});
-  if (output.code == 0) fmt::print("difflab: requeued {}; it resumes from its checkpoint\n", job);
+  if (output.code == 0) fmt::print("difflab: requeued {}\n", job);
   else fmt::print(stderr, "difflab: scontrol requeue {} failed: {}\n", job, output.output);
   return output.code == 0;
 }
